@@ -1,0 +1,295 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/reaper-init/reaper/reaper"
+	"github.com/reaper-init/reaper/signals"
+)
+
+// version is reaper's release; the build may override it with
+// -ldflags "-X main.version=...".
+var version = "0.1.0"
+
+// action is what the command line asks for besides running COMMAND.
+type action int
+
+const (
+	runCommand action = iota
+	showHelp
+	showVersion
+)
+
+// option is one flag, and the REAPER_* variable that sets it too.
+type option struct {
+	name  string // without dashes
+	arg   string // placeholder in --help; "" for a switch
+	usage string
+	value flag.Value
+	// list options take several values: repeated flags, or one variable
+	// holding values separated by commas.
+	list bool
+	// cliOnly options have no variable.
+	cliOnly bool
+}
+
+// envName is the variable that sets o: REAPER_ and the flag name in capitals
+// with dashes as underscores.
+func (o option) envName() string {
+	return "REAPER_" + strings.ToUpper(strings.ReplaceAll(o.name, "-", "_"))
+}
+
+// options returns reaper's flags, each bound to its field in cfg.
+func options(cfg *reaper.Config, act *action) []option {
+	return []option{
+		{name: "forward", arg: "group|child", usage: "send forwarded signals to COMMAND's process group, or to COMMAND alone (default group)",
+			value: funcValue(func(s string) error {
+				t, err := signals.ParseTarget(s)
+				cfg.Policy.Target = t
+				return err
+			})},
+		{name: "rewrite", arg: "FROM:TO", list: true, usage: "forward signal FROM as TO; TO 0 drops FROM (repeatable; TERM:QUIT, HUP:0)",
+			value: funcValue(func(s string) error {
+				r, err := signals.ParseRewrite(s)
+				cfg.Policy.Rewrites = append(cfg.Policy.Rewrites, r)
+				return err
+			})},
+		{name: "success-exit", arg: "N", list: true, usage: "exit 0 when reaper would exit N (repeatable; 143 covers COMMAND killed by SIGTERM)",
+			value: funcValue(func(s string) error {
+				n, err := strconv.Atoi(strings.TrimSpace(s))
+				if err != nil || n < 0 || n > 255 {
+					return fmt.Errorf("%q is not an exit code 0-255", s)
+				}
+				cfg.SuccessExit = append(cfg.SuccessExit, n)
+				return nil
+			})},
+		{name: "stop-signal", arg: "SIG", usage: "signal that asks descendants to stop (default TERM)",
+			value: funcValue(func(s string) error {
+				sig, err := signals.Parse(s)
+				cfg.StopSignal = sig
+				return err
+			})},
+		{name: "grace", arg: "DURATION", usage: "how long a stop waits before SIGKILL; 0 kills at once (default 5s)",
+			value: durationValue(&cfg.Grace)},
+		{name: "timeout", arg: "DURATION", usage: "stop everything this long after COMMAND starts, then exit 124 (default none)",
+			value: durationValue(&cfg.Timeout)},
+		{name: "wait", usage: "when COMMAND exits, wait for the other descendants to exit on their own instead of stopping them",
+			value: boolValue(&cfg.Wait)},
+		{name: "report", arg: "FILE", usage: "write a JSON account of COMMAND's status and of the teardown to FILE",
+			value: funcValue(func(s string) error { cfg.ReportPath = s; return nil })},
+		{name: "log-format", arg: "console|json", usage: "log line format on stderr (default console)",
+			value: funcValue(func(s string) error {
+				if s != reaper.LogConsole && s != reaper.LogJSON {
+					return fmt.Errorf("%q is neither console nor json", s)
+				}
+				cfg.LogFormat = s
+				return nil
+			})},
+		{name: "verbose", arg: "N", usage: "log level: 0 warnings and errors, 1 info (-v), 2 debug (-vv)",
+			value: funcValue(func(s string) error {
+				n, err := strconv.Atoi(s)
+				if err != nil || n < 0 {
+					return fmt.Errorf("%q is not a verbosity 0, 1 or 2", s)
+				}
+				cfg.Verbosity = n
+				return nil
+			})},
+		{name: "v", usage: "log info; -vv (or -v -v) logs debug", cliOnly: true,
+			value: countValue(&cfg.Verbosity, 1)},
+		{name: "vv", cliOnly: true, value: countValue(&cfg.Verbosity, 2)},
+		{name: "version", usage: "print reaper's version and exit", cliOnly: true, value: actionValue(act, showVersion)},
+		{name: "help", usage: "print this help and exit (also -h)", cliOnly: true, value: actionValue(act, showHelp)},
+		{name: "h", cliOnly: true, value: actionValue(act, showHelp)},
+	}
+}
+
+// defaults returns the configuration before flags and variables apply.
+func defaults() reaper.Config {
+	return reaper.Config{
+		StopSignal: syscall.SIGTERM,
+		Grace:      5 * time.Second,
+		LogFormat:  reaper.LogConsole,
+	}
+}
+
+// parse reads the command line and the REAPER_* variables into a Config.
+// A flag wins over its variable.
+func parse(args []string, lookupEnv func(string) (string, bool)) (reaper.Config, action, error) {
+	cfg := defaults()
+	act := runCommand
+	opts := options(&cfg, &act)
+	fs := flag.NewFlagSet("reaper", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	for _, o := range opts {
+		fs.Var(o.value, o.name, o.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, act, flagError(err)
+	}
+	if act != runCommand {
+		return cfg, act, nil
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["v"] || given["vv"] {
+		given["verbose"] = true
+	}
+	for _, o := range opts {
+		if o.cliOnly || given[o.name] {
+			continue
+		}
+		if err := applyEnv(o, lookupEnv); err != nil {
+			return cfg, act, err
+		}
+	}
+	if fs.NArg() == 0 {
+		return cfg, act, errors.New("no COMMAND given")
+	}
+	cfg.Command = fs.Args()
+	return cfg, act, nil
+}
+
+// applyEnv sets o from its REAPER_* variable, when that is set.
+func applyEnv(o option, lookupEnv func(string) (string, bool)) error {
+	raw, ok := lookupEnv(o.envName())
+	if !ok {
+		return nil
+	}
+	values := []string{raw}
+	if o.list {
+		values = strings.Split(raw, ",")
+	}
+	for _, v := range values {
+		if o.list && strings.TrimSpace(v) == "" {
+			continue
+		}
+		if err := o.value.Set(v); err != nil {
+			return fmt.Errorf("invalid value %q in %s: %v", raw, o.envName(), err)
+		}
+	}
+	return nil
+}
+
+// flagError rewrites the flag package's messages into one plain sentence
+// that names flags the way --help shows them.
+func flagError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return fmt.Errorf("unknown flag %s", dashed(name))
+	}
+	// "invalid value "x" for flag -grace: reason" and
+	// "invalid boolean value "x" for -wait: reason"
+	for _, sep := range []string{" for flag -", " for -"} {
+		if before, after, ok := strings.Cut(msg, sep); ok {
+			name, reason, _ := strings.Cut(after, ": ")
+			before = strings.Replace(before, "invalid boolean value", "invalid value", 1)
+			return fmt.Errorf("%s for %s: %s", before, dashed(name), reason)
+		}
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return fmt.Errorf("%s needs a value", dashed(name))
+	}
+	return errors.New(msg)
+}
+
+// dashed writes a flag name as --help does: -v, --grace.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// funcValue is a flag.Value that hands each value to set.
+type funcValue func(string) error
+
+func (f funcValue) Set(s string) error { return f(s) }
+func (f funcValue) String() string     { return "" }
+
+// durationValue reads "5s", "1m30s", "250ms" or a plain number of seconds.
+func durationValue(d *time.Duration) flag.Value {
+	return funcValue(func(s string) error {
+		v, err := parseDuration(s)
+		*d = v
+		return err
+	})
+}
+
+// parseDuration reads a Go duration ("1m30s") or a number of seconds ("2.5").
+// Negative durations are refused.
+func parseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		secs, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || secs != secs || secs > float64(1<<62)/float64(time.Second) {
+			return 0, fmt.Errorf("%q is not a duration like 5s, 250ms or 2.5", s)
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("duration %q is negative", s)
+	}
+	return d, nil
+}
+
+// boolValue is a switch that also reads "true", "false", "1" and "0".
+func boolValue(b *bool) flag.Value { return boolFlag{b} }
+
+type boolFlag struct{ b *bool }
+
+func (f boolFlag) Set(s string) error {
+	v, err := strconv.ParseBool(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", s)
+	}
+	*f.b = v
+	return nil
+}
+func (f boolFlag) String() string   { return "" }
+func (f boolFlag) IsBoolFlag() bool { return true }
+
+// countValue adds step to *n each time the switch is given.
+func countValue(n *int, step int) flag.Value {
+	return countFlag{n, step}
+}
+
+type countFlag struct {
+	n    *int
+	step int
+}
+
+func (f countFlag) Set(s string) error {
+	if v, err := strconv.ParseBool(s); err != nil || !v {
+		return fmt.Errorf("%q: this switch takes no value", s)
+	}
+	*f.n += f.step
+	return nil
+}
+func (f countFlag) String() string   { return "" }
+func (f countFlag) IsBoolFlag() bool { return true }
+
+// actionValue is a switch that selects an action.
+func actionValue(act *action, a action) flag.Value {
+	return funcBool(func() { *act = a })
+}
+
+type funcBool func()
+
+func (f funcBool) Set(s string) error {
+	if v, err := strconv.ParseBool(s); err != nil || !v {
+		return fmt.Errorf("%q: this switch takes no value", s)
+	}
+	f()
+	return nil
+}
+func (f funcBool) String() string   { return "" }
+func (f funcBool) IsBoolFlag() bool { return true }

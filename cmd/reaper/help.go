@@ -1,0 +1,58 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/reaper-init/reaper/reaper"
+)
+
+// printHelp writes --help: usage, every flag with its variable, and the exit
+// codes.
+func printHelp(w io.Writer) {
+	fmt.Fprint(w, `Usage: reaper [flags] [--] COMMAND [ARGS...]
+
+Runs COMMAND as the leader of its own process group, forwards the signals it
+receives, reaps every zombie reparented to it and, before it exits with
+COMMAND's status, stops every descendant still running: the stop signal to
+all of them at once, one grace period, then SIGKILL until nothing is left.
+
+Flags (each may also come from the variable shown; a flag wins):
+`)
+	var cfg = defaults()
+	var act action
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, o := range options(&cfg, &act) {
+		if o.usage == "" {
+			continue // an alias, listed with its main flag
+		}
+		flagText := "--" + o.name
+		if len(o.name) == 1 {
+			flagText = "-" + o.name
+		}
+		if o.arg != "" {
+			flagText += "=" + o.arg
+		}
+		env := ""
+		if !o.cliOnly {
+			env = o.envName()
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", flagText, env, o.usage)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, `
+Durations are Go durations (250ms, 5s, 1m30s) or plain seconds (2.5).
+Signals are names or numbers: TERM, SIGTERM, term, 15, RTMIN+2.
+List variables separate values with commas: REAPER_REWRITE=TERM:QUIT,HUP:0.
+
+Exit codes:
+  N     COMMAND exited with N
+  128+S COMMAND was killed by signal S (143 for SIGTERM, 137 for SIGKILL)
+  %-5d usage error: unknown flag, bad value, no COMMAND
+  %-5d --timeout expired
+  %-5d reaper could not start COMMAND itself (fork failed)
+  %-5d COMMAND found but not executable, or exec failed
+  %-5d COMMAND not found
+`, reaper.ExitUsage, reaper.ExitTimeout, reaper.ExitInternal, reaper.ExitCannotExec, reaper.ExitNotFound)
+}

@@ -1,0 +1,173 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroup is a pair of groups made for one test run: a cgroup v2 group to
+// count and kill its processes, and, where the pids controller lives in a v1
+// hierarchy (as on this project's machines), a v1 group for pids.max.
+type cgroup struct {
+	v2   string
+	pids string // "" when pids.max is set on the v2 group itself
+}
+
+var cgroupSeq atomic.Int64
+
+// newCgroup makes a cgroup bounded to pidsMax processes, or skips the test
+// when cgroups cannot be made here.
+func newCgroup(t *testing.T, pidsMax int) *cgroup {
+	t.Helper()
+	requireRoot(t)
+	v2root, pidsRoot := cgroupMounts()
+	if v2root == "" {
+		t.Skip("no cgroup2 hierarchy mounted")
+	}
+	name := fmt.Sprintf("reaper-test-%d-%d", os.Getpid(), cgroupSeq.Add(1))
+	cg := &cgroup{v2: filepath.Join(v2root, ownCgroup("0::"), name)}
+	if err := os.Mkdir(cg.v2, 0o755); err != nil {
+		t.Skipf("cannot make a cgroup2 group: %v", err)
+	}
+	limit := []byte(strconv.Itoa(pidsMax))
+	if err := os.WriteFile(cg.v2+"/pids.max", limit, 0); err != nil {
+		if pidsRoot == "" {
+			os.Remove(cg.v2)
+			t.Skip("no pids controller to bound fork-heavy tests")
+		}
+		cg.pids = filepath.Join(pidsRoot, ownCgroup("pids"), name)
+		if err := os.Mkdir(cg.pids, 0o755); err != nil {
+			os.Remove(cg.v2)
+			t.Skipf("cannot make a pids cgroup: %v", err)
+		}
+		if err := os.WriteFile(cg.pids+"/pids.max", limit, 0); err != nil {
+			cg.remove(t)
+			t.Fatalf("pids.max: %v", err)
+		}
+	}
+	return cg
+}
+
+// dirs are the groups a process joins to be in this cgroup.
+func (c *cgroup) dirs() []string {
+	if c.pids == "" {
+		return []string{c.v2}
+	}
+	return []string{c.v2, c.pids}
+}
+
+// kill SIGKILLs everything in the group, atomically.
+func (c *cgroup) kill() {
+	os.WriteFile(c.v2+"/cgroup.kill", []byte("1"), 0)
+}
+
+// remove kills what is left, waits for the group to empty and removes it,
+// child groups first.
+func (c *cgroup) remove(t *testing.T) {
+	c.kill()
+	if err := waitEmpty(c.v2); err != nil {
+		t.Errorf("cgroup %s: %v", c.v2, err)
+	}
+	var dirs []string
+	filepath.WalkDir(c.v2, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Remove(dirs[i]); err != nil {
+			t.Errorf("remove cgroup: %v", err)
+		}
+	}
+	if c.pids != "" {
+		if err := os.Remove(c.pids); err != nil {
+			t.Errorf("remove pids cgroup: %v", err)
+		}
+	}
+}
+
+// waitEmpty blocks until cgroup.events says "populated 0", woken by inotify.
+func waitEmpty(dir string) error {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, dir+"/cgroup.events", unix.IN_MODIFY); err != nil {
+		return err
+	}
+	end := time.Now().Add(deadline)
+	buf := make([]byte, 4096)
+	for {
+		data, err := os.ReadFile(dir + "/cgroup.events")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(data), "populated 0") {
+			return nil
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			return fmt.Errorf("still populated after %v", deadline)
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(fds, int(left.Milliseconds())+1); n > 0 {
+			unix.Read(fd, buf)
+		}
+	}
+}
+
+// cgroupMounts finds the cgroup2 mount and a v1 hierarchy holding the pids
+// controller, from /proc/self/mountinfo.
+func cgroupMounts() (v2, pids string) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		fields, tail := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(fields) < 5 || len(tail) < 3 {
+			continue
+		}
+		switch {
+		case tail[0] == "cgroup2" && v2 == "":
+			v2 = fields[4]
+		case tail[0] == "cgroup" && strings.Contains(","+tail[2]+",", ",pids,"):
+			pids = fields[4]
+		}
+	}
+	return v2, pids
+}
+
+// ownCgroup returns this process's path in the hierarchy whose line in
+// /proc/self/cgroup starts with prefix ("0::" for v2, or a controller).
+func ownCgroup(prefix string) string {
+	data, _ := os.ReadFile("/proc/self/cgroup")
+	for _, line := range strings.Split(string(data), "\n") {
+		id, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		if prefix == "0::" && id == "0" {
+			return strings.TrimPrefix(rest, ":")
+		}
+		controllers, path, _ := strings.Cut(rest, ":")
+		if strings.Contains(","+controllers+",", ","+prefix+",") {
+			return path
+		}
+	}
+	return "/"
+}

@@ -1,0 +1,452 @@
+package integration
+
+import (
+	"bytes"
+	"debug/buildinfo"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/reaper-init/reaper/signals"
+)
+
+// modes runs f once with reaper as an ordinary subreaper and once as PID 1
+// of a new PID namespace.
+func modes(t *testing.T, f func(t *testing.T, pid1 bool)) {
+	t.Run("subreaper", func(t *testing.T) { t.Parallel(); f(t, false) })
+	t.Run("pid1", func(t *testing.T) { t.Parallel(); requireRoot(t); f(t, true) })
+}
+
+// runReaper runs reaper directly, without the harness, and returns its exit
+// code, stdout and stderr.
+func runReaper(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(bin.reaper, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+func TestExitCodes(t *testing.T) {
+	notExec := t.TempDir() + "/not-executable"
+	os.WriteFile(notExec, []byte("#!/bin/sh\nexit 0\n"), 0o644)
+	cases := []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"exit 0", []string{"sh", "-c", "exit 0"}, 0},
+		{"exit 1", []string{"sh", "-c", "exit 1"}, 1},
+		{"exit 3", []string{"sh", "-c", "exit 3"}, 3},
+		{"exit 255", []string{"sh", "-c", "exit 255"}, 255},
+		{"SIGTERM", []string{"sh", "-c", "kill -TERM $$"}, 128 + 15},
+		{"SIGKILL", []string{"sh", "-c", "kill -KILL $$"}, 128 + 9},
+		{"SIGUSR1", []string{"sh", "-c", "kill -USR1 $$"}, 128 + 10},
+		{"SIGHUP", []string{"sh", "-c", "kill -HUP $$"}, 128 + 1},
+		{"not found", []string{"reaper-no-such-command"}, 127},
+		{"no such path", []string{"/nonexistent/command"}, 127},
+		{"not executable", []string{notExec}, 126},
+		{"directory", []string{"/"}, 126},
+		{"success-exit maps 3", []string{"--success-exit=3", "sh", "-c", "exit 3"}, 0},
+		{"success-exit maps 143", []string{"--success-exit", "143", "sh", "-c", "kill -TERM $$"}, 0},
+		{"success-exit leaves 4", []string{"--success-exit=3", "sh", "-c", "exit 4"}, 4},
+	}
+	modes(t, func(t *testing.T, pid1 bool) {
+		for _, c := range cases {
+			r := start(t, opts{args: c.args, pid1: pid1}).wait()
+			if r.Code != c.want {
+				t.Errorf("%s: exit %d, want %d\nstderr:\n%s", c.name, r.Code, c.want, r.Stderr)
+			}
+			if left := r.leftovers(); left != "" {
+				t.Errorf("%s: left %s", c.name, left)
+			}
+		}
+	})
+}
+
+func TestStartErrorsSayWhy(t *testing.T) {
+	notExec := t.TempDir() + "/script"
+	os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		code int
+		line string
+	}{
+		{[]string{"reaper-no-such-command"}, 127, "reaper: reaper-no-such-command: command not found"},
+		{[]string{notExec}, 126, "reaper: " + notExec + ": permission denied"},
+	} {
+		code, stdout, stderr := runReaper(t, nil, c.args...)
+		if code != c.code || strings.TrimSpace(stderr) != c.line || stdout != "" {
+			t.Errorf("reaper %v: exit %d, stderr %q, stdout %q; want %d and %q", c.args, code, stderr, stdout, c.code, c.line)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	cases := []struct {
+		env  []string
+		args []string
+		says string
+	}{
+		{nil, []string{}, "no COMMAND"},
+		{nil, []string{"--"}, "no COMMAND"},
+		{nil, []string{"--no-such-flag", "true"}, "unknown flag --no-such-flag"},
+		{nil, []string{"-x", "true"}, "unknown flag -x"},
+		{nil, []string{"--grace=soon", "true"}, "--grace"},
+		{nil, []string{"--grace=-1s", "true"}, "negative"},
+		{nil, []string{"--timeout=1y", "true"}, "--timeout"},
+		{nil, []string{"--stop-signal=NOPE", "true"}, `unknown signal "NOPE"`},
+		{nil, []string{"--rewrite=TERM", "true"}, "FROM:TO"},
+		{nil, []string{"--rewrite=TERM:NOPE", "true"}, `unknown signal "NOPE"`},
+		{nil, []string{"--rewrite=KILL:TERM", "true"}, "never forwarded"},
+		{nil, []string{"--forward=session", "true"}, "--forward"},
+		{nil, []string{"--success-exit=256", "true"}, "--success-exit"},
+		{nil, []string{"--log-format=xml", "true"}, "--log-format"},
+		{nil, []string{"--wait=maybe", "true"}, "--wait"},
+		{nil, []string{"--grace"}, "--grace needs a value"},
+		{[]string{"REAPER_GRACE=soon"}, []string{"true"}, "REAPER_GRACE"},
+		{[]string{"REAPER_FORWARD=session"}, []string{"true"}, "REAPER_FORWARD"},
+		{[]string{"REAPER_REWRITE=TERM:QUIT,HUP:NOPE"}, []string{"true"}, "REAPER_REWRITE"},
+		{[]string{"REAPER_VERBOSE=loud"}, []string{"true"}, "REAPER_VERBOSE"},
+	}
+	for _, c := range cases {
+		code, stdout, stderr := runReaper(t, c.env, c.args...)
+		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+		if code != 2 || len(lines) != 1 || !strings.Contains(stderr, c.says) ||
+			!strings.Contains(stderr, "--help") || stdout != "" {
+			t.Errorf("reaper %v (env %v): exit %d, stdout %q, stderr %q; want exit 2 and one line saying %q and pointing to --help",
+				c.args, c.env, code, stdout, stderr, c.says)
+		}
+		if strings.Contains(stderr, "goroutine") || strings.Contains(stderr, "panic") {
+			t.Errorf("reaper %v: a Go stack trace: %s", c.args, stderr)
+		}
+	}
+}
+
+func TestFlagBeatsEnvironment(t *testing.T) {
+	// The variable would make reaper fail; the flag must win over it.
+	code, _, stderr := runReaper(t, []string{"REAPER_FORWARD=session"}, "--forward=child", "true")
+	if code != 0 {
+		t.Errorf("flag did not win over REAPER_FORWARD: exit %d, %s", code, stderr)
+	}
+	// The variable alone applies.
+	code, _, _ = runReaper(t, []string{"REAPER_SUCCESS_EXIT=7,9"}, "sh", "-c", "exit 9")
+	if code != 0 {
+		t.Errorf("REAPER_SUCCESS_EXIT=7,9 did not map 9: exit %d", code)
+	}
+}
+
+func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		code, stdout, stderr := runReaper(t, nil, arg)
+		if code != 0 || stderr != "" {
+			t.Fatalf("reaper %s: exit %d, stderr %q", arg, code, stderr)
+		}
+		for _, want := range []string{"--forward", "REAPER_FORWARD", "--rewrite", "REAPER_REWRITE",
+			"--success-exit", "REAPER_SUCCESS_EXIT", "--stop-signal", "REAPER_STOP_SIGNAL",
+			"--grace", "REAPER_GRACE", "--timeout", "REAPER_TIMEOUT", "--wait", "REAPER_WAIT",
+			"--report", "REAPER_REPORT", "--log-format", "REAPER_LOG_FORMAT", "--verbose", "REAPER_VERBOSE",
+			"-v", "--version", "124", "125", "126", "127", "128+S"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("reaper %s does not mention %s", arg, want)
+			}
+		}
+	}
+	code, stdout, _ := runReaper(t, nil, "--version")
+	if code != 0 || !regexp.MustCompile(`^reaper version \S+\n$`).MatchString(stdout) {
+		t.Errorf("--version: exit %d, %q", code, stdout)
+	}
+}
+
+func TestSilentOnSuccess(t *testing.T) {
+	code, stdout, stderr := runReaper(t, nil, "sh", "-c", "sleep 60 & exit 0")
+	if code != 0 || stdout != "" || stderr != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 0 and nothing written", code, stdout, stderr)
+	}
+}
+
+func TestVerboseLogging(t *testing.T) {
+	_, stdout, stderr := runReaper(t, nil, "-vv", "sh", "-c", "exit 5")
+	if stdout != "" {
+		t.Errorf("logs went to stdout: %q", stdout)
+	}
+	for _, want := range []string{`reaper: info: started pid=\d+`, `reaper: debug: reaped pid=\d+ status="exit 5"`} {
+		if !regexp.MustCompile(want).MatchString(stderr) {
+			t.Errorf("-vv: no line matching %s in:\n%s", want, stderr)
+		}
+	}
+	_, _, stderr = runReaper(t, nil, "-v", "--log-format=json", "sh", "-c", "exit 5")
+	if !regexp.MustCompile(`(?m)^\{"level":"info",.*"msg":"command exited".*"status":"exit 5"`).MatchString(stderr) {
+		t.Errorf("--log-format=json -v: no JSON info line in:\n%s", stderr)
+	}
+}
+
+// sendAndRecord starts reaper around the recording helper (and a grandchild
+// in its process group), sends each signal in turn and waits until the child
+// (and, when both should get it, the grandchild) has recorded it, then
+// returns what child and grandchild recorded.
+func sendAndRecord(t *testing.T, pid1 bool, flags []string, send []syscall.Signal) (child, grandchild []string, r *result) {
+	bothGet := len(flags) == 0
+	t.Helper()
+	rec, grec := newFIFO(t, "child"), newFIFO(t, "grandchild")
+	args := append(flags, bin.helper, "record", "-child", grec.path, rec.path)
+	s := start(t, opts{args: args, pid1: pid1})
+	rec.ready(t)
+	grec.ready(t)
+	for i, sig := range send {
+		s.signal(sig)
+		child = append(child, rec.next(t))
+		if bothGet && i < len(send)-1 {
+			grandchild = append(grandchild, grec.next(t))
+		}
+	}
+	r = s.wait()
+	child = append(child, rec.rest()...)
+	grandchild = append(grandchild, grec.rest()...)
+	return child, grandchild, r
+}
+
+func names(sigs []syscall.Signal) []string {
+	out := make([]string, len(sigs))
+	for i, s := range sigs {
+		out[i] = signals.Name(s)
+	}
+	return out
+}
+
+func TestForwardsEverySignalInOrder(t *testing.T) {
+	nonStop := []syscall.Signal{syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGURG,
+		syscall.SIGCONT, signals.RTMin + 1, syscall.SIGALRM, signals.RTMax, syscall.SIGUSR1}
+	modes(t, func(t *testing.T, pid1 bool) {
+		for _, stop := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT} {
+			sent := append(append([]syscall.Signal{}, nonStop...), stop)
+			t.Run("group/"+signals.Name(stop), func(t *testing.T) {
+				child, grandchild, r := sendAndRecord(t, pid1, nil, sent)
+				want := fmt.Sprint(names(sent))
+				if fmt.Sprint(child) != want {
+					t.Errorf("child recorded %v, want %v", child, want)
+				}
+				if fmt.Sprint(grandchild) != want {
+					t.Errorf("grandchild in the group recorded %v, want %v", grandchild, want)
+				}
+				if r.Code != 0 {
+					t.Errorf("exit %d, want 0\n%s", r.Code, r.Stderr)
+				}
+			})
+			t.Run("child/"+signals.Name(stop), func(t *testing.T) {
+				child, grandchild, r := sendAndRecord(t, pid1, []string{"--forward=child"}, sent)
+				if fmt.Sprint(child) != fmt.Sprint(names(sent)) {
+					t.Errorf("child recorded %v, want %v", child, names(sent))
+				}
+				// The grandchild gets nothing forwarded; only the stop signal
+				// of the teardown once the stop began.
+				if fmt.Sprint(grandchild) != "[SIGTERM]" {
+					t.Errorf("grandchild recorded %v, want only the teardown's SIGTERM", grandchild)
+				}
+				if r.Code != 0 {
+					t.Errorf("exit %d, want 0\n%s", r.Code, r.Stderr)
+				}
+			})
+		}
+	})
+}
+
+func TestRewriteAndDrop(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		rec := newFIFO(t, "child")
+		s := start(t, opts{pid1: pid1, args: []string{"--rewrite=USR1:USR2", "--rewrite", "HUP:0",
+			"--rewrite=TERM:QUIT", bin.helper, "record", rec.path}})
+		rec.ready(t)
+		s.signal(syscall.SIGUSR1)
+		if got := rec.next(t); got != "SIGUSR2" {
+			t.Errorf("USR1 arrived as %s, want SIGUSR2", got)
+		}
+		s.signal(syscall.SIGHUP) // dropped: the next line must be WINCH's
+		s.signal(syscall.SIGWINCH)
+		if got := rec.next(t); got != "SIGWINCH" {
+			t.Errorf("after a dropped HUP the child recorded %s, want SIGWINCH", got)
+		}
+		s.signal(syscall.SIGTERM) // arrives as QUIT, which ends the helper
+		r := s.wait()
+		if rest := append([]string{rec.next(t)}, rec.rest()...); fmt.Sprint(rest) != "[SIGQUIT]" {
+			t.Errorf("TERM arrived as %v, want [SIGQUIT]", rest)
+		}
+		if r.Code != 0 {
+			t.Errorf("exit %d\n%s", r.Code, r.Stderr)
+		}
+	})
+}
+
+func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
+	// The documented build turns async preemption off at link time.
+	info, err := buildinfo.ReadFile(bin.reaper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ldflags := settingOf(info, "-ldflags"); !strings.Contains(ldflags, "asyncpreemptoff=1") {
+		t.Errorf("reaper is built with -ldflags %q, without asyncpreemptoff=1", ldflags)
+	}
+	// A bare "go build" re-executes itself with GODEBUG=asyncpreemptoff=1,
+	// and COMMAND still sees the caller's GODEBUG.
+	for _, c := range []struct{ callerGodebug, reaperGodebug, commandGodebug string }{
+		{"", "GODEBUG=asyncpreemptoff=1", "GODEBUG="},
+		{"GODEBUG=madvdontneed=1", "GODEBUG=madvdontneed=1,asyncpreemptoff=1", "GODEBUG=madvdontneed=1"},
+	} {
+		var env []string
+		if c.callerGodebug != "" {
+			env = []string{c.callerGodebug}
+		}
+		script := `tr '\0' '\n' < /proc/$PPID/environ | grep ^GODEBUG=; echo "GODEBUG=$GODEBUG"; env | grep -c ^REAPER_SAVED`
+		code, stdout, stderr := runReaper(t, env, bin.plain, "sh", "-c", script)
+		_ = code
+		want := c.reaperGodebug + "\n" + c.commandGodebug + "\n0\n"
+		if stdout != want {
+			t.Errorf("plain build, caller %q: reaper/COMMAND GODEBUG and leftover variables:\n%s\nwant:\n%s\n%s", c.callerGodebug, stdout, want, stderr)
+		}
+	}
+	for _, binary := range []string{bin.reaper, bin.plain} {
+		t.Run(filepath.Base(binary), func(t *testing.T) {
+			modes(t, func(t *testing.T, pid1 bool) {
+				rec := newFIFO(t, "child")
+				s := start(t, opts{pid1: pid1, binary: binary, args: []string{"-vv", bin.helper, "record", "-busy", "2s", rec.path}})
+				rec.ready(t)
+				if got := rec.next(t); got != "busy done" {
+					t.Errorf("a CPU-busy child under reaper received %s", got)
+				}
+				s.signal(syscall.SIGURG)
+				if got := rec.next(t); got != "SIGURG" {
+					t.Errorf("SIGURG sent to reaper arrived as %s", got)
+				}
+				s.signal(syscall.SIGTERM)
+				r := s.wait()
+				if rest := rec.rest(); fmt.Sprint(rest) != "[SIGTERM]" {
+					t.Errorf("after one SIGURG the child recorded %v, want [SIGTERM]", rest)
+				}
+				if r.Code != 0 {
+					t.Errorf("exit %d\n%s", r.Code, r.Stderr)
+				}
+			})
+		})
+	}
+}
+
+func settingOf(info *debug.BuildInfo, key string) string {
+	for _, s := range info.Settings {
+		if s.Key == key {
+			return s.Value
+		}
+	}
+	return ""
+}
+
+func TestReapsEveryOrphan(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		out := newFIFO(t, "orphans")
+		s := start(t, opts{pid1: pid1, pidsMax: 256, args: []string{"-vv", bin.helper, "orphans", "200", out.path}})
+		var patterns []*regexp.Regexp
+		for {
+			line := out.next(t)
+			if line == "done" {
+				break
+			}
+			var pid int
+			fmt.Sscanf(line, "orphan %d", &pid)
+			patterns = append(patterns, regexp.MustCompile(fmt.Sprintf(`reaped pid=%d `, pid)))
+		}
+		if len(patterns) != 200 {
+			t.Fatalf("%d orphans reported, want 200", len(patterns))
+		}
+		s.stderr.waitFor(t, patterns...)
+		// Every orphan was reaped, so none may be left as a zombie.
+		reaper := s.reaperPID()
+		var zombies []int
+		for _, kid := range childrenOf(reaper) {
+			if procState(kid) == 'Z' {
+				zombies = append(zombies, kid)
+			}
+		}
+		if len(zombies) > 0 {
+			t.Errorf("zombies of reaper after every orphan was reaped: %v", zombies)
+		}
+		s.signal(syscall.SIGTERM)
+		if r := s.wait(); r.Code != 0 || r.leftovers() != "" {
+			t.Errorf("exit %d (want 0), left %s", r.Code, r.leftovers())
+		}
+	})
+}
+
+func TestChildStartsClean(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		var out bytes.Buffer
+		r := start(t, opts{pid1: pid1, stdout: &out, args: []string{bin.helper, "fds"}}).wait()
+		if got := strings.TrimSpace(out.String()); got != "0 1 2" || r.Code != 0 {
+			t.Errorf("COMMAND's open descriptors are %q (exit %d), want 0 1 2", got, r.Code)
+		}
+	})
+	// A descriptor reaper's caller passed on purpose passes through, as exec
+	// would pass it.
+	out, err := exec.Command("sh", "-c", "exec 7</dev/null; exec "+bin.reaper+" "+bin.helper+" fds").Output()
+	if got := strings.Fields(string(out)); err != nil || !slices.Contains(got, "7") {
+		t.Errorf("with fd 7 open in the caller COMMAND has %q (%v), want 7 among them", got, err)
+	}
+	status := func(t *testing.T, shell string) map[string]string {
+		t.Helper()
+		out, err := exec.Command("sh", "-c", shell).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", shell, err)
+		}
+		fields := map[string]string{}
+		for _, line := range strings.Split(string(out), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok {
+				fields[k] = strings.TrimSpace(v)
+			}
+		}
+		return fields
+	}
+	st := status(t, bin.reaper+" -- cat /proc/self/status")
+	if st["SigBlk"] != "0000000000000000" || st["SigIgn"] != "0000000000000000" {
+		t.Errorf("COMMAND starts with SigBlk %s SigIgn %s, want both zero", st["SigBlk"], st["SigIgn"])
+	}
+	// A signal the caller ignores (nohup's SIGHUP) stays ignored.
+	st = status(t, "trap '' HUP; exec "+bin.reaper+" -- cat /proc/self/status")
+	if st["SigIgn"] != "0000000000000001" {
+		t.Errorf("with SIGHUP ignored by the caller, COMMAND's SigIgn is %s, want 0000000000000001", st["SigIgn"])
+	}
+}
+
+func TestEnvironmentAndLimitsPassThrough(t *testing.T) {
+	cmd := exec.Command(bin.reaper, "env")
+	cmd.Env = []string{"A=1", "PATH=" + os.Getenv("PATH"), "REAPER_GRACE=2s", "WEIRD= x=y "}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Fields(strings.ReplaceAll(string(out), " ", "_")), []string{"A=1", "PATH=" + os.Getenv("PATH"), "REAPER_GRACE=2s", "WEIRD=_x=y_"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("COMMAND's environment is %v, want %v", got, want)
+	}
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	out, err = exec.Command("prlimit", "--nofile=1000:4000", bin.reaper, "sh", "-c", "ulimit -Sn; ulimit -Hn").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Fields(string(out)); fmt.Sprint(got) != "[1000 4000]" {
+		t.Errorf("COMMAND's RLIMIT_NOFILE is %v, want the original [1000 4000]", got)
+	}
+}

@@ -1,0 +1,346 @@
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// deadline bounds every wait in these tests: a test that would hang fails.
+const deadline = 60 * time.Second
+
+// opts describes one run of reaper.
+type opts struct {
+	args    []string // reaper's flags, then COMMAND
+	pid1    bool     // reaper runs as PID 1 of a new PID namespace
+	pidsMax int      // run inside a fresh cgroup with this pids.max (0: 512)
+	noCG    bool     // run without a cgroup (as non-root)
+	env     []string // added to the environment
+	stdin   io.Reader
+	stdout  io.Writer
+	binary  string // reaper binary to run (default bin.reaper)
+}
+
+// result is how a run ended, as the harness saw it.
+type result struct {
+	Code      int      `json:"code"`
+	Signal    int      `json:"signal"`
+	Survivors []string `json:"survivors"`
+	Zombies   []string `json:"zombies"`
+	InCgroup  []int    `json:"in_cgroup"`
+	Stderr    string   `json:"-"`
+}
+
+// leftovers describes what reaper left behind, "" when nothing: processes
+// reparented to the harness, zombies, and processes left in the cgroup.
+func (r *result) leftovers() string {
+	if len(r.Survivors)+len(r.Zombies)+len(r.InCgroup) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("survivors %q, zombies %q, in the cgroup %v", r.Survivors, r.Zombies, r.InCgroup)
+}
+
+// session is one running reaper, under the harness.
+type session struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	report *bufio.Reader
+	stderr *lines
+	cg     *cgroup
+	child  int // the harness's child: reaper, or unshare with pid1
+	pid1   bool
+	result *result
+	ended  chan struct{}
+}
+
+// start runs reaper with o under the harness and waits until it runs.
+func start(t *testing.T, o opts) *session {
+	t.Helper()
+	s := &session{t: t, pid1: o.pid1, stderr: newLines(), ended: make(chan struct{})}
+	argv := []string{}
+	if !o.noCG {
+		max := o.pidsMax
+		if max == 0 {
+			max = 512
+		}
+		s.cg = newCgroup(t, max)
+		for _, dir := range s.cg.dirs() {
+			argv = append(argv, "-cgroup", dir)
+		}
+	}
+	argv = append(argv, "--")
+	if o.pid1 {
+		requireRoot(t)
+		argv = append(argv, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--")
+	}
+	if o.binary == "" {
+		o.binary = bin.reaper
+	}
+	argv = append(argv, o.binary)
+	argv = append(argv, o.args...)
+	s.cmd = exec.Command(bin.harness, argv...)
+	s.cmd.Env = append(os.Environ(), o.env...)
+	s.cmd.Stdin, s.cmd.Stdout = o.stdin, o.stdout
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.ExtraFiles = []*os.File{pw}
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	go s.stderr.readFrom(stderr)
+	s.report = bufio.NewReader(pr)
+	line, err := s.report.ReadString('\n')
+	if _, scanErr := fmt.Sscanf(line, "pid %d", &s.child); err != nil || scanErr != nil {
+		s.cmd.Wait()
+		t.Fatalf("harness did not start reaper: %q %v\nstderr:\n%s", line, err, s.stderr)
+	}
+	go s.collect(pr)
+	t.Cleanup(s.cleanup)
+	return s
+}
+
+// collect reads the harness's final line.
+func (s *session) collect(pr *os.File) {
+	defer close(s.ended)
+	defer pr.Close()
+	line, _ := s.report.ReadString('\n')
+	s.cmd.Wait()
+	<-s.stderr.closed
+	var r result
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		r.Code = -1
+		r.Stderr = fmt.Sprintf("harness gave no result (%v): %q\n", err, line)
+	}
+	r.Stderr += s.stderr.String()
+	s.result = &r
+}
+
+// wait returns how reaper ended; the test fails after the deadline.
+func (s *session) wait() *result {
+	s.t.Helper()
+	select {
+	case <-s.ended:
+		return s.result
+	case <-time.After(deadline):
+		s.t.Fatalf("reaper did not exit within %v\nstderr:\n%s", deadline, s.stderr)
+		return nil
+	}
+}
+
+// cleanup kills what is left if the test ended early.
+func (s *session) cleanup() {
+	select {
+	case <-s.ended:
+	default:
+		if s.cg != nil {
+			s.cg.kill()
+		} else {
+			syscall.Kill(s.child, syscall.SIGKILL)
+		}
+		s.cmd.Process.Kill()
+		<-s.ended
+	}
+	if s.cg != nil {
+		s.cg.remove(s.t)
+	}
+}
+
+// reaperPID is reaper's pid as the test sees it (the host's, with pid1).
+func (s *session) reaperPID() int {
+	s.t.Helper()
+	if !s.pid1 {
+		return s.child
+	}
+	kids := childrenOf(s.child)
+	if len(kids) != 1 {
+		s.t.Fatalf("unshare (pid %d) has children %v, want reaper alone", s.child, kids)
+	}
+	return kids[0]
+}
+
+// signal sends sig to reaper.
+func (s *session) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if err := syscall.Kill(s.reaperPID(), sig); err != nil {
+		s.t.Fatalf("kill reaper: %v", err)
+	}
+}
+
+// childrenOf lists the children of every thread of pid.
+func childrenOf(pid int) []int {
+	var kids []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		for _, f := range strings.Fields(string(data)) {
+			if kid, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, kid)
+			}
+		}
+	}
+	return kids
+}
+
+// procState returns the state letter of pid from /proc/PID/stat, or 0.
+func procState(pid int) byte {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 || i+2 >= len(data) {
+		return 0
+	}
+	return data[i+2]
+}
+
+// lines collects a stream line by line and lets a test wait for a line.
+type lines struct {
+	mu     sync.Mutex
+	all    []string
+	grew   chan struct{}
+	closed chan struct{}
+}
+
+func newLines() *lines {
+	return &lines{grew: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (l *lines) readFrom(r io.Reader) {
+	defer close(l.closed)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		l.mu.Lock()
+		l.all = append(l.all, sc.Text())
+		close(l.grew)
+		l.grew = make(chan struct{})
+		l.mu.Unlock()
+	}
+}
+
+func (l *lines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.all, "\n")
+}
+
+// waitFor blocks until every pattern has matched some line, and returns
+// the lines seen so far.
+func (l *lines) waitFor(t *testing.T, patterns ...*regexp.Regexp) []string {
+	t.Helper()
+	timeout := time.After(deadline)
+	for {
+		l.mu.Lock()
+		seen, grew := append([]string(nil), l.all...), l.grew
+		l.mu.Unlock()
+		missing := 0
+		for _, p := range patterns {
+			found := false
+			for _, line := range seen {
+				if p.MatchString(line) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return seen
+		}
+		select {
+		case <-grew:
+		case <-l.closed:
+			t.Fatalf("stream ended with %d patterns unmatched:\n%s", missing, strings.Join(seen, "\n"))
+		case <-timeout:
+			t.Fatalf("%d patterns unmatched after %v:\n%s", missing, deadline, strings.Join(seen, "\n"))
+		}
+	}
+}
+
+// requireRoot skips tests that need privileges this run does not have.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (PID namespaces, cgroups); CI runs as root")
+	}
+}
+
+// fifo is a named pipe a payload writes lines into and the test reads.
+type fifo struct {
+	path string
+	f    *os.File
+	r    *bufio.Reader
+}
+
+// newFIFO makes a FIFO in the test's temporary directory and opens it for
+// reading. Opening it read-write never blocks and never sees end of file.
+func newFIFO(t *testing.T, name string) *fifo {
+	t.Helper()
+	path := t.TempDir() + "/" + name
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &fifo{path: path, f: f, r: bufio.NewReader(f)}
+}
+
+// next returns the next line, failing the test after the deadline.
+func (p *fifo) next(t *testing.T) string {
+	t.Helper()
+	p.f.SetReadDeadline(time.Now().Add(deadline))
+	line, err := p.r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading %s: %v (got %q)", p.path, err, line)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+// ready reads the helper's "ready PID" line and returns the pid.
+func (p *fifo) ready(t *testing.T) int {
+	t.Helper()
+	line := p.next(t)
+	var pid int
+	if _, err := fmt.Sscanf(line, "ready %d", &pid); err != nil {
+		t.Fatalf("want a ready line, got %q", line)
+	}
+	return pid
+}
+
+// rest returns every line already in the pipe: call it once the writer is
+// known to be gone. (A deadline already past would make Go skip the read, so
+// it gets a short one; the data is there or will never come.)
+func (p *fifo) rest() []string {
+	p.f.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	var out []string
+	for {
+		line, err := p.r.ReadString('\n')
+		if err != nil {
+			return out
+		}
+		out = append(out, strings.TrimSuffix(line, "\n"))
+	}
+}

@@ -1,0 +1,177 @@
+// Command helper is the payload the integration tests run under reaper.
+//
+//	helper record [-child FIFO2] [-busy DURATION] FIFO
+//	    writes "ready PID" to FIFO, then the name of each signal it receives,
+//	    one per line, in order; exits 0 after a stop signal (TERM, INT, HUP,
+//	    QUIT). -child first starts a copy of itself in the same process group
+//	    recording to FIFO2. -busy spins on the CPU for DURATION, then writes
+//	    "busy done".
+//	helper fds
+//	    prints the numbers of its open file descriptors, one line, sorted.
+//	helper orphans N FIFO
+//	    makes N orphans one after another and writes "orphan PID" for each,
+//	    then "done", to FIFO, and sleeps until a stop signal. Each orphan
+//	    exits only after its parent has exited, so it always ends as a
+//	    zombie of the nearest subreaper.
+//
+// The helper must not send itself SIGURG, since it records every SIGURG it
+// gets, nor hold cgroup files open, since it lists its descriptors: build it
+// with -ldflags=-X=runtime.godebugDefault=asyncpreemptoff=1,containermaxprocs=0.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/reaper-init/reaper/signals"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: helper record|fds ...")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "record":
+		record(os.Args[2:])
+	case "fds":
+		fds()
+	case "orphans":
+		orphans(os.Args[2], os.Args[3])
+	case "orphan-parent":
+		orphanParent(os.Args[2])
+	case "orphan-child":
+		io.Copy(io.Discard, os.Stdin) // returns when the parent has exited
+	default:
+		fmt.Fprintf(os.Stderr, "helper: unknown mode %q\n", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func record(args []string) {
+	fs := flag.NewFlagSet("record", flag.ExitOnError)
+	child := fs.String("child", "", "start a copy of the helper recording to this FIFO")
+	busy := fs.Duration("busy", 0, "spin on the CPU this long before reporting 'busy done'")
+	fs.Parse(args)
+	out, err := os.OpenFile(fs.Arg(0), os.O_WRONLY, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		os.Exit(2)
+	}
+	sigs := make(chan os.Signal, 256)
+	var watch []os.Signal
+	for _, sig := range signals.Forwardable() {
+		watch = append(watch, sig)
+	}
+	signal.Notify(sigs, watch...)
+	if *child != "" {
+		self, _ := os.Executable()
+		if _, err := syscall.ForkExec(self, []string{"helper", "record", *child},
+			&syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{0, 1, 2}}); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(2)
+		}
+	}
+	line := func(s string) { out.Write([]byte(s + "\n")) }
+	line("ready " + strconv.Itoa(os.Getpid()))
+	if *busy > 0 {
+		end := time.Now().Add(*busy)
+		for time.Now().Before(end) {
+			select {
+			case sig := <-sigs:
+				line(signals.Name(sig.(syscall.Signal)))
+			default:
+			}
+		}
+		line("busy done")
+	}
+	for sig := range sigs {
+		s := sig.(syscall.Signal)
+		line(signals.Name(s))
+		switch s {
+		case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
+			os.Exit(0)
+		}
+	}
+}
+
+// fds lists /proc/self/fd without the descriptor used to read it, using raw
+// system calls so that the Go runtime opens nothing of its own.
+func fds() {
+	dir, err := syscall.Open("/proc/self/fd", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		os.Exit(2)
+	}
+	buf := make([]byte, 8192)
+	var names []string
+	for {
+		n, err := syscall.ReadDirent(dir, buf)
+		if err != nil || n == 0 {
+			break
+		}
+		_, _, names = syscall.ParseDirent(buf[:n], -1, names)
+	}
+	var open []int
+	for _, name := range names {
+		if fd, err := strconv.Atoi(name); err == nil && fd != dir {
+			open = append(open, fd)
+		}
+	}
+	sort.Ints(open)
+	s := make([]string, len(open))
+	for i, fd := range open {
+		s[i] = strconv.Itoa(fd)
+	}
+	fmt.Println(strings.Join(s, " "))
+}
+
+// orphans runs orphan-parent n times, reaping each parent itself.
+func orphans(count, fifo string) {
+	n, _ := strconv.Atoi(count)
+	self, _ := os.Executable()
+	for i := 0; i < n; i++ {
+		pid, err := syscall.ForkExec(self, []string{"helper", "orphan-parent", fifo},
+			&syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{0, 1, 2}})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(2)
+		}
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, 0, nil)
+	}
+	out, _ := os.OpenFile(fifo, os.O_WRONLY, 0)
+	out.Write([]byte("done\n"))
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
+	<-sigs
+}
+
+// orphanParent starts an orphan-child that reads a pipe only this process
+// writes to, reports its pid and exits: the child sees end of file and exits
+// after its parent is gone.
+func orphanParent(fifo string) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		os.Exit(2)
+	}
+	self, _ := os.Executable()
+	pid, err := syscall.ForkExec(self, []string{"helper", "orphan-child"},
+		&syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{r.Fd(), 1, 2}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		os.Exit(2)
+	}
+	out, _ := os.OpenFile(fifo, os.O_WRONLY, 0)
+	fmt.Fprintf(out, "orphan %d\n", pid)
+	runtime.KeepAlive(w) // the write end stays open until this process exits
+}

@@ -1,0 +1,57 @@
+// Package reaper is the supervisor behind the reaper command: it starts
+// COMMAND in a process group of its own, forwards signals to it, reaps every
+// zombie that comes its way and, before it returns, tears down every
+// descendant. One goroutine, locked to one OS thread, owns all process
+// state; see Run.
+package reaper
+
+import (
+	"io"
+	"syscall"
+	"time"
+
+	"github.com/reaper-init/reaper/signals"
+)
+
+// Exit codes reaper itself uses. Otherwise it exits with COMMAND's status:
+// N when COMMAND exits with N, 128+S when a signal S kills it.
+const (
+	ExitUsage      = 2   // bad flag, bad value, no COMMAND
+	ExitTimeout    = 124 // --timeout expired (as timeout(1))
+	ExitInternal   = 125 // reaper could not do its own work (fork failed)
+	ExitCannotExec = 126 // COMMAND found but could not be executed
+	ExitNotFound   = 127 // COMMAND not found
+)
+
+// Config is everything Run needs. The zero value of each field is a usable
+// default except Command, which must not be empty.
+type Config struct {
+	// Command is COMMAND and its arguments; Command[0] is looked up on PATH.
+	Command []string
+	// Policy decides where forwarded signals go and how they are rewritten.
+	Policy signals.Policy
+	// SuccessExit lists exit codes of COMMAND that reaper turns into 0.
+	SuccessExit []int
+
+	// StopSignal is sent to every descendant when a stop begins
+	// (default SIGTERM).
+	StopSignal syscall.Signal
+	// Grace is how long a stop waits for descendants to exit before
+	// SIGKILL; zero kills at once. One deadline for the whole stop.
+	Grace time.Duration
+	// Timeout, when positive, stops everything that long after COMMAND
+	// started; reaper then exits with ExitTimeout.
+	Timeout time.Duration
+	// Wait makes reaper wait for the remaining descendants to exit on their
+	// own after COMMAND exits, instead of stopping them.
+	Wait bool
+	// ReportPath, when set, receives a JSON account of the run's end.
+	ReportPath string
+
+	// LogFormat is LogConsole or LogJSON.
+	LogFormat string
+	// Verbosity 0 logs warnings and errors, 1 adds info, 2 adds debug.
+	Verbosity int
+	// Stderr receives the logs (default os.Stderr).
+	Stderr io.Writer
+}

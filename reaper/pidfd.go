@@ -1,0 +1,77 @@
+package reaper
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// errGone means a process exited, or its pid now names another process.
+var errGone = errors.New("process is gone")
+
+// handle refers to one descendant in a way that survives pid reuse: a pidfd
+// opened after checking that the pid still names the process a walk of the
+// tree found. Where pidfds are missing (old kernels, or no descriptors left)
+// fd is -1 and every signal repeats the identity check before kill(2).
+type handle struct {
+	Process
+	fd int
+}
+
+// openHandle opens a handle on p, a process found by walking reaper's tree.
+// It returns errGone when p has exited since.
+func openHandle(p Process) (*handle, error) {
+	fd, err := unix.PidfdOpen(p.PID, 0)
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		return nil, errGone
+	case err != nil:
+		fd = -1 // ENOSYS, EMFILE, ...: fall back to kill(2) with identity checks
+	}
+	// pidfd_open took whatever process held the pid at that moment. If the
+	// same pid still carries p's start time now, that process was p: a pid
+	// is not reused while its process lives.
+	if !sameProcess(p) {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, errGone
+	}
+	return &handle{Process: p, fd: fd}, nil
+}
+
+// sameProcess reports whether p.PID still names the process p.
+func sameProcess(p Process) bool {
+	now, err := readProcess(p.PID)
+	return err == nil && now.Start == p.Start && now.State != 'Z'
+}
+
+// signal sends sig to the process. It returns errGone when the process has
+// exited.
+func (h *handle) signal(sig syscall.Signal) error {
+	var err error
+	if h.fd >= 0 {
+		err = unix.PidfdSendSignal(h.fd, sig, nil, 0)
+	} else if !sameProcess(h.Process) {
+		return errGone
+	} else {
+		err = unix.Kill(h.PID, sig)
+	}
+	if errors.Is(err, unix.ESRCH) {
+		return errGone
+	}
+	if err != nil {
+		return fmt.Errorf("signal pid %d: %w", h.PID, err)
+	}
+	return nil
+}
+
+// close releases the pidfd.
+func (h *handle) close() {
+	if h.fd >= 0 {
+		unix.Close(h.fd)
+		h.fd = -1
+	}
+}

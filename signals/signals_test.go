@@ -1,0 +1,123 @@
+package signals
+
+import (
+	"syscall"
+	"testing"
+)
+
+func TestParseAcceptsEverySpelling(t *testing.T) {
+	cases := map[string]syscall.Signal{
+		"TERM": syscall.SIGTERM, "SIGTERM": syscall.SIGTERM, "term": syscall.SIGTERM,
+		"15": syscall.SIGTERM, " sigusr1 ": syscall.SIGUSR1, "IOT": syscall.SIGABRT,
+		"RTMIN": 34, "RTMIN+1": 35, "SIGRTMIN+15": 49, "RTMAX-14": 50,
+		"rtmax": 64, "64": 64, "1": syscall.SIGHUP,
+	}
+	for in, want := range cases {
+		got, err := Parse(in)
+		if err != nil || got != want {
+			t.Errorf("Parse(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+}
+
+func TestParseRejectsNonsense(t *testing.T) {
+	for _, in := range []string{"", "0", "65", "-1", "SIG", "TERMX", "RTMIN-1", "RTMAX+1", "RTMIN+31", "RTMIN+x", "SIGSIGTERM"} {
+		if sig, err := Parse(in); err == nil {
+			t.Errorf("Parse(%q) = %v, want an error", in, sig)
+		}
+	}
+}
+
+func TestNameRoundTrips(t *testing.T) {
+	for sig := syscall.Signal(1); sig <= RTMax; sig++ {
+		name := Name(sig)
+		if sig == 32 || sig == 33 {
+			if name != "signal "+map[syscall.Signal]string{32: "32", 33: "33"}[sig] {
+				t.Errorf("Name(%d) = %q", sig, name)
+			}
+			continue
+		}
+		back, err := Parse(name)
+		if err != nil || back != sig {
+			t.Errorf("Parse(Name(%d) = %q) = %v, %v", sig, name, back, err)
+		}
+	}
+	if got := Name(35); got != "SIGRTMIN+1" {
+		t.Errorf("Name(35) = %q, want SIGRTMIN+1 as kill -l prints it", got)
+	}
+	if got := Name(50); got != "SIGRTMAX-14" {
+		t.Errorf("Name(50) = %q, want SIGRTMAX-14 as kill -l prints it", got)
+	}
+}
+
+func TestForwardableExcludesOnlyWhatCannotBeForwarded(t *testing.T) {
+	got := map[syscall.Signal]bool{}
+	for _, sig := range Forwardable() {
+		got[sig] = true
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGURG, syscall.SIGCONT,
+		syscall.SIGTSTP, syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGABRT, 35, 64} {
+		if !got[sig] {
+			t.Errorf("%s is not forwarded", Name(sig))
+		}
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGSTOP, syscall.SIGCHLD,
+		syscall.SIGSEGV, syscall.SIGBUS, syscall.SIGFPE, syscall.SIGILL, syscall.SIGTRAP,
+		syscall.SIGSYS, syscall.SIGPROF, 32, 33, 34} {
+		if got[sig] {
+			t.Errorf("%s is forwarded, it must not be", Name(sig))
+		}
+	}
+}
+
+func TestPolicyRewritesDropsAndStops(t *testing.T) {
+	var p Policy
+	for _, s := range []string{"TERM:QUIT", "HUP:0", "USR1:USR2", "USR1:WINCH"} {
+		r, err := ParseRewrite(s)
+		if err != nil {
+			t.Fatalf("ParseRewrite(%q): %v", s, err)
+		}
+		p.Rewrites = append(p.Rewrites, r)
+	}
+	check := func(in, want syscall.Signal, wantOK bool) {
+		t.Helper()
+		got, ok := p.Forward(in)
+		if got != want || ok != wantOK {
+			t.Errorf("Forward(%s) = %v, %v; want %v, %v", Name(in), got, ok, want, wantOK)
+		}
+	}
+	check(syscall.SIGTERM, syscall.SIGQUIT, true)
+	check(syscall.SIGHUP, 0, false)
+	check(syscall.SIGUSR1, syscall.SIGWINCH, true) // the last rewrite of a signal wins
+	check(syscall.SIGINT, syscall.SIGINT, true)
+	if p.IsStop(syscall.SIGTERM) || p.IsStop(syscall.SIGHUP) {
+		t.Error("a rewritten stop signal still starts a stop")
+	}
+	if !p.IsStop(syscall.SIGINT) || !p.IsStop(syscall.SIGQUIT) {
+		t.Error("INT and QUIT must start a stop")
+	}
+	if p.IsStop(syscall.SIGUSR2) {
+		t.Error("USR2 must not start a stop")
+	}
+}
+
+func TestParseRewriteErrors(t *testing.T) {
+	for _, s := range []string{"TERM", "TERM:", ":TERM", "KILL:TERM", "CHLD:TERM", "TERM:BOGUS", "SEGV:TERM"} {
+		if r, err := ParseRewrite(s); err == nil {
+			t.Errorf("ParseRewrite(%q) = %v, want an error", s, r)
+		}
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	if tg, err := ParseTarget("Child"); err != nil || tg != Child {
+		t.Errorf("ParseTarget(Child) = %v, %v", tg, err)
+	}
+	if tg, err := ParseTarget("group"); err != nil || tg != Group {
+		t.Errorf("ParseTarget(group) = %v, %v", tg, err)
+	}
+	if _, err := ParseTarget("session"); err == nil {
+		t.Error("ParseTarget(session) gave no error")
+	}
+}
