@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"debug/buildinfo"
 	"fmt"
 	"os"
@@ -24,11 +25,20 @@ func modes(t *testing.T, f func(t *testing.T, pid1 bool)) {
 	t.Run("pid1", func(t *testing.T) { t.Parallel(); requireRoot(t); f(t, true) })
 }
 
-// runReaper runs reaper directly, without the harness, and returns its exit
-// code, stdout and stderr.
+// runReaper runs reaper directly, without the harness, for runs that start
+// nothing that could outlive it, and returns its exit code, stdout and
+// stderr.
 func runReaper(t *testing.T, env []string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(bin.reaper, args...)
+	return runBinary(t, bin.reaper, env, args...)
+}
+
+// runBinary is runReaper for another build of reaper.
+func runBinary(t *testing.T, binary string, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -174,9 +184,11 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 }
 
 func TestSilentOnSuccess(t *testing.T) {
-	code, stdout, stderr := runReaper(t, nil, "sh", "-c", "sleep 60 & exit 0")
-	if code != 0 || stdout != "" || stderr != "" {
-		t.Errorf("exit %d, stdout %q, stderr %q; want 0 and nothing written", code, stdout, stderr)
+	var stdout bytes.Buffer
+	r := start(t, opts{stdout: &stdout, args: []string{"sh", "-c", "sleep 60 & setsid sleep 60 & exit 0"}}).wait()
+	if r.Code != 0 || stdout.String() != "" || r.Stderr != "" || r.leftovers() != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q, left %s; want 0, nothing written, nothing left",
+			r.Code, stdout.String(), r.Stderr, r.leftovers())
 	}
 }
 
@@ -312,8 +324,7 @@ func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 			env = []string{c.callerGodebug}
 		}
 		script := `tr '\0' '\n' < /proc/$PPID/environ | grep ^GODEBUG=; echo "GODEBUG=$GODEBUG"; env | grep -c ^REAPER_SAVED`
-		code, stdout, stderr := runReaper(t, env, bin.plain, "sh", "-c", script)
-		_ = code
+		_, stdout, stderr := runBinary(t, bin.plain, env, "sh", "-c", script) // grep -c exits 1 on 0
 		want := c.reaperGodebug + "\n" + c.commandGodebug + "\n0\n"
 		if stdout != want {
 			t.Errorf("plain build, caller %q: reaper/COMMAND GODEBUG and leftover variables:\n%s\nwant:\n%s\n%s", c.callerGodebug, stdout, want, stderr)
@@ -321,27 +332,42 @@ func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 	}
 	for _, binary := range []string{bin.reaper, bin.plain} {
 		t.Run(filepath.Base(binary), func(t *testing.T) {
-			modes(t, func(t *testing.T, pid1 bool) {
-				rec := newFIFO(t, "child")
-				s := start(t, opts{pid1: pid1, binary: binary, args: []string{"-vv", bin.helper, "record", "-busy", "2s", rec.path}})
-				rec.ready(t)
-				if got := rec.next(t); got != "busy done" {
-					t.Errorf("a CPU-busy child under reaper received %s", got)
-				}
-				s.signal(syscall.SIGURG)
-				if got := rec.next(t); got != "SIGURG" {
-					t.Errorf("SIGURG sent to reaper arrived as %s", got)
-				}
-				s.signal(syscall.SIGTERM)
-				r := s.wait()
-				if rest := rec.rest(); fmt.Sprint(rest) != "[SIGTERM]" {
-					t.Errorf("after one SIGURG the child recorded %v, want [SIGTERM]", rest)
-				}
-				if r.Code != 0 {
-					t.Errorf("exit %d\n%s", r.Code, r.Stderr)
-				}
-			})
+			modes(t, func(t *testing.T, pid1 bool) { busyReaperSendsNoSIGURG(t, pid1, binary) })
 		})
+	}
+}
+
+// busyReaperSendsNoSIGURG keeps reaper busy and checks that no SIGURG of its
+// runtime reaches the process group. Once COMMAND has exited (--wait keeps
+// reaper there), every forwarded signal walks the tree and signals each of
+// 400 group members through a pidfd: work long enough for the runtime to
+// preempt reaper's goroutines, which it would do with SIGURG.
+func busyReaperSendsNoSIGURG(t *testing.T, pid1 bool, binary string) {
+	rec := newFIFO(t, "child")
+	script := `"$HELPER" record "$REC" &
+i=0; while [ $i -lt 400 ]; do sleep 300 & i=$((i+1)); done
+exit 0`
+	s := start(t, opts{pid1: pid1, binary: binary, pidsMax: 600, args: []string{"-v", "--wait", "sh", "-c", script},
+		env: []string{"HELPER=" + bin.helper, "REC=" + rec.path}})
+	rec.ready(t)
+	s.stderr.waitFor(t, regexp.MustCompile(`command exited`))
+	for i := 0; i < 100; i++ {
+		s.signal(syscall.SIGUSR1)
+		if got := rec.next(t); got != "SIGUSR1" {
+			t.Fatalf("signal %d: the group member recorded %s, want SIGUSR1", i, got)
+		}
+	}
+	s.signal(syscall.SIGURG)
+	if got := rec.next(t); got != "SIGURG" {
+		t.Errorf("SIGURG sent to reaper arrived as %s", got)
+	}
+	s.signal(syscall.SIGTERM)
+	r := s.wait()
+	if rest := rec.rest(); fmt.Sprint(rest) != "[SIGTERM]" {
+		t.Errorf("after one SIGURG the group member recorded %v, want [SIGTERM]", rest)
+	}
+	if r.Code != 0 || r.leftovers() != "" {
+		t.Errorf("exit %d, left %s\n%s", r.Code, r.leftovers(), r.Stderr)
 	}
 }
 
@@ -448,5 +474,45 @@ func TestEnvironmentAndLimitsPassThrough(t *testing.T) {
 	}
 	if got := strings.Fields(string(out)); fmt.Sprint(got) != "[1000 4000]" {
 		t.Errorf("COMMAND's RLIMIT_NOFILE is %v, want the original [1000 4000]", got)
+	}
+}
+
+func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
+	// reaper's stderr is a pipe whose reader goes away once COMMAND runs:
+	// from then on every -vv line fails with EPIPE. reaper must live on, and
+	// COMMAND must not see a SIGPIPE.
+	rec := newFIFO(t, "child")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin.reaper, "-vv", bin.helper, "record", rec.path)
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	rec.ready(t)
+	pr.Close()
+	for _, sig := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGUSR2} {
+		cmd.Process.Signal(sig)
+		if got := rec.next(t); got != signals.Name(sig) {
+			t.Fatalf("sent %s, COMMAND recorded %s", signals.Name(sig), got)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	err = cmd.Wait()
+	if got := append([]string{rec.next(t)}, rec.rest()...); fmt.Sprint(got) != "[SIGTERM]" {
+		t.Errorf("COMMAND recorded %v at the end, want [SIGTERM] and no SIGPIPE", got)
+	}
+	if err != nil {
+		t.Errorf("reaper with a broken stderr: %v, want exit 0", err)
+	}
+	// With stdout and stderr closed, the Go runtime opens /dev/null there.
+	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec "+bin.reaper+" -vv sh -c 'exit 4' >&- 2>&-").CombinedOutput(); err == nil ||
+		err.(*exec.ExitError).ExitCode() != 4 {
+		t.Errorf("with stdout and stderr closed: %v %s, want exit 4", err, out)
 	}
 }

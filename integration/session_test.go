@@ -21,14 +21,16 @@ const deadline = 60 * time.Second
 
 // opts describes one run of reaper.
 type opts struct {
-	args    []string // reaper's flags, then COMMAND
-	pid1    bool     // reaper runs as PID 1 of a new PID namespace
-	pidsMax int      // run inside a fresh cgroup with this pids.max (0: 512)
-	noCG    bool     // run without a cgroup (as non-root)
-	env     []string // added to the environment
-	stdin   io.Reader
-	stdout  io.Writer
-	binary  string // reaper binary to run (default bin.reaper)
+	args []string // reaper's flags, then COMMAND
+	pid1 bool     // reaper runs as PID 1 of a new PID namespace
+	// noMountProc leaves the namespace with the parent's /proc.
+	noMountProc bool
+	pidsMax     int      // run inside a fresh cgroup with this pids.max (0: 512)
+	noCG        bool     // run without a cgroup (as non-root)
+	env         []string // added to the environment
+	stdin       io.Reader
+	stdout      io.Writer
+	binary      string // reaper binary to run (default bin.reaper)
 }
 
 // result is how a run ended, as the harness saw it.
@@ -81,7 +83,11 @@ func start(t *testing.T, o opts) *session {
 	argv = append(argv, "--")
 	if o.pid1 {
 		requireRoot(t)
-		argv = append(argv, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--")
+		argv = append(argv, "unshare", "--pid", "--fork", "--kill-child")
+		if !o.noMountProc {
+			argv = append(argv, "--mount-proc")
+		}
+		argv = append(argv, "--")
 	}
 	if o.binary == "" {
 		o.binary = bin.reaper

@@ -30,8 +30,12 @@ type Config struct {
 	Command []string
 	// Policy decides where forwarded signals go and how they are rewritten.
 	Policy signals.Policy
-	// SuccessExit lists exit codes of COMMAND that reaper turns into 0.
+	// SuccessExit lists statuses of COMMAND (N, or 128+S for signal S)
+	// that reaper turns into exit code 0.
 	SuccessExit []int
+	// PdeathSignal is sent to COMMAND by the kernel when reaper dies
+	// (0: none).
+	PdeathSignal syscall.Signal
 
 	// StopSignal is sent to every descendant when a stop begins
 	// (default SIGTERM).

@@ -43,8 +43,26 @@ func NewLogger(w io.Writer, format string, verbosity int) (*zap.Logger, error) {
 	default:
 		return nil, fmt.Errorf("log format %q is neither console nor json", format)
 	}
-	core := zapcore.NewCore(enc, zapcore.AddSync(w), level)
-	return zap.New(core).Named("reaper"), nil
+	core := zapcore.NewCore(enc, zapcore.AddSync(&quitOnError{w: w}), level)
+	return zap.New(core, zap.ErrorOutput(zapcore.AddSync(io.Discard))).Named("reaper"), nil
+}
+
+// quitOnError passes writes on until one fails (stderr closed, or a pipe
+// whose reader is gone), then drops them all: reaper goes on without logs
+// rather than failing, or writing again and again into a broken pipe.
+type quitOnError struct {
+	w      io.Writer
+	broken bool
+}
+
+func (q *quitOnError) Write(p []byte) (int, error) {
+	if q.broken {
+		return len(p), nil
+	}
+	if _, err := q.w.Write(p); err != nil {
+		q.broken = true
+	}
+	return len(p), nil
 }
 
 // lineEncoder writes "reaper: [level: ]message key=value ..." lines. Fields

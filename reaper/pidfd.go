@@ -20,9 +20,10 @@ type handle struct {
 	fd int
 }
 
-// openHandle opens a handle on p, a process found by walking reaper's tree.
-// It returns errGone when p has exited since.
-func openHandle(p Process) (*handle, error) {
+// openHandle opens a handle on p, a process found by walking the tree below
+// self. It returns errGone when p has exited since, or is no longer below
+// self.
+func openHandle(p Process, self int) (*handle, error) {
 	fd, err := unix.PidfdOpen(p.PID, 0)
 	switch {
 	case errors.Is(err, unix.ESRCH):
@@ -32,14 +33,30 @@ func openHandle(p Process) (*handle, error) {
 	}
 	// pidfd_open took whatever process held the pid at that moment. If the
 	// same pid still carries p's start time now, that process was p: a pid
-	// is not reused while its process lives.
-	if !sameProcess(p) {
+	// is not reused while its process lives. A descendant stays one (orphans
+	// move up to reaper, the subreaper), but the check is cheap.
+	if !sameProcess(p) || !below(p.PID, self) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
 		return nil, errGone
 	}
 	return &handle{Process: p, fd: fd}, nil
+}
+
+// below reports whether pid's chain of parents reaches ancestor.
+func below(pid, ancestor int) bool {
+	for depth := 0; depth < 4096 && pid > 1; depth++ {
+		p, err := readProcess(pid)
+		if err != nil {
+			return false
+		}
+		if p.PPID == ancestor {
+			return true
+		}
+		pid = p.PPID
+	}
+	return false
 }
 
 // sameProcess reports whether p.PID still names the process p.

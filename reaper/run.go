@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -28,7 +28,8 @@ const (
 )
 
 // killWait bounds how long reaper waits for SIGKILLed processes to go. Only a
-// process stuck in uninterruptible sleep outlives it.
+// process stuck in uninterruptible sleep, or one reaper may not signal (a
+// setuid program under an unprivileged reaper), outlives it.
 const killWait = 10 * time.Second
 
 // supervisor is the event loop's state. Only the goroutine in Run touches it.
@@ -36,13 +37,19 @@ type supervisor struct {
 	cfg  Config
 	log  *zap.Logger
 	self int
-	sigs chan os.Signal
+	// walkable is false when /proc belongs to another PID namespace: reaper
+	// then cannot see its descendants, and must not act on what it reads.
+	walkable bool
+
+	chld chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
+	sigs chan os.Signal // every other caught signal
 
 	child       int  // COMMAND's pid, also its process group id
 	childGone   bool // COMMAND was reaped: its pid and group id may be reused
 	childStatus unix.WaitStatus
 	noChildren  bool // the last wait4 said ECHILD: nothing is left below reaper
 	startErr    *StartError
+	lostChild   bool // COMMAND outlived SIGKILL: its status is unknown
 
 	phase    phase
 	timedOut bool
@@ -56,29 +63,43 @@ type supervisor struct {
 // are gone, and returns the code reaper should exit with. Call it once per
 // process, from main: it makes the process a child subreaper, catches every
 // signal it forwards, and locks the calling goroutine to its OS thread for
-// good (COMMAND's parent-death signal is tied to the thread that forked it).
+// good, because COMMAND's parent-death signal fires when the thread that
+// forked it exits, not the process.
 func Run(cfg Config) int {
 	runtime.LockOSThread()
-	if cfg.Stderr == nil {
-		cfg.Stderr = os.Stderr
+	blockThreadSIGPIPE() // all logging happens on this thread
+	if cfg.Stderr == nil || cfg.Stderr == os.Stderr {
+		cfg.Stderr = rawWriter(2)
 	}
 	if cfg.StopSignal == 0 {
 		cfg.StopSignal = syscall.SIGTERM
 	}
+	s := &supervisor{cfg: cfg, self: os.Getpid()}
+	// Catch signals first: until then the Go runtime's own handler would
+	// end reaper on a SIGTERM (and, as PID 1, exit with status 2).
+	ignored := s.catchSignals()
 	log, err := NewLogger(cfg.Stderr, cfg.LogFormat, cfg.Verbosity)
 	if err != nil {
 		fmt.Fprintf(cfg.Stderr, "reaper: %v\n", err)
 		return ExitUsage
 	}
 	defer log.Sync()
-	s := &supervisor{cfg: cfg, log: log, self: os.Getpid()}
+	s.log = log
+	for _, sig := range ignored {
+		log.Debug("inherited as ignored: not forwarded", zap.Stringer("signal", sigName(sig)))
+	}
 	return s.run()
 }
 
 func (s *supervisor) run() int {
 	s.becomeSubreaper()
-	s.catchSignals()
-	pid, err := spawn(s.cfg.Command, spawnOptions{foreground: stdinIsTerminal()})
+	s.checkProc()
+	unblockThreadSIGPIPE() // COMMAND gets the forking thread's mask
+	pid, err := spawn(s.cfg.Command, spawnOptions{
+		foreground: ownsTerminal(),
+		pdeathsig:  s.cfg.PdeathSignal,
+	})
+	blockThreadSIGPIPE()
 	if err != nil {
 		return s.startFailed(err)
 	}
@@ -119,24 +140,39 @@ func (s *supervisor) becomeSubreaper() {
 	}
 }
 
+// checkProc makes sure /proc shows reaper's own PID namespace (as it does
+// unless a namespace was made without mounting a /proc of its own): every
+// pid read there must mean what it means to reaper's system calls.
+func (s *supervisor) checkProc() {
+	link, err := os.Readlink(procRoot + "/self")
+	s.walkable = err == nil && link == strconv.Itoa(s.self)
+	if !s.walkable {
+		s.log.Warn("/proc belongs to another PID namespace (mount a /proc of its own, e.g. unshare --mount-proc): "+
+			"reaper cannot see its descendants and stops only COMMAND's process group", zap.String("self", link))
+	}
+}
+
 // catchSignals installs handlers for SIGCHLD and every forwardable signal
 // before COMMAND exists (PID 1 gets no signal it has no handler for). A
 // signal reaper's caller left ignored stays ignored, for reaper and for
-// COMMAND, and is not forwarded.
-func (s *supervisor) catchSignals() {
-	ignored := inheritedIgnored()
-	caught := []os.Signal{syscall.SIGCHLD}
+// COMMAND, and is not forwarded; catchSignals returns those.
+func (s *supervisor) catchSignals() (ignored []syscall.Signal) {
+	inherited := inheritedIgnored()
+	var caught []os.Signal
 	for _, sig := range signals.Forwardable() {
-		if ignored[sig] || signal.Ignored(sig) {
-			s.log.Debug("inherited as ignored: not forwarded", zap.Stringer("signal", sigName(sig)))
+		if inherited[sig] {
+			ignored = append(ignored, sig)
 			continue
 		}
 		caught = append(caught, sig)
 	}
+	s.chld = make(chan os.Signal, 1)
 	// The runtime merges repeats of a standard signal anyway; the buffer only
-	// has to cover bursts of different ones.
-	s.sigs = make(chan os.Signal, 128)
-	signal.Notify(s.sigs, caught...)
+	// has to hold a burst of different ones.
+	s.sigs = make(chan os.Signal, 64)
+	notify(s.chld, syscall.SIGCHLD)
+	notify(s.sigs, caught...)
+	return ignored
 }
 
 // step waits for one event and handles it.
@@ -146,6 +182,8 @@ func (s *supervisor) step() {
 		exits = s.stop.watcher.C
 	}
 	select {
+	case <-s.chld:
+		s.onChildEvents()
 	case sig := <-s.sigs:
 		s.onSignal(sig.(syscall.Signal))
 	case tokens := <-exits:
@@ -161,49 +199,45 @@ func (s *supervisor) step() {
 		s.killC = nil
 		s.giveUp()
 	}
-	switch {
-	case s.phase > running && s.phase < done && s.noChildren:
+	s.advance()
+}
+
+// advance moves a stop on after an event.
+func (s *supervisor) advance() {
+	if s.phase == running || s.phase == done {
+		return
+	}
+	if s.noChildren {
 		s.finish()
-	case s.phase == stopping && s.stop.wentQuiet():
-		// Every process the stop signalled is gone but something is still
+		return
+	}
+	quiet := s.stop != nil && s.stop.wentQuiet()
+	switch {
+	case s.phase == stopping && quiet:
+		// Every process the stop signalled is gone, yet something is still
 		// below reaper: a process the first walk missed, or one forked
 		// since. The first kind gets the stop signal now, the second only
 		// the SIGKILL at the deadline.
 		s.signalMissed()
-	case s.phase == killing && (s.stop.watcher == nil || s.stop.wentQuiet()):
-		// Whatever is left was forked after the last walk (without an exit
-		// watcher reaper cannot tell, and walks again at every event).
+	case s.phase == killing && (quiet || s.stop.watcher == nil):
+		// Whatever is left was forked after the last walk. (Without an exit
+		// watcher reaper cannot tell, and walks again at every event.)
 		s.killStragglers()
 	}
 }
 
-func (s *supervisor) onSignal(sig syscall.Signal) {
-	stop := s.cfg.Policy.IsStop(sig)
-	switch {
-	case sig == syscall.SIGCHLD:
-		s.onChildEvents()
-	case stop && (s.phase == running || s.phase == draining):
-		s.beginStop(reasonSignal, sig) // forwards sig itself, after its walk
-	case stop && s.phase == stopping:
-		s.forward(sig)
-		s.log.Info("second stop signal: killing now", zap.Stringer("signal", sigName(sig)))
-		s.killAll()
-	default:
-		s.forward(sig)
-	}
-}
-
-// onChildEvents reaps every child that has exited, then moves the state
-// machine on.
+// onChildEvents reaps every child that has exited and, when COMMAND was one
+// of them, starts a stop (or, with --wait, waits for the rest).
 func (s *supervisor) onChildEvents() {
-	if s.reapAll() && s.phase == running {
-		s.log.Info("command exited", zap.Int("pid", s.child), zap.String("status", describeStatus(s.childStatus)))
-		if s.cfg.Wait {
-			s.phase = draining
-		} else {
-			s.beginStop(reasonExit, 0)
-		}
+	if !s.reapAll() || s.phase != running {
+		return
 	}
+	s.log.Info("command exited", zap.Int("pid", s.child), zap.String("status", describeStatus(s.childStatus)))
+	if s.cfg.Wait {
+		s.phase = draining
+		return
+	}
+	s.beginStop(reasonExit, 0)
 }
 
 // reapAll drains wait4 until no exited child is left, and reports whether
@@ -237,181 +271,28 @@ func (s *supervisor) reapAll() (commandExited bool) {
 	}
 }
 
-// forward passes a received signal on, after rewrites, to COMMAND's group
-// or to COMMAND alone. COMMAND's pid and group id stay reserved until reaper
-// reaps it, so kill(2) is safe until then; afterwards the group's remaining
-// members are signalled one by one through pidfds.
-func (s *supervisor) forward(sig syscall.Signal) {
-	out, ok := s.cfg.Policy.Forward(sig)
-	if !ok {
-		s.log.Debug("dropped", zap.Stringer("signal", sigName(sig)))
-		return
-	}
-	group := s.cfg.Policy.Target == signals.Group
-	var err error
-	switch {
-	case !s.childGone && group:
-		err = unix.Kill(-s.child, out)
-	case !s.childGone:
-		err = unix.Kill(s.child, out)
-	case group:
-		err = s.signalGroupMembers(out)
-	default:
-		s.log.Debug("not forwarded: command has exited", zap.Stringer("signal", sigName(sig)))
-		return
-	}
-	if err != nil {
-		s.log.Warn("cannot forward signal", zap.Stringer("signal", sigName(out)), zap.Error(err))
-		return
-	}
-	if ce := s.log.Check(zap.DebugLevel, "forwarded"); ce != nil {
-		ce.Write(zap.Stringer("received", sigName(sig)), zap.Stringer("signal", sigName(out)),
-			zap.String("to", s.cfg.Policy.Target.String()), zap.Int("pid", s.child))
-	}
-}
-
-// signalGroupMembers signals the descendants still in COMMAND's process group
-// after COMMAND itself is gone.
-func (s *supervisor) signalGroupMembers(sig syscall.Signal) error {
-	procs, err := descendants(s.self)
-	if err != nil {
-		return err
-	}
-	for _, p := range procs {
-		if p.PGID != s.child {
-			continue
-		}
-		if h, err := openHandle(p); err == nil {
-			h.signal(sig)
-			h.close()
-		}
-	}
-	return nil
-}
-
 func (s *supervisor) onTimeout() {
+	if s.phase != running && s.phase != draining {
+		return // a stop is under way: the grace deadline bounds it
+	}
 	s.timedOut = true
 	s.log.Warn("timeout expired: stopping everything", zap.Duration("timeout", s.cfg.Timeout))
-	if s.phase == running || s.phase == draining {
-		s.beginStop(reasonTimeout, 0)
-	}
+	s.beginStop(reasonTimeout, 0)
 }
 
-// beginStop sends the stop signal to every descendant at once and starts the
-// one grace deadline of this stop. A stop that begins with a signal forwards
-// that signal as usual, and the processes it reaches get nothing more. The
-// walk of the tree comes first: once the signal is out, processes exit and
-// their orphans move up to reaper while a walk could miss them.
-func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
-	s.phase = stopping
-	s.stop = newTeardown(reason, received, s.cfg.StopSignal, time.Now(), s.log)
-	procs, err := descendants(s.self)
-	if err != nil {
-		s.log.Error("cannot list descendants", zap.Error(err))
-	}
-	if reason == reasonSignal {
-		s.forward(received)
-	}
-	for _, p := range procs {
-		sig := s.cfg.StopSignal
-		if reason == reasonSignal && s.reachedByForward(p) {
-			sig, _ = s.cfg.Policy.Forward(received)
-			s.stop.track(p, sig, false)
-			continue
-		}
-		s.stop.track(p, sig, true)
-	}
-	s.log.Info("stopping", zap.String("reason", reason.String()), zap.Int("descendants", len(procs)),
-		zap.Duration("grace", s.cfg.Grace))
-	if s.cfg.Grace <= 0 {
-		s.killAll()
-		return
-	}
-	s.graceTimer = time.NewTimer(s.cfg.Grace)
-	s.graceC = s.graceTimer.C
-}
-
-// reachedByForward reports whether a forwarded signal already went to p.
-func (s *supervisor) reachedByForward(p Process) bool {
-	if s.cfg.Policy.Target == signals.Group {
-		return p.PGID == s.child
-	}
-	return p.PID == s.child && !s.childGone
-}
-
-// signalMissed sends the stop signal to descendants the stop has not
-// tracked yet and that were already running when it began.
-func (s *supervisor) signalMissed() {
-	procs, err := descendants(s.self)
-	if err != nil {
-		s.log.Error("cannot list descendants", zap.Error(err))
-	}
-	for _, p := range procs {
-		if s.stop.byPID[p.PID] == nil && s.stop.predates(p) {
-			s.stop.track(p, s.cfg.StopSignal, true)
-		}
-	}
-}
-
-// killAll ends the grace period: SIGKILL to every descendant, then again to
-// each one that appears until nothing is left.
-func (s *supervisor) killAll() {
-	if s.graceTimer != nil {
-		s.graceTimer.Stop()
-		s.graceC = nil
-	}
-	s.phase = killing
-	s.killTimer = time.NewTimer(killWait)
-	s.killC = s.killTimer.C
-	s.killStragglers()
-}
-
-// killStragglers walks the tree and SIGKILLs every process not killed yet.
-func (s *supervisor) killStragglers() {
-	procs, err := descendants(s.self)
-	if err != nil {
-		s.log.Error("cannot list descendants", zap.Error(err))
-	}
-	for _, p := range procs {
-		s.stop.kill(p, time.Now())
-	}
-}
-
-// giveUp is called when SIGKILLed processes did not go within killWait.
-func (s *supervisor) giveUp() {
-	procs, _ := descendants(s.self)
-	pids := make([]int, len(procs))
-	for i, p := range procs {
-		pids[i] = p.PID
-	}
-	s.log.Error("processes survive SIGKILL (uninterruptible sleep?); giving up on them", zap.Ints("pids", pids))
-	s.finish()
-}
-
-// finish ends the run once nothing is left below reaper.
-func (s *supervisor) finish() {
-	s.phase = done
-	for _, t := range []*time.Timer{s.graceTimer, s.timeoutTimer, s.killTimer} {
-		if t != nil {
-			t.Stop()
-		}
-	}
-	if s.stop != nil {
-		s.stop.finish(time.Now())
-	}
-}
-
-// exitCode is COMMAND's status as a shell reports it, ExitTimeout when
-// --timeout fired, and 0 for codes listed in SuccessExit.
+// exitCode is COMMAND's status as a shell reports it (0 for codes listed in
+// SuccessExit), ExitTimeout when --timeout fired, ExitInternal when COMMAND
+// outlived SIGKILL.
 func (s *supervisor) exitCode() int {
-	code := 0
 	switch {
 	case s.timedOut:
 		return ExitTimeout
-	case s.childStatus.Signaled():
+	case s.lostChild:
+		return ExitInternal
+	}
+	code := s.childStatus.ExitStatus()
+	if s.childStatus.Signaled() {
 		code = 128 + int(s.childStatus.Signal())
-	default:
-		code = s.childStatus.ExitStatus()
 	}
 	for _, ok := range s.cfg.SuccessExit {
 		if code == ok {

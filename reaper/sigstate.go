@@ -4,9 +4,64 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	"os/signal"
 	"strconv"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
+
+// notify is signal.Notify; a variable so that nothing else in the package
+// calls os/signal.
+var notify = signal.Notify
+
+// SIGPIPE and reaper's own writes. A write to a pipe whose reader is gone
+// raises SIGPIPE, which reaper, catching SIGPIPE to forward it, would take
+// for one sent from outside. So logs go to the raw descriptor (see
+// rawWriter: the os package would re-raise SIGPIPE itself for fds 1 and 2),
+// and the thread that writes them, the event loop's, keeps SIGPIPE blocked:
+// the kernel's thread-directed SIGPIPE then stays pending there, while one
+// sent to the process from outside is delivered to another thread and
+// forwarded as usual.
+
+var sigpipeSet = func() *unix.Sigset_t {
+	var set unix.Sigset_t
+	set.Val[(syscall.SIGPIPE-1)/64] |= 1 << ((syscall.SIGPIPE - 1) % 64)
+	return &set
+}()
+
+// blockThreadSIGPIPE blocks SIGPIPE on the calling thread, which must be
+// locked to its goroutine.
+func blockThreadSIGPIPE() {
+	unix.PthreadSigmask(unix.SIG_BLOCK, sigpipeSet, nil)
+}
+
+// unblockThreadSIGPIPE discards a SIGPIPE that reaper's own writes left
+// pending on the calling thread, then unblocks SIGPIPE: the forking thread's
+// mask becomes the child's, and COMMAND must start with the caller's.
+func unblockThreadSIGPIPE() {
+	var zero unix.Timespec
+	for {
+		_, _, errno := unix.Syscall6(unix.SYS_RT_SIGTIMEDWAIT, uintptr(unsafe.Pointer(sigpipeSet)), 0,
+			uintptr(unsafe.Pointer(&zero)), unsafe.Sizeof(*sigpipeSet), 0, 0)
+		if errno != unix.EINTR {
+			break // EAGAIN: nothing (more) pending
+		}
+	}
+	unix.PthreadSigmask(unix.SIG_UNBLOCK, sigpipeSet, nil)
+}
+
+// rawWriter writes to a file descriptor with write(2) and nothing else.
+type rawWriter int
+
+func (fd rawWriter) Write(p []byte) (int, error) {
+	n, err := unix.Write(int(fd), p)
+	if err != nil {
+		return n, err
+	}
+	return n, nil
+}
 
 // inheritedIgnored returns the signals whose disposition is SIG_IGN right
 // now, from SigIgn in /proc/self/status. Read at start-up, before reaper

@@ -94,14 +94,18 @@ func errnoOf(err error) error {
 
 // spawnOptions are the per-run choices that shape how COMMAND starts.
 type spawnOptions struct {
-	foreground bool // give COMMAND's group the terminal on fd 0
+	foreground bool           // give COMMAND's group the terminal on fd 0
+	pdeathsig  syscall.Signal // sent to COMMAND when reaper's thread dies; 0 for none
 }
 
 // spawn starts COMMAND as the leader of a new process group and returns its
 // pid. The child gets reaper's original signal mask, default dispositions
-// for every signal reaper catches (ignored ones stay ignored), fds 0-2 only,
-// the environment unchanged and the original RLIMIT_NOFILE (syscall.ForkExec
-// restores it). spawn never waits for the child: the event loop reaps it.
+// for every signal reaper catches (ignored ones stay ignored), fds 0-2 and
+// whatever reaper's caller passed without close-on-exec, the environment
+// unchanged and the original RLIMIT_NOFILE (syscall.ForkExec restores it).
+// spawn never waits for the child: the event loop reaps it. It must run on
+// the thread that stays for reaper's whole life: the parent-death signal
+// fires when the forking thread exits.
 func spawn(argv []string, opts spawnOptions) (int, error) {
 	path, err := lookPath(argv[0])
 	if err != nil {
@@ -114,6 +118,7 @@ func spawn(argv []string, opts spawnOptions) (int, error) {
 			Setpgid:    true,
 			Foreground: opts.foreground,
 			Ctty:       0,
+			Pdeathsig:  opts.pdeathsig,
 		},
 	}
 	pid, err := syscall.ForkExec(path, argv, attr)

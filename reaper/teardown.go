@@ -26,7 +26,7 @@ func (r stopReason) String() string {
 type tracked struct {
 	h        *handle
 	token    int32          // its key in the exit watcher
-	signal   syscall.Signal // the first signal the stop sent it; 0 if found only when killing
+	signal   syscall.Signal // the first signal the stop sent (or forwarded) to it
 	cmdline  string
 	exitedAt time.Time // zero while it lives
 	killed   bool      // it got SIGKILL
@@ -42,15 +42,16 @@ type teardown struct {
 	began      time.Time
 	ended      time.Time
 
-	procs     []*tracked
-	byPID     map[int]*tracked   // the latest tracked process with each pid
-	byToken   map[int32]*tracked // processes the watcher still watches
-	nextToken int32
-	watcher   *exitWatcher // nil when pidfds cannot be watched
-	noWatcher bool         // creating the watcher failed; do not retry
-	startTick uint64       // the stop's start, in the clock ticks of /proc/PID/stat
-	alive     int          // tracked processes not seen to exit yet
-	quiet     bool         // alive dropped to 0 since the last walk
+	procs       []*tracked
+	byPID       map[int]*tracked   // the latest tracked process with each pid
+	byToken     map[int32]*tracked // processes the watcher still watches
+	nextToken   int32
+	watcher     *exitWatcher // nil when pidfds cannot be watched
+	noWatcher   bool         // creating the watcher failed; do not retry
+	startTick   uint64       // the stop's start, in the clock ticks of /proc/PID/stat
+	alive       int          // tracked processes not seen to exit yet
+	quiet       bool         // alive dropped to 0 since the last walk
+	stopSignals int          // stop signals received since the stop began
 }
 
 func newTeardown(reason stopReason, received, stopSignal syscall.Signal, now time.Time, log *zap.Logger) *teardown {
@@ -79,31 +80,34 @@ func (td *teardown) predates(p Process) bool {
 	return p.Start <= td.startTick
 }
 
-// track starts following p. With send, it also sends sig to p (and SIGCONT
-// when p is stopped, so that it can act on sig); otherwise sig is recorded
-// as already delivered.
-func (td *teardown) track(p Process, sig syscall.Signal, send bool) *tracked {
+// trackAll tracks each process of a walk, and returns those still there.
+func (td *teardown) trackAll(procs []Process, self int) []*tracked {
+	out := make([]*tracked, 0, len(procs))
+	for _, p := range procs {
+		if t := td.track(p, self); t != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// track starts following p: a pidfd, its command line, its exit. It returns
+// nil when p is gone already.
+func (td *teardown) track(p Process, self int) *tracked {
 	if t := td.byPID[p.PID]; t != nil && t.h.Start == p.Start {
 		return t
 	} else if t != nil {
 		td.markExited(t, time.Now()) // its pid was reused: the old one is gone
 	}
-	h, err := openHandle(p)
+	h, err := openHandle(p, self)
 	if err != nil {
-		td.log.Debug("not tracked", zap.Int("pid", p.PID), zap.Error(err))
 		return nil
 	}
-	t := &tracked{h: h, signal: sig, cmdline: commandLine(p.PID)}
+	t := &tracked{h: h, cmdline: commandLine(p.PID)}
 	td.procs = append(td.procs, t)
-	td.alive++
 	td.byPID[p.PID] = t
+	td.alive++
 	td.watch(t)
-	if send && sig != 0 {
-		td.send(t, sig)
-		if p.State == 'T' && sig != syscall.SIGKILL {
-			td.send(t, syscall.SIGCONT)
-		}
-	}
 	return t
 }
 
@@ -129,7 +133,8 @@ func (td *teardown) watch(t *tracked) {
 	td.byToken[t.token] = t
 }
 
-func (td *teardown) send(t *tracked, sig syscall.Signal) {
+// send signals t; the first signal the stop sends is recorded.
+func (td *teardown) send(t *tracked, sig syscall.Signal) error {
 	err := t.h.signal(sig)
 	switch {
 	case err == errGone:
@@ -137,21 +142,31 @@ func (td *teardown) send(t *tracked, sig syscall.Signal) {
 	case err != nil:
 		td.log.Warn("cannot signal", zap.Int("pid", t.h.PID), zap.Stringer("signal", sigName(sig)), zap.Error(err))
 	default:
+		if t.signal == 0 {
+			t.signal = sig
+		}
 		if ce := td.log.Check(zap.DebugLevel, "signalled"); ce != nil {
 			ce.Write(zap.Int("pid", t.h.PID), zap.String("comm", t.h.Comm), zap.Stringer("signal", sigName(sig)))
 		}
 	}
+	return err
 }
 
-// kill sends SIGKILL to p unless it was killed already.
-func (td *teardown) kill(p Process, now time.Time) {
-	t := td.track(p, 0, false)
+// kill sends SIGKILL to p unless it was killed already, with a warning that
+// names it.
+func (td *teardown) kill(p Process, self int) {
+	t := td.track(p, self)
 	if t == nil || t.killed || !t.exitedAt.IsZero() {
 		return
 	}
+	if td.send(t, syscall.SIGKILL) != nil {
+		return
+	}
 	t.killed = true
+	if cmdline := commandLine(p.PID); cmdline != "" {
+		t.cmdline = cmdline // it may have exec'd since it was first seen
+	}
 	td.log.Warn("killed", zap.Int("pid", p.PID), zap.String("command", t.describe()))
-	td.send(t, syscall.SIGKILL)
 }
 
 // wentQuiet reports, once, that every process the stop tracks has exited

@@ -1,71 +1,81 @@
 package reaper
 
 import (
+	"errors"
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
 
 // exitWatcher reports when watched processes exit, children or not: a pidfd
-// becomes readable when its process exits. One goroutine blocks in
-// epoll_wait and passes tokens to the event loop; it owns no process state.
+// becomes readable when its process exits. The pidfds go into an epoll set,
+// and the epoll fd itself into the Go runtime's poller, so that the goroutine
+// that waits on it parks without holding an OS thread: reaper must not need
+// a new thread while a fork bomb has used up pids.max. The goroutine only
+// passes tokens to the event loop; it owns no process state.
 type exitWatcher struct {
-	epfd   int
-	wakefd int           // eventfd that stops the goroutine
-	C      chan []int32  // tokens of exited processes
-	done   chan struct{} // closed by stop
-	exited chan struct{} // closed when the goroutine returns
+	epoll *os.File
+	C     chan []int32  // tokens of exited processes
+	done  chan struct{} // closed by stop
 }
-
-// stopToken marks the wake eventfd in the epoll set.
-const stopToken = -1
 
 func newExitWatcher() (*exitWatcher, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
-	if err != nil {
+	if err := unix.SetNonblock(epfd, true); err != nil {
 		unix.Close(epfd)
-		return nil, fmt.Errorf("eventfd: %w", err)
+		return nil, fmt.Errorf("epoll fd: %w", err)
 	}
-	w := &exitWatcher{epfd: epfd, wakefd: wakefd, C: make(chan []int32, 1),
-		done: make(chan struct{}), exited: make(chan struct{})}
-	if err := w.add(wakefd, stopToken); err != nil {
-		w.closeFDs()
-		return nil, err
+	w := &exitWatcher{epoll: os.NewFile(uintptr(epfd), "epoll"), C: make(chan []int32, 1), done: make(chan struct{})}
+	raw, err := w.epoll.SyscallConn()
+	if err != nil {
+		w.epoll.Close()
+		return nil, fmt.Errorf("epoll fd: %w", err)
 	}
-	go w.run()
+	go w.run(raw)
 	return w, nil
 }
 
 // add watches fd (a pidfd) and reports token once when it becomes readable.
 func (w *exitWatcher) add(fd int, token int32) error {
+	raw, err := w.epoll.SyscallConn()
+	if err != nil {
+		return err
+	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: token}
-	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		return fmt.Errorf("epoll_ctl: %w", err)
+	var ctlErr error
+	if err := raw.Control(func(epfd uintptr) {
+		ctlErr = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, fd, &ev)
+	}); err != nil {
+		return err
+	}
+	if ctlErr != nil {
+		return fmt.Errorf("epoll_ctl: %w", ctlErr)
 	}
 	return nil
 }
 
-func (w *exitWatcher) run() {
-	defer close(w.exited)
+func (w *exitWatcher) run(raw interface {
+	Read(func(fd uintptr) bool) error
+}) {
 	events := make([]unix.EpollEvent, 128)
 	for {
-		n, err := unix.EpollWait(w.epfd, events, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return
-		}
-		tokens := make([]int32, 0, n)
-		for _, ev := range events[:n] {
-			if ev.Fd == stopToken {
-				return
+		var tokens []int32
+		err := raw.Read(func(epfd uintptr) bool {
+			n, err := unix.EpollWait(int(epfd), events, 0)
+			if errors.Is(err, unix.EINTR) || n <= 0 {
+				return false // nothing yet: park until the epoll fd is readable
 			}
-			tokens = append(tokens, ev.Fd)
+			for _, ev := range events[:n] {
+				tokens = append(tokens, ev.Fd)
+			}
+			return true
+		})
+		if err != nil {
+			return // closed by stop
 		}
 		select {
 		case w.C <- tokens:
@@ -75,17 +85,9 @@ func (w *exitWatcher) run() {
 	}
 }
 
-// stop ends the goroutine and closes the epoll and event fds. Watched
-// pidfds stay open: they belong to the caller.
+// stop ends the goroutine and closes the epoll fd. Watched pidfds stay
+// open: they belong to the caller.
 func (w *exitWatcher) stop() {
 	close(w.done)
-	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
-	unix.Write(w.wakefd, one)
-	<-w.exited
-	w.closeFDs()
-}
-
-func (w *exitWatcher) closeFDs() {
-	unix.Close(w.epfd)
-	unix.Close(w.wakefd)
+	w.epoll.Close()
 }

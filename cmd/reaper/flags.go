@@ -61,7 +61,7 @@ func options(cfg *reaper.Config, act *action) []option {
 				cfg.Policy.Rewrites = append(cfg.Policy.Rewrites, r)
 				return err
 			})},
-		{name: "success-exit", arg: "N", list: true, usage: "exit 0 when reaper would exit N (repeatable; 143 covers COMMAND killed by SIGTERM)",
+		{name: "success-exit", arg: "N", list: true, usage: "exit 0 when COMMAND's status is N, or 128+S for signal S (repeatable; 143: killed by SIGTERM)",
 			value: funcValue(func(s string) error {
 				n, err := strconv.Atoi(strings.TrimSpace(s))
 				if err != nil || n < 0 || n > 255 {
@@ -74,6 +74,16 @@ func options(cfg *reaper.Config, act *action) []option {
 			value: funcValue(func(s string) error {
 				sig, err := signals.Parse(s)
 				cfg.StopSignal = sig
+				return err
+			})},
+		{name: "pdeathsig", arg: "SIG|none", usage: "signal the kernel sends COMMAND if reaper dies (default KILL)",
+			value: funcValue(func(s string) error {
+				if strings.EqualFold(strings.TrimSpace(s), "none") {
+					cfg.PdeathSignal = 0
+					return nil
+				}
+				sig, err := signals.Parse(s)
+				cfg.PdeathSignal = sig
 				return err
 			})},
 		{name: "grace", arg: "DURATION", usage: "how long a stop waits before SIGKILL; 0 kills at once (default 5s)",
@@ -113,9 +123,10 @@ func options(cfg *reaper.Config, act *action) []option {
 // defaults returns the configuration before flags and variables apply.
 func defaults() reaper.Config {
 	return reaper.Config{
-		StopSignal: syscall.SIGTERM,
-		Grace:      5 * time.Second,
-		LogFormat:  reaper.LogConsole,
+		StopSignal:   syscall.SIGTERM,
+		PdeathSignal: syscall.SIGKILL,
+		Grace:        5 * time.Second,
+		LogFormat:    reaper.LogConsole,
 	}
 }
 

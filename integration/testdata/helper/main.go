@@ -8,6 +8,9 @@
 //	    "busy done".
 //	helper fds
 //	    prints the numbers of its open file descriptors, one line, sorted.
+//	helper listen [-ignore-term] ADDR FIFO
+//	    listens on TCP ADDR, writes "listening PID" to FIFO and serves until
+//	    a signal ends it (with -ignore-term SIGTERM is ignored).
 //	helper orphans N FIFO
 //	    makes N orphans one after another and writes "orphan PID" for each,
 //	    then "done", to FIFO, and sleeps until a stop signal. Each orphan
@@ -23,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -45,6 +49,8 @@ func main() {
 		record(os.Args[2:])
 	case "fds":
 		fds()
+	case "listen":
+		listen(os.Args[2:])
 	case "orphans":
 		orphans(os.Args[2], os.Args[3])
 	case "orphan-parent":
@@ -174,4 +180,26 @@ func orphanParent(fifo string) {
 	out, _ := os.OpenFile(fifo, os.O_WRONLY, 0)
 	fmt.Fprintf(out, "orphan %d\n", pid)
 	runtime.KeepAlive(w) // the write end stays open until this process exits
+}
+
+func listen(args []string) {
+	fs := flag.NewFlagSet("listen", flag.ExitOnError)
+	ignoreTerm := fs.Bool("ignore-term", false, "ignore SIGTERM")
+	fs.Parse(args)
+	if *ignoreTerm {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	l, err := net.Listen("tcp", fs.Arg(0))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		os.Exit(2)
+	}
+	out, _ := os.OpenFile(fs.Arg(1), os.O_WRONLY, 0)
+	fmt.Fprintf(out, "listening %d\n", os.Getpid())
+	for {
+		c, err := l.Accept()
+		if err == nil {
+			c.Close()
+		}
+	}
 }

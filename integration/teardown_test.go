@@ -1,0 +1,536 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper"
+)
+
+// Leaf processes of the payloads: each announces itself on $F, then
+// sleeps. STUBBORN ignores SIGTERM, and so does the sleep it becomes.
+const (
+	leaf     = `echo "up $$" > "$F"; exec sleep 300`
+	stubborn = `trap "" TERM; echo "stubborn $$" > "$F"; exec sleep 300`
+)
+
+// tree is a payload: COMMAND runs body, which starts processes that each
+// announce themselves on $F, then waits for the test to write to the gate $G
+// and exits with code exit.
+type tree struct {
+	flags   []string
+	body    string
+	ups     int // how many processes body starts that announce themselves
+	exit    int
+	pidsMax int
+}
+
+// planted is a running tree.
+type planted struct {
+	*session
+	events   *fifo
+	gate     *fifo
+	ups      []int // the announced pids, as seen inside reaper's PID namespace
+	stubborn []int // those of them that ignore SIGTERM
+	report   string
+	command  int // COMMAND's pid inside reaper's PID namespace
+}
+
+// plant starts reaper around tr and waits until every process announced
+// itself.
+func plant(t *testing.T, pid1 bool, tr tree) *planted {
+	t.Helper()
+	p := &planted{events: newFIFO(t, "events"), gate: newFIFO(t, "gate")}
+	p.report = t.TempDir() + "/report.json"
+	script := fmt.Sprintf("echo \"command $$\" > \"$F\"\n%s\nread x < \"$G\"\nexit %d", tr.body, tr.exit)
+	args := append([]string{"-v", "--report=" + p.report}, tr.flags...)
+	args = append(args, "sh", "-c", script)
+	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, env: []string{
+		"F=" + p.events.path, "G=" + p.gate.path, "LEAF=" + leaf, "STUBBORN=" + stubborn, "HELPER=" + bin.helper,
+	}})
+	for len(p.ups) < tr.ups || p.command == 0 {
+		line := p.events.next(t)
+		kind, pid, _ := strings.Cut(line, " ")
+		n, err := strconv.Atoi(pid)
+		if err != nil {
+			t.Fatalf("payload wrote %q", line)
+		}
+		switch kind {
+		case "command":
+			p.command = n
+		case "up", "listening":
+			p.ups = append(p.ups, n)
+		case "stubborn":
+			p.ups = append(p.ups, n)
+			p.stubborn = append(p.stubborn, n)
+		default:
+			t.Fatalf("payload wrote %q", line)
+		}
+	}
+	return p
+}
+
+// release lets COMMAND exit.
+func (p *planted) release(t *testing.T) {
+	t.Helper()
+	if _, err := p.gate.f.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readReport decodes the --report file.
+func (p *planted) readReport(t *testing.T) reaper.Report {
+	t.Helper()
+	data, err := os.ReadFile(p.report)
+	if err != nil {
+		t.Fatalf("no report: %v", err)
+	}
+	var r reaper.Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatalf("report %s: %v", data, err)
+	}
+	return r
+}
+
+// outcomes maps each descendant's pid to its outcome in the report.
+func outcomes(r reaper.Report) map[int]string {
+	m := map[int]string{}
+	if r.Teardown != nil {
+		for _, d := range r.Teardown.Descendants {
+			m[d.PID] = d.Outcome
+		}
+	}
+	return m
+}
+
+// expectClean fails the test unless reaper exited with code and left
+// nothing behind, and every announced process went after the stop signal
+// (outcome "exited"), except the stubborn ones, which were killed.
+func (p *planted) expectClean(t *testing.T, r *result, code int) {
+	t.Helper()
+	if r.Code != code {
+		t.Errorf("exit %d, want %d\nstderr:\n%s", r.Code, code, r.Stderr)
+	}
+	if left := r.leftovers(); left != "" {
+		t.Errorf("reaper left %s\nstderr:\n%s", left, r.Stderr)
+	}
+	got := outcomes(p.readReport(t))
+	for _, pid := range p.ups {
+		want := "exited"
+		if slices.Contains(p.stubborn, pid) {
+			want = "killed"
+		}
+		if got[pid] != want {
+			t.Errorf("pid %d: outcome %q in the report, want %q (report: %v)", pid, got[pid], want, got)
+		}
+	}
+}
+
+func TestTeardownBackgroundChildInGroup(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{body: `sh -c "$LEAF" &`, ups: 1})
+		p.release(t)
+		p.expectClean(t, p.wait(), 0)
+	})
+}
+
+func TestTeardownSetsidAndDoubleForkedDaemons(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{ups: 3, exit: 5, body: `
+setsid sh -c 'sh -c "$LEAF" & exit 0' &
+(sh -c "$LEAF" &)
+setsid sh -c "$LEAF" &`})
+		p.release(t)
+		p.expectClean(t, p.wait(), 5)
+	})
+}
+
+func TestTeardownKillsWhatIgnoresSIGTERMAfterGrace(t *testing.T) {
+	const grace = time.Second
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{flags: []string{"--grace=1s"}, ups: 2,
+			body: `sh -c "$STUBBORN" &
+sh -c "$LEAF" &`})
+		released := time.Now()
+		p.release(t)
+		r := p.wait()
+		elapsed := time.Since(released)
+		stubbornPID := p.stubborn[0]
+		p.expectClean(t, r, 0)
+		// The one deadline: the grace period, once, whatever the number of
+		// processes; generous bounds, this machine is shared.
+		if elapsed < grace || elapsed >= 2*grace {
+			t.Errorf("reaper exited %v after COMMAND, want between %v and %v", elapsed, grace, 2*grace)
+		}
+		if rep := p.readReport(t); rep.Teardown == nil || rep.Teardown.TotalMS < 1000 || rep.Teardown.TotalMS >= 2000 {
+			t.Errorf("report: teardown %+v, want total_ms in [1000, 2000)", rep.Teardown)
+		}
+		if !regexp.MustCompile(fmt.Sprintf(`reaper: warning: killed pid=%d command="sleep 300"`, stubbornPID)).MatchString(r.Stderr) {
+			t.Errorf("no warning naming the killed process in:\n%s", r.Stderr)
+		}
+	})
+}
+
+func TestTeardownLargeMixedTree(t *testing.T) {
+	// 125 rounds of four leaves: in a new session, in its child, double
+	// forked below it, and in a nested new session: 500 processes.
+	body := `i=0
+while [ $i -lt 125 ]; do
+  setsid sh -c 'sh -c "$LEAF" & (sh -c "$LEAF" &); setsid sh -c "$LEAF" & exec sh -c "$LEAF"' &
+  i=$((i+1))
+done`
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{body: body, ups: 500, pidsMax: 1024})
+		p.release(t)
+		p.expectClean(t, p.wait(), 0)
+		if n := len(p.readReport(t).Teardown.Descendants); n != 500 {
+			t.Errorf("the report lists %d descendants, want 500", n)
+		}
+	})
+}
+
+func TestTeardownCatchesForksDuringTeardown(t *testing.T) {
+	// The forker ignores SIGTERM and forks as fast as it can until
+	// pids.max stops it (bash, unlike dash, survives a failed fork and keeps
+	// trying); reaper, in the same pids cgroup, must still end with an
+	// empty tree.
+	forker := `trap "" TERM; echo "stubborn $$" > "$F"; while :; do sleep 300 & done 2>/dev/null`
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{flags: []string{"--grace=1s"}, ups: 1, pidsMax: 128,
+			body: `bash -c '` + forker + `' &`})
+		p.release(t)
+		p.expectClean(t, p.wait(), 0)
+	})
+}
+
+func TestTeardownWhenCommandIsKilled(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{ups: 2, body: `sh -c "$LEAF" &
+setsid sh -c "$LEAF" &`})
+		if err := syscall.Kill(p.hostPIDAnywhere(t, p.command), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		p.expectClean(t, p.wait(), 128+9)
+	})
+}
+
+func TestTeardownOnSIGTERMToReaper(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{ups: 3, body: `sh -c "$LEAF" &
+setsid sh -c "$LEAF" &
+(sh -c "$LEAF" &)`})
+		p.signal(syscall.SIGTERM)
+		r := p.wait()
+		p.expectClean(t, r, 128+15)
+		rep := p.readReport(t)
+		if rep.Teardown == nil || rep.Teardown.Reason != "signal" || rep.Teardown.Received != "SIGTERM" {
+			t.Errorf("report: %+v, want a stop begun by SIGTERM", rep.Teardown)
+		}
+	})
+}
+
+func TestTeardownOnTimeout(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{flags: []string{"--timeout=3s"}, ups: 2, body: `sh -c "$LEAF" &
+setsid sh -c "$LEAF" &`})
+		r := p.wait() // COMMAND waits at its gate for ever
+		p.expectClean(t, r, 124)
+		if rep := p.readReport(t); !rep.TimedOut || rep.ExitCode != 124 {
+			t.Errorf("report: timed_out %v, exit_code %d; want true, 124", rep.TimedOut, rep.ExitCode)
+		}
+	})
+}
+
+func TestTeardownFreesTheListenersPort(t *testing.T) {
+	for _, flag := range []string{"", "-ignore-term"} {
+		t.Run("listener"+flag, func(t *testing.T) {
+			modes(t, func(t *testing.T, pid1 bool) {
+				addr := freeAddr(t)
+				p := plant(t, pid1, tree{flags: []string{"--grace=500ms"}, ups: 1,
+					body: fmt.Sprintf(`setsid "$HELPER" listen %s %s "$F" &`, flag, addr)})
+				if l, err := net.Listen("tcp", addr); err == nil {
+					l.Close()
+					t.Fatalf("%s is free while the listener runs: the test proves nothing", addr)
+				}
+				p.release(t)
+				r := p.wait()
+				l, err := net.Listen("tcp", addr)
+				if err != nil {
+					t.Fatalf("right after reaper exited, %s cannot be bound: %v", addr, err)
+				}
+				l.Close()
+				if r.Code != 0 || r.leftovers() != "" {
+					t.Errorf("exit %d, left %s", r.Code, r.leftovers())
+				}
+			})
+		})
+	}
+}
+
+// freeAddr returns a loopback address with a port nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestWaitLetsDescendantsFinish(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		finish := newFIFO(t, "finish")
+		// The descendant outlives COMMAND and reports any SIGTERM it gets.
+		body := `H=` + finish.path + ` sh -c 'trap "echo TERM > \"\$F\"" TERM; echo "up $$" > "$F"; read x < "$H"; echo bye > "$F"' &`
+		p := plant(t, pid1, tree{flags: []string{"--wait"}, ups: 1, exit: 3, body: body})
+		p.release(t)
+		p.stderr.waitFor(t, regexp.MustCompile(`reaper: info: command exited`))
+		select {
+		case <-p.ended:
+			t.Fatal("reaper exited while a descendant still ran, with --wait")
+		default:
+		}
+		finish.f.Write([]byte("go\n"))
+		r := p.wait()
+		if got := append([]string{p.events.next(t)}, p.events.rest()...); fmt.Sprint(got) != "[bye]" {
+			t.Errorf("the descendant wrote %v, want [bye]: --wait must not signal it", got)
+		}
+		if r.Code != 3 || r.leftovers() != "" {
+			t.Errorf("exit %d (want 3), left %s", r.Code, r.leftovers())
+		}
+	})
+}
+
+func TestWaitIsBoundedByTimeout(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{flags: []string{"--wait", "--timeout=2s"}, ups: 1, body: `setsid sh -c "$LEAF" &`})
+		p.release(t)
+		p.expectClean(t, p.wait(), 124)
+	})
+}
+
+func TestReportMatchesWhatHappened(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{flags: []string{"--grace=500ms"}, ups: 3, exit: 7, body: `sh -c "$LEAF" &
+setsid sh -c "$STUBBORN" &
+(sh -c "$LEAF" &)`})
+		p.release(t)
+		r := p.wait()
+		p.expectClean(t, r, 7)
+		rep := p.readReport(t)
+		if rep.ExitCode != 7 || rep.CommandStatus == nil || !rep.CommandStatus.Exited || rep.CommandStatus.Code != 7 {
+			t.Errorf("report: exit_code %d, command_status %+v; want 7 and exited 7", rep.ExitCode, rep.CommandStatus)
+		}
+		td := rep.Teardown
+		if td == nil {
+			t.Fatal("report has no teardown")
+		}
+		var pids []int
+		for _, d := range td.Descendants {
+			pids = append(pids, d.PID)
+			if d.Signal != "SIGTERM" || d.Command == "" {
+				t.Errorf("descendant %+v: want signal SIGTERM and a command line", d)
+			}
+			if d.Outcome == "killed" && d.GoneMS < 500 {
+				t.Errorf("descendant %+v was killed before the grace period ended", d)
+			}
+		}
+		sort.Ints(pids)
+		want := append([]int(nil), p.ups...)
+		sort.Ints(want)
+		if fmt.Sprint(pids) != fmt.Sprint(want) || td.Exited != 2 || td.Killed != 1 ||
+			td.Reason != "command exited" || td.StopSignal != "SIGTERM" || td.GraceMS != 500 {
+			t.Errorf("report teardown %+v, want descendants %v, 2 exited, 1 killed", td, want)
+		}
+	})
+}
+
+func TestStopSignalFlag(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		// The leaf ignores SIGTERM and leaves on SIGUSR1, writing it down.
+		body := `sh -c 'trap "" TERM; trap "echo usr1 \$\$ > \"\$F\"; exit 0" USR1; echo "up $$" > "$F"; while :; do sleep 1; done' &`
+		p := plant(t, pid1, tree{flags: []string{"--stop-signal=USR1", "--grace=30s"}, ups: 1, body: body})
+		p.release(t)
+		r := p.wait()
+		if got := p.events.next(t); got != fmt.Sprintf("usr1 %d", p.ups[0]) {
+			t.Errorf("the leaf wrote %q, want it to have got SIGUSR1", got)
+		}
+		p.expectClean(t, r, 0)
+	})
+}
+
+func TestStoppedProcessesGetSIGCONT(t *testing.T) {
+	for _, trigger := range []string{"command exits", "SIGTERM to reaper"} {
+		t.Run(trigger, func(t *testing.T) {
+			modes(t, func(t *testing.T, pid1 bool) {
+				// One stopped process in COMMAND's group, one in a session of
+				// its own; without SIGCONT neither acts on SIGTERM and both
+				// would be killed at the deadline.
+				p := plant(t, pid1, tree{flags: []string{"--grace=30s"}, ups: 2, body: `sh -c "$LEAF" &
+setsid sh -c "$LEAF" &`})
+				for _, pid := range p.ups {
+					host := p.hostPIDAnywhere(t, pid)
+					if err := syscall.Kill(host, syscall.SIGSTOP); err != nil {
+						t.Fatal(err)
+					}
+					waitState(t, host, 'T')
+				}
+				if trigger == "command exits" {
+					p.release(t)
+				} else {
+					p.signal(syscall.SIGTERM)
+				}
+				r := p.wait()
+				code := 0
+				if trigger != "command exits" {
+					code = 128 + 15
+				}
+				p.expectClean(t, r, code)
+			})
+		})
+	}
+}
+
+func TestSecondStopSignalKillsAtOnce(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{flags: []string{"--grace=45s"}, ups: 1, body: `sh -c "$STUBBORN" &`})
+		p.signal(syscall.SIGTERM)
+		p.stderr.waitFor(t, regexp.MustCompile(`reaper: info: stopping reason=signal`))
+		p.signal(syscall.SIGINT)
+		r := p.wait() // with the 45 s grace honoured, the test's deadline fails first
+		p.expectClean(t, r, 128+15)
+		for _, d := range p.readReport(t).Teardown.Descendants {
+			if d.Outcome == "killed" && d.GoneMS >= 45000 {
+				t.Errorf("%+v was killed at the deadline, not at the second stop signal", d)
+			}
+		}
+	})
+}
+
+func TestOneStopSignalDuringAStopKeepsTheGrace(t *testing.T) {
+	// COMMAND exits: the stop begins without a signal. A single SIGTERM from
+	// outside (docker stop) must not cut the grace period short.
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{flags: []string{"--grace=1s"}, ups: 1, body: `sh -c "$STUBBORN" &`})
+		p.release(t)
+		p.stderr.waitFor(t, regexp.MustCompile(`reaper: info: stopping reason="command exited"`))
+		p.signal(syscall.SIGTERM)
+		r := p.wait()
+		p.expectClean(t, r, 0)
+		for _, d := range p.readReport(t).Teardown.Descendants {
+			if d.Outcome == "killed" && d.GoneMS < 1000 {
+				t.Errorf("%+v was killed before the grace period ended", d)
+			}
+		}
+	})
+}
+
+func TestTimeoutDuringAStopKeepsTheStatus(t *testing.T) {
+	modes(t, func(t *testing.T, pid1 bool) {
+		p := plant(t, pid1, tree{flags: []string{"--timeout=2s", "--grace=3s"}, ups: 1, exit: 3, body: `sh -c "$STUBBORN" &`})
+		p.release(t)
+		r := p.wait()
+		p.expectClean(t, r, 3) // COMMAND exited 3 before the timeout: not 124
+	})
+}
+
+func TestParentDeathSignal(t *testing.T) {
+	for _, c := range []struct {
+		flag string
+		dies bool
+	}{{"", true}, {"--pdeathsig=none", false}} {
+		t.Run("flag="+c.flag, func(t *testing.T) {
+			var flags []string
+			if c.flag != "" {
+				flags = []string{c.flag}
+			}
+			p := plant(t, false, tree{flags: flags})
+			pidfd, err := unix.PidfdOpen(p.command, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(pidfd)
+			p.signal(syscall.SIGKILL)
+			r := p.wait() // the harness kills and reaps whatever is left
+			commandSurvived := false
+			for _, sv := range r.Survivors {
+				if strings.HasPrefix(sv, strconv.Itoa(p.command)+" ") {
+					commandSurvived = true
+				}
+			}
+			if c.dies {
+				// Dead, or about to be: the signal is queued as reaper exits.
+				fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+				if n, _ := unix.Poll(fds, int(deadline.Milliseconds())); n != 1 {
+					t.Errorf("COMMAND still runs after reaper was SIGKILLed")
+				}
+			} else if !commandSurvived {
+				t.Errorf("with --pdeathsig=none COMMAND died with reaper: survivors %v", r.Survivors)
+			}
+		})
+	}
+}
+
+func TestProcOfAnotherNamespace(t *testing.T) {
+	requireRoot(t)
+	// A PID namespace without a /proc of its own: reaper (PID 1) must not
+	// act on the parent namespace's processes; it warns and falls back to
+	// COMMAND's process group.
+	s := start(t, opts{pid1: true, noMountProc: true, args: []string{"-v", "--grace=1s", "sh", "-c", "sleep 300 & exec sleep 300"}})
+	s.stderr.waitFor(t, regexp.MustCompile(`/proc belongs to another PID namespace`), regexp.MustCompile(`info: started`))
+	s.signal(syscall.SIGTERM)
+	if r := s.wait(); r.Code != 128+15 || r.leftovers() != "" {
+		t.Errorf("exit %d (want 143), left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	}
+}
+
+// hostPIDAnywhere finds the test's pid of a process seen inside reaper's
+// PID namespace, anywhere below reaper.
+func (s *session) hostPIDAnywhere(t *testing.T, nsPID int) int {
+	t.Helper()
+	if !s.pid1 {
+		return nsPID
+	}
+	queue := []int{s.reaperPID()}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		for _, kid := range childrenOf(pid) {
+			data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", kid))
+			for _, line := range strings.Split(string(data), "\n") {
+				if f := strings.Fields(line); len(f) > 2 && f[0] == "NSpid:" && f[len(f)-1] == strconv.Itoa(nsPID) {
+					return kid
+				}
+			}
+			queue = append(queue, kid)
+		}
+	}
+	t.Fatalf("no process below reaper has pid %d in its namespace", nsPID)
+	return 0
+}
+
+// waitState waits until pid is in state (a letter of /proc/PID/stat). The
+// kernel gives no event for a stop of a process that is not one's child.
+func waitState(t *testing.T, pid int, state byte) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for procState(pid) != state {
+		if time.Now().After(end) {
+			t.Fatalf("pid %d never reached state %c", pid, state)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

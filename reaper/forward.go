@@ -1,0 +1,84 @@
+package reaper
+
+import (
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/reaper-init/reaper/signals"
+)
+
+// onSignal handles a caught signal other than SIGCHLD.
+func (s *supervisor) onSignal(sig syscall.Signal) {
+	if !s.cfg.Policy.IsStop(sig) {
+		s.forward(sig)
+		return
+	}
+	switch s.phase {
+	case running, draining:
+		s.beginStop(reasonSignal, sig) // it forwards sig itself, after its walk
+	case stopping:
+		s.stop.stopSignals++
+		if s.stop.reason == reasonSignal || s.stop.stopSignals > 1 {
+			s.log.Info("second stop signal: killing now", zap.Stringer("signal", sigName(sig)))
+			s.killAll()
+			return
+		}
+		// The stop began without a signal (COMMAND exited, or --timeout):
+		// everyone already got the stop signal, and the deadline stands.
+		s.log.Info("stop already under way", zap.Stringer("signal", sigName(sig)))
+	}
+}
+
+// forward passes a received signal on, after rewrites, to COMMAND's group or
+// to COMMAND alone, and returns the signal it sent (0 if none). COMMAND's
+// pid and group id stay reserved until reaper reaps it, so kill(2) is safe
+// until then; afterwards the group's remaining members are signalled one by
+// one through pidfds.
+func (s *supervisor) forward(sig syscall.Signal) syscall.Signal {
+	out, ok := s.cfg.Policy.Forward(sig)
+	if !ok {
+		s.log.Debug("dropped", zap.Stringer("signal", sigName(sig)))
+		return 0
+	}
+	group := s.cfg.Policy.Target == signals.Group
+	var err error
+	reached := 1
+	switch {
+	case !s.childGone && group:
+		err = syscall.Kill(-s.child, out)
+	case !s.childGone:
+		err = syscall.Kill(s.child, out)
+	case group:
+		reached = s.signalGroupMembers(out)
+	default:
+		reached = 0
+	}
+	if err != nil {
+		s.log.Warn("cannot forward signal", zap.Stringer("signal", sigName(out)), zap.Error(err))
+		return 0
+	}
+	if ce := s.log.Check(zap.DebugLevel, "forwarded"); ce != nil {
+		ce.Write(zap.Stringer("received", sigName(sig)), zap.Stringer("signal", sigName(out)),
+			zap.String("to", s.cfg.Policy.Target.String()), zap.Int("pgid", s.child), zap.Int("processes", reached))
+	}
+	return out
+}
+
+// signalGroupMembers signals the descendants still in COMMAND's process group
+// after COMMAND itself is gone, and returns how many it reached.
+func (s *supervisor) signalGroupMembers(sig syscall.Signal) int {
+	n := 0
+	for _, p := range s.descendants() {
+		if p.PGID != s.child {
+			continue
+		}
+		if h, err := openHandle(p, s.self); err == nil {
+			if h.signal(sig) == nil {
+				n++
+			}
+			h.close()
+		}
+	}
+	return n
+}
