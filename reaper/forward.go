@@ -3,7 +3,7 @@ package reaper
 import (
 	"syscall"
 
-	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/reaper-init/reaper/signals"
 )
@@ -20,13 +20,13 @@ func (s *supervisor) onSignal(sig syscall.Signal) {
 	case stopping:
 		s.stop.stopSignals++
 		if s.stop.reason == reasonSignal || s.stop.stopSignals > 1 {
-			s.log.Info("second stop signal: killing now", zap.Stringer("signal", sigName(sig)))
+			s.log.Info("second stop signal: killing now", stringerField("signal", sigName(sig)))
 			s.killAll()
 			return
 		}
 		// The stop began without a signal (COMMAND exited, or --timeout):
 		// everyone already got the stop signal, and the deadline stands.
-		s.log.Info("stop already under way", zap.Stringer("signal", sigName(sig)))
+		s.log.Info("stop already under way", stringerField("signal", sigName(sig)))
 	}
 }
 
@@ -38,7 +38,7 @@ func (s *supervisor) onSignal(sig syscall.Signal) {
 func (s *supervisor) forward(sig syscall.Signal) syscall.Signal {
 	out, ok := s.cfg.Policy.Forward(sig)
 	if !ok {
-		s.log.Debug("dropped", zap.Stringer("signal", sigName(sig)))
+		s.log.Debug("dropped", stringerField("signal", sigName(sig)))
 		return 0
 	}
 	group := s.cfg.Policy.Target == signals.Group
@@ -55,12 +55,12 @@ func (s *supervisor) forward(sig syscall.Signal) syscall.Signal {
 		reached = 0
 	}
 	if err != nil {
-		s.log.Warn("cannot forward signal", zap.Stringer("signal", sigName(out)), zap.Error(err))
+		s.log.Warn("cannot forward signal", stringerField("signal", sigName(out)), errorField(err))
 		return 0
 	}
-	if ce := s.log.Check(zap.DebugLevel, "forwarded"); ce != nil {
-		ce.Write(zap.Stringer("received", sigName(sig)), zap.Stringer("signal", sigName(out)),
-			zap.String("to", s.cfg.Policy.Target.String()), zap.Int("pgid", s.child), zap.Int("processes", reached))
+	if s.log.enabled(zapcore.DebugLevel) {
+		s.log.Debug("forwarded", stringerField("received", sigName(sig)), stringerField("signal", sigName(out)),
+			stringField("to", s.cfg.Policy.Target.String()), intField("pgid", s.child), intField("processes", reached))
 	}
 	return out
 }

@@ -8,22 +8,29 @@ import (
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/buffer"
 	"go.uber.org/zap/zapcore"
 )
 
-// Log formats accepted by NewLogger.
+// Log formats reaper writes.
 const (
 	LogConsole = "console"
 	LogJSON    = "json"
 )
 
-// NewLogger returns the logger reaper writes to w: warnings and errors only
+// logger is reaper's logger: a zap core, used directly. The zap package
+// proper would link net/http and crypto into reaper (its level handler and
+// sink registry): a megabyte of binary and their package initialisation at
+// every start.
+type logger struct {
+	core zapcore.Core
+}
+
+// newLogger returns the logger reaper writes to w: warnings and errors only
 // at verbosity 0, info at 1, debug at 2 and above. The console format is one
 // plain line per entry, "reaper: warning: message key=value ...", with no
 // level word for errors; the json format is zap's, one object per line.
-func NewLogger(w io.Writer, format string, verbosity int) (*zap.Logger, error) {
+func newLogger(w io.Writer, format string, verbosity int) (*logger, error) {
 	level := zapcore.WarnLevel
 	switch {
 	case verbosity >= 2:
@@ -36,15 +43,76 @@ func NewLogger(w io.Writer, format string, verbosity int) (*zap.Logger, error) {
 	case LogConsole, "":
 		enc = &lineEncoder{MapObjectEncoder: zapcore.NewMapObjectEncoder()}
 	case LogJSON:
-		cfg := zap.NewProductionEncoderConfig()
-		cfg.EncodeTime = zapcore.RFC3339NanoTimeEncoder
-		cfg.EncodeDuration = zapcore.StringDurationEncoder
-		enc = zapcore.NewJSONEncoder(cfg)
+		enc = zapcore.NewJSONEncoder(zapcore.EncoderConfig{
+			TimeKey: "ts", LevelKey: "level", NameKey: "logger", MessageKey: "msg",
+			LineEnding: zapcore.DefaultLineEnding, EncodeLevel: zapcore.LowercaseLevelEncoder,
+			EncodeTime: zapcore.RFC3339NanoTimeEncoder, EncodeDuration: zapcore.StringDurationEncoder,
+		})
 	default:
 		return nil, fmt.Errorf("log format %q is neither console nor json", format)
 	}
-	core := zapcore.NewCore(enc, zapcore.AddSync(&quitOnError{w: w}), level)
-	return zap.New(core, zap.ErrorOutput(zapcore.AddSync(io.Discard))).Named("reaper"), nil
+	return &logger{core: zapcore.NewCore(enc, zapcore.AddSync(&quitOnError{w: w}), level)}, nil
+}
+
+// enabled reports whether entries at level are written: callers check it
+// before building costly fields.
+func (l *logger) enabled(level zapcore.Level) bool { return l.core.Enabled(level) }
+
+func (l *logger) write(level zapcore.Level, msg string, fields []zapcore.Field) {
+	if !l.core.Enabled(level) {
+		return
+	}
+	l.core.Write(zapcore.Entry{Level: level, Time: time.Now(), LoggerName: "reaper", Message: msg}, fields)
+}
+
+// Debug logs at debug level (-vv).
+func (l *logger) Debug(msg string, fields ...zapcore.Field) { l.write(zapcore.DebugLevel, msg, fields) }
+
+// Info logs at info level (-v).
+func (l *logger) Info(msg string, fields ...zapcore.Field) { l.write(zapcore.InfoLevel, msg, fields) }
+
+// Warn logs a warning.
+func (l *logger) Warn(msg string, fields ...zapcore.Field) { l.write(zapcore.WarnLevel, msg, fields) }
+
+// Error logs an error.
+func (l *logger) Error(msg string, fields ...zapcore.Field) { l.write(zapcore.ErrorLevel, msg, fields) }
+
+// Sync flushes the core.
+func (l *logger) Sync() { l.core.Sync() }
+
+// Field constructors, as zap's.
+
+func intField(key string, v int) zapcore.Field {
+	return zapcore.Field{Key: key, Type: zapcore.Int64Type, Integer: int64(v)}
+}
+
+func stringField(key, v string) zapcore.Field {
+	return zapcore.Field{Key: key, Type: zapcore.StringType, String: v}
+}
+
+func durationField(key string, d time.Duration) zapcore.Field {
+	return zapcore.Field{Key: key, Type: zapcore.DurationType, Integer: int64(d)}
+}
+
+func stringerField(key string, v fmt.Stringer) zapcore.Field {
+	return zapcore.Field{Key: key, Type: zapcore.StringerType, Interface: v}
+}
+
+func errorField(err error) zapcore.Field {
+	return zapcore.Field{Key: "error", Type: zapcore.ErrorType, Interface: err}
+}
+
+func intsField(key string, v []int) zapcore.Field {
+	return zapcore.Field{Key: key, Type: zapcore.ArrayMarshalerType, Interface: ints(v)}
+}
+
+type ints []int
+
+func (v ints) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, n := range v {
+		enc.AppendInt(n)
+	}
+	return nil
 }
 
 // quitOnError passes writes on until one fails (stderr closed, or a pipe

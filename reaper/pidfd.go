@@ -16,14 +16,14 @@ var errGone = errors.New("process is gone")
 // tree found. Where pidfds are missing (old kernels, or no descriptors left)
 // fd is -1 and every signal repeats the identity check before kill(2).
 type handle struct {
-	Process
+	process
 	fd int
 }
 
 // openHandle opens a handle on p, a process found by walking the tree below
 // self. It returns errGone when p has exited since, or is no longer below
 // self.
-func openHandle(p Process, self int) (*handle, error) {
+func openHandle(p process, self int) (*handle, error) {
 	fd, err := unix.PidfdOpen(p.PID, 0)
 	switch {
 	case errors.Is(err, unix.ESRCH):
@@ -41,7 +41,7 @@ func openHandle(p Process, self int) (*handle, error) {
 		}
 		return nil, errGone
 	}
-	return &handle{Process: p, fd: fd}, nil
+	return &handle{process: p, fd: fd}, nil
 }
 
 // below reports whether pid's chain of parents reaches ancestor.
@@ -60,7 +60,7 @@ func below(pid, ancestor int) bool {
 }
 
 // sameProcess reports whether p.PID still names the process p.
-func sameProcess(p Process) bool {
+func sameProcess(p process) bool {
 	now, err := readProcess(p.PID)
 	return err == nil && now.Start == p.Start && now.State != 'Z'
 }
@@ -71,7 +71,7 @@ func (h *handle) signal(sig syscall.Signal) error {
 	var err error
 	if h.fd >= 0 {
 		err = unix.PidfdSendSignal(h.fd, sig, nil, 0)
-	} else if !sameProcess(h.Process) {
+	} else if !sameProcess(h.process) {
 		return errGone
 	} else {
 		err = unix.Kill(h.PID, sig)

@@ -12,8 +12,8 @@ import (
 // procRoot is where procfs is mounted.
 const procRoot = "/proc"
 
-// Process is one process as /proc/PID/stat describes it.
-type Process struct {
+// process is one process as /proc/PID/stat describes it.
+type process struct {
 	PID   int
 	PPID  int
 	PGID  int
@@ -22,62 +22,62 @@ type Process struct {
 	Start uint64 // start time in clock ticks since boot: with PID, an identity
 }
 
-// ParseStat parses the contents of /proc/PID/stat. The command name sits
+// parseStat parses the contents of /proc/PID/stat. The command name sits
 // between the first '(' and the last ')' and may itself hold spaces,
 // parentheses and newlines.
-func ParseStat(data []byte) (Process, error) {
+func parseStat(data []byte) (process, error) {
 	open := bytes.IndexByte(data, '(')
 	closing := bytes.LastIndexByte(data, ')')
 	if open < 1 || closing < open {
-		return Process{}, errors.New("stat: no (comm) field")
+		return process{}, errors.New("stat: no (comm) field")
 	}
-	var p Process
+	var p process
 	var err error
 	if p.PID, err = strconv.Atoi(string(bytes.TrimSpace(data[:open]))); err != nil || p.PID <= 0 {
-		return Process{}, fmt.Errorf("stat: bad pid %q", data[:open])
+		return process{}, fmt.Errorf("stat: bad pid %q", data[:open])
 	}
 	p.Comm = string(data[open+1 : closing])
 	// Fields after the command name, numbered from 3 (state) as in proc(5).
 	rest := strings.Fields(string(data[closing+1:]))
 	const stateField, ppidField, pgrpField, startField = 3, 4, 5, 22
 	if len(rest) < startField-stateField+1 {
-		return Process{}, fmt.Errorf("stat: %d fields after comm, want at least %d", len(rest), startField-stateField+1)
+		return process{}, fmt.Errorf("stat: %d fields after comm, want at least %d", len(rest), startField-stateField+1)
 	}
 	if len(rest[0]) != 1 {
-		return Process{}, fmt.Errorf("stat: bad state %q", rest[0])
+		return process{}, fmt.Errorf("stat: bad state %q", rest[0])
 	}
 	p.State = rest[0][0]
 	if p.PPID, err = strconv.Atoi(rest[ppidField-stateField]); err != nil {
-		return Process{}, fmt.Errorf("stat: bad ppid: %w", err)
+		return process{}, fmt.Errorf("stat: bad ppid: %w", err)
 	}
 	if p.PGID, err = strconv.Atoi(rest[pgrpField-stateField]); err != nil {
-		return Process{}, fmt.Errorf("stat: bad pgrp: %w", err)
+		return process{}, fmt.Errorf("stat: bad pgrp: %w", err)
 	}
 	if p.Start, err = strconv.ParseUint(rest[startField-stateField], 10, 64); err != nil {
-		return Process{}, fmt.Errorf("stat: bad starttime: %w", err)
+		return process{}, fmt.Errorf("stat: bad starttime: %w", err)
 	}
 	return p, nil
 }
 
 // readProcess reads /proc/PID/stat.
-func readProcess(pid int) (Process, error) {
+func readProcess(pid int) (process, error) {
 	data, err := os.ReadFile(procRoot + "/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return Process{}, err
+		return process{}, err
 	}
-	p, err := ParseStat(data)
+	p, err := parseStat(data)
 	if err != nil {
-		return Process{}, fmt.Errorf("pid %d: %w", pid, err)
+		return process{}, fmt.Errorf("pid %d: %w", pid, err)
 	}
 	if p.PID != pid {
-		return Process{}, fmt.Errorf("pid %d: stat names pid %d", pid, p.PID)
+		return process{}, fmt.Errorf("pid %d: stat names pid %d", pid, p.PID)
 	}
 	return p, nil
 }
 
-// ParseChildren parses /proc/PID/task/TID/children: pids separated by
+// parseChildren parses /proc/PID/task/TID/children: pids separated by
 // spaces.
-func ParseChildren(data []byte) ([]int, error) {
+func parseChildren(data []byte) ([]int, error) {
 	fields := strings.Fields(string(data))
 	pids := make([]int, 0, len(fields))
 	for _, f := range fields {

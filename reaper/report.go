@@ -6,8 +6,6 @@ import (
 	"os"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -109,6 +107,6 @@ func (s *supervisor) writeReport(code int) {
 		err = os.WriteFile(s.cfg.ReportPath, append(data, '\n'), 0o644)
 	}
 	if err != nil {
-		s.log.Error(fmt.Sprintf("cannot write report %s", s.cfg.ReportPath), zap.Error(err))
+		s.log.Error(fmt.Sprintf("cannot write report %s", s.cfg.ReportPath), errorField(err))
 	}
 }

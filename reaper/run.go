@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/signals"
@@ -35,7 +35,7 @@ const killWait = 10 * time.Second
 // supervisor is the event loop's state. Only the goroutine in Run touches it.
 type supervisor struct {
 	cfg  Config
-	log  *zap.Logger
+	log  *logger
 	self int
 	// walkable is false when /proc belongs to another PID namespace: reaper
 	// then cannot see its descendants, and must not act on what it reads.
@@ -78,7 +78,7 @@ func Run(cfg Config) int {
 	// Catch signals first: until then the Go runtime's own handler would
 	// end reaper on a SIGTERM (and, as PID 1, exit with status 2).
 	ignored := s.catchSignals()
-	log, err := NewLogger(cfg.Stderr, cfg.LogFormat, cfg.Verbosity)
+	log, err := newLogger(cfg.Stderr, cfg.LogFormat, cfg.Verbosity)
 	if err != nil {
 		fmt.Fprintf(cfg.Stderr, "reaper: %v\n", err)
 		return ExitUsage
@@ -86,7 +86,7 @@ func Run(cfg Config) int {
 	defer log.Sync()
 	s.log = log
 	for _, sig := range ignored {
-		log.Debug("inherited as ignored: not forwarded", zap.Stringer("signal", sigName(sig)))
+		log.Debug("inherited as ignored: not forwarded", stringerField("signal", sigName(sig)))
 	}
 	return s.run()
 }
@@ -104,7 +104,7 @@ func (s *supervisor) run() int {
 		return s.startFailed(err)
 	}
 	s.child = pid
-	s.log.Info("started", zap.Int("pid", pid), zap.String("command", strings.Join(s.cfg.Command, " ")))
+	s.log.Info("started", intField("pid", pid), stringField("command", strings.Join(s.cfg.Command, " ")))
 	if s.cfg.Timeout > 0 {
 		s.timeoutTimer = time.NewTimer(s.cfg.Timeout)
 		s.timeoutC = s.timeoutTimer.C
@@ -136,7 +136,7 @@ func (s *supervisor) becomeSubreaper() {
 		return
 	}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		s.log.Warn("cannot become a child subreaper: orphans will escape to init", zap.Error(err))
+		s.log.Warn("cannot become a child subreaper: orphans will escape to init", errorField(err))
 	}
 }
 
@@ -148,7 +148,7 @@ func (s *supervisor) checkProc() {
 	s.walkable = err == nil && link == strconv.Itoa(s.self)
 	if !s.walkable {
 		s.log.Warn("/proc belongs to another PID namespace (mount a /proc of its own, e.g. unshare --mount-proc): "+
-			"reaper cannot see its descendants and stops only COMMAND's process group", zap.String("self", link))
+			"reaper cannot see its descendants and stops only COMMAND's process group", stringField("self", link))
 	}
 }
 
@@ -190,7 +190,7 @@ func (s *supervisor) step() {
 		s.stop.noteExits(tokens, time.Now())
 	case <-s.graceC:
 		s.graceC = nil
-		s.log.Info("grace period over", zap.Duration("grace", s.cfg.Grace))
+		s.log.Info("grace period over", durationField("grace", s.cfg.Grace))
 		s.killAll()
 	case <-s.timeoutC:
 		s.timeoutC = nil
@@ -232,7 +232,7 @@ func (s *supervisor) onChildEvents() {
 	if !s.reapAll() || s.phase != running {
 		return
 	}
-	s.log.Info("command exited", zap.Int("pid", s.child), zap.String("status", describeStatus(s.childStatus)))
+	s.log.Info("command exited", intField("pid", s.child), stringField("status", describeStatus(s.childStatus)))
 	if s.cfg.Wait {
 		s.phase = draining
 		return
@@ -253,14 +253,14 @@ func (s *supervisor) reapAll() (commandExited bool) {
 			s.noChildren = true
 			return commandExited
 		case err != nil:
-			s.log.Error("wait4 failed", zap.Error(err))
+			s.log.Error("wait4 failed", errorField(err))
 			return commandExited
 		case pid == 0:
 			s.noChildren = false
 			return commandExited
 		}
-		if ce := s.log.Check(zap.DebugLevel, "reaped"); ce != nil {
-			ce.Write(zap.Int("pid", pid), zap.String("status", describeStatus(status)))
+		if s.log.enabled(zapcore.DebugLevel) {
+			s.log.Debug("reaped", intField("pid", pid), stringField("status", describeStatus(status)))
 		}
 		if s.stop != nil {
 			s.stop.noteReaped(pid, time.Now())
@@ -276,7 +276,7 @@ func (s *supervisor) onTimeout() {
 		return // a stop is under way: the grace deadline bounds it
 	}
 	s.timedOut = true
-	s.log.Warn("timeout expired: stopping everything", zap.Duration("timeout", s.cfg.Timeout))
+	s.log.Warn("timeout expired: stopping everything", durationField("timeout", s.cfg.Timeout))
 	s.beginStop(reasonTimeout, 0)
 }
 

@@ -4,8 +4,6 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -26,7 +24,7 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 		forwarded = s.forward(received)
 	}
 	for _, t := range tracked {
-		if forwarded != 0 && s.reachedByForward(t.h.Process) {
+		if forwarded != 0 && s.reachedByForward(t.h.process) {
 			t.signal = forwarded
 		} else {
 			s.stop.send(t, s.cfg.StopSignal)
@@ -38,8 +36,8 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 	if !s.walkable && !s.childGone && forwarded == 0 {
 		s.signalGroupBlind(s.cfg.StopSignal)
 	}
-	s.log.Info("stopping", zap.String("reason", reason.String()), zap.Int("descendants", len(tracked)),
-		zap.Duration("grace", s.cfg.Grace))
+	s.log.Info("stopping", stringField("reason", reason.String()), intField("descendants", len(tracked)),
+		durationField("grace", s.cfg.Grace))
 	if s.cfg.Grace <= 0 {
 		s.killAll()
 		return
@@ -49,7 +47,7 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 }
 
 // reachedByForward reports whether a forwarded signal went to p.
-func (s *supervisor) reachedByForward(p Process) bool {
+func (s *supervisor) reachedByForward(p process) bool {
 	if s.cfg.Policy.Target == signals.Group {
 		return p.PGID == s.child
 	}
@@ -101,7 +99,7 @@ func (s *supervisor) killStragglers() {
 // can still do safely when it cannot see its descendants.
 func (s *supervisor) signalGroupBlind(sig syscall.Signal) {
 	if err := syscall.Kill(-s.child, sig); err != nil {
-		s.log.Warn("cannot signal COMMAND's process group", zap.Stringer("signal", sigName(sig)), zap.Error(err))
+		s.log.Warn("cannot signal COMMAND's process group", stringerField("signal", sigName(sig)), errorField(err))
 	}
 }
 
@@ -112,7 +110,7 @@ func (s *supervisor) giveUp() {
 		pids = append(pids, p.PID)
 	}
 	s.log.Error("processes still run after SIGKILL (uninterruptible sleep, or not reaper's to signal); giving up on them",
-		zap.Ints("pids", pids), zap.Duration("waited", killWait))
+		intsField("pids", pids), durationField("waited", killWait))
 	if !s.childGone {
 		s.lostChild = true
 	}
@@ -134,13 +132,13 @@ func (s *supervisor) finish() {
 
 // descendants walks reaper's tree; it returns nothing when /proc cannot be
 // trusted.
-func (s *supervisor) descendants() []Process {
+func (s *supervisor) descendants() []process {
 	if !s.walkable {
 		return nil
 	}
 	procs, err := descendants(s.self)
 	if err != nil {
-		s.log.Error("cannot list descendants", zap.Error(err))
+		s.log.Error("cannot list descendants", errorField(err))
 	}
 	return procs
 }

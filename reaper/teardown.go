@@ -5,7 +5,7 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,7 +35,7 @@ type tracked struct {
 // teardown is the bookkeeping of one stop: who was there, what each one got
 // and when it went. The supervisor decides; teardown signals and records.
 type teardown struct {
-	log        *zap.Logger
+	log        *logger
 	reason     stopReason
 	received   syscall.Signal // the signal that started the stop, if any
 	stopSignal syscall.Signal
@@ -54,7 +54,7 @@ type teardown struct {
 	stopSignals int          // stop signals received since the stop began
 }
 
-func newTeardown(reason stopReason, received, stopSignal syscall.Signal, now time.Time, log *zap.Logger) *teardown {
+func newTeardown(reason stopReason, received, stopSignal syscall.Signal, now time.Time, log *logger) *teardown {
 	return &teardown{
 		log: log, reason: reason, received: received, stopSignal: stopSignal, began: now,
 		startTick: bootTicks(), byPID: map[int]*tracked{}, byToken: map[int32]*tracked{},
@@ -76,12 +76,12 @@ func bootTicks() uint64 {
 
 // predates reports whether p was already running when the stop began (or
 // started in the same clock tick).
-func (td *teardown) predates(p Process) bool {
+func (td *teardown) predates(p process) bool {
 	return p.Start <= td.startTick
 }
 
 // trackAll tracks each process of a walk, and returns those still there.
-func (td *teardown) trackAll(procs []Process, self int) []*tracked {
+func (td *teardown) trackAll(procs []process, self int) []*tracked {
 	out := make([]*tracked, 0, len(procs))
 	for _, p := range procs {
 		if t := td.track(p, self); t != nil {
@@ -93,7 +93,7 @@ func (td *teardown) trackAll(procs []Process, self int) []*tracked {
 
 // track starts following p: a pidfd, its command line, its exit. It returns
 // nil when p is gone already.
-func (td *teardown) track(p Process, self int) *tracked {
+func (td *teardown) track(p process, self int) *tracked {
 	if t := td.byPID[p.PID]; t != nil && t.h.Start == p.Start {
 		return t
 	} else if t != nil {
@@ -119,7 +119,7 @@ func (td *teardown) watch(t *tracked) {
 	if td.watcher == nil {
 		w, err := newExitWatcher()
 		if err != nil {
-			td.log.Debug("exit times will be approximate", zap.Error(err))
+			td.log.Debug("exit times will be approximate", errorField(err))
 			td.noWatcher = true
 			return
 		}
@@ -140,13 +140,13 @@ func (td *teardown) send(t *tracked, sig syscall.Signal) error {
 	case err == errGone:
 		td.markExited(t, time.Now())
 	case err != nil:
-		td.log.Warn("cannot signal", zap.Int("pid", t.h.PID), zap.Stringer("signal", sigName(sig)), zap.Error(err))
+		td.log.Warn("cannot signal", intField("pid", t.h.PID), stringerField("signal", sigName(sig)), errorField(err))
 	default:
 		if t.signal == 0 {
 			t.signal = sig
 		}
-		if ce := td.log.Check(zap.DebugLevel, "signalled"); ce != nil {
-			ce.Write(zap.Int("pid", t.h.PID), zap.String("comm", t.h.Comm), zap.Stringer("signal", sigName(sig)))
+		if td.log.enabled(zapcore.DebugLevel) {
+			td.log.Debug("signalled", intField("pid", t.h.PID), stringField("comm", t.h.Comm), stringerField("signal", sigName(sig)))
 		}
 	}
 	return err
@@ -154,7 +154,7 @@ func (td *teardown) send(t *tracked, sig syscall.Signal) error {
 
 // kill sends SIGKILL to p unless it was killed already, with a warning that
 // names it.
-func (td *teardown) kill(p Process, self int) {
+func (td *teardown) kill(p process, self int) {
 	t := td.track(p, self)
 	if t == nil || t.killed || !t.exitedAt.IsZero() {
 		return
@@ -166,7 +166,7 @@ func (td *teardown) kill(p Process, self int) {
 	if cmdline := commandLine(p.PID); cmdline != "" {
 		t.cmdline = cmdline // it may have exec'd since it was first seen
 	}
-	td.log.Warn("killed", zap.Int("pid", p.PID), zap.String("command", t.describe()))
+	td.log.Warn("killed", intField("pid", p.PID), stringField("command", t.describe()))
 }
 
 // wentQuiet reports, once, that every process the stop tracks has exited

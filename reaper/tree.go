@@ -19,11 +19,11 @@ import (
 // new (a second pass reads little else: seen processes are not entered
 // again). Processes that exit during the walk are skipped; processes forked
 // during it may be missed, which is why teardown repeats its walks.
-func descendants(root int) ([]Process, error) {
+func descendants(root int) ([]process, error) {
 	if _, err := os.Stat(childrenPath(root, root)); errors.Is(err, fs.ErrNotExist) {
 		return scanAll(root)
 	}
-	var found []Process
+	var found []process
 	seen := map[int]bool{root: true}
 	for pass := 0; ; pass++ {
 		fresh := 0
@@ -67,7 +67,7 @@ func childrenOf(pid int) []int {
 		if err != nil {
 			continue
 		}
-		pids, err := ParseChildren(data)
+		pids, err := parseChildren(data)
 		if err != nil {
 			continue
 		}
@@ -77,12 +77,12 @@ func childrenOf(pid int) []int {
 }
 
 // scanAll reads every /proc/PID/stat and returns the descendants of root.
-func scanAll(root int) ([]Process, error) {
+func scanAll(root int) ([]process, error) {
 	pids, err := listPIDs(procRoot)
 	if err != nil {
 		return nil, err
 	}
-	byParent := map[int][]Process{}
+	byParent := map[int][]process{}
 	for _, pid := range pids {
 		p, err := readProcess(pid)
 		if err != nil || p.State == 'Z' {
@@ -90,7 +90,7 @@ func scanAll(root int) ([]Process, error) {
 		}
 		byParent[p.PPID] = append(byParent[p.PPID], p)
 	}
-	var found []Process
+	var found []process
 	queue := []int{root}
 	for len(queue) > 0 {
 		pid := queue[0]
