@@ -136,7 +136,7 @@ func (s *supervisor) descendants() []process {
 	if !s.walkable {
 		return nil
 	}
-	procs, err := descendants(s.self)
+	procs, err := descendants(s.self, s.threads)
 	if err != nil {
 		s.log.Error("cannot list descendants", errorField(err))
 	}
