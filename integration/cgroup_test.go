@@ -26,7 +26,7 @@ var cgroupSeq atomic.Int64
 
 // newCgroup makes a cgroup bounded to pidsMax processes, or skips the test
 // when cgroups cannot be made here.
-func newCgroup(t *testing.T, pidsMax int) *cgroup {
+func newCgroup(t testing.TB, pidsMax int) *cgroup {
 	t.Helper()
 	requireRoot(t)
 	v2root, pidsRoot := cgroupMounts()
@@ -72,7 +72,7 @@ func (c *cgroup) kill() {
 
 // remove kills what is left, waits for the group to empty and removes it,
 // child groups first.
-func (c *cgroup) remove(t *testing.T) {
+func (c *cgroup) remove(t testing.TB) {
 	c.kill()
 	if err := waitEmpty(c.v2); err != nil {
 		t.Errorf("cgroup %s: %v", c.v2, err)

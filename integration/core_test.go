@@ -28,13 +28,13 @@ func modes(t *testing.T, f func(t *testing.T, pid1 bool)) {
 // runReaper runs reaper directly, without the harness, for runs that start
 // nothing that could outlive it, and returns its exit code, stdout and
 // stderr.
-func runReaper(t *testing.T, env []string, args ...string) (int, string, string) {
+func runReaper(t testing.TB, env []string, args ...string) (int, string, string) {
 	t.Helper()
 	return runBinary(t, bin.reaper, env, args...)
 }
 
 // runBinary is runReaper for another build of reaper.
-func runBinary(t *testing.T, binary string, env []string, args ...string) (int, string, string) {
+func runBinary(t testing.TB, binary string, env []string, args ...string) (int, string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
@@ -212,7 +212,7 @@ func TestVerboseLogging(t *testing.T) {
 // in its process group), sends each signal in turn and waits until the child
 // (and, when both should get it, the grandchild) has recorded it, then
 // returns what child and grandchild recorded.
-func sendAndRecord(t *testing.T, pid1 bool, flags []string, send []syscall.Signal) (child, grandchild []string, r *result) {
+func sendAndRecord(t testing.TB, pid1 bool, flags []string, send []syscall.Signal) (child, grandchild []string, r *result) {
 	bothGet := len(flags) == 0
 	t.Helper()
 	rec, grec := newFIFO(t, "child"), newFIFO(t, "grandchild")
@@ -342,7 +342,7 @@ func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 // reaper there), every forwarded signal walks the tree and signals each of
 // 400 group members through a pidfd: work long enough for the runtime to
 // preempt reaper's goroutines, which it would do with SIGURG.
-func busyReaperSendsNoSIGURG(t *testing.T, pid1 bool, binary string) {
+func busyReaperSendsNoSIGURG(t testing.TB, pid1 bool, binary string) {
 	rec := newFIFO(t, "child")
 	script := `"$HELPER" record "$REC" &
 i=0; while [ $i -lt 400 ]; do sleep 300 & i=$((i+1)); done

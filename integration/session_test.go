@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +31,8 @@ type opts struct {
 	env         []string // added to the environment
 	stdin       io.Reader
 	stdout      io.Writer
-	binary      string // reaper binary to run (default bin.reaper)
+	binary      string   // reaper binary to run (default bin.reaper)
+	command     []string // run this instead of reaper with args (benchmarks: the peers)
 }
 
 // result is how a run ended, as the harness saw it.
@@ -40,6 +42,7 @@ type result struct {
 	Survivors []string `json:"survivors"`
 	Zombies   []string `json:"zombies"`
 	InCgroup  []int    `json:"in_cgroup"`
+	ExitNS    int64    `json:"exit_ns"`
 	Stderr    string   `json:"-"`
 }
 
@@ -54,7 +57,7 @@ func (r *result) leftovers() string {
 
 // session is one running reaper, under the harness.
 type session struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	report *bufio.Reader
 	stderr *lines
@@ -63,10 +66,11 @@ type session struct {
 	pid1   bool
 	result *result
 	ended  chan struct{}
+	argv   []string // what the harness runs
 }
 
 // start runs reaper with o under the harness and waits until it runs.
-func start(t *testing.T, o opts) *session {
+func start(t testing.TB, o opts) *session {
 	t.Helper()
 	s := &session{t: t, pid1: o.pid1, stderr: newLines(), ended: make(chan struct{})}
 	argv := []string{}
@@ -92,8 +96,13 @@ func start(t *testing.T, o opts) *session {
 	if o.binary == "" {
 		o.binary = bin.reaper
 	}
-	argv = append(argv, o.binary)
-	argv = append(argv, o.args...)
+	if o.command != nil {
+		argv = append(argv, o.command...)
+	} else {
+		argv = append(argv, o.binary)
+		argv = append(argv, o.args...)
+	}
+	s.argv = argv[slices.Index(argv, "--")+1:]
 	s.cmd = exec.Command(bin.harness, argv...)
 	s.cmd.Env = append(os.Environ(), o.env...)
 	s.cmd.Stdin, s.cmd.Stdout = o.stdin, o.stdout
@@ -145,7 +154,7 @@ func (s *session) wait() *result {
 	case <-s.ended:
 		return s.result
 	case <-time.After(deadline):
-		s.t.Fatalf("reaper did not exit within %v\nstderr:\n%s", deadline, s.stderr)
+		s.t.Fatalf("%s did not exit within %v\nstderr:\n%s", s.cmd.Args[len(s.cmd.Args)-len(s.argv):], deadline, s.stderr)
 		return nil
 	}
 }
@@ -250,7 +259,7 @@ func (l *lines) String() string {
 
 // waitFor blocks until every pattern has matched some line, and returns
 // the lines seen so far.
-func (l *lines) waitFor(t *testing.T, patterns ...*regexp.Regexp) []string {
+func (l *lines) waitFor(t testing.TB, patterns ...*regexp.Regexp) []string {
 	t.Helper()
 	timeout := time.After(deadline)
 	for {
@@ -284,7 +293,7 @@ func (l *lines) waitFor(t *testing.T, patterns ...*regexp.Regexp) []string {
 }
 
 // requireRoot skips tests that need privileges this run does not have.
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (PID namespaces, cgroups); CI runs as root")
@@ -300,7 +309,7 @@ type fifo struct {
 
 // newFIFO makes a FIFO in the test's temporary directory and opens it for
 // reading. Opening it read-write never blocks and never sees end of file.
-func newFIFO(t *testing.T, name string) *fifo {
+func newFIFO(t testing.TB, name string) *fifo {
 	t.Helper()
 	path := t.TempDir() + "/" + name
 	if err := syscall.Mkfifo(path, 0o600); err != nil {
@@ -315,7 +324,7 @@ func newFIFO(t *testing.T, name string) *fifo {
 }
 
 // next returns the next line, failing the test after the deadline.
-func (p *fifo) next(t *testing.T) string {
+func (p *fifo) next(t testing.TB) string {
 	t.Helper()
 	p.f.SetReadDeadline(time.Now().Add(deadline))
 	line, err := p.r.ReadString('\n')
@@ -326,7 +335,7 @@ func (p *fifo) next(t *testing.T) string {
 }
 
 // ready reads the helper's "ready PID" line and returns the pid.
-func (p *fifo) ready(t *testing.T) int {
+func (p *fifo) ready(t testing.TB) int {
 	t.Helper()
 	line := p.next(t)
 	var pid int

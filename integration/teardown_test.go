@@ -35,6 +35,9 @@ type tree struct {
 	ups     int // how many processes body starts that announce themselves
 	exit    int
 	pidsMax int
+	// shim, when set, runs the tree under this command line (a peer such
+	// as tini) instead of reaper with flags and --report.
+	shim []string
 }
 
 // planted is a running tree.
@@ -50,14 +53,18 @@ type planted struct {
 
 // plant starts reaper around tr and waits until every process announced
 // itself.
-func plant(t *testing.T, pid1 bool, tr tree) *planted {
+func plant(t testing.TB, pid1 bool, tr tree) *planted {
 	t.Helper()
 	p := &planted{events: newFIFO(t, "events"), gate: newFIFO(t, "gate")}
 	p.report = t.TempDir() + "/report.json"
 	script := fmt.Sprintf("echo \"command $$\" > \"$F\"\n%s\nread x < \"$G\"\nexit %d", tr.body, tr.exit)
 	args := append([]string{"-v", "--report=" + p.report}, tr.flags...)
 	args = append(args, "sh", "-c", script)
-	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, env: []string{
+	var command []string
+	if tr.shim != nil {
+		command = append(append(append([]string{}, tr.shim...), "sh", "-c"), script)
+	}
+	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, command: command, env: []string{
 		"F=" + p.events.path, "G=" + p.gate.path, "LEAF=" + leaf, "STUBBORN=" + stubborn, "HELPER=" + bin.helper,
 	}})
 	for len(p.ups) < tr.ups || p.command == 0 {
@@ -82,16 +89,25 @@ func plant(t *testing.T, pid1 bool, tr tree) *planted {
 	return p
 }
 
-// release lets COMMAND exit.
-func (p *planted) release(t *testing.T) {
+// release lets COMMAND exit, and returns when, in CLOCK_MONOTONIC
+// nanoseconds (the clock of the harness's exit_ns).
+func (p *planted) release(t testing.TB) int64 {
 	t.Helper()
+	now := monotonicNS()
 	if _, err := p.gate.f.Write([]byte("go\n")); err != nil {
 		t.Fatal(err)
 	}
+	return now
+}
+
+func monotonicNS() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 // readReport decodes the --report file.
-func (p *planted) readReport(t *testing.T) reaper.Report {
+func (p *planted) readReport(t testing.TB) reaper.Report {
 	t.Helper()
 	data, err := os.ReadFile(p.report)
 	if err != nil {
@@ -118,7 +134,7 @@ func outcomes(r reaper.Report) map[int]string {
 // expectClean fails the test unless reaper exited with code and left
 // nothing behind, and every announced process went after the stop signal
 // (outcome "exited"), except the stubborn ones, which were killed.
-func (p *planted) expectClean(t *testing.T, r *result, code int) {
+func (p *planted) expectClean(t testing.TB, r *result, code int) {
 	t.Helper()
 	if r.Code != code {
 		t.Errorf("exit %d, want %d\nstderr:\n%s", r.Code, code, r.Stderr)
@@ -280,7 +296,7 @@ func TestTeardownFreesTheListenersPort(t *testing.T) {
 }
 
 // freeAddr returns a loopback address with a port nobody listens on.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -499,7 +515,7 @@ func TestProcOfAnotherNamespace(t *testing.T) {
 
 // hostPIDAnywhere finds the test's pid of a process seen inside reaper's
 // PID namespace, anywhere below reaper.
-func (s *session) hostPIDAnywhere(t *testing.T, nsPID int) int {
+func (s *session) hostPIDAnywhere(t testing.TB, nsPID int) int {
 	t.Helper()
 	if !s.pid1 {
 		return nsPID
@@ -524,7 +540,7 @@ func (s *session) hostPIDAnywhere(t *testing.T, nsPID int) int {
 
 // waitState waits until pid is in state (a letter of /proc/PID/stat). The
 // kernel gives no event for a stop of a process that is not one's child.
-func waitState(t *testing.T, pid int, state byte) {
+func waitState(t testing.TB, pid int, state byte) {
 	t.Helper()
 	end := time.Now().Add(deadline)
 	for procState(pid) != state {

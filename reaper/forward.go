@@ -69,16 +69,11 @@ func (s *supervisor) forward(sig syscall.Signal) syscall.Signal {
 // after COMMAND itself is gone, and returns how many it reached.
 func (s *supervisor) signalGroupMembers(sig syscall.Signal) int {
 	n := 0
-	for _, p := range s.descendants() {
-		if p.PGID != s.child {
-			continue
+	s.walk(func(h *handle) {
+		if h.PGID == s.child && h.signal(sig) == nil {
+			n++
 		}
-		if h, err := openHandle(p, s.self); err == nil {
-			if h.signal(sig) == nil {
-				n++
-			}
-			h.close()
-		}
-	}
+		h.close()
+	})
 	return n
 }

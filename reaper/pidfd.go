@@ -11,37 +11,67 @@ import (
 // errGone means a process exited, or its pid now names another process.
 var errGone = errors.New("process is gone")
 
-// handle refers to one descendant in a way that survives pid reuse: a pidfd
-// opened after checking that the pid still names the process a walk of the
-// tree found. Where pidfds are missing (old kernels, or no descriptors left)
-// fd is -1 and every signal repeats the identity check before kill(2).
+// handle refers to one descendant in a way that survives pid reuse.
+//
+// For a child of reaper's own (child set) that is the pid itself: a child's
+// pid stays reserved until its parent reaps it, and only reaper's event
+// loop reaps, so kill(2) reaches that process and no other until the loop
+// reaps it (teardown marks every reaped pid exited, and signals no exited
+// process). This saves a pidfd per child, which counts when a thousand
+// orphans are torn down. For any other descendant it is a pidfd,
+// opened and checked against the process the walk found. Where pidfds are
+// missing (old kernels, or no descriptors left) fd is -1 and every signal
+// repeats the identity check before kill(2).
 type handle struct {
 	process
-	fd int
+	fd    int
+	child bool
 }
 
-// openHandle opens a handle on p, a process found by walking the tree below
-// self. It returns errGone when p has exited since, or is no longer below
-// self.
-func openHandle(p process, self int) (*handle, error) {
-	fd, err := unix.PidfdOpen(p.PID, 0)
-	switch {
-	case errors.Is(err, unix.ESRCH):
-		return nil, errGone
-	case err != nil:
-		fd = -1 // ENOSYS, EMFILE, ...: fall back to kill(2) with identity checks
-	}
-	// pidfd_open took whatever process held the pid at that moment. If the
-	// same pid still carries p's start time now, that process was p: a pid
-	// is not reused while its process lives. A descendant stays one (orphans
-	// move up to reaper, the subreaper), but the check is cheap.
-	if !sameProcess(p) || !below(p.PID, self) {
-		if fd >= 0 {
-			unix.Close(fd)
+// openHandle opens a handle on the process with this pid, which a walk of
+// the tree below root found among parent's children. It returns errGone
+// when that process has exited since, or is not below root.
+//
+// The pidfd comes first, the identity after: pidfd_open takes whatever
+// process holds the pid at that moment; /proc/PID/stat, read next, describes
+// the one holding it then; if the pidfd's process has not exited after that
+// read, the two are the same process, since a pid is not reused while its
+// process lives. Without a pidfd, handle.signal checks the start time again
+// before each kill(2).
+func openHandle(pid, parent, root int) (*handle, error) {
+	h := &handle{fd: -1, child: parent == root}
+	var err error
+	if !h.child {
+		h.fd, err = unix.PidfdOpen(pid, 0)
+		switch {
+		case errors.Is(err, unix.ESRCH):
+			return nil, errGone
+		case err != nil:
+			h.fd = -1 // ENOSYS, EMFILE, ...: fall back to kill(2) with identity checks
 		}
+	}
+	if h.process, err = readProcess(pid); err != nil || h.State == 'Z' || h.exited() {
+		h.close()
 		return nil, errGone
 	}
-	return &handle{process: p, fd: fd}, nil
+	// A descendant stays one: orphans move up to root, the subreaper. The
+	// parent confirms it cheaply (the one the walk saw, or root); the chain
+	// of parents is followed only when neither.
+	if h.PPID != parent && h.PPID != root && !below(pid, root) {
+		h.close()
+		return nil, errGone
+	}
+	return h, nil
+}
+
+// exited reports whether the pidfd says its process has exited.
+func (h *handle) exited() bool {
+	if h.fd < 0 {
+		return false
+	}
+	fds := []unix.PollFd{{Fd: int32(h.fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
 }
 
 // below reports whether pid's chain of parents reaches ancestor.
@@ -59,21 +89,26 @@ func below(pid, ancestor int) bool {
 	return false
 }
 
-// sameProcess reports whether p.PID still names the process p.
-func sameProcess(p process) bool {
+// current rereads p and reports whether p.PID still names the process p,
+// alive.
+func current(p process) (process, bool) {
 	now, err := readProcess(p.PID)
-	return err == nil && now.Start == p.Start && now.State != 'Z'
+	return now, err == nil && now.Start == p.Start && now.State != 'Z'
 }
 
 // signal sends sig to the process. It returns errGone when the process has
 // exited.
 func (h *handle) signal(sig syscall.Signal) error {
 	var err error
-	if h.fd >= 0 {
+	switch {
+	case h.fd >= 0:
 		err = unix.PidfdSendSignal(h.fd, sig, nil, 0)
-	} else if !sameProcess(h.process) {
-		return errGone
-	} else {
+	case h.child:
+		err = unix.Kill(h.PID, sig)
+	default:
+		if _, ok := current(h.process); !ok {
+			return errGone
+		}
 		err = unix.Kill(h.PID, sig)
 	}
 	if errors.Is(err, unix.ESRCH) {

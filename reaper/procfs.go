@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // procRoot is where procfs is mounted.
@@ -14,12 +16,13 @@ const procRoot = "/proc"
 
 // process is one process as /proc/PID/stat describes it.
 type process struct {
-	PID   int
-	PPID  int
-	PGID  int
-	State byte   // R, S, D, T, Z, ...
-	Comm  string // the command name, at most 15 bytes
-	Start uint64 // start time in clock ticks since boot: with PID, an identity
+	PID     int
+	PPID    int
+	PGID    int
+	State   byte   // R, S, D, T, Z, ...
+	Comm    string // the command name, at most 15 bytes
+	Threads int    // number of threads
+	Start   uint64 // start time in clock ticks since boot: with PID, an identity
 }
 
 // parseStat parses the contents of /proc/PID/stat. The command name sits
@@ -39,7 +42,7 @@ func parseStat(data []byte) (process, error) {
 	p.Comm = string(data[open+1 : closing])
 	// Fields after the command name, numbered from 3 (state) as in proc(5).
 	rest := strings.Fields(string(data[closing+1:]))
-	const stateField, ppidField, pgrpField, startField = 3, 4, 5, 22
+	const stateField, ppidField, pgrpField, threadsField, startField = 3, 4, 5, 20, 22
 	if len(rest) < startField-stateField+1 {
 		return process{}, fmt.Errorf("stat: %d fields after comm, want at least %d", len(rest), startField-stateField+1)
 	}
@@ -53,15 +56,48 @@ func parseStat(data []byte) (process, error) {
 	if p.PGID, err = strconv.Atoi(rest[pgrpField-stateField]); err != nil {
 		return process{}, fmt.Errorf("stat: bad pgrp: %w", err)
 	}
+	if p.Threads, err = strconv.Atoi(rest[threadsField-stateField]); err != nil {
+		return process{}, fmt.Errorf("stat: bad num_threads: %w", err)
+	}
 	if p.Start, err = strconv.ParseUint(rest[startField-stateField], 10, 64); err != nil {
 		return process{}, fmt.Errorf("stat: bad starttime: %w", err)
 	}
 	return p, nil
 }
 
+// readProcFile reads a whole /proc file with open, read and close, into buf
+// when it is large enough. os.ReadFile would add an fstat, a read to see the
+// end of the file and an attempt to register with the runtime's poller: with
+// a thousand processes to walk, that counts.
+func readProcFile(path string, buf []byte) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	n := 0
+	for {
+		if n == len(buf) {
+			buf = append(buf, make([]byte, len(buf)+512)...)
+		}
+		m, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if m == 0 {
+			return buf[:n], nil
+		}
+		n += m
+	}
+}
+
 // readProcess reads /proc/PID/stat.
 func readProcess(pid int) (process, error) {
-	data, err := os.ReadFile(procRoot + "/" + strconv.Itoa(pid) + "/stat")
+	var buf [512]byte
+	data, err := readProcFile(procRoot+"/"+strconv.Itoa(pid)+"/stat", buf[:])
 	if err != nil {
 		return process{}, err
 	}
@@ -93,7 +129,8 @@ func parseChildren(data []byte) ([]int, error) {
 // commandLine returns /proc/PID/cmdline with its NULs turned into spaces, or
 // "" when it cannot be read (the process is gone, or is a zombie).
 func commandLine(pid int) string {
-	data, err := os.ReadFile(procRoot + "/" + strconv.Itoa(pid) + "/cmdline")
+	var buf [256]byte
+	data, err := readProcFile(procRoot+"/"+strconv.Itoa(pid)+"/cmdline", buf[:])
 	if err != nil {
 		return ""
 	}

@@ -252,11 +252,16 @@ func (s *supervisor) onChildEvents() {
 		return
 	}
 	s.log.Info("command exited", intField("pid", s.child), stringField("status", describeStatus(s.childStatus)))
-	if s.cfg.Wait {
+	switch {
+	case s.noChildren:
+		// wait4 says ECHILD: as subreaper, reaper would have inherited any
+		// descendant still running. Nothing to stop.
+		s.finish()
+	case s.cfg.Wait:
 		s.phase = draining
-		return
+	default:
+		s.beginStop(reasonExit, 0)
 	}
-	s.beginStop(reasonExit, 0)
 }
 
 // reapAll drains wait4 until no exited child is left, and reports whether

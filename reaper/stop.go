@@ -17,32 +17,50 @@ import (
 func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 	s.phase = stopping
 	s.stop = newTeardown(reason, received, s.cfg.StopSignal, time.Now(), s.log)
-	tracked := s.stop.trackAll(s.descendants(), s.self)
-	var forwarded syscall.Signal
-	if reason == reasonSignal {
-		s.stop.stopSignals = 1
-		forwarded = s.forward(received)
-	}
-	for _, t := range tracked {
-		if forwarded != 0 && s.reachedByForward(t.h.process) {
-			t.signal = forwarded
-		} else {
-			s.stop.send(t, s.cfg.StopSignal)
+	s.stop.wantCommands = s.cfg.ReportPath != ""
+	var reached []*tracked // for the forwarded signal, sent after the walk
+	n := 0
+	s.walk(func(h *handle) {
+		t := s.stop.track(h)
+		n++
+		if reason == reasonSignal && s.reachedByForward(h.process) {
+			reached = append(reached, t)
+			return
 		}
-		if t.h.State == 'T' {
+		// At once: its exit then overlaps the rest of the walk.
+		s.stop.send(t, s.cfg.StopSignal)
+		if h.State == 'T' {
 			s.stop.send(t, syscall.SIGCONT) // a stopped process acts on nothing until continued
 		}
-	}
-	if !s.walkable && !s.childGone && forwarded == 0 {
+	})
+	if reason == reasonSignal {
+		forwarded := s.forward(received)
+		for _, t := range reached {
+			if forwarded != 0 {
+				t.signal = forwarded
+			} else {
+				s.stop.send(t, s.cfg.StopSignal)
+			}
+			if t.h.State == 'T' {
+				s.stop.send(t, syscall.SIGCONT)
+			}
+		}
+		if forwarded == 0 && !s.walkable && !s.childGone {
+			s.signalGroupBlind(s.cfg.StopSignal)
+		}
+	} else if !s.walkable && !s.childGone {
 		s.signalGroupBlind(s.cfg.StopSignal)
 	}
-	s.log.Info("stopping", stringField("reason", reason.String()), intField("descendants", len(tracked)),
+	s.log.Info("stopping", stringField("reason", reason.String()), intField("descendants", n),
 		durationField("grace", s.cfg.Grace))
-	if s.cfg.Grace <= 0 {
+	// The deadline counts from the start of the stop, not from the end of
+	// this walk.
+	left := s.cfg.Grace - time.Since(s.stop.began)
+	if s.cfg.Grace <= 0 || left <= 0 {
 		s.killAll()
 		return
 	}
-	s.graceTimer = time.NewTimer(s.cfg.Grace)
+	s.graceTimer = time.NewTimer(left)
 	s.graceC = s.graceTimer.C
 }
 
@@ -57,13 +75,13 @@ func (s *supervisor) reachedByForward(p process) bool {
 // signalMissed sends the stop signal to descendants the stop has not tracked
 // yet and that were already running when it began.
 func (s *supervisor) signalMissed() {
-	for _, p := range s.descendants() {
-		if s.stop.byPID[p.PID] == nil && s.stop.predates(p) {
-			if t := s.stop.track(p, s.self); t != nil {
-				s.stop.send(t, s.cfg.StopSignal)
-			}
+	s.walk(func(h *handle) {
+		if s.stop.byPID[h.PID] != nil || !s.stop.predates(h.process) {
+			h.close()
+			return
 		}
-	}
+		s.stop.send(s.stop.track(h), s.cfg.StopSignal)
+	})
 }
 
 // killAll ends the grace period: SIGKILL to every descendant, then again to
@@ -90,9 +108,7 @@ func (s *supervisor) killStragglers() {
 		}
 		return
 	}
-	for _, p := range s.descendants() {
-		s.stop.kill(p, s.self)
-	}
+	s.walk(s.stop.kill)
 }
 
 // signalGroupBlind signals COMMAND's group with kill(2), the one thing reaper
@@ -106,9 +122,10 @@ func (s *supervisor) signalGroupBlind(sig syscall.Signal) {
 // giveUp is called when SIGKILLed processes did not go within killWait.
 func (s *supervisor) giveUp() {
 	var pids []int
-	for _, p := range s.descendants() {
-		pids = append(pids, p.PID)
-	}
+	s.walk(func(h *handle) {
+		pids = append(pids, h.PID)
+		h.close()
+	})
 	s.log.Error("processes still run after SIGKILL (uninterruptible sleep, or not reaper's to signal); giving up on them",
 		intsField("pids", pids), durationField("waited", killWait))
 	if !s.childGone {
@@ -130,15 +147,13 @@ func (s *supervisor) finish() {
 	}
 }
 
-// descendants walks reaper's tree; it returns nothing when /proc cannot be
-// trusted.
-func (s *supervisor) descendants() []process {
+// walk walks reaper's tree (see walk); it visits nothing when /proc cannot
+// be trusted.
+func (s *supervisor) walk(visit func(*handle)) {
 	if !s.walkable {
-		return nil
+		return
 	}
-	procs, err := descendants(s.self, s.threads)
-	if err != nil {
+	if err := walk(s.self, s.threads, visit); err != nil {
 		s.log.Error("cannot list descendants", errorField(err))
 	}
-	return procs
 }

@@ -52,6 +52,9 @@ type teardown struct {
 	alive       int          // tracked processes not seen to exit yet
 	quiet       bool         // alive dropped to 0 since the last walk
 	stopSignals int          // stop signals received since the stop began
+	// wantCommands reads every tracked process's command line (for the
+	// report); otherwise only killed ones are named.
+	wantCommands bool
 }
 
 func newTeardown(reason stopReason, received, stopSignal syscall.Signal, now time.Time, log *logger) *teardown {
@@ -80,32 +83,23 @@ func (td *teardown) predates(p process) bool {
 	return p.Start <= td.startTick
 }
 
-// trackAll tracks each process of a walk, and returns those still there.
-func (td *teardown) trackAll(procs []process, self int) []*tracked {
-	out := make([]*tracked, 0, len(procs))
-	for _, p := range procs {
-		if t := td.track(p, self); t != nil {
-			out = append(out, t)
+// track starts following the process h refers to: its exit, and its
+// command line for the report. track owns h: when the process is tracked
+// already, h is closed and the existing record returned.
+func (td *teardown) track(h *handle) *tracked {
+	if t := td.byPID[h.PID]; t != nil {
+		if t.h.Start == h.Start {
+			h.close()
+			return t
 		}
-	}
-	return out
-}
-
-// track starts following p: a pidfd, its command line, its exit. It returns
-// nil when p is gone already.
-func (td *teardown) track(p process, self int) *tracked {
-	if t := td.byPID[p.PID]; t != nil && t.h.Start == p.Start {
-		return t
-	} else if t != nil {
 		td.markExited(t, time.Now()) // its pid was reused: the old one is gone
 	}
-	h, err := openHandle(p, self)
-	if err != nil {
-		return nil
+	t := &tracked{h: h}
+	if td.wantCommands {
+		t.cmdline = commandLine(h.PID)
 	}
-	t := &tracked{h: h, cmdline: commandLine(p.PID)}
 	td.procs = append(td.procs, t)
-	td.byPID[p.PID] = t
+	td.byPID[h.PID] = t
 	td.alive++
 	td.watch(t)
 	return t
@@ -152,21 +146,21 @@ func (td *teardown) send(t *tracked, sig syscall.Signal) error {
 	return err
 }
 
-// kill sends SIGKILL to p unless it was killed already, with a warning that
-// names it.
-func (td *teardown) kill(p process, self int) {
-	t := td.track(p, self)
-	if t == nil || t.killed || !t.exitedAt.IsZero() {
+// kill sends SIGKILL to the process h refers to unless it was killed
+// already, with a warning that names it. It owns h.
+func (td *teardown) kill(h *handle) {
+	t := td.track(h)
+	if t.killed || !t.exitedAt.IsZero() {
 		return
 	}
 	if td.send(t, syscall.SIGKILL) != nil {
 		return
 	}
 	t.killed = true
-	if cmdline := commandLine(p.PID); cmdline != "" {
+	if cmdline := commandLine(t.h.PID); cmdline != "" {
 		t.cmdline = cmdline // it may have exec'd since it was first seen
 	}
-	td.log.Warn("killed", intField("pid", p.PID), stringField("command", t.describe()))
+	td.log.Warn("killed", intField("pid", t.h.PID), stringField("command", t.describe()))
 }
 
 // wentQuiet reports, once, that every process the stop tracks has exited

@@ -2,62 +2,74 @@ package reaper
 
 import (
 	"errors"
-	"io/fs"
 	"os"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
-// descendants returns every living descendant of root (zombies excluded),
-// parents before their children. It follows /proc/PID/task/TID/children down
-// from root; where the kernel has no children files (CONFIG_PROC_CHILDREN
-// off) it falls back to one full scan of /proc.
+// walk visits every living descendant of root (zombies excluded), parents
+// before their children, as it finds them: each with a handle opened on it
+// (see openHandle), which visit then owns. It follows
+// /proc/PID/task/TID/children down from root; where the kernel has no
+// children files (CONFIG_PROC_CHILDREN off) it falls back to one full scan
+// of /proc.
 //
 // Of root itself it reads the children of the threads in rootThreads only
 // (nil: every thread): reaper's children hang off the thread that forked
 // them and the one orphans are reparented to, its main thread. Touching the
 // /proc entries of a process's other threads is not free: the kernel must
 // drop them when the process exits, which was seen to delay reaper's exit
-// by up to 200 ms.
+// by up to 200 ms. Of a single-threaded process it reads the one thread's
+// list without listing /proc/PID/task.
 //
 // The walk is not atomic. An orphan moves up to root, the subreaper, when
 // its parent dies: if that happens after root's list was read and before the
-// parent's, the walk misses it. So the walk ends by reading root's list
-// again, and walks down from any newcomer, until root's list holds nothing
-// new (a second pass reads little else: seen processes are not entered
-// again). Processes that exit during the walk are skipped; processes forked
-// during it may be missed, which is why teardown repeats its walks.
-func descendants(root int, rootThreads []int) ([]process, error) {
-	if _, err := os.Stat(childrenPath(root, root)); errors.Is(err, fs.ErrNotExist) {
-		return scanAll(root)
+// parent's, the walk misses it (all the more when visit signals what it
+// gets). So the walk ends by reading root's list again, and walks down from
+// any newcomer, until root's list holds nothing new (a second pass reads
+// little else: seen processes are not entered again). Processes forked
+// during the walk may be missed, which is why teardown repeats its walks.
+func walk(root int, rootThreads []int, visit func(*handle)) error {
+	if err := unix.Access(childrenPath(root, root), unix.R_OK); errors.Is(err, unix.ENOENT) {
+		return scanAll(root, visit)
 	}
-	var found []process
 	seen := map[int]bool{root: true}
+	single := map[int]bool{} // single-threaded: its only thread's id is its pid
+	threadsOf := func(pid int) []int {
+		switch {
+		case pid == root:
+			return rootThreads
+		case single[pid]:
+			return []int{pid}
+		}
+		return nil // every thread: list /proc/PID/task
+	}
 	for pass := 0; ; pass++ {
 		fresh := 0
 		queue := []int{root}
 		for len(queue) > 0 {
 			pid := queue[0]
 			queue = queue[1:]
-			var threads []int
-			if pid == root {
-				threads = rootThreads
-			}
-			for _, child := range childrenOf(pid, threads) {
+			for _, child := range childrenOf(pid, threadsOf(pid)) {
 				if seen[child] {
 					continue
 				}
 				seen[child] = true
-				p, err := readProcess(child)
-				if err != nil || p.State == 'Z' {
+				h, err := openHandle(child, pid, root)
+				if err != nil {
 					continue // gone, or dead and waiting to be reaped
 				}
-				found = append(found, p)
+				if h.Threads == 1 {
+					single[child] = true
+				}
 				queue = append(queue, child)
 				fresh++
+				visit(h)
 			}
 		}
 		if fresh == 0 && pass > 0 {
-			return found, nil
+			return nil
 		}
 	}
 }
@@ -76,8 +88,9 @@ func childrenOf(pid int, tids []int) []int {
 		}
 	}
 	var children []int
+	var buf [512]byte
 	for _, tid := range tids {
-		data, err := os.ReadFile(childrenPath(pid, tid))
+		data, err := readProcFile(childrenPath(pid, tid), buf[:])
 		if err != nil {
 			continue
 		}
@@ -90,31 +103,32 @@ func childrenOf(pid int, tids []int) []int {
 	return children
 }
 
-// scanAll reads every /proc/PID/stat and returns the descendants of root.
-func scanAll(root int) ([]process, error) {
+// scanAll reads every /proc/PID/stat and visits the descendants of root.
+func scanAll(root int, visit func(*handle)) error {
 	pids, err := listPIDs(procRoot)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	byParent := map[int][]process{}
+	byParent := map[int][]int{}
 	for _, pid := range pids {
 		p, err := readProcess(pid)
 		if err != nil || p.State == 'Z' {
 			continue
 		}
-		byParent[p.PPID] = append(byParent[p.PPID], p)
+		byParent[p.PPID] = append(byParent[p.PPID], pid)
 	}
-	var found []process
 	queue := []int{root}
 	for len(queue) > 0 {
-		pid := queue[0]
+		parent := queue[0]
 		queue = queue[1:]
-		for _, p := range byParent[pid] {
-			found = append(found, p)
-			queue = append(queue, p.PID)
+		for _, pid := range byParent[parent] {
+			if h, err := openHandle(pid, parent, root); err == nil {
+				queue = append(queue, pid)
+				visit(h)
+			}
 		}
 	}
-	return found, nil
+	return nil
 }
 
 // listPIDs returns the numeric entries of a /proc directory.

@@ -41,6 +41,9 @@ type result struct {
 	// InCgroup lists the processes left in the first -cgroup group and its
 	// children, the harness aside.
 	InCgroup []int `json:"in_cgroup"`
+	// ExitNS is CLOCK_MONOTONIC, in nanoseconds, when COMMAND's exit was
+	// seen.
+	ExitNS int64 `json:"exit_ns"`
 }
 
 func main() {
@@ -83,7 +86,9 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	res := result{Code: ws.ExitStatus(), Survivors: []string{}, Zombies: []string{}, InCgroup: []int{}}
+	var now unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &now)
+	res := result{ExitNS: now.Nano(), Code: ws.ExitStatus(), Survivors: []string{}, Zombies: []string{}, InCgroup: []int{}}
 	if len(dirs) > 0 {
 		res.InCgroup = cgroupProcs(dirs[0])
 	}

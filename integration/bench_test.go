@@ -1,0 +1,428 @@
+package integration
+
+// Benchmarks of reaper side by side with its peers, in one invocation:
+//
+//	apt-get install tini dumb-init catatonit   # the peers, where missing
+//	go test -run '^$' -bench . -benchtime 1x -timeout 60m ./integration/
+//
+// Each benchmark runs every shim installed here, interleaved where it can,
+// and prints a table; this machine is shared and noisy, so the ratios
+// measured together are what to read. Variables: REAPER_BENCH_RUNS (start
+// to exit runs per shim, default 300), REAPER_BENCH_IDLE (idle window,
+// default 60s), REAPER_BENCH_SIGNALS (forwarded signals, default 10000),
+// REAPER_BENCH_ORPHANS (default 10000), REAPER_BENCH_TEARDOWNS (trees per
+// shim and size, default 2).
+
+import (
+	"debug/elf"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// shim is one init shim under comparison.
+type shim struct {
+	name string
+	path string
+	// argv builds the command line that runs command under the shim.
+	argv func(command ...string) []string
+}
+
+// shims returns reaper and every peer installed here.
+func shims(b *testing.B, reaperFlags ...string) []shim {
+	b.Helper()
+	all := []shim{{name: "reaper", path: bin.reaper, argv: func(c ...string) []string {
+		return append(append(append([]string{bin.reaper}, reaperFlags...), "--"), c...)
+	}}}
+	for _, p := range []struct{ name, path, flags string }{
+		{"tini-static", "/usr/bin/tini-static", "-s"},
+		{"tini", "/usr/bin/tini", "-s"},
+		{"dumb-init", "/usr/bin/dumb-init", ""},
+		{"catatonit", "/usr/bin/catatonit", ""},
+	} {
+		if _, err := os.Stat(p.path); err != nil {
+			fmt.Printf("(%s is not installed: apt-get install tini dumb-init catatonit)\n", p.name)
+			continue
+		}
+		p := p
+		all = append(all, shim{name: p.name, path: p.path, argv: func(c ...string) []string {
+			argv := []string{p.path}
+			if p.flags != "" {
+				argv = append(argv, p.flags)
+			}
+			if p.name != "dumb-init" {
+				argv = append(argv, "--")
+			}
+			return append(argv, c...)
+		}})
+	}
+	return all
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// percentile returns the p-th percentile (0-100) of sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p / 100 * float64(len(sorted)-1))
+	return sorted[i]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+func us(d time.Duration) string { return fmt.Sprintf("%d µs", d.Microseconds()) }
+
+// table prints a markdown table.
+func table(title string, header []string, rows [][]string) {
+	fmt.Printf("\n%s\n\n| %s |\n|%s\n", title, strings.Join(header, " | "), strings.Repeat("---|", len(header)))
+	for _, r := range rows {
+		fmt.Printf("| %s |\n", strings.Join(r, " | "))
+	}
+}
+
+// runOnce starts argv with stdio on /dev/null and waits for it: the time a
+// caller (a shell, systemd, a CI runner) waits for the whole run.
+func runOnce(b *testing.B, argv []string) time.Duration {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	start := time.Now()
+	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{Env: os.Environ(),
+		Files: []uintptr{null.Fd(), null.Fd(), null.Fd()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+		b.Fatal(err)
+	}
+	took := time.Since(start)
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		b.Fatalf("%v: %v", argv, ws)
+	}
+	return took
+}
+
+func BenchmarkStartToExit(b *testing.B) {
+	all := shims(b)
+	all = append(all, shim{name: "(no shim)", argv: func(c ...string) []string { return c }})
+	runs := envInt("REAPER_BENCH_RUNS", 300)
+	times := make([][]time.Duration, len(all))
+	for r := 0; r < runs; r++ {
+		for k := range all {
+			i := (k + r) % len(all) // interleaved, in a rotating order
+			times[i] = append(times[i], runOnce(b, all[i].argv("/bin/true")))
+		}
+	}
+	var base time.Duration
+	for i, s := range all {
+		slices.Sort(times[i])
+		if s.name == "tini-static" {
+			base = percentile(times[i], 50)
+		}
+	}
+	var rows [][]string
+	for i, s := range all {
+		med := percentile(times[i], 50)
+		ratio := "-"
+		if base > 0 {
+			ratio = fmt.Sprintf("%.2f×", float64(med)/float64(base))
+		}
+		rows = append(rows, []string{s.name, ms(med), ms(percentile(times[i], 90)), ratio})
+		if s.name == "reaper" {
+			b.ReportMetric(float64(med.Microseconds()), "reaper-µs/run")
+			if base > 0 {
+				b.ReportMetric(float64(med)/float64(base), "ratio-vs-tini-static")
+			}
+		}
+	}
+	table(fmt.Sprintf("Start to exit: `SHIM -- /bin/true`, %d runs each, interleaved", runs),
+		[]string{"shim", "median", "p90", "median vs tini-static"}, rows)
+}
+
+func BenchmarkBinarySize(b *testing.B) {
+	var rows [][]string
+	for _, s := range shims(b) {
+		st, err := os.Stat(s.path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		kind := "static"
+		if f, err := elf.Open(s.path); err == nil {
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP {
+					kind = "dynamic"
+				}
+			}
+			if f.Section(".symtab") == nil {
+				kind += ", stripped"
+			}
+			f.Close()
+		}
+		rows = append(rows, []string{s.name, fmt.Sprintf("%.2f MiB", float64(st.Size())/(1<<20)), kind})
+		if s.name == "reaper" {
+			b.ReportMetric(float64(st.Size())/(1<<20), "reaper-MiB")
+		}
+	}
+	table("Binary", []string{"shim", "size", "kind"}, rows)
+}
+
+// procStatus returns the named fields of /proc/PID/status, summed over the
+// process's threads when perThread.
+func procStatus(pid int, perThread bool, keys ...string) map[string]int {
+	out := map[string]int{}
+	files := []string{fmt.Sprintf("/proc/%d/status", pid)}
+	if perThread {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		files = nil
+		for _, t := range tasks {
+			files = append(files, fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		}
+	}
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(data), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok || !slices.Contains(keys, k) {
+				continue
+			}
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			out[k] += n
+		}
+	}
+	return out
+}
+
+func BenchmarkIdle(b *testing.B) {
+	requireRoot(b)
+	idle := envDuration("REAPER_BENCH_IDLE", 60*time.Second)
+	all := shims(b, "-v") // reaper with its logger on, as asked
+	cg := newCgroup(b, 64)
+	defer cg.remove(b)
+	type running struct {
+		cmd    *exec.Cmd
+		before map[string]int
+		rss    int
+		thr    int
+	}
+	var procs []*running
+	for _, s := range all {
+		argv := s.argv("sleep", "100000")
+		cmd := exec.Command(bin.harness, append([]string{"-cgroup", cg.v2, "-cgroup", cg.pids, "--"}, argv...)...)
+		if cg.pids == "" {
+			cmd.Args = append([]string{bin.harness, "-cgroup", cg.v2, "--"}, argv...)
+		}
+		r, w, _ := os.Pipe()
+		cmd.ExtraFiles = []*os.File{w}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		w.Close()
+		var line [64]byte
+		n, _ := r.Read(line[:])
+		r.Close()
+		var pid int
+		fmt.Sscanf(string(line[:n]), "pid %d", &pid)
+		procs = append(procs, &running{cmd: &exec.Cmd{Process: &os.Process{Pid: pid}}})
+		defer cmd.Wait()
+	}
+	// Let every shim start its sleep and settle.
+	time.Sleep(500 * time.Millisecond)
+	for _, p := range procs {
+		p.before = procStatus(p.cmd.Process.Pid, true, "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+		st := procStatus(p.cmd.Process.Pid, false, "VmRSS", "Threads")
+		p.rss, p.thr = st["VmRSS"], st["Threads"]
+	}
+	time.Sleep(idle)
+	var rows [][]string
+	for i, p := range procs {
+		after := procStatus(p.cmd.Process.Pid, true, "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+		vol := after["voluntary_ctxt_switches"] - p.before["voluntary_ctxt_switches"]
+		invol := after["nonvoluntary_ctxt_switches"] - p.before["nonvoluntary_ctxt_switches"]
+		rows = append(rows, []string{all[i].name, fmt.Sprintf("%.2f MiB", float64(p.rss)/1024), strconv.Itoa(p.thr),
+			strconv.Itoa(vol), strconv.Itoa(invol)})
+		if all[i].name == "reaper" {
+			b.ReportMetric(float64(p.rss)/1024, "reaper-RSS-MiB")
+			b.ReportMetric(float64(vol), "reaper-wakeups")
+		}
+		syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
+	}
+	table(fmt.Sprintf("Idle: `SHIM -- sleep`, RSS after start, context switches over %v", idle),
+		[]string{"shim", "RSS", "threads", "voluntary switches", "involuntary"}, rows)
+}
+
+func BenchmarkForwardingLatency(b *testing.B) {
+	requireRoot(b)
+	n := envInt("REAPER_BENCH_SIGNALS", 10000)
+	all := shims(b)
+	all = append(all, shim{name: "(no shim)", argv: func(c ...string) []string { return c }})
+	var rows [][]string
+	for _, s := range all {
+		stamps := newFIFO(b, "stamps-"+s.name)
+		sess := start(b, opts{command: s.argv(bin.helper, "stamp", stamps.path)})
+		target := sess.child
+		helper := stamps.ready(b)
+		if s.name == "(no shim)" {
+			target = helper
+		}
+		lat := make([]time.Duration, 0, n)
+		for i := 0; i < n; i++ {
+			sent := monotonicNS()
+			syscall.Kill(target, syscall.SIGUSR1)
+			got, err := strconv.ParseInt(stamps.next(b), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Duration(got-sent))
+		}
+		syscall.Kill(target, syscall.SIGTERM)
+		sess.wait()
+		slices.Sort(lat)
+		rows = append(rows, []string{s.name, us(percentile(lat, 50)), us(percentile(lat, 99)), us(lat[len(lat)-1])})
+		if s.name == "reaper" {
+			b.ReportMetric(float64(percentile(lat, 99).Microseconds()), "reaper-p99-µs")
+		}
+	}
+	table(fmt.Sprintf("Forwarding latency: kill(shim, SIGUSR1) to the child's handler, %d signals, one at a time", n),
+		[]string{"shim", "p50", "p99", "max"}, rows)
+}
+
+func BenchmarkOrphanStorm(b *testing.B) {
+	requireRoot(b)
+	n := envInt("REAPER_BENCH_ORPHANS", 10000)
+	var rows [][]string
+	for _, s := range shims(b) {
+		done := newFIFO(b, "done-"+s.name)
+		// Each (true &) is a subshell that forks a background job and exits
+		// at once: the job is orphaned, running or already a zombie.
+		script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do (true &); i=$((i+1)); done; echo done > %s; exec sleep 100000`, n, done.path)
+		sess := start(b, opts{pidsMax: 4096, command: s.argv("sh", "-c", script)})
+		shimPID := sess.child
+		peak, samples := 0, 0
+		finished := make(chan time.Time, 1)
+		go func() { done.next(b); finished <- time.Now() }()
+		var doneAt time.Time
+		var drained time.Duration
+		for {
+			z := zombiesOf(shimPID)
+			samples++
+			peak = max(peak, z)
+			if doneAt.IsZero() {
+				select {
+				case doneAt = <-finished:
+				default:
+				}
+			} else if z == 0 {
+				drained = time.Since(doneAt)
+				break
+			}
+			time.Sleep(500 * time.Microsecond)
+		}
+		sess.cg.kill() // measured; some peers do not stop on SIGTERM here
+		sess.wait()
+		rows = append(rows, []string{s.name, strconv.Itoa(peak), ms(drained), strconv.Itoa(samples)})
+		if s.name == "reaper" {
+			b.ReportMetric(float64(peak), "reaper-peak-zombies")
+		}
+	}
+	table(fmt.Sprintf("Orphan storm: %d short-lived orphans as fast as sh can make them", n),
+		[]string{"shim", "peak zombie backlog", "zero zombies after the storm ends", "samples"}, rows)
+}
+
+// zombiesOf counts the zombie children of pid's main thread (where a
+// subreaper's orphans go; every shim here forks from its main thread).
+func zombiesOf(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	z := 0
+	for _, f := range strings.Fields(string(data)) {
+		kid, _ := strconv.Atoi(f)
+		if procState(kid) == 'Z' {
+			z++
+		}
+	}
+	return z
+}
+
+// mixedTree returns a body that starts coop cooperative and stubborn
+// SIGTERM-ignoring leaves, and no other process, in rounds of four shapes:
+// in COMMAND's group, in a session of its own, double forked below that,
+// in a nested session.
+func mixedTree(coop, stubborn int) string {
+	shape := func(leaf string, rounds int) string {
+		if rounds == 0 {
+			return ""
+		}
+		return fmt.Sprintf(`i=0; while [ $i -lt %d ]; do
+  sh -c "$%[2]s" &
+  setsid sh -c '(sh -c "$%[2]s" &); setsid sh -c "$%[2]s" & exec sh -c "$%[2]s"' &
+  i=$((i+1))
+done
+`, rounds, leaf)
+	}
+	return shape("LEAF", coop/4) + shape("STUBBORN", stubborn/4)
+}
+
+func BenchmarkTeardown(b *testing.B) {
+	requireRoot(b)
+	runs := envInt("REAPER_BENCH_TEARDOWNS", 2)
+	type scenario struct {
+		name           string
+		coop, stubborn int
+	}
+	scenarios := []scenario{{"N=12", 12, 0}, {"N=100", 100, 0}, {"N=1000", 1000, 0}, {"N=1000, 10% ignore SIGTERM, grace 1s", 900, 100}}
+	exitLine := regexp.MustCompile(`teardown: (\d+) descendants`)
+	for _, sc := range scenarios {
+		var rows [][]string
+		for _, s := range shims(b, "--grace=1s", "-v") {
+			var took []time.Duration
+			left := 0
+			for r := 0; r < runs; r++ {
+				tr := tree{body: mixedTree(sc.coop, sc.stubborn), ups: sc.coop/4*4 + sc.stubborn/4*4, pidsMax: 4096}
+				if s.name != "reaper" {
+					tr.shim = s.argv()
+				} else {
+					tr.flags = []string{"--grace=1s"}
+				}
+				p := plant(b, false, tr)
+				released := p.release(b)
+				res := p.wait()
+				took = append(took, time.Duration(res.ExitNS-released))
+				left = max(left, len(res.Survivors))
+				if s.name == "reaper" && !exitLine.MatchString(res.Stderr) {
+					b.Errorf("no teardown summary in %s", res.Stderr)
+				}
+			}
+			slices.Sort(took)
+			rows = append(rows, []string{s.name, ms(percentile(took, 50)), ms(took[len(took)-1]), strconv.Itoa(left)})
+			if s.name == "reaper" {
+				b.ReportMetric(float64(percentile(took, 50).Microseconds())/1000, "reaper-ms/"+strings.Fields(sc.name)[0])
+			}
+		}
+		sort.SliceStable(rows, func(i, j int) bool { return false })
+		table(fmt.Sprintf("Teardown, %s (%d trees each): from COMMAND's exit to the shim's exit", sc.name, runs),
+			[]string{"shim", "median", "max", "survivors (most in one run)"}, rows)
+	}
+}
