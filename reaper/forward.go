@@ -10,6 +10,9 @@ import (
 
 // onSignal handles a caught signal other than SIGCHLD.
 func (s *supervisor) onSignal(sig syscall.Signal) {
+	if sig == syscall.SIGCONT {
+		s.onContinued()
+	}
 	if !s.cfg.Policy.IsStop(sig) {
 		s.forward(sig)
 		return
@@ -76,4 +79,39 @@ func (s *supervisor) signalGroupMembers(sig syscall.Signal) int {
 		h.close()
 	})
 	return n
+}
+
+// onCommandStopped follows COMMAND into a job-control stop (Ctrl-Z, SIGTSTP,
+// SIGTTIN, SIGTTOU) on a terminal: reaper gives the terminal back to its own
+// group and stops too, so that the shell that started it sees its job stop
+// and shows its prompt. Without a terminal there is no job control: COMMAND
+// just stays stopped until someone continues it.
+func (s *supervisor) onCommandStopped(sig syscall.Signal) {
+	s.log.Info("command stopped", intField("pid", s.child), stringerField("signal", sigName(sig)))
+	if s.tty == nil || s.phase != running {
+		return
+	}
+	if s.self == 1 {
+		// PID 1 cannot stop itself, so nobody could continue COMMAND: a
+		// stop on the container's terminal would freeze it for good.
+		s.log.Info("PID 1 cannot stop: continuing the command")
+		syscall.Kill(-s.child, syscall.SIGCONT)
+		return
+	}
+	if s.tty.foreground() == s.child {
+		s.tty.giveTo(s.tty.pgrp)
+	}
+	syscall.Kill(s.self, syscall.SIGSTOP)
+}
+
+// onContinued hands the terminal to COMMAND's group again when reaper was
+// continued in the foreground (the shell's fg); in the background (bg) it
+// stays with the shell. forward then passes the SIGCONT on.
+func (s *supervisor) onContinued() {
+	if s.tty == nil || s.childGone || s.tty.foreground() != s.tty.pgrp {
+		return
+	}
+	if err := s.tty.giveTo(s.child); err != nil {
+		s.log.Warn("cannot give the terminal to the command", errorField(err))
+	}
 }

@@ -43,6 +43,9 @@ type supervisor struct {
 	// threads are reaper's threads that can have children: the one that
 	// forks COMMAND and the main thread, where orphans are reparented.
 	threads []int
+	// tty is the terminal reaper handed to COMMAND's group; nil when stdin
+	// is no terminal, or reaper was not in its foreground.
+	tty *terminal
 
 	chld chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
 	sigs chan os.Signal // every other caught signal
@@ -77,7 +80,7 @@ func Run(cfg Config) int {
 	if tid := unix.Gettid(); tid != s.self {
 		s.threads = append(s.threads, tid)
 	}
-	blockThreadSIGPIPE() // all logging happens on this thread
+	blockThreadSignals() // all logging and terminal work happen on this thread
 	// Catch signals next: until then the Go runtime's own handler would end
 	// reaper on a SIGTERM (and, as PID 1, exit with status 2).
 	ignored := s.catchSignals()
@@ -104,12 +107,13 @@ func Run(cfg Config) int {
 func (s *supervisor) run() int {
 	s.becomeSubreaper()
 	s.checkProc()
-	unblockThreadSIGPIPE() // COMMAND gets the forking thread's mask
+	s.tty = openTerminal()
+	unblockThreadSignals() // COMMAND gets the forking thread's mask
 	pid, err := spawn(s.cfg.Command, spawnOptions{
-		foreground: ownsTerminal(),
+		foreground: s.tty != nil,
 		pdeathsig:  s.cfg.PdeathSignal,
 	})
-	blockThreadSIGPIPE()
+	blockThreadSignals()
 	if err != nil {
 		return s.startFailed(err)
 	}
@@ -121,6 +125,9 @@ func (s *supervisor) run() int {
 	}
 	for s.phase != done {
 		s.step()
+	}
+	if s.tty != nil {
+		s.tty.restore(s.child)
 	}
 	code := s.exitCode()
 	s.writeReport(code)
@@ -269,7 +276,7 @@ func (s *supervisor) onChildEvents() {
 func (s *supervisor) reapAll() (commandExited bool) {
 	for {
 		var status unix.WaitStatus
-		pid, err := unix.Wait4(-1, &status, unix.WNOHANG, nil)
+		pid, err := unix.Wait4(-1, &status, unix.WNOHANG|unix.WUNTRACED, nil)
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
@@ -282,6 +289,11 @@ func (s *supervisor) reapAll() (commandExited bool) {
 		case pid == 0:
 			s.noChildren = false
 			return commandExited
+		case status.Stopped():
+			if pid == s.child {
+				s.onCommandStopped(status.StopSignal())
+			}
+			continue
 		}
 		if s.log.enabled(zapcore.DebugLevel) {
 			s.log.Debug("reaped", intField("pid", pid), stringField("status", describeStatus(status)))

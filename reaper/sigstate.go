@@ -16,40 +16,46 @@ import (
 // calls os/signal.
 var notify = signal.Notify
 
-// SIGPIPE and reaper's own writes. A write to a pipe whose reader is gone
-// raises SIGPIPE, which reaper, catching SIGPIPE to forward it, would take
-// for one sent from outside. So logs go to the raw descriptor (see
-// rawWriter: the os package would re-raise SIGPIPE itself for fds 1 and 2),
-// and the thread that writes them, the event loop's, keeps SIGPIPE blocked:
-// the kernel's thread-directed SIGPIPE then stays pending there, while one
-// sent to the process from outside is delivered to another thread and
-// forwarded as usual.
+// Signals raised by reaper's own actions. A write to a pipe whose reader is
+// gone raises SIGPIPE, and a write to (or a foreground change of) a terminal
+// by a background process raises SIGTTOU. reaper catches both to forward
+// them, so it would take its own for ones sent from outside, and the
+// terminal driver would repeat a SIGTTOU-interrupted call for ever. So logs
+// go to the raw descriptor (see rawWriter: the os package would re-raise
+// SIGPIPE itself for fds 1 and 2), and the thread that writes them and
+// handles the terminal, the event loop's, keeps both blocked: the kernel's
+// thread-directed SIGPIPE then stays pending there, the terminal driver lets
+// a thread that blocks SIGTTOU go ahead, and the same signals sent to the
+// process from outside are delivered to another thread and forwarded as
+// usual.
 
-var sigpipeSet = func() *unix.Sigset_t {
+var threadSignals = func() *unix.Sigset_t {
 	var set unix.Sigset_t
-	set.Val[(syscall.SIGPIPE-1)/64] |= 1 << ((syscall.SIGPIPE - 1) % 64)
+	for _, sig := range []syscall.Signal{syscall.SIGPIPE, syscall.SIGTTOU} {
+		set.Val[(sig-1)/64] |= 1 << ((sig - 1) % 64)
+	}
 	return &set
 }()
 
-// blockThreadSIGPIPE blocks SIGPIPE on the calling thread, which must be
-// locked to its goroutine.
-func blockThreadSIGPIPE() {
-	unix.PthreadSigmask(unix.SIG_BLOCK, sigpipeSet, nil)
+// blockThreadSignals blocks SIGPIPE and SIGTTOU on the calling thread,
+// which must be locked to its goroutine.
+func blockThreadSignals() {
+	unix.PthreadSigmask(unix.SIG_BLOCK, threadSignals, nil)
 }
 
-// unblockThreadSIGPIPE discards a SIGPIPE that reaper's own writes left
-// pending on the calling thread, then unblocks SIGPIPE: the forking thread's
-// mask becomes the child's, and COMMAND must start with the caller's.
-func unblockThreadSIGPIPE() {
+// unblockThreadSignals discards what reaper's own writes left pending on the
+// calling thread, then unblocks: the forking thread's mask becomes the
+// child's, and COMMAND must start with the caller's.
+func unblockThreadSignals() {
 	var zero unix.Timespec
 	for {
-		_, _, errno := unix.Syscall6(unix.SYS_RT_SIGTIMEDWAIT, uintptr(unsafe.Pointer(sigpipeSet)), 0,
-			uintptr(unsafe.Pointer(&zero)), unsafe.Sizeof(*sigpipeSet), 0, 0)
-		if errno != unix.EINTR {
+		_, _, errno := unix.Syscall6(unix.SYS_RT_SIGTIMEDWAIT, uintptr(unsafe.Pointer(threadSignals)), 0,
+			uintptr(unsafe.Pointer(&zero)), unsafe.Sizeof(*threadSignals), 0, 0)
+		if errno != 0 && errno != unix.EINTR {
 			break // EAGAIN: nothing (more) pending
 		}
 	}
-	unix.PthreadSigmask(unix.SIG_UNBLOCK, sigpipeSet, nil)
+	unix.PthreadSigmask(unix.SIG_UNBLOCK, threadSignals, nil)
 }
 
 // rawWriter writes to a file descriptor with write(2) and nothing else.
