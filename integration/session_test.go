@@ -32,6 +32,8 @@ type opts struct {
 	stdin       io.Reader
 	stdout      io.Writer
 	binary      string   // reaper binary to run (default bin.reaper)
+	cg          *cgroup  // run in this cgroup, which the test owns (default: a fresh one)
+	leave       bool     // leave what reaper leaves running (the test's cgroup cleans up)
 	command     []string // run this instead of reaper with args (benchmarks: the peers)
 }
 
@@ -74,7 +76,12 @@ func start(t testing.TB, o opts) *session {
 	t.Helper()
 	s := &session{t: t, pid1: o.pid1, stderr: newLines(), ended: make(chan struct{})}
 	argv := []string{}
-	if !o.noCG {
+	switch {
+	case o.cg != nil:
+		for _, dir := range o.cg.dirs() {
+			argv = append(argv, "-cgroup", dir)
+		}
+	case !o.noCG:
 		max := o.pidsMax
 		if max == 0 {
 			max = 512
@@ -83,6 +90,9 @@ func start(t testing.TB, o opts) *session {
 		for _, dir := range s.cg.dirs() {
 			argv = append(argv, "-cgroup", dir)
 		}
+	}
+	if o.leave {
+		argv = append(argv, "-leave")
 	}
 	argv = append(argv, "--")
 	if o.pid1 {

@@ -38,6 +38,9 @@ type tree struct {
 	// shim, when set, runs the tree under this command line (a peer such
 	// as tini) instead of reaper with flags and --report.
 	shim []string
+	// cgroup and leave are passed on to start (see opts).
+	cgroup *cgroup
+	leave  bool
 }
 
 // planted is a running tree.
@@ -64,7 +67,7 @@ func plant(t testing.TB, pid1 bool, tr tree) *planted {
 	if tr.shim != nil {
 		command = append(append(append([]string{}, tr.shim...), "sh", "-c"), script)
 	}
-	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, command: command, env: []string{
+	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, command: command, cg: tr.cgroup, leave: tr.leave, env: []string{
 		"F=" + p.events.path, "G=" + p.gate.path, "LEAF=" + leaf, "STUBBORN=" + stubborn, "HELPER=" + bin.helper,
 	}})
 	for len(p.ups) < tr.ups || p.command == 0 {

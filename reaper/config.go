@@ -52,6 +52,22 @@ type Config struct {
 	// ReportPath, when set, receives a JSON account of the run's end.
 	ReportPath string
 
+	// Instance names the run. A named instance is locked for reaper's life
+	// (a second live reaper of the name refuses to start), an earlier run's
+	// leftovers are swept before COMMAND starts, and its cgroup is named
+	// after it. Empty: a name unique to the run, no lock and no sweep.
+	// COMMAND gets it in InstanceVar either way.
+	Instance string
+	// Replace stops a live reaper of the same instance, instead of refusing
+	// to start.
+	Replace bool
+	// Cgroup is CgroupAuto (the default), CgroupOn or CgroupOff.
+	Cgroup string
+	// WaitPorts are TCP ports nobody may listen on when COMMAND starts.
+	WaitPorts []int
+	// WaitPortTimeout bounds the wait for WaitPorts (default 10s).
+	WaitPortTimeout time.Duration
+
 	// LogFormat is LogConsole or LogJSON.
 	LogFormat string
 	// Verbosity 0 logs warnings and errors, 1 adds info, 2 adds debug.

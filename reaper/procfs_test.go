@@ -88,3 +88,72 @@ reaper: debug: reaped pid=7 status="exit 0"
 		t.Error("NewLogger accepted format xml")
 	}
 }
+
+func TestParseMountinfo(t *testing.T) {
+	data := []byte(`31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+`)
+	mp, root, err := parseMountinfo(data)
+	if err != nil || mp != "/sys/fs/cgroup/unified" || root != "/" {
+		t.Errorf("parseMountinfo = %q %q %v", mp, root, err)
+	}
+	mp, root, err = parseMountinfo([]byte("50 1 0:40 /sub /mnt/cg\\040x rw shared:1 - cgroup2 none rw\n"))
+	if err != nil || mp != "/mnt/cg x" || root != "/sub" {
+		t.Errorf("optional fields and escapes: %q %q %v", mp, root, err)
+	}
+	if _, _, err := parseMountinfo([]byte("garbage\n1 2 3\n")); err == nil {
+		t.Error("no cgroup2 mount, no error")
+	}
+}
+
+func TestParseProcCgroup(t *testing.T) {
+	if p, err := parseProcCgroup([]byte("9:name=systemd:/\n0::/system.slice/x.service\n")); err != nil || p != "/system.slice/x.service" {
+		t.Errorf("parseProcCgroup = %q, %v", p, err)
+	}
+	for _, bad := range []string{"", "1:pids:/\n", "0::relative\n"} {
+		if p, err := parseProcCgroup([]byte(bad)); err == nil {
+			t.Errorf("parseProcCgroup(%q) = %q, want an error", bad, p)
+		}
+	}
+}
+
+func TestParseNetTCP(t *testing.T) {
+	data := []byte(`  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 99999 1 0000000000000000 100 0 0 10 0
+   2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 100 0 0 10 0
+`)
+	inodes, err := parseNetTCP(data, 8080)
+	if err != nil || len(inodes) != 1 || inodes[0] != 12345 {
+		t.Errorf("parseNetTCP(8080) = %v, %v; want the listening socket only", inodes, err)
+	}
+	if _, err := parseNetTCP([]byte("header\n 0: zz\n"), 80); err == nil {
+		t.Error("a short line gave no error")
+	}
+}
+
+func TestParsePopulated(t *testing.T) {
+	if full, err := parsePopulated([]byte("populated 1\nfrozen 0\n")); err != nil || !full {
+		t.Errorf("populated 1: %v %v", full, err)
+	}
+	if full, err := parsePopulated([]byte("populated 0\n")); err != nil || full {
+		t.Errorf("populated 0: %v %v", full, err)
+	}
+	if _, err := parsePopulated([]byte("frozen 0\n")); err == nil {
+		t.Error("no populated line, no error")
+	}
+}
+
+func TestCheckInstance(t *testing.T) {
+	for _, ok := range []string{"gateway", "a.b-c_d@1", strings.Repeat("x", 64)} {
+		if err := CheckInstance(ok); err != nil {
+			t.Errorf("CheckInstance(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "a/b", "a b", strings.Repeat("x", 65), "x\n"} {
+		if err := CheckInstance(bad); err == nil {
+			t.Errorf("CheckInstance(%q) accepted it", bad)
+		}
+	}
+}

@@ -47,6 +47,12 @@ type supervisor struct {
 	// is no terminal, or reaper was not in its foreground.
 	tty *terminal
 
+	instance  string          // the run's instance name (InstanceVar)
+	lock      *instanceLock   // held for a named instance
+	cg        *cgroup         // the leaf COMMAND was born in; nil without containment
+	cgEmpty   <-chan struct{} // closed when the leaf holds no process (set during a stop)
+	cgIsEmpty bool
+
 	chld chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
 	sigs chan os.Signal // every other caught signal
 
@@ -107,13 +113,12 @@ func Run(cfg Config) int {
 func (s *supervisor) run() int {
 	s.becomeSubreaper()
 	s.checkProc()
+	if code, ok := s.prepare(); !ok {
+		return code
+	}
+	defer s.cleanUp()
 	s.tty = openTerminal()
-	unblockThreadSignals() // COMMAND gets the forking thread's mask
-	pid, err := spawn(s.cfg.Command, spawnOptions{
-		foreground: s.tty != nil,
-		pdeathsig:  s.cfg.PdeathSignal,
-	})
-	blockThreadSignals()
+	pid, err := s.start()
 	if err != nil {
 		return s.startFailed(err)
 	}
@@ -132,6 +137,48 @@ func (s *supervisor) run() int {
 	code := s.exitCode()
 	s.writeReport(code)
 	return code
+}
+
+// start starts COMMAND, in the leaf cgroup if there is one. With
+// --cgroup=auto a failure to start it there (clone3 refused) falls back to
+// starting it outside.
+func (s *supervisor) start() (int, error) {
+	opts := spawnOptions{
+		foreground: s.tty != nil,
+		pdeathsig:  s.cfg.PdeathSignal,
+		instance:   s.instance,
+		cgroupFD:   -1,
+	}
+	if s.cg != nil {
+		opts.cgroupFD = s.cg.fd
+	}
+	unblockThreadSignals() // COMMAND gets the forking thread's mask
+	defer blockThreadSignals()
+	pid, err := spawn(s.cfg.Command, opts)
+	var se *StartError
+	if err != nil && s.cg != nil && s.cfg.Cgroup == CgroupAuto && errors.As(err, &se) && !se.fromExec() {
+		cg := s.cg
+		s.noCgroup(fmt.Errorf("cannot start COMMAND in %s: %w", cg.dir, se.Err))
+		cg.remove()
+		opts.cgroupFD = -1
+		pid, err = spawn(s.cfg.Command, opts)
+	}
+	if err == nil && s.cg != nil {
+		s.log.Info("contained", stringField("cgroup", s.cg.dir))
+	}
+	return pid, err
+}
+
+// cleanUp releases what prepare took: the cgroup (once empty) and the lock.
+func (s *supervisor) cleanUp() {
+	if s.cg != nil {
+		if err := s.cg.remove(); err != nil {
+			s.log.Warn("cannot remove the cgroup", stringField("cgroup", s.cg.dir), errorField(err))
+		}
+	}
+	if s.lock != nil {
+		s.lock.release()
+	}
 }
 
 // startFailed reports why COMMAND did not start and returns the exit code.
@@ -224,6 +271,8 @@ func (s *supervisor) step() {
 	case <-s.killC:
 		s.killC = nil
 		s.giveUp()
+	case <-s.cgEmpty:
+		s.cgEmpty, s.cgIsEmpty = nil, true
 	}
 	s.advance()
 }
@@ -233,7 +282,7 @@ func (s *supervisor) advance() {
 	if s.phase == running || s.phase == done {
 		return
 	}
-	if s.noChildren {
+	if s.noChildren && (s.cg == nil || s.cgIsEmpty) {
 		s.finish()
 		return
 	}
@@ -260,12 +309,13 @@ func (s *supervisor) onChildEvents() {
 	}
 	s.log.Info("command exited", intField("pid", s.child), stringField("status", describeStatus(s.childStatus)))
 	switch {
-	case s.noChildren:
+	case s.noChildren && s.cg == nil:
 		// wait4 says ECHILD: as subreaper, reaper would have inherited any
 		// descendant still running. Nothing to stop.
 		s.finish()
 	case s.cfg.Wait:
 		s.phase = draining
+		s.watchCgroup()
 	default:
 		s.beginStop(reasonExit, 0)
 	}

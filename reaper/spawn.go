@@ -25,6 +25,18 @@ func (e *StartError) Error() string {
 
 func (e *StartError) Unwrap() error { return e.Err }
 
+// fromExec reports whether the error is one execve(2) gives: about COMMAND,
+// not about how reaper started it (clone3 into a cgroup, say).
+func (e *StartError) fromExec() bool {
+	for _, errno := range []syscall.Errno{syscall.ENOENT, syscall.EACCES, syscall.ENOEXEC, syscall.ETXTBSY,
+		syscall.E2BIG, syscall.ELOOP, syscall.ENAMETOOLONG, syscall.EISDIR, syscall.ENOTDIR, syscall.ELIBBAD} {
+		if errors.Is(e.Err, errno) {
+			return true
+		}
+	}
+	return e.Code == ExitNotFound
+}
+
 // defaultPath is what execvp searches when PATH is unset.
 const defaultPath = "/usr/local/bin:/usr/bin:/bin"
 
@@ -96,6 +108,8 @@ func errnoOf(err error) error {
 type spawnOptions struct {
 	foreground bool           // give COMMAND's group the terminal on fd 0
 	pdeathsig  syscall.Signal // sent to COMMAND when reaper's thread dies; 0 for none
+	instance   string         // exported as InstanceVar
+	cgroupFD   int            // the cgroup COMMAND is born in (clone3), or -1
 }
 
 // spawn starts COMMAND as the leader of a new process group and returns its
@@ -112,7 +126,7 @@ func spawn(argv []string, opts spawnOptions) (int, error) {
 		return 0, err
 	}
 	attr := &syscall.ProcAttr{
-		Env:   os.Environ(),
+		Env:   environment(opts.instance),
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
 			Setpgid:    true,
@@ -121,11 +135,27 @@ func spawn(argv []string, opts spawnOptions) (int, error) {
 			Pdeathsig:  opts.pdeathsig,
 		},
 	}
+	if opts.cgroupFD >= 0 {
+		attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, opts.cgroupFD
+	}
 	pid, err := syscall.ForkExec(path, argv, attr)
 	if err != nil {
 		return 0, startError(argv[0], err)
 	}
 	return pid, nil
+}
+
+// environment is reaper's environment with InstanceVar set to instance, the
+// one variable reaper sets for COMMAND.
+func environment(instance string) []string {
+	env := os.Environ()
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, InstanceVar+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, InstanceVar+"="+instance)
 }
 
 // startError maps a ForkExec failure to an exit code: fork itself failing

@@ -1,6 +1,8 @@
 package reaper
 
 import (
+	"errors"
+	"io/fs"
 	"syscall"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 // miss them, and a process that is already gone cannot be tracked.
 func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 	s.phase = stopping
+	s.watchCgroup()
 	s.stop = newTeardown(reason, received, s.cfg.StopSignal, time.Now(), s.log)
 	s.stop.wantCommands = s.cfg.ReportPath != ""
 	var reached []*tracked // for the forwarded signal, sent after the walk
@@ -98,7 +101,25 @@ func (s *supervisor) killAll() {
 }
 
 // killStragglers walks the tree and SIGKILLs every process not killed yet.
+// With a cgroup, cgroup.kill does it at once, forks racing it included; the
+// walk before it only names the processes for the report.
 func (s *supervisor) killStragglers() {
+	if s.cg != nil {
+		var victims []*tracked
+		s.walk(func(h *handle) {
+			if t := s.stop.track(h); !t.killed && t.exitedAt.IsZero() {
+				t.refreshCommand()
+				victims = append(victims, t)
+			}
+		})
+		if err := s.cg.kill(); err == nil {
+			s.stop.killedAll(victims)
+			return
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("cgroup.kill failed: killing one by one", errorField(err))
+		}
+		// No cgroup.kill before Linux 5.14: one by one, below.
+	}
 	if !s.walkable {
 		if !s.childGone {
 			s.signalGroupBlind(syscall.SIGKILL)
@@ -147,13 +168,40 @@ func (s *supervisor) finish() {
 	}
 }
 
-// walk walks reaper's tree (see walk); it visits nothing when /proc cannot
-// be trusted.
+// walk visits reaper's descendants: the members of its cgroup when it has
+// one, its tree in /proc otherwise (see walk); nothing when /proc cannot be
+// trusted.
 func (s *supervisor) walk(visit func(*handle)) {
 	if !s.walkable {
 		return
 	}
-	if err := walk(s.self, s.threads, visit); err != nil {
-		s.log.Error("cannot list descendants", errorField(err))
+	if s.cg == nil {
+		if err := walk(s.self, s.threads, visit); err != nil {
+			s.log.Error("cannot list descendants", errorField(err))
+		}
+		return
 	}
+	pids, err := s.cg.procs()
+	if err != nil {
+		s.log.Error("cannot list the cgroup's processes", errorField(err))
+	}
+	for _, pid := range pids {
+		if h, err := openMember(s.cg, pid, s.self); err == nil {
+			visit(h)
+		}
+	}
+}
+
+// watchCgroup starts watching the cgroup for the moment it empties.
+func (s *supervisor) watchCgroup() {
+	if s.cg == nil || s.cgEmpty != nil || s.cgIsEmpty {
+		return
+	}
+	empty, err := s.cg.watchEmpty()
+	if err != nil {
+		s.log.Warn("cannot watch the cgroup: relying on wait4 alone", errorField(err))
+		s.cgIsEmpty = true
+		return
+	}
+	s.cgEmpty = empty
 }

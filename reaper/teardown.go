@@ -153,14 +153,21 @@ func (td *teardown) kill(h *handle) {
 	if t.killed || !t.exitedAt.IsZero() {
 		return
 	}
+	t.refreshCommand() // before it dies: it may have exec'd since it was first seen
 	if td.send(t, syscall.SIGKILL) != nil {
 		return
 	}
 	t.killed = true
-	if cmdline := commandLine(t.h.PID); cmdline != "" {
-		t.cmdline = cmdline // it may have exec'd since it was first seen
-	}
 	td.log.Warn("killed", intField("pid", t.h.PID), stringField("command", t.describe()))
+}
+
+// killedAll records that victims were SIGKILLed at once (cgroup.kill),
+// with a warning for each. Their command lines must have been read before.
+func (td *teardown) killedAll(victims []*tracked) {
+	for _, t := range victims {
+		t.killed = true
+		td.log.Warn("killed", intField("pid", t.h.PID), stringField("command", t.describe()))
+	}
 }
 
 // wentQuiet reports, once, that every process the stop tracks has exited
@@ -223,6 +230,14 @@ func (td *teardown) killedCount() int {
 		}
 	}
 	return n
+}
+
+// refreshCommand reads the command line again, keeping the old one if the
+// process has none to read now.
+func (t *tracked) refreshCommand() {
+	if cmdline := commandLine(t.h.PID); cmdline != "" {
+		t.cmdline = cmdline
+	}
 }
 
 // describe returns the command line, or the command name when the process

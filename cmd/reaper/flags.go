@@ -94,6 +94,33 @@ func options(cfg *reaper.Config, act *action) []option {
 			value: boolValue(&cfg.Wait)},
 		{name: "report", arg: "FILE", usage: "write a JSON account of COMMAND's status and of the teardown to FILE",
 			value: funcValue(func(s string) error { cfg.ReportPath = s; return nil })},
+		{name: "instance", arg: "NAME", usage: "name the run: refuse a second live reaper of NAME, sweep leftovers of an earlier run first (default: unique per run)",
+			value: funcValue(func(s string) error {
+				cfg.Instance = s
+				return reaper.CheckInstance(s)
+			})},
+		{name: "replace", usage: "with --instance: stop a live reaper of the same instance instead of refusing to start",
+			value: boolValue(&cfg.Replace)},
+		{name: "cgroup", arg: "auto|on|off", usage: "contain COMMAND in a cgroup v2 leaf group: when possible, always, never (default auto)",
+			value: funcValue(func(s string) error {
+				switch s {
+				case reaper.CgroupAuto, reaper.CgroupOn, reaper.CgroupOff:
+					cfg.Cgroup = s
+					return nil
+				}
+				return fmt.Errorf("%q is not auto, on or off", s)
+			})},
+		{name: "wait-port", arg: "PORT", list: true, usage: "before starting, wait until nobody listens on TCP PORT (repeatable)",
+			value: funcValue(func(s string) error {
+				n, err := strconv.Atoi(strings.TrimSpace(s))
+				if err != nil || n < 1 || n > 65535 {
+					return fmt.Errorf("%q is not a TCP port 1-65535", s)
+				}
+				cfg.WaitPorts = append(cfg.WaitPorts, n)
+				return nil
+			})},
+		{name: "wait-port-timeout", arg: "DURATION", usage: "how long --wait-port waits before giving up with exit 2 (default 10s)",
+			value: durationValue(&cfg.WaitPortTimeout)},
 		{name: "log-format", arg: "console|json", usage: "log line format on stderr (default console)",
 			value: funcValue(func(s string) error {
 				if s != reaper.LogConsole && s != reaper.LogJSON {
@@ -123,10 +150,12 @@ func options(cfg *reaper.Config, act *action) []option {
 // defaults returns the configuration before flags and variables apply.
 func defaults() reaper.Config {
 	return reaper.Config{
-		StopSignal:   syscall.SIGTERM,
-		PdeathSignal: syscall.SIGKILL,
-		Grace:        5 * time.Second,
-		LogFormat:    reaper.LogConsole,
+		StopSignal:      syscall.SIGTERM,
+		PdeathSignal:    syscall.SIGKILL,
+		Cgroup:          reaper.CgroupAuto,
+		WaitPortTimeout: 10 * time.Second,
+		Grace:           5 * time.Second,
+		LogFormat:       reaper.LogConsole,
 	}
 }
 
@@ -163,6 +192,9 @@ func parse(args []string, lookupEnv func(string) (string, bool)) (reaper.Config,
 	}
 	if fs.NArg() == 0 {
 		return cfg, act, errors.New("no COMMAND given")
+	}
+	if cfg.Replace && cfg.Instance == "" {
+		return cfg, act, errors.New("--replace needs --instance")
 	}
 	cfg.Command = fs.Args()
 	return cfg, act, nil

@@ -49,6 +49,7 @@ type result struct {
 func main() {
 	var dirs cgroups
 	flag.Var(&dirs, "cgroup", "cgroup directory to join (repeatable)")
+	leave := flag.Bool("leave", false, "leave what COMMAND left running (to init, once the harness exits)")
 	flag.Parse()
 	report := os.NewFile(3, "report")
 	fail := func(err error) {
@@ -102,7 +103,9 @@ func main() {
 			res.Survivors = append(res.Survivors, p.String())
 		}
 	}
-	cleanUp()
+	if !*leave {
+		cleanUp()
+	}
 	line, _ := json.Marshal(res)
 	report.Write(append(line, '\n'))
 }

@@ -1,0 +1,231 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// sharedCgroup makes a cgroup for several runs of one test, removed (with
+// whatever is left in it) when the test ends.
+func sharedCgroup(t *testing.T, pidsMax int) *cgroup {
+	t.Helper()
+	cg := newCgroup(t, pidsMax)
+	t.Cleanup(func() { cg.remove(t) })
+	return cg
+}
+
+var instanceSeq atomic.Int64
+
+// instanceName is unique to one test run: instances are host-wide.
+func instanceName(t *testing.T) string {
+	return fmt.Sprintf("it-%d-%d", os.Getpid(), instanceSeq.Add(1))
+}
+
+// pidfds opens a pidfd on each pid, closed when the test ends.
+func pidfds(t *testing.T, pids []int) []int {
+	t.Helper()
+	var fds []int
+	for _, pid := range pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			t.Fatalf("pidfd_open(%d): %v", pid, err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		fds = append(fds, fd)
+	}
+	return fds
+}
+
+// running lists the pids whose pidfds say they have not exited.
+func running(fds []int, pids []int) []int {
+	var alive []int
+	for i, fd := range fds {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(p, 0); n == 0 {
+			alive = append(alive, pids[i])
+		}
+	}
+	return alive
+}
+
+func TestLeftoversOfAKilledReaperAreSweptAtNextStart(t *testing.T) {
+	for _, mode := range []string{"on", "off"} {
+		t.Run("cgroup="+mode, func(t *testing.T) {
+			cg := sharedCgroup(t, 256)
+			name := instanceName(t)
+			addr := freeAddr(t)
+			// Run 1: setsid escapees, a double fork, and a listener that
+			// ignores SIGTERM, all outside COMMAND's process group.
+			body := fmt.Sprintf(`setsid sh -c "$LEAF" &
+(sh -c "$STUBBORN" &)
+setsid "$HELPER" listen -ignore-term %s "$F" &`, addr)
+			first := plant(t, false, tree{flags: []string{"--instance=" + name, "--cgroup=" + mode}, ups: 3, body: body,
+				cgroup: cg, leave: true})
+			left := pidfds(t, first.ups)
+			first.signal(syscall.SIGKILL) // reaper dies without a teardown
+			first.wait()
+			if alive := running(left, first.ups); len(alive) != 3 {
+				t.Fatalf("the killed reaper left %v running; the test needs its three escapees", alive)
+			}
+			// Run 2, same instance: sweep first, then the port is free.
+			ready := newFIFO(t, "listening")
+			second := start(t, opts{cg: cg, args: []string{"-v", "--instance=" + name, "--cgroup=" + mode,
+				"--grace=1s", "--wait-port=" + portOf(addr), bin.helper, "listen", addr, ready.path}})
+			line := ready.next(t)
+			if !strings.HasPrefix(line, "listening ") {
+				t.Fatalf("COMMAND of the second run wrote %q", line)
+			}
+			if alive := running(left, first.ups); len(alive) > 0 {
+				t.Errorf("leftovers of the first run still run: %v", alive)
+			}
+			for _, pid := range first.ups {
+				if !regexp.MustCompile(fmt.Sprintf(`warning: leftover of an earlier run instance=%s pid=%d `, regexp.QuoteMeta(name), pid)).
+					MatchString(second.stderr.String()) {
+					t.Errorf("no warning names leftover %d:\n%s", pid, second.stderr)
+				}
+			}
+			second.signal(syscall.SIGTERM) // the listener has no handler: it dies of it
+			if r := second.wait(); r.Code != 128+15 || r.leftovers() != "" {
+				t.Errorf("second run: exit %d, left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+			}
+		})
+	}
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
+func TestDuplicateInstanceIsRefusedAndReplaceTakesOver(t *testing.T) {
+	cg := sharedCgroup(t, 128)
+	name := instanceName(t)
+	rec := newFIFO(t, "first")
+	first := start(t, opts{cg: cg, args: []string{"--instance=" + name, bin.helper, "record", rec.path}})
+	rec.ready(t)
+	// A second live instance is refused, naming the first.
+	code, _, stderr := runReaper(t, nil, "--instance="+name, "true")
+	want := fmt.Sprintf("instance %s is running as pid %d", name, first.reaperPID())
+	if code != 2 || !strings.Contains(stderr, want) {
+		t.Errorf("second instance: exit %d, %q; want 2 and %q", code, stderr, want)
+	}
+	// --replace stops the first (its COMMAND gets SIGTERM) and runs.
+	code, _, stderr = runReaper(t, nil, "--instance="+name, "--replace", "sh", "-c", "exit 4")
+	if code != 4 {
+		t.Errorf("--replace: exit %d, want COMMAND's 4\n%s", code, stderr)
+	}
+	if got := rec.next(t); got != "SIGTERM" {
+		t.Errorf("the replaced instance's COMMAND got %s, want SIGTERM", got)
+	}
+	if r := first.wait(); r.Code != 0 || r.leftovers() != "" {
+		t.Errorf("replaced instance: exit %d, left %s", r.Code, r.leftovers())
+	}
+	if code, _, _ := runReaper(t, nil, "--replace", "true"); code != 2 {
+		t.Errorf("--replace without --instance: exit %d, want 2", code)
+	}
+}
+
+func TestCgroupModeContainsAndRemovesItsGroup(t *testing.T) {
+	cg := sharedCgroup(t, 128)
+	name := instanceName(t)
+	out := newFIFO(t, "cgroup")
+	s := start(t, opts{cg: cg, args: []string{"--cgroup=on", "--instance=" + name, "sh", "-c",
+		`setsid sh -c 'cat /proc/self/cgroup > "$F"; exec sleep 300' & exec sleep 300`},
+		env: []string{"F=" + out.path}})
+	// Even the setsid escapee was born in the instance's leaf group.
+	var leaf string
+	for leaf == "" {
+		if path, ok := strings.CutPrefix(out.next(t), "0::"); ok {
+			leaf = path
+		}
+	}
+	if filepath.Base(leaf) != "reaper-instance-"+name {
+		t.Fatalf("the escapee is in cgroup %s, want a leaf named reaper-instance-%s", leaf, name)
+	}
+	dir := filepath.Join(cg.v2, "reaper-instance-"+name)
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("leaf group: %v", err)
+	}
+	s.signal(syscall.SIGTERM)
+	if r := s.wait(); r.Code != 128+15 || r.leftovers() != "" {
+		t.Errorf("exit %d (want 143), left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the leaf group %s is still there after reaper exited (%v)", dir, err)
+	}
+}
+
+func TestCgroupAutoFallsBackWhereCgroupsAreReadOnly(t *testing.T) {
+	requireRoot(t)
+	v2, _ := cgroupMounts()
+	if v2 == "" {
+		t.Skip("no cgroup2 mount")
+	}
+	// A mount namespace of its own, where cgroup2 is bind-mounted
+	// read-only over itself: as in many containers.
+	readOnly := func(args ...string) (int, string) {
+		script := `mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"`
+		cmd := exec.Command("unshare", append([]string{"--mount", "sh", "-c", script, "sh", v2, bin.reaper}, args...)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, string(out)
+	}
+	code, out := readOnly("-v", "--cgroup=auto", "sh", "-c", "sleep 300 & exit 3")
+	if code != 3 || !strings.Contains(out, "info: cgroup containment off") || !strings.Contains(out, "read-only") {
+		t.Errorf("--cgroup=auto on a read-only cgroup2: exit %d, output:\n%s", code, out)
+	}
+	code, out = readOnly("--cgroup=on", "true")
+	if code != 125 || !strings.Contains(out, "cannot contain COMMAND in a cgroup") {
+		t.Errorf("--cgroup=on on a read-only cgroup2: exit %d (want 125), output:\n%s", code, out)
+	}
+}
+
+func TestWaitPort(t *testing.T) {
+	// A foreign holder: this test process. reaper names it and gives up.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := portOf(l.Addr().String())
+	code, _, stderr := runReaper(t, nil, "--wait-port="+port, "--wait-port-timeout=500ms", "true")
+	holder := fmt.Sprintf("pid %d (", os.Getpid())
+	if code != 2 || !strings.Contains(stderr, "port "+port+" is still held by "+holder) {
+		t.Errorf("held port: exit %d, stderr %q; want 2 naming %s", code, stderr, holder)
+	}
+	if !strings.Contains(stderr, "warning: port is held: waiting for it port="+port) {
+		t.Errorf("no warning while waiting: %q", stderr)
+	}
+	// The holder goes away while reaper waits: COMMAND starts.
+	cmd := exec.Command(bin.reaper, "-v", "--wait-port="+port, "--wait-port-timeout=30s", "sh", "-c", "exit 6")
+	lines := newLines()
+	pipe, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go lines.readFrom(pipe)
+	lines.waitFor(t, regexp.MustCompile(`port is held`))
+	l.Close()
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 6 {
+		t.Errorf("after the port was freed: %v, want COMMAND's exit 6\n%s", err, lines)
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		t.Fatal(err)
+	}
+}

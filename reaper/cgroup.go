@@ -1,0 +1,303 @@
+package reaper
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Cgroup modes (--cgroup).
+const (
+	CgroupAuto = "auto" // contain COMMAND in a cgroup when possible
+	CgroupOn   = "on"   // contain COMMAND in a cgroup, or fail
+	CgroupOff  = "off"  // walk /proc only
+)
+
+// cgroup is the cgroup v2 leaf group COMMAND is born in. Every process
+// COMMAND forks stays in it (unless moved out by someone with the rights to
+// do so), double-forked or not, so cgroup.procs lists the tree without a
+// walk, cgroup.kill SIGKILLs all of it at once, forks racing the kill
+// included, and "populated 0" in cgroup.events proves it empty.
+type cgroup struct {
+	dir  string // the leaf's directory
+	path string // the leaf as /proc/PID/cgroup names it
+	fd   int    // the leaf's directory, open for clone3's CLONE_INTO_CGROUP
+}
+
+// parseMountinfo returns the mount point and root of the cgroup2 mount in
+// the text of /proc/self/mountinfo. Hybrid layouts mount cgroup2 beside the
+// v1 hierarchies, for example at /sys/fs/cgroup/unified.
+func parseMountinfo(data []byte) (mountPoint, root string, err error) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 4096), 1<<20)
+	for sc.Scan() {
+		// 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+		before, after, ok := strings.Cut(sc.Text(), " - ")
+		fields, tail := strings.Fields(before), strings.Fields(after)
+		if !ok || len(fields) < 5 || len(tail) < 1 || tail[0] != "cgroup2" {
+			continue
+		}
+		return unescapeMount(fields[4]), unescapeMount(fields[3]), nil
+	}
+	return "", "", errors.New("no cgroup2 file system is mounted")
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// parseProcCgroup returns the cgroup v2 path ("0::/path") in the text of
+// /proc/PID/cgroup.
+func parseProcCgroup(data []byte) (string, error) {
+	for _, line := range strings.Split(string(data), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			if !strings.HasPrefix(path, "/") {
+				return "", fmt.Errorf("cgroup path %q is not absolute", path)
+			}
+			return path, nil
+		}
+	}
+	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
+}
+
+// ownCgroup returns reaper's own cgroup v2 group: its directory, found from
+// /proc/self/mountinfo (never a hard-coded /sys/fs/cgroup), and its path as
+// /proc/self/cgroup names it.
+func ownCgroup() (dir, path string, err error) {
+	mountinfo, err := os.ReadFile(procRoot + "/self/mountinfo")
+	if err != nil {
+		return "", "", err
+	}
+	mountPoint, root, err := parseMountinfo(mountinfo)
+	if err != nil {
+		return "", "", err
+	}
+	own, err := os.ReadFile(procRoot + "/self/cgroup")
+	if err != nil {
+		return "", "", err
+	}
+	if path, err = parseProcCgroup(own); err != nil {
+		return "", "", err
+	}
+	// The path is relative to the cgroup namespace's root, which is the
+	// mount's root unless the mount shows a subtree only.
+	rel, err := filepath.Rel(root, path)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return "", "", fmt.Errorf("reaper's cgroup %s is outside the cgroup2 mount of %s", path, root)
+	}
+	return filepath.Join(mountPoint, rel), path, nil
+}
+
+// leafName is the leaf group's name for an instance: a name distinctive
+// enough that a group of that name below reaper's own is taken for an
+// earlier run's, and swept.
+func leafName(instance string) string {
+	return "reaper-instance-" + instance
+}
+
+// openCgroup opens the existing group name below the group at parentDir
+// (parentPath as /proc/PID/cgroup names it).
+func openCgroup(parentDir, parentPath, name string) (*cgroup, error) {
+	dir := filepath.Join(parentDir, name)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return &cgroup{dir: dir, path: filepath.Join(parentPath, name), fd: fd}, nil
+}
+
+// createCgroup makes the group name below the group at parentDir; it must
+// not exist yet.
+func createCgroup(parentDir, parentPath, name string) (*cgroup, error) {
+	dir := filepath.Join(parentDir, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, err
+	}
+	c, err := openCgroup(parentDir, parentPath, name)
+	if err != nil {
+		os.Remove(dir)
+		return nil, err
+	}
+	return c, nil
+}
+
+// procs lists the processes in the leaf and in any group below it.
+func (c *cgroup) procs() ([]int, error) {
+	var pids []int
+	err := filepath.WalkDir(c.dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			if path == c.dir {
+				return err
+			}
+			return nil // a sub-group removed meanwhile
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		var buf [4096]byte
+		data, err := readProcFile(filepath.Join(path, "cgroup.procs"), buf[:])
+		if err != nil {
+			return nil
+		}
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	return pids, err
+}
+
+// contains reports whether pid is in the leaf or below it, per
+// /proc/PID/cgroup.
+func (c *cgroup) contains(pid int) bool {
+	var buf [512]byte
+	data, err := readProcFile(procRoot+"/"+strconv.Itoa(pid)+"/cgroup", buf[:])
+	if err != nil {
+		return false
+	}
+	path, err := parseProcCgroup(data)
+	return err == nil && (path == c.path || strings.HasPrefix(path, c.path+"/"))
+}
+
+// kill SIGKILLs every process in the group and below, at once (Linux 5.14
+// and later; errors.Is(err, fs.ErrNotExist) before).
+func (c *cgroup) kill() error {
+	return os.WriteFile(filepath.Join(c.dir, "cgroup.kill"), []byte("1"), 0)
+}
+
+// populated reports whether any process lives in the group or below.
+func (c *cgroup) populated() (bool, error) {
+	var buf [256]byte
+	data, err := readProcFile(filepath.Join(c.dir, "cgroup.events"), buf[:])
+	if err != nil {
+		return false, err
+	}
+	return parsePopulated(data)
+}
+
+// parsePopulated reads the populated line of cgroup.events.
+func parsePopulated(data []byte) (bool, error) {
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "populated "); ok {
+			return strings.TrimSpace(v) == "1", nil
+		}
+	}
+	return false, errors.New("cgroup.events has no populated line")
+}
+
+// remove closes the group and removes it and the groups below it, deepest
+// first. It fails while a process lives in any of them.
+func (c *cgroup) remove() error {
+	if c.fd >= 0 {
+		unix.Close(c.fd)
+		c.fd = -1
+	}
+	var dirs []string
+	filepath.WalkDir(c.dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	var last error
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			last = err
+		}
+	}
+	return last
+}
+
+// watchEmpty returns a channel closed once the group holds no process: an
+// inotify watch on cgroup.events, parked in the Go runtime's poller (no
+// thread of its own), reports every change, and populated is read again.
+func (c *cgroup) watchEmpty() (<-chan struct{}, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("inotify_init1: %w", err)
+	}
+	if _, err := unix.InotifyAddWatch(fd, filepath.Join(c.dir, "cgroup.events"), unix.IN_MODIFY); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("inotify_add_watch: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	empty := make(chan struct{})
+	go func() {
+		defer f.Close()
+		defer close(empty)
+		buf := make([]byte, 4096)
+		for {
+			// Read populated first: the group may have emptied before the
+			// watch was in place.
+			if full, err := c.populated(); err != nil || !full {
+				return
+			}
+			if err := raw.Read(func(fd uintptr) bool {
+				_, err := unix.Read(int(fd), buf)
+				return !errors.Is(err, unix.EAGAIN)
+			}); err != nil {
+				return
+			}
+		}
+	}()
+	return empty, nil
+}
+
+// openMember opens a handle on pid, listed in the group's cgroup.procs. The
+// pidfd comes first; membership and /proc/PID/stat are read after it, and
+// the pidfd must not report an exit after both: then all three describe one
+// process, which was in the group. (A pid listed in cgroup.procs could have
+// died and been reused by a process elsewhere meanwhile.) A child of root
+// keeps no pidfd: its pid is reserved until root reaps it (see handle).
+func openMember(c *cgroup, pid, root int) (*handle, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		return nil, errGone
+	case err != nil:
+		fd = -1 // handle.signal then checks the start time before kill(2)
+	}
+	h := &handle{fd: fd}
+	if !c.contains(pid) {
+		h.close()
+		return nil, errGone
+	}
+	if h.process, err = readProcess(pid); err != nil || h.State == 'Z' || h.exited() {
+		h.close()
+		return nil, errGone
+	}
+	if h.PPID == root {
+		h.close()
+		h.child = true
+	}
+	return h, nil
+}

@@ -1,0 +1,140 @@
+package reaper
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// portPoll is how often --wait-port looks again: the kernel announces no
+// port being released.
+const portPoll = 100 * time.Millisecond
+
+// parseNetTCP returns the socket inodes listening on port in the text of
+// /proc/net/tcp or /proc/net/tcp6.
+func parseNetTCP(data []byte, port int) ([]uint64, error) {
+	var inodes []uint64
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	first := true
+	for sc.Scan() {
+		if first { // the header
+			first = false
+			continue
+		}
+		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+		f := strings.Fields(sc.Text())
+		if len(f) < 10 {
+			return nil, fmt.Errorf("net/tcp: short line %q", sc.Text())
+		}
+		_, portHex, ok := strings.Cut(f[1], ":")
+		if !ok {
+			return nil, fmt.Errorf("net/tcp: bad address %q", f[1])
+		}
+		p, err := strconv.ParseUint(portHex, 16, 16)
+		if err != nil {
+			return nil, fmt.Errorf("net/tcp: bad port %q", portHex)
+		}
+		const listen = "0A"
+		if int(p) != port || f[3] != listen {
+			continue
+		}
+		inode, err := strconv.ParseUint(f[9], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("net/tcp: bad inode %q", f[9])
+		}
+		inodes = append(inodes, inode)
+	}
+	return inodes, sc.Err()
+}
+
+// portHolder is a process holding a listening socket.
+type portHolder struct {
+	pid      int // 0 when no visible process holds the socket
+	cmdline  string
+	leftover bool // it carries this instance's marker
+}
+
+func (h portHolder) String() string {
+	if h.pid == 0 {
+		return "a process reaper cannot see"
+	}
+	s := fmt.Sprintf("pid %d (%s)", h.pid, h.cmdline)
+	if h.leftover {
+		s += ", a leftover of this instance"
+	}
+	return s
+}
+
+// listeners returns who listens on TCP port, through /proc/net/tcp{,6} and
+// the socket inodes in /proc/PID/fd; nil when nobody does.
+func listeners(port int, marker []byte) []portHolder {
+	want := map[uint64]bool{}
+	for _, file := range []string{"/net/tcp", "/net/tcp6"} {
+		data, err := os.ReadFile(procRoot + file)
+		if err != nil {
+			continue
+		}
+		inodes, _ := parseNetTCP(data, port)
+		for _, ino := range inodes {
+			want[ino] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	var holders []portHolder
+	pids, _ := listPIDs(procRoot)
+	for _, pid := range pids {
+		dir := procRoot + "/" + strconv.Itoa(pid) + "/fd"
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			link, err := os.Readlink(dir + "/" + e.Name())
+			if err != nil || !strings.HasPrefix(link, "socket:[") {
+				continue
+			}
+			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
+			if err == nil && want[ino] {
+				holders = append(holders, portHolder{pid: pid, cmdline: commandLine(pid), leftover: marker != nil && carriesMarker(pid, marker)})
+				delete(want, ino)
+				break
+			}
+		}
+	}
+	if len(want) > 0 {
+		holders = append(holders, portHolder{})
+	}
+	return holders
+}
+
+// waitPorts waits until nobody listens on the --wait-port ports, naming the
+// holders it finds; it fails when the timeout passes.
+func (s *supervisor) waitPorts(marker []byte) error {
+	end := time.Now().Add(s.cfg.WaitPortTimeout)
+	for _, port := range s.cfg.WaitPorts {
+		named := false
+		for {
+			holders := listeners(port, marker)
+			if len(holders) == 0 {
+				break
+			}
+			if !named {
+				for _, h := range holders {
+					s.log.Warn("port is held: waiting for it", intField("port", port), stringField("holder", h.String()))
+				}
+				named = true
+			}
+			if time.Now().After(end) {
+				return fmt.Errorf("port %d is still held by %s after %v", port, holders[0], s.cfg.WaitPortTimeout)
+			}
+			time.Sleep(portPoll)
+		}
+	}
+	return nil
+}
