@@ -94,7 +94,10 @@ func options(cfg *reaper.Config, act *action) []option {
 			value: boolValue(&cfg.Wait)},
 		{name: "report", arg: "FILE", usage: "write a JSON account of COMMAND's status and of the teardown to FILE",
 			value: funcValue(func(s string) error { cfg.ReportPath = s; return nil })},
-		{name: "instance", arg: "NAME", usage: "name the run: refuse a second live reaper of NAME, sweep leftovers of an earlier run first (default: unique per run)",
+		// No variable: REAPER_INSTANCE is what reaper exports to COMMAND, and a
+		// reaper started below another must not take its instance.
+		{name: "instance", arg: "NAME", cliOnly: true,
+			usage: "name the run: refuse a second live reaper of NAME, sweep leftovers of an earlier run first (default: unique per run)",
 			value: funcValue(func(s string) error {
 				cfg.Instance = s
 				return reaper.CheckInstance(s)

@@ -67,3 +67,12 @@ func TestGodebugValue(t *testing.T) {
 		t.Error("GODEBUG=asyncpreemptoff=1 not seen")
 	}
 }
+
+func TestInstanceIsNotReadFromTheEnvironment(t *testing.T) {
+	// REAPER_INSTANCE is what a reaper exports to its COMMAND: a reaper
+	// started below it must not take the outer instance for its own.
+	cfg, _, err := parse([]string{"true"}, env(map[string]string{"REAPER_INSTANCE": "outer"}))
+	if err != nil || cfg.Instance != "" {
+		t.Errorf("instance %q (%v), want none", cfg.Instance, err)
+	}
+}
