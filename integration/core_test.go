@@ -5,6 +5,7 @@ import (
 	"context"
 	"debug/buildinfo"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -448,6 +449,12 @@ func TestChildStartsClean(t *testing.T) {
 	if st["SigBlk"] != "0000000000000000" || st["SigIgn"] != "0000000000000000" {
 		t.Errorf("COMMAND starts with SigBlk %s SigIgn %s, want both zero", st["SigBlk"], st["SigIgn"])
 	}
+	// A mask the caller set passes on as it is, SIGPIPE and SIGTTOU too,
+	// which reaper blocks on one thread of its own.
+	st = status(t, bin.helper+" blocked PIPE,TTOU,USR1 "+bin.reaper+" -- cat /proc/self/status")
+	if st["SigBlk"] != "0000000000201200" {
+		t.Errorf("with PIPE, TTOU and USR1 blocked by the caller, COMMAND's SigBlk is %s, want 0000000000201200", st["SigBlk"])
+	}
 	// A signal the caller ignores (nohup's SIGHUP) stays ignored.
 	st = status(t, "trap '' HUP; exec "+bin.reaper+" -- cat /proc/self/status")
 	if st["SigIgn"] != "0000000000000001" {
@@ -518,5 +525,22 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec "+bin.reaper+" -vv sh -c 'exit 4' >&- 2>&-").CombinedOutput(); err == nil ||
 		err.(*exec.ExitError).ExitCode() != 4 {
 		t.Errorf("with stdout and stderr closed: %v %s, want exit 4", err, out)
+	}
+}
+
+func TestStopSignalBeforeCommandStarts(t *testing.T) {
+	// reaper waits for a port: SIGTERM then must end reaper at once, with
+	// 128+15, without starting COMMAND only to stop it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s := start(t, opts{args: []string{"-v", "--wait-port=" + portOf(l.Addr().String()), "--wait-port-timeout=60s", "true"}})
+	s.stderr.waitFor(t, regexp.MustCompile(`port is held`))
+	s.signal(syscall.SIGTERM)
+	r := s.wait()
+	if r.Code != 128+15 || strings.Contains(r.Stderr, "info: started") {
+		t.Errorf("exit %d (want 143), COMMAND not started; stderr:\n%s", r.Code, r.Stderr)
 	}
 }

@@ -27,9 +27,12 @@ func sharedCgroup(t *testing.T, pidsMax int) *cgroup {
 
 var instanceSeq atomic.Int64
 
-// instanceName is unique to one test run: instances are host-wide.
+// instanceName is unique to one test run: instances are host-wide. Its
+// lock file goes when the test ends.
 func instanceName(t *testing.T) string {
-	return fmt.Sprintf("it-%d-%d", os.Getpid(), instanceSeq.Add(1))
+	name := fmt.Sprintf("it-%d-%d", os.Getpid(), instanceSeq.Add(1))
+	t.Cleanup(func() { os.Remove("/run/reaper/" + name + ".lock") })
+	return name
 }
 
 // pidfds opens a pidfd on each pid, closed when the test ends.
@@ -228,4 +231,41 @@ func TestWaitPort(t *testing.T) {
 	if _, err := strconv.Atoi(port); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestStaleCgroupIsSweptWithoutTheMarker(t *testing.T) {
+	// A leftover that dropped its environment (env -i) carries no marker:
+	// only the stale cgroup of the killed run can find it.
+	cg := sharedCgroup(t, 128)
+	name := instanceName(t)
+	first := plant(t, false, tree{flags: []string{"--instance=" + name, "--cgroup=on"}, ups: 1, cgroup: cg, leave: true,
+		body: `setsid env -i F="$F" sh -c 'echo "up $$" > "$F"; exec sleep 300' &`})
+	left := pidfds(t, first.ups)
+	first.signal(syscall.SIGKILL)
+	first.wait()
+	if alive := running(left, first.ups); len(alive) != 1 {
+		t.Fatalf("the escapee did not survive the killed reaper: %v", alive)
+	}
+	r := start(t, opts{cg: cg, args: []string{"--instance=" + name, "--cgroup=on", "--grace=1s", "true"}}).wait()
+	if alive := running(left, first.ups); len(alive) > 0 {
+		t.Errorf("the marker-less leftover %v still runs\n%s", alive, r.Stderr)
+	}
+	if !strings.Contains(r.Stderr, fmt.Sprintf("leftover of an earlier run instance=%s pid=%d", name, first.ups[0])) {
+		t.Errorf("no warning names the leftover:\n%s", r.Stderr)
+	}
+}
+
+func TestDescendantMovedOutOfTheCgroupIsStillStopped(t *testing.T) {
+	// Someone allowed to moves a descendant out of reaper's leaf group:
+	// cgroup.procs no longer lists it, the /proc walk still finds it.
+	cg := sharedCgroup(t, 128)
+	other := filepath.Join(cg.v2, "elsewhere")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := plant(t, false, tree{flags: []string{"--cgroup=on", "--grace=30s"}, ups: 1, cgroup: cg, body: fmt.Sprintf(
+		`sh -c 'echo $$ > %s/cgroup.procs && echo "up $$" > "$F" && exec sleep 300' &`, other)})
+	p.release(t)
+	r := p.wait() // with the grace of 30 s honoured, the test's deadline comes first
+	p.expectClean(t, r, 0)
 }

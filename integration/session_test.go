@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -321,16 +322,32 @@ type fifo struct {
 // reading. Opening it read-write never blocks and never sees end of file.
 func newFIFO(t testing.TB, name string) *fifo {
 	t.Helper()
-	path := t.TempDir() + "/" + name
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
+	path := sharedDir(t) + "/" + name
+	if err := syscall.Mkfifo(path, 0o666); err != nil {
 		t.Fatal(err)
 	}
+	os.Chmod(path, 0o666) // past the umask: unprivileged payloads write here too
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
 	return &fifo{path: path, f: f, r: bufio.NewReader(f)}
+}
+
+// sharedDir returns a temporary directory anyone may use, for payloads run
+// as an unprivileged user.
+func sharedDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	// The test's own temporary directory holds it, 0700 too.
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // next returns the next line, failing the test after the deadline.

@@ -59,7 +59,7 @@ type planted struct {
 func plant(t testing.TB, pid1 bool, tr tree) *planted {
 	t.Helper()
 	p := &planted{events: newFIFO(t, "events"), gate: newFIFO(t, "gate")}
-	p.report = t.TempDir() + "/report.json"
+	p.report = sharedDir(t) + "/report.json"
 	script := fmt.Sprintf("echo \"command $$\" > \"$F\"\n%s\nread x < \"$G\"\nexit %d", tr.body, tr.exit)
 	args := append([]string{"-v", "--report=" + p.report}, tr.flags...)
 	args = append(args, "sh", "-c", script)
@@ -157,6 +157,18 @@ func (p *planted) expectClean(t testing.TB, r *result, code int) {
 	}
 }
 
+// bothWalks runs f with reaper finding descendants through its cgroup
+// (--cgroup=on) and through /proc (--cgroup=off), each as a subreaper and
+// as PID 1.
+func bothWalks(t *testing.T, f func(t *testing.T, pid1 bool, cgroupFlag string)) {
+	for _, mode := range []string{"on", "off"} {
+		t.Run("cgroup="+mode, func(t *testing.T) {
+			t.Parallel()
+			modes(t, func(t *testing.T, pid1 bool) { f(t, pid1, "--cgroup="+mode) })
+		})
+	}
+}
+
 func TestTeardownBackgroundChildInGroup(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		p := plant(t, pid1, tree{body: `sh -c "$LEAF" &`, ups: 1})
@@ -166,8 +178,8 @@ func TestTeardownBackgroundChildInGroup(t *testing.T) {
 }
 
 func TestTeardownSetsidAndDoubleForkedDaemons(t *testing.T) {
-	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{ups: 3, exit: 5, body: `
+	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
+		p := plant(t, pid1, tree{flags: []string{cgroupFlag}, ups: 3, exit: 5, body: `
 setsid sh -c 'sh -c "$LEAF" & exit 0' &
 (sh -c "$LEAF" &)
 setsid sh -c "$LEAF" &`})
@@ -178,8 +190,8 @@ setsid sh -c "$LEAF" &`})
 
 func TestTeardownKillsWhatIgnoresSIGTERMAfterGrace(t *testing.T) {
 	const grace = time.Second
-	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{flags: []string{"--grace=1s"}, ups: 2,
+	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
+		p := plant(t, pid1, tree{flags: []string{cgroupFlag, "--grace=1s"}, ups: 2,
 			body: `sh -c "$STUBBORN" &
 sh -c "$LEAF" &`})
 		released := time.Now()
@@ -210,8 +222,8 @@ while [ $i -lt 125 ]; do
   setsid sh -c 'sh -c "$LEAF" & (sh -c "$LEAF" &); setsid sh -c "$LEAF" & exec sh -c "$LEAF"' &
   i=$((i+1))
 done`
-	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{body: body, ups: 500, pidsMax: 1024})
+	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
+		p := plant(t, pid1, tree{flags: []string{cgroupFlag}, body: body, ups: 500, pidsMax: 1024})
 		p.release(t)
 		p.expectClean(t, p.wait(), 0)
 		if n := len(p.readReport(t).Teardown.Descendants); n != 500 {
@@ -226,8 +238,8 @@ func TestTeardownCatchesForksDuringTeardown(t *testing.T) {
 	// trying); reaper, in the same pids cgroup, must still end with an
 	// empty tree.
 	forker := `trap "" TERM; echo "stubborn $$" > "$F"; while :; do sleep 300 & done 2>/dev/null`
-	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{flags: []string{"--grace=1s"}, ups: 1, pidsMax: 128,
+	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
+		p := plant(t, pid1, tree{flags: []string{cgroupFlag, "--grace=1s"}, ups: 1, pidsMax: 128,
 			body: `bash -c '` + forker + `' &`})
 		p.release(t)
 		p.expectClean(t, p.wait(), 0)
@@ -246,8 +258,8 @@ setsid sh -c "$LEAF" &`})
 }
 
 func TestTeardownOnSIGTERMToReaper(t *testing.T) {
-	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{ups: 3, body: `sh -c "$LEAF" &
+	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
+		p := plant(t, pid1, tree{flags: []string{cgroupFlag}, ups: 3, body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &
 (sh -c "$LEAF" &)`})
 		p.signal(syscall.SIGTERM)

@@ -292,3 +292,39 @@ func TestNoTerminalNoIoctl(t *testing.T) {
 		}
 	}
 }
+
+func TestTerminalJobControlThroughAScript(t *testing.T) {
+	// reaper runs inside a script: Ctrl-Z must stop the whole job, script
+	// included, or bash never gets its prompt back.
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("bash is not installed")
+	}
+	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin.reaper}, "bash", "--norc", "--noprofile", "-i")
+	p.expect(t, `rp\$ `)
+	p.send(t, "sh -c '\"$REAPER\" -v -- sleep 100; echo after=$?'\r")
+	p.expect(t, `info: started pid=\d+`)
+	p.send(t, ctrlZ)
+	p.expect(t, `Stopped.*\n.*rp\$ `)
+	p.send(t, "fg\r")
+	waitForeground(t, p, "sleep")
+	p.send(t, ctrlC)
+	p.expect(t, `after=130`)
+	p.send(t, "exit 0\r")
+	p.wait(t)
+}
+
+func TestTerminalBackAfterExecFailure(t *testing.T) {
+	// COMMAND's group took the terminal, then its exec failed: reaper hands
+	// the terminal back, or the script reading after it would stop.
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("bash is not installed")
+	}
+	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin.reaper}, "bash", "--norc", "--noprofile", "-i")
+	p.expect(t, `rp\$ `)
+	p.send(t, "sh -c '\"$REAPER\" /etc/passwd; echo rc=$?; read x; echo got=$x'\r")
+	p.expect(t, `rc=126`)
+	p.send(t, "typed\r")
+	p.expect(t, `got=typed`)
+	p.send(t, "exit 0\r")
+	p.wait(t)
+}

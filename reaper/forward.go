@@ -83,8 +83,8 @@ func (s *supervisor) signalGroupMembers(sig syscall.Signal) int {
 
 // onCommandStopped follows COMMAND into a job-control stop (Ctrl-Z, SIGTSTP,
 // SIGTTIN, SIGTTOU) on a terminal: reaper gives the terminal back to its own
-// group and stops too, so that the shell that started it sees its job stop
-// and shows its prompt. Without a terminal there is no job control: COMMAND
+// group and stops that group, so that the shell that started the job sees
+// it stop and shows its prompt. Without a terminal there is no job control: COMMAND
 // just stays stopped until someone continues it.
 func (s *supervisor) onCommandStopped(sig syscall.Signal) {
 	s.log.Info("command stopped", intField("pid", s.child), stringerField("signal", sigName(sig)))
@@ -101,7 +101,10 @@ func (s *supervisor) onCommandStopped(sig syscall.Signal) {
 	if s.tty.foreground() == s.child {
 		s.tty.giveTo(s.tty.pgrp)
 	}
-	syscall.Kill(s.self, syscall.SIGSTOP)
+	// The whole job stops, not reaper alone: a script that runs reaper
+	// (sh -c 'reaper ...; echo') must stop too for its shell to see the
+	// job stop.
+	syscall.Kill(-s.tty.pgrp, syscall.SIGSTOP)
 }
 
 // onContinued hands the terminal to COMMAND's group again when reaper was

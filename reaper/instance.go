@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -40,74 +39,102 @@ func uniqueInstance() string {
 }
 
 // instanceLock is held by the live reaper of a named instance for its whole
-// life: a file locked with flock(2), which the kernel releases when its
-// holder dies, however it dies. The file holds the holder's pid.
+// life: a POSIX record lock (fcntl F_SETLK) on a file named after the
+// instance, which the kernel releases when its holder dies, however it dies,
+// and whose holder F_GETLK reports, as a pid of the asker's own PID
+// namespace (0 when the holder is not visible from there).
 type instanceLock struct {
 	path string
 	fd   int
 }
 
-// lockDirs are where instance locks live, first usable wins.
-func lockDirs() []string {
-	var dirs []string
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && os.Geteuid() != 0 {
-		dirs = append(dirs, filepath.Join(d, "reaper"))
+// lockDir is where instance locks live: /run/reaper for root, otherwise
+// /tmp/reaper-UID, which must be a directory of the user's own that nobody
+// else may write (someone else's could name the holder to signal).
+func lockDir() (string, error) {
+	uid := os.Geteuid()
+	dir := "/run/reaper"
+	if uid != 0 {
+		dir = filepath.Join(os.TempDir(), "reaper-"+strconv.Itoa(uid))
 	}
-	return append(dirs, "/run/reaper", filepath.Join(os.TempDir(), "reaper-"+strconv.Itoa(os.Geteuid())))
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != uid || st.Mode&0o022 != 0 {
+		return "", fmt.Errorf("%s is not a directory of user %d that only it may write", dir, uid)
+	}
+	return dir, nil
 }
 
-// errInstanceRunning says a live reaper holds the instance.
+// errInstanceRunning says a live reaper holds the instance; pid is 0 when
+// it runs in a PID namespace this reaper cannot see into.
 type errInstanceRunning struct {
 	name string
 	pid  int
 }
 
 func (e *errInstanceRunning) Error() string {
+	if e.pid == 0 {
+		return fmt.Sprintf("instance %s is running in another PID namespace", e.name)
+	}
 	return fmt.Sprintf("instance %s is running as pid %d (use --replace to take over)", e.name, e.pid)
 }
 
 // lockInstance takes the lock of instance name, or returns an
-// *errInstanceRunning naming the holder.
+// *errInstanceRunning naming the holder. Root also looks at the locks of
+// other users' runs of the same name: it could sweep their processes.
 func lockInstance(name string) (*instanceLock, error) {
-	var last error
-	for _, dir := range lockDirs() {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			last = err
-			continue
+	dir, err := lockDir()
+	if err != nil {
+		return nil, fmt.Errorf("instance lock: %w", err)
+	}
+	path := filepath.Join(dir, name+".lock")
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("instance lock: %w", err)
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0}
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &lk); err != nil {
+		pid, _ := lockHolder(fd)
+		unix.Close(fd)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+			return nil, &errInstanceRunning{name: name, pid: pid}
 		}
-		path := filepath.Join(dir, name+".lock")
-		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
-		if err != nil {
-			last = err
-			continue
-		}
-		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-			pid := lockHolder(fd)
-			unix.Close(fd)
-			if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if os.Geteuid() == 0 {
+		others, _ := filepath.Glob(filepath.Join(os.TempDir(), "reaper-*", name+".lock"))
+		for _, other := range others {
+			if pid, held := heldAt(other); held {
+				unix.Close(fd)
 				return nil, &errInstanceRunning{name: name, pid: pid}
 			}
-			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
-		unix.Ftruncate(fd, 0)
-		unix.Pwrite(fd, []byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-		return &instanceLock{path: path, fd: fd}, nil
 	}
-	return nil, fmt.Errorf("no place for the instance lock: %w", last)
+	return &instanceLock{path: path, fd: fd}, nil
 }
 
-// lockHolder reads the pid a lock file holds. The holder writes it just
-// after taking the lock: a reader may be early, and tries a few times.
-func lockHolder(fd int) int {
-	buf := make([]byte, 32)
-	for try := 0; try < 50; try++ {
-		n, _ := unix.Pread(fd, buf, 0)
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(buf[:n]))); err == nil && pid > 0 {
-			return pid
-		}
-		time.Sleep(time.Millisecond)
+// lockHolder asks the kernel who holds the lock on fd.
+func lockHolder(fd int) (pid int, held bool) {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0}
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_GETLK, &lk); err != nil || lk.Type == unix.F_UNLCK {
+		return 0, false
 	}
-	return 0
+	return int(lk.Pid), true
+}
+
+// heldAt reports who holds the lock file at path, if anyone.
+func heldAt(path string) (int, bool) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return 0, false
+	}
+	defer unix.Close(fd)
+	return lockHolder(fd)
 }
 
 // release drops the lock; the file stays for the next run.
@@ -115,37 +142,47 @@ func (l *instanceLock) release() {
 	unix.Close(l.fd)
 }
 
-// replaceInstance stops the live reaper pid holding instance name and waits
-// for it to go (SIGTERM; SIGKILL after wait), then takes the lock.
-func replaceInstance(name string, pid int, wait time.Duration, log *logger) (*instanceLock, error) {
+// replaceInstance stops the live reaper holding instance name and waits for
+// it to go (SIGTERM; SIGKILL after wait), then takes the lock. It gives up
+// waiting when stop reports true. The pid to
+// signal comes from the kernel, and is checked to hold the lock still after
+// its pidfd is open, so that a pid reused meanwhile is not signalled.
+func replaceInstance(name string, pid int, wait time.Duration, log *logger, stop func() bool) (*instanceLock, error) {
+	if pid == 0 {
+		return nil, &errInstanceRunning{name: name}
+	}
+	dir, err := lockDir()
+	if err != nil {
+		return nil, err
+	}
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err == nil {
-		log.Warn("replacing the running instance", stringField("instance", name), intField("pid", pid))
-		unix.PidfdSendSignal(fd, syscall.SIGTERM, nil, 0)
-		if !pollExit([]int{fd}, time.Now().Add(wait)) {
-			log.Warn("the running instance did not stop: killing it", intField("pid", pid))
-			unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0)
-			pollExit([]int{fd}, time.Now().Add(killWait))
+		if holder, held := heldAt(filepath.Join(dir, name+".lock")); held && holder == pid {
+			log.Warn("replacing the running instance", stringField("instance", name), intField("pid", pid))
+			unix.PidfdSendSignal(fd, syscall.SIGTERM, nil, 0)
+			if !pollExit([]int{fd}, time.Now().Add(wait), stop) && !stop() {
+				log.Warn("the running instance did not stop: killing it", intField("pid", pid))
+				unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0)
+				pollExit([]int{fd}, time.Now().Add(killWait), nil)
+			}
 		}
 		unix.Close(fd)
 	}
-	var lock *instanceLock
-	for end := time.Now().Add(killWait); ; {
-		if lock, err = lockInstance(name); err == nil || time.Now().After(end) {
-			return lock, err
-		}
-		time.Sleep(10 * time.Millisecond) // the kernel drops the lock as the holder's files close
-	}
+	return lockInstance(name)
 }
 
-// pollExit waits until every pidfd reports its process's exit, or until
-// deadline; it reports whether all exited.
-func pollExit(fds []int, deadline time.Time) bool {
+// pollExit waits until every pidfd reports its process's exit, until
+// deadline, or until stop reports true (looked at every 100 ms); it
+// reports whether all exited.
+func pollExit(fds []int, deadline time.Time, stop func() bool) bool {
 	pending := append([]int(nil), fds...)
 	for len(pending) > 0 {
 		left := time.Until(deadline)
-		if left <= 0 {
+		if left <= 0 || (stop != nil && stop()) {
 			return false
+		}
+		if stop != nil {
+			left = min(left, 100*time.Millisecond)
 		}
 		pfds := make([]unix.PollFd, len(pending))
 		for i, fd := range pending {
@@ -162,6 +199,13 @@ func pollExit(fds []int, deadline time.Time) bool {
 		}
 	}
 	return true
+}
+
+// namespaceOf returns the namespace link of process (a pid, or "self"),
+// "" when it cannot be read.
+func namespaceOf(process, kind string) string {
+	link, _ := os.Readlink(procRoot + "/" + process + "/ns/" + kind)
+	return link
 }
 
 // carriesMarker reports whether the environment of pid holds
@@ -187,17 +231,28 @@ type leftover struct {
 	cmdline string
 }
 
-// findLeftovers returns the processes outside reaper whose environment
-// carries the instance's marker, with identity-checked handles.
-func findLeftovers(name string, self int) []leftover {
-	marker := []byte(InstanceVar + "=" + name)
+// instanceMarker is the environment entry that marks an instance's
+// processes.
+func instanceMarker(name string) []byte {
+	return []byte(InstanceVar + "=" + name)
+}
+
+// findMarked returns the processes outside reaper whose environment carries
+// marker, with identity-checked handles. It looks in reaper's own PID and
+// mount namespaces only: a container that happens to run an instance of the
+// same name is not reaper's to sweep (its lock lives in its own /run).
+func findMarked(marker []byte, self int) []leftover {
 	pids, err := listPIDs(procRoot)
 	if err != nil {
 		return nil
 	}
+	pidNS, mntNS := namespaceOf("self", "pid"), namespaceOf("self", "mnt")
 	var found []leftover
 	for _, pid := range pids {
 		if pid == self || !carriesMarker(pid, marker) {
+			continue
+		}
+		if id := strconv.Itoa(pid); namespaceOf(id, "pid") != pidNS || namespaceOf(id, "mnt") != mntNS {
 			continue
 		}
 		// pidfd first, marker again after: the pid may have been reused

@@ -11,6 +11,11 @@ import (
 // errGone means a process exited, or its pid now names another process.
 var errGone = errors.New("process is gone")
 
+// errHidden means a process lives but /proc will not show it: /proc mounted
+// with hidepid=2 hides other users' processes (a setuid program below an
+// unprivileged reaper, say).
+var errHidden = errors.New("process cannot be read")
+
 // handle refers to one descendant in a way that survives pid reuse.
 //
 // For a child of reaper's own (child set) that is the pid itself: a child's
@@ -50,7 +55,10 @@ func openHandle(pid, parent, root int) (*handle, error) {
 			h.fd = -1 // ENOSYS, EMFILE, ...: fall back to kill(2) with identity checks
 		}
 	}
-	if h.process, err = readProcess(pid); err != nil || h.State == 'Z' || h.exited() {
+	if h.process, err = readProcess(pid); err != nil {
+		return h.unreadable(pid, root)
+	}
+	if h.State == 'Z' || h.exited() {
 		h.close()
 		return nil, errGone
 	}
@@ -62,6 +70,24 @@ func openHandle(pid, parent, root int) (*handle, error) {
 		return nil, errGone
 	}
 	return h, nil
+}
+
+// unreadable decides what to do with a listed process /proc does not show.
+// A child of root that still exists can be signalled safely all the same
+// (its pid is reserved until root reaps it); another process cannot be
+// told from a stranger that took its pid: errHidden, for the caller to
+// report.
+func (h *handle) unreadable(pid, root int) (*handle, error) {
+	switch {
+	case h.child && unix.Kill(pid, 0) == nil:
+		h.process = process{PID: pid, PPID: root, State: '?', Comm: "?", Threads: 1}
+		return h, nil
+	case h.fd >= 0 && !h.exited():
+		h.close()
+		return nil, errHidden
+	}
+	h.close()
+	return nil, errGone
 }
 
 // exited reports whether the pidfd says its process has exited.

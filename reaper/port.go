@@ -3,6 +3,7 @@ package reaper
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -133,7 +134,9 @@ func (s *supervisor) waitPorts(marker []byte) error {
 			if time.Now().After(end) {
 				return fmt.Errorf("port %d is still held by %s after %v", port, holders[0], s.cfg.WaitPortTimeout)
 			}
-			time.Sleep(portPoll)
+			if s.pause(portPoll) {
+				return errors.New("stopped")
+			}
 		}
 	}
 	return nil

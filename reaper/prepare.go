@@ -21,7 +21,10 @@ func (s *supervisor) prepare() (int, bool) {
 		lock, err := lockInstance(s.instance)
 		var running *errInstanceRunning
 		if errors.As(err, &running) && s.cfg.Replace {
-			lock, err = replaceInstance(s.instance, running.pid, 2*s.cfg.Grace+killWait, s.log)
+			lock, err = replaceInstance(s.instance, running.pid, 2*s.cfg.Grace+killWait, s.log, s.stopRequested)
+		}
+		if s.stopped != 0 {
+			return 128 + int(s.stopped), false
 		}
 		switch {
 		case errors.As(err, &running):
@@ -46,10 +49,13 @@ func (s *supervisor) prepare() (int, bool) {
 		s.sweep(stale)
 	}
 	if len(s.cfg.WaitPorts) > 0 {
-		if err := s.waitPorts(s.marker()); err != nil {
+		if err := s.waitPorts(s.marker()); err != nil && s.stopped == 0 {
 			s.log.Error(err.Error())
 			return ExitUsage, false
 		}
+	}
+	if s.stopped != 0 {
+		return 128 + int(s.stopped), false
 	}
 	if s.cfg.Cgroup != CgroupOff {
 		if cgErr == nil {
@@ -80,7 +86,50 @@ func (s *supervisor) noCgroup(err error) (int, bool) {
 
 // marker is the environment entry that marks this instance's processes.
 func (s *supervisor) marker() []byte {
-	return []byte(InstanceVar + "=" + s.instance)
+	return instanceMarker(s.instance)
+}
+
+// pause waits d, or less when a stop signal arrives before COMMAND exists:
+// it then records the signal in s.stopped and returns true. Other signals
+// have nobody to go to yet, and are dropped.
+func (s *supervisor) pause(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+			return false
+		case sig := <-s.sigs:
+			if s.earlyStop(sig.(syscall.Signal)) {
+				return true
+			}
+		}
+	}
+}
+
+// stopRequested reports, without waiting, whether a stop signal arrived
+// before COMMAND exists (see pause).
+func (s *supervisor) stopRequested() bool {
+	for {
+		select {
+		case sig := <-s.sigs:
+			if s.earlyStop(sig.(syscall.Signal)) {
+				return true
+			}
+		default:
+			return s.stopped != 0
+		}
+	}
+}
+
+func (s *supervisor) earlyStop(sig syscall.Signal) bool {
+	if s.cfg.Policy.IsStop(sig) {
+		s.log.Info("stop signal before COMMAND started: not starting it", stringerField("signal", sigName(sig)))
+		s.stopped = sig
+		return true
+	}
+	s.log.Debug("no COMMAND yet: not forwarded", stringerField("signal", sigName(sig)))
+	return false
 }
 
 // sweep tears down what an earlier run of this instance left behind: the
@@ -92,8 +141,10 @@ func (s *supervisor) sweep(stale *cgroup) {
 	began := time.Now()
 	seen := map[int]bool{}
 	signal := s.cfg.StopSignal
-	for round := 0; round < 5; round++ {
-		found := s.findLeftovers(stale, seen)
+	// A few rounds: each finds what appeared since (a leftover that forked
+	// while the previous round killed), and round one is the usual case.
+	for round := 0; round < 5 && !s.stopRequested(); round++ {
+		found := s.leftovers(stale, seen)
 		if len(found) == 0 {
 			break
 		}
@@ -107,7 +158,7 @@ func (s *supervisor) sweep(stale *cgroup) {
 			}
 			fds = append(fds, h.fd)
 		}
-		if signal == syscall.SIGKILL || !pollExit(fds, began.Add(s.cfg.Grace)) {
+		if signal == syscall.SIGKILL || !pollExit(fds, began.Add(s.cfg.Grace), s.stopRequested) {
 			if signal != syscall.SIGKILL {
 				signal = syscall.SIGKILL // the grace period is over: for what is left, and what comes next
 				if stale != nil {
@@ -120,7 +171,7 @@ func (s *supervisor) sweep(stale *cgroup) {
 					}
 				}
 			}
-			pollExit(fds, time.Now().Add(killWait))
+			pollExit(fds, time.Now().Add(killWait), nil)
 		}
 		for _, h := range found {
 			h.close()
@@ -142,9 +193,9 @@ func (s *supervisor) sweep(stale *cgroup) {
 	}
 }
 
-// findLeftovers returns the leftovers not seen yet: members of the stale
+// leftovers returns the leftovers not seen yet: members of the stale
 // cgroup, and processes carrying this instance's marker.
-func (s *supervisor) findLeftovers(stale *cgroup, seen map[int]bool) []leftover {
+func (s *supervisor) leftovers(stale *cgroup, seen map[int]bool) []leftover {
 	var found []leftover
 	add := func(l leftover) {
 		if seen[l.PID] {
@@ -162,7 +213,7 @@ func (s *supervisor) findLeftovers(stale *cgroup, seen map[int]bool) []leftover 
 			}
 		}
 	}
-	for _, l := range findLeftovers(s.instance, s.self) {
+	for _, l := range findMarked(s.marker(), s.self) {
 		add(l)
 	}
 	return found

@@ -47,11 +47,14 @@ type supervisor struct {
 	// is no terminal, or reaper was not in its foreground.
 	tty *terminal
 
-	instance  string          // the run's instance name (InstanceVar)
-	lock      *instanceLock   // held for a named instance
-	cg        *cgroup         // the leaf COMMAND was born in; nil without containment
-	cgEmpty   <-chan struct{} // closed when the leaf holds no process (set during a stop)
-	cgIsEmpty bool
+	instance string          // the run's instance name (InstanceVar)
+	lock     *instanceLock   // held for a named instance
+	cg       *cgroup         // the leaf COMMAND was born in; nil without containment
+	cgEmpty  <-chan struct{} // closed when the leaf holds no process (set during a stop)
+	cgDone   bool
+	hidden   map[int]bool   // descendants /proc would not show, warned of
+	mask     unix.Sigset_t  // the signal mask reaper was started with
+	stopped  syscall.Signal // a stop signal that came before COMMAND started
 
 	chld chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
 	sigs chan os.Signal // every other caught signal
@@ -86,7 +89,7 @@ func Run(cfg Config) int {
 	if tid := unix.Gettid(); tid != s.self {
 		s.threads = append(s.threads, tid)
 	}
-	blockThreadSignals() // all logging and terminal work happen on this thread
+	s.mask = blockThreadSignals() // all logging and terminal work happen on this thread
 	// Catch signals next: until then the Go runtime's own handler would end
 	// reaper on a SIGTERM (and, as PID 1, exit with status 2).
 	ignored := s.catchSignals()
@@ -120,6 +123,9 @@ func (s *supervisor) run() int {
 	s.tty = openTerminal()
 	pid, err := s.start()
 	if err != nil {
+		if s.tty != nil {
+			s.tty.restore() // the child made itself the foreground before its exec failed
+		}
 		return s.startFailed(err)
 	}
 	s.child = pid
@@ -132,7 +138,7 @@ func (s *supervisor) run() int {
 		s.step()
 	}
 	if s.tty != nil {
-		s.tty.restore(s.child)
+		s.tty.restore()
 	}
 	code := s.exitCode()
 	s.writeReport(code)
@@ -152,7 +158,7 @@ func (s *supervisor) start() (int, error) {
 	if s.cg != nil {
 		opts.cgroupFD = s.cg.fd
 	}
-	unblockThreadSignals() // COMMAND gets the forking thread's mask
+	restoreThreadSignals(s.mask) // COMMAND gets the forking thread's mask
 	defer blockThreadSignals()
 	pid, err := spawn(s.cfg.Command, opts)
 	var se *StartError
@@ -272,7 +278,10 @@ func (s *supervisor) step() {
 		s.killC = nil
 		s.giveUp()
 	case <-s.cgEmpty:
-		s.cgEmpty, s.cgIsEmpty = nil, true
+		s.cgEmpty, s.cgDone = nil, true
+		if s.stop != nil {
+			s.stop.quiet = true // what is left, if anything, left the leaf: walk /proc for it
+		}
 	}
 	s.advance()
 }
@@ -282,7 +291,7 @@ func (s *supervisor) advance() {
 	if s.phase == running || s.phase == done {
 		return
 	}
-	if s.noChildren && (s.cg == nil || s.cgIsEmpty) {
+	if s.noChildren && (s.cg == nil || s.cgDone) {
 		s.finish()
 		return
 	}

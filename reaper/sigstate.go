@@ -38,35 +38,40 @@ var threadSignals = func() *unix.Sigset_t {
 }()
 
 // blockThreadSignals blocks SIGPIPE and SIGTTOU on the calling thread,
-// which must be locked to its goroutine.
-func blockThreadSignals() {
-	unix.PthreadSigmask(unix.SIG_BLOCK, threadSignals, nil)
+// which must be locked to its goroutine, and returns the mask the thread had
+// before.
+func blockThreadSignals() unix.Sigset_t {
+	var old unix.Sigset_t
+	unix.PthreadSigmask(unix.SIG_BLOCK, threadSignals, &old)
+	return old
 }
 
-// unblockThreadSignals discards what reaper's own writes left pending on the
-// calling thread, then unblocks: the forking thread's mask becomes the
-// child's, and COMMAND must start with the caller's.
-func unblockThreadSignals() {
+// restoreThreadSignals gives the calling thread the mask it had before
+// blockThreadSignals, after discarding what reaper's own writes left pending
+// there: the forking thread's mask becomes the child's, and COMMAND must
+// start with exactly its caller's (a SIGPIPE the caller blocked stays
+// blocked).
+func restoreThreadSignals(mask unix.Sigset_t) {
+	var ours unix.Sigset_t // the signals blockThreadSignals blocked itself
+	for i := range ours.Val {
+		ours.Val[i] = threadSignals.Val[i] &^ mask.Val[i]
+	}
 	var zero unix.Timespec
 	for {
-		_, _, errno := unix.Syscall6(unix.SYS_RT_SIGTIMEDWAIT, uintptr(unsafe.Pointer(threadSignals)), 0,
-			uintptr(unsafe.Pointer(&zero)), unsafe.Sizeof(*threadSignals), 0, 0)
+		_, _, errno := unix.Syscall6(unix.SYS_RT_SIGTIMEDWAIT, uintptr(unsafe.Pointer(&ours)), 0,
+			uintptr(unsafe.Pointer(&zero)), unsafe.Sizeof(ours), 0, 0)
 		if errno != 0 && errno != unix.EINTR {
 			break // EAGAIN: nothing (more) pending
 		}
 	}
-	unix.PthreadSigmask(unix.SIG_UNBLOCK, threadSignals, nil)
+	unix.PthreadSigmask(unix.SIG_SETMASK, &mask, nil)
 }
 
 // rawWriter writes to a file descriptor with write(2) and nothing else.
 type rawWriter int
 
 func (fd rawWriter) Write(p []byte) (int, error) {
-	n, err := unix.Write(int(fd), p)
-	if err != nil {
-		return n, err
-	}
-	return n, nil
+	return unix.Write(int(fd), p)
 }
 
 // inheritedIgnored returns the signals whose disposition is SIG_IGN right

@@ -104,7 +104,7 @@ func (s *supervisor) killAll() {
 // With a cgroup, cgroup.kill does it at once, forks racing it included; the
 // walk before it only names the processes for the report.
 func (s *supervisor) killStragglers() {
-	if s.cg != nil {
+	if s.cg != nil && !s.cgDone {
 		var victims []*tracked
 		s.walk(func(h *handle) {
 			if t := s.stop.track(h); !t.killed && t.exitedAt.IsZero() {
@@ -169,16 +169,18 @@ func (s *supervisor) finish() {
 }
 
 // walk visits reaper's descendants: the members of its cgroup when it has
-// one, its tree in /proc otherwise (see walk); nothing when /proc cannot be
-// trusted.
+// one (and the cgroup still holds any), its tree in /proc otherwise (see
+// walk); nothing when /proc cannot be trusted.
 func (s *supervisor) walk(visit func(*handle)) {
 	if !s.walkable {
 		return
 	}
-	if s.cg == nil {
-		if err := walk(s.self, s.threads, visit); err != nil {
+	if s.cg == nil || s.cgDone {
+		hidden, err := walk(s.self, s.threads, visit)
+		if err != nil {
 			s.log.Error("cannot list descendants", errorField(err))
 		}
+		s.reportHidden(hidden)
 		return
 	}
 	pids, err := s.cg.procs()
@@ -192,15 +194,30 @@ func (s *supervisor) walk(visit func(*handle)) {
 	}
 }
 
+// reportHidden warns, once for each, of descendants /proc does not show,
+// which reaper therefore cannot signal.
+func (s *supervisor) reportHidden(pids []int) {
+	for _, pid := range pids {
+		if s.hidden[pid] {
+			continue
+		}
+		if s.hidden == nil {
+			s.hidden = map[int]bool{}
+		}
+		s.hidden[pid] = true
+		s.log.Warn("cannot see a descendant (/proc hides it: hidepid, or another user's process): not signalled", intField("pid", pid))
+	}
+}
+
 // watchCgroup starts watching the cgroup for the moment it empties.
 func (s *supervisor) watchCgroup() {
-	if s.cg == nil || s.cgEmpty != nil || s.cgIsEmpty {
+	if s.cg == nil || s.cgEmpty != nil || s.cgDone {
 		return
 	}
 	empty, err := s.cg.watchEmpty()
 	if err != nil {
 		s.log.Warn("cannot watch the cgroup: relying on wait4 alone", errorField(err))
-		s.cgIsEmpty = true
+		s.cgDone = true
 		return
 	}
 	s.cgEmpty = empty

@@ -30,9 +30,11 @@ import (
 // any newcomer, until root's list holds nothing new (a second pass reads
 // little else: seen processes are not entered again). Processes forked
 // during the walk may be missed, which is why teardown repeats its walks.
-func walk(root int, rootThreads []int, visit func(*handle)) error {
+//
+// It returns the pids it found listed but could not read (see errHidden).
+func walk(root int, rootThreads []int, visit func(*handle)) (hidden []int, err error) {
 	if err := unix.Access(childrenPath(root, root), unix.R_OK); errors.Is(err, unix.ENOENT) {
-		return scanAll(root, visit)
+		return nil, scanAll(root, visit)
 	}
 	seen := map[int]bool{root: true}
 	single := map[int]bool{} // single-threaded: its only thread's id is its pid
@@ -57,6 +59,9 @@ func walk(root int, rootThreads []int, visit func(*handle)) error {
 				}
 				seen[child] = true
 				h, err := openHandle(child, pid, root)
+				if errors.Is(err, errHidden) {
+					hidden = append(hidden, child)
+				}
 				if err != nil {
 					continue // gone, or dead and waiting to be reaped
 				}
@@ -69,7 +74,7 @@ func walk(root int, rootThreads []int, visit func(*handle)) error {
 			}
 		}
 		if fresh == 0 && pass > 0 {
-			return nil
+			return hidden, nil
 		}
 	}
 }

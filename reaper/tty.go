@@ -56,11 +56,13 @@ func (t *terminal) giveTo(pgrp int) error {
 }
 
 // restore gives the terminal back to reaper's group with the settings
-// reaper found, if COMMAND's group still has it: when the shell has taken
-// it back meanwhile (reaper was put in the background), it is not reaper's
-// to touch.
-func (t *terminal) restore(commandGroup int) {
-	if t.foreground() != commandGroup {
+// reaper found, unless a live group other than reaper's has it: the shell
+// that took it back meanwhile (reaper was put in the background), say. At
+// the end every descendant is gone, so a foreground group of COMMAND's, or
+// of a job COMMAND ran, or of a child whose exec failed, is empty.
+func (t *terminal) restore() {
+	fg := t.foreground()
+	if fg == t.pgrp || (fg > 0 && unix.Kill(-fg, 0) != unix.ESRCH) {
 		return
 	}
 	t.giveTo(t.pgrp)

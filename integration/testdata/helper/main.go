@@ -5,9 +5,13 @@
 //	    one per line, in order; exits 0 after a stop signal (TERM, INT, HUP,
 //	    QUIT). -child first starts a copy of itself in the same process group
 //	    recording to FIFO2. -busy spins on the CPU for DURATION, then writes
-//	    "busy done".
+//	    "busy done". -pid starts every line with the pid (FIFO may then be a
+//	    file many helpers append to).
 //	helper fds
 //	    prints the numbers of its open file descriptors, one line, sorted.
+//	helper blocked SIG,SIG... PROGRAM [ARGS...]
+//	    executes PROGRAM with those signals blocked, as a caller of reaper
+//	    may.
 //	helper stamp FIFO
 //	    writes "ready PID", then for each SIGUSR1 it receives the time of its
 //	    arrival (CLOCK_MONOTONIC, ns); exits 0 on SIGTERM.
@@ -31,6 +35,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime"
 	"sort"
@@ -39,6 +44,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/signals"
 )
@@ -53,6 +60,8 @@ func main() {
 		record(os.Args[2:])
 	case "fds":
 		fds()
+	case "blocked":
+		blocked(os.Args[2], os.Args[3:])
 	case "stamp":
 		stamp(os.Args[2])
 	case "listen":
@@ -73,8 +82,9 @@ func record(args []string) {
 	fs := flag.NewFlagSet("record", flag.ExitOnError)
 	child := fs.String("child", "", "start a copy of the helper recording to this FIFO")
 	busy := fs.Duration("busy", 0, "spin on the CPU this long before reporting 'busy done'")
+	withPID := fs.Bool("pid", false, "start every line with the helper's pid (for a file shared by many)")
 	fs.Parse(args)
-	out, err := os.OpenFile(fs.Arg(0), os.O_WRONLY, 0)
+	out, err := os.OpenFile(fs.Arg(0), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		os.Exit(2)
@@ -93,7 +103,11 @@ func record(args []string) {
 			os.Exit(2)
 		}
 	}
-	line := func(s string) { out.Write([]byte(s + "\n")) }
+	prefix := ""
+	if *withPID {
+		prefix = strconv.Itoa(os.Getpid()) + " "
+	}
+	line := func(s string) { out.Write([]byte(prefix + s + "\n")) }
 	line("ready " + strconv.Itoa(os.Getpid()))
 	if *busy > 0 {
 		end := time.Now().Add(*busy)
@@ -228,4 +242,24 @@ func stamp(fifo string) {
 		syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1 /* CLOCK_MONOTONIC */, uintptr(unsafe.Pointer(&ts)), 0)
 		fmt.Fprintf(out, "%d\n", ts.Nano())
 	}
+}
+
+func blocked(list string, argv []string) {
+	runtime.LockOSThread() // the mask is the thread's, and this one execs
+	var set unix.Sigset_t
+	for _, name := range strings.Split(list, ",") {
+		sig, err := signals.Parse(name)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(2)
+		}
+		set.Val[(sig-1)/64] |= 1 << ((sig - 1) % 64)
+	}
+	unix.PthreadSigmask(unix.SIG_BLOCK, &set, nil)
+	path, err := exec.LookPath(argv[0])
+	if err == nil {
+		err = syscall.Exec(path, argv, os.Environ())
+	}
+	fmt.Fprintln(os.Stderr, "helper:", err)
+	os.Exit(2)
 }

@@ -1,0 +1,335 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/reaper-init/reaper/signals"
+)
+
+func TestSignalStorm(t *testing.T) {
+	// 100,000 signals of fourteen kinds (no stop signal) as fast as kill(2)
+	// goes, while COMMAND runs: every kind must still arrive (standard ones
+	// merge), reaper must not block, and COMMAND's status must come through.
+	kinds := []syscall.Signal{syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGURG, syscall.SIGCONT,
+		syscall.SIGALRM, syscall.SIGPIPE, syscall.SIGVTALRM, syscall.SIGIO, syscall.SIGPWR, syscall.SIGXFSZ,
+		signals.RTMin + 1, signals.RTMin + 7, signals.RTMax}
+	rec := newFIFO(t, "storm")
+	s := start(t, opts{args: []string{bin.helper, "record", rec.path}})
+	rec.ready(t)
+	seen := make(chan string, 1024)
+	go func() {
+		for {
+			rec.f.SetReadDeadline(time.Now().Add(deadline))
+			line, err := rec.r.ReadString('\n')
+			if err != nil {
+				close(seen)
+				return
+			}
+			seen <- strings.TrimSpace(line)
+		}
+	}()
+	target := s.reaperPID()
+	for i := 0; i < 100000; i++ {
+		if err := syscall.Kill(target, kinds[i%len(kinds)]); err != nil {
+			t.Fatalf("signal %d: %v", i, err)
+		}
+	}
+	missing := map[string]bool{}
+	for _, k := range kinds {
+		missing[signals.Name(k)] = true
+	}
+	for len(missing) > 0 {
+		name, ok := <-seen
+		if !ok {
+			t.Fatalf("COMMAND never received %v", missing)
+		}
+		delete(missing, name)
+	}
+	go func() { // keep reading, or the recorder blocks on a full pipe
+		for range seen {
+		}
+	}()
+	s.signal(syscall.SIGTERM)
+	if r := s.wait(); r.Code != 0 || r.leftovers() != "" {
+		t.Errorf("after the storm: exit %d (want 0), left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	}
+}
+
+// rssKiB reads VmRSS of pid.
+func rssKiB(t *testing.T, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+func TestOrphanStormKeepsMemoryFlat(t *testing.T) {
+	// 50,000 short-lived orphans, each a subshell's background job: the
+	// zombie backlog stays bounded, and reaper keeps no state per pid.
+	p := plant(t, false, tree{ups: 0, pidsMax: 512, body: `read x < "$G"
+i=0; while [ $i -lt 50000 ]; do (true &); i=$((i+1)); done
+echo "up $$" > "$F"`})
+	reaper := p.reaperPID()
+	before := rssKiB(t, reaper)
+	var peak int
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the backlog, sampled: zombies of reaper not reaped yet
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			peak = max(peak, zombiesOf(reaper))
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	p.release(t) // the storm starts
+	if line := p.events.next(t); !strings.HasPrefix(line, "up ") {
+		t.Fatalf("payload wrote %q", line)
+	}
+	close(stop)
+	wg.Wait()
+	after := rssKiB(t, reaper)
+	t.Logf("RSS %d KiB before, %d KiB after 50,000 orphans; peak zombie backlog %d", before, after, peak)
+	if after-before > 1024 {
+		t.Errorf("RSS grew by %d KiB over the storm, want at most 1024", after-before)
+	}
+	if peak > 1000 {
+		t.Errorf("peak zombie backlog %d: reaping does not keep up", peak)
+	}
+	p.signal(syscall.SIGTERM) // COMMAND waits at its gate for ever
+	if r := p.wait(); r.leftovers() != "" {
+		t.Errorf("left %s", r.leftovers())
+	}
+}
+
+// startBystander starts a process outside reaper's tree, in cg, that
+// records every signal it gets in log.
+func startBystander(t *testing.T, cg *cgroup, log string) *exec.Cmd {
+	t.Helper()
+	join := `echo $$ > "$CG1/cgroup.procs" && { [ -z "$CG2" ] || echo $$ > "$CG2/cgroup.procs"; } && exec "$0" record -pid "$LOG"`
+	cmd := exec.Command("sh", "-c", join, bin.helper)
+	cmd.Env = append(os.Environ(), "CG1="+cg.v2, "CG2="+cg.pids, "LOG="+log)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+func TestPidReuseNeverSignalsBystanders(t *testing.T) {
+	requireRoot(t)
+	// Pids wrap quickly here (kernel.pid_max is 32768): two shells fork
+	// without pause while reaper tears down tree after tree, and
+	// bystanders, started all along outside reaper's tree, take the pids
+	// just freed. Not one of them may ever receive a signal.
+	cg := sharedCgroup(t, 4096)
+	log := sharedDir(t) + "/bystanders"
+	if err := os.WriteFile(log, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		startBystanderLike(t, cg, "while :; do :& wait; done")
+	}
+	var bystanders []*exec.Cmd
+	end := time.Now().Add(8 * time.Second)
+	cycles := 0
+	for ; time.Now().Before(end); cycles++ {
+		if cycles%5 == 0 {
+			bystanders = append(bystanders, startBystander(t, cg, log))
+		}
+		body := `sleep 30 & setsid sleep 30 & (sleep 30 &); sh -c 'sleep 30 & wait' &`
+		args := []string{"--grace=2s", "--cgroup=off", "sh", "-c", body + " exit 0"}
+		if cycles%2 == 1 {
+			args[1] = "--cgroup=auto"
+		}
+		// (The shared cgroup holds the bystanders and forkers: only what
+		// reaper left below the harness counts.)
+		if r := start(t, opts{cg: cg, args: args}).wait(); r.Code != 0 || len(r.Survivors)+len(r.Zombies) > 0 {
+			t.Fatalf("cycle %d: exit %d, left %v %v\n%s", cycles, r.Code, r.Survivors, r.Zombies, r.Stderr)
+		}
+	}
+	for _, b := range bystanders {
+		b.Process.Signal(syscall.SIGKILL) // SIGKILL: no handler records it
+		b.Wait()
+	}
+	data, _ := os.ReadFile(log)
+	var signalled []string
+	wraps, last := 0, 0
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line != "" && !strings.Contains(line, " ready ") {
+			signalled = append(signalled, line)
+		}
+		if pid, err := strconv.Atoi(strings.Fields(line + " x")[0]); err == nil {
+			if pid < last {
+				wraps++ // a bystander got a lower pid than the one before: pids wrapped
+			}
+			last = pid
+		}
+	}
+	t.Logf("pids wrapped %d times while the bystanders started", wraps)
+	t.Logf("%d teardowns of 5 processes each next to %d bystanders", cycles, len(bystanders))
+	if len(signalled) > 0 {
+		t.Errorf("bystanders received signals: %v", signalled)
+	}
+}
+
+// startBystanderLike starts a shell script in cg, outside reaper's tree.
+func startBystanderLike(t *testing.T, cg *cgroup, script string) {
+	t.Helper()
+	join := `echo $$ > "$CG1/cgroup.procs" && { [ -z "$CG2" ] || echo $$ > "$CG2/cgroup.procs"; } && exec sh -c "$0"`
+	cmd := exec.Command("sh", "-c", join, script)
+	cmd.Env = append(os.Environ(), "CG1="+cg.v2, "CG2="+cg.pids)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+// asNobody runs reaper as user nobody (65534), without supplementary groups.
+func asNobody(t *testing.T) []string {
+	t.Helper()
+	requireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) is not installed")
+	}
+	return []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", bin.reaper}
+}
+
+func TestUnprivileged(t *testing.T) {
+	nobody := asNobody(t)
+	t.Run("teardown", func(t *testing.T) {
+		p := plant(t, false, tree{shim: append(nobody, "-v", "--grace=1s"), ups: 3, body: `sh -c "$LEAF" &
+setsid sh -c "$LEAF" &
+(sh -c "$STUBBORN" &)`})
+		p.release(t)
+		r := p.wait()
+		if r.Code != 0 || r.leftovers() != "" {
+			t.Errorf("exit %d, left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+		}
+		if !strings.Contains(r.Stderr, "info: cgroup containment off") || !strings.Contains(r.Stderr, "permission denied") {
+			t.Errorf("no fallback line naming the missing permission:\n%s", r.Stderr)
+		}
+		if !regexp.MustCompile(`teardown: 3 descendants, 2 exited after SIGTERM, 1 killed`).MatchString(r.Stderr) {
+			t.Errorf("teardown summary missing or wrong:\n%s", r.Stderr)
+		}
+	})
+	t.Run("forwarding", func(t *testing.T) {
+		rec := newFIFO(t, "child")
+		s := start(t, opts{command: append(nobody, bin.helper, "record", rec.path)})
+		rec.ready(t)
+		s.signal(syscall.SIGUSR1)
+		if got := rec.next(t); got != "SIGUSR1" {
+			t.Errorf("recorded %s, want SIGUSR1", got)
+		}
+		s.signal(syscall.SIGTERM)
+		if r := s.wait(); r.Code != 0 {
+			t.Errorf("exit %d", r.Code)
+		}
+	})
+	t.Run("cgroup=on", func(t *testing.T) {
+		r := start(t, opts{command: append(nobody, "--cgroup=on", "true")}).wait()
+		if r.Code != 125 || !strings.Contains(r.Stderr, "cannot contain COMMAND in a cgroup") || !strings.Contains(r.Stderr, "permission denied") {
+			t.Errorf("--cgroup=on as nobody: exit %d (want 125), stderr:\n%s", r.Code, r.Stderr)
+		}
+	})
+}
+
+func TestProcessesProcHides(t *testing.T) {
+	// /proc with hidepid=2 and reaper unprivileged: a setuid program below
+	// it is invisible. A child of reaper's own is signalled all the same
+	// (its pid is reserved); reaper names what it cannot see.
+	nobody := asNobody(t)
+	setuid := filepath.Join(sharedDir(t), "setuid-helper")
+	data, err := os.ReadFile(bin.helper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(setuid, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Chmod(setuid, 0o4755); err != nil { // os.Chmod would need os.ModeSetuid
+		t.Fatal(err)
+	}
+	// One hidden process becomes reaper's child (its parent exits), the
+	// other stays below a visible shell until the shell gets SIGTERM.
+	child, grandchild := newFIFO(t, "hidden-child"), newFIFO(t, "hidden-grandchild")
+	mount := `mount -t proc -o hidepid=2 proc /proc && exec "$@"`
+	shim := append([]string{"unshare", "--mount", "sh", "-c", mount, "sh"}, nobody...)
+	shim = append(shim, "-vv", "--grace=30s")
+	body := fmt.Sprintf(`%[1]q record %[2]q &
+sh -c '%[1]q record %[3]q & wait' &`, setuid, child.path, grandchild.path)
+	p := plant(t, false, tree{shim: shim, body: body})
+	child.ready(t)
+	grandchild.ready(t)
+	p.release(t)
+	r := p.wait()
+	for _, rec := range []*fifo{child, grandchild} {
+		if got := rec.rest(); fmt.Sprint(got) != "[SIGTERM]" {
+			t.Errorf("a hidden process recorded %v, want [SIGTERM]\n%s", got, r.Stderr)
+		}
+	}
+	if r.Code != 0 || r.leftovers() != "" {
+		t.Errorf("exit %d, left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	}
+	// It said what it could not see, and signalled its hidden child by pid.
+	if !strings.Contains(r.Stderr, "warning: cannot see a descendant") || !strings.Contains(r.Stderr, "comm=? signal=SIGTERM") {
+		t.Errorf("no word of the hidden processes in:\n%s", r.Stderr)
+	}
+}
+
+func TestForkFailureAtStart(t *testing.T) {
+	// reaper waits for a port (its threads all exist by then); meanwhile
+	// its cgroup's pids.max drops to what is running: the fork of COMMAND
+	// fails, which must give a clear error and exit 125, not a crash.
+	requireRoot(t)
+	cg := sharedCgroup(t, 512)
+	limit := filepath.Join(cg.v2, "pids.max")
+	current := filepath.Join(cg.v2, "pids.current")
+	if cg.pids != "" {
+		limit, current = filepath.Join(cg.pids, "pids.max"), filepath.Join(cg.pids, "pids.current")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, opts{cg: cg, args: []string{"-v", "--cgroup=off", "--wait-port=" + portOf(l.Addr().String()),
+		"--wait-port-timeout=60s", "sh", "-c", "exit 0"}})
+	s.stderr.waitFor(t, regexp.MustCompile(`port is held`))
+	now, err := os.ReadFile(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(limit, []byte(strings.TrimSpace(string(now))), 0); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	r := s.wait()
+	os.WriteFile(limit, []byte("512"), 0)
+	if r.Code != 125 || !regexp.MustCompile(`reaper: sh: cannot fork: resource temporarily unavailable`).MatchString(r.Stderr) {
+		t.Errorf("fork refused: exit %d (want 125), stderr:\n%s", r.Code, r.Stderr)
+	}
+}
