@@ -8,6 +8,47 @@ import (
 	"github.com/reaper-init/reaper/signals"
 )
 
+// fastForward reads the caught signals once COMMAND runs. An ordinary signal
+// it forwards itself, from the goroutine os/signal wakes: handing it to the
+// event loop first would cost a wake-up of the loop's locked thread, a good
+// part of the forwarding latency. Whatever needs the loop (stop signals,
+// SIGCONT and the terminal, a COMMAND already reaped, debug logs, errors)
+// goes there, and so does every signal behind one still waiting there, so
+// that none overtakes another.
+func (s *supervisor) fastForward() {
+	for v := range s.sigs {
+		sig := v.(syscall.Signal)
+		if s.loopPending.Load() == 0 && s.forwardNow(sig) {
+			continue
+		}
+		s.loopPending.Add(1)
+		s.loop <- sig
+	}
+}
+
+// forwardNow forwards sig when that takes nothing but a kill(2), and
+// reports whether it did. It holds reapMu: COMMAND's pid and group id are
+// reserved until COMMAND is reaped, and reaping waits for the lock.
+func (s *supervisor) forwardNow(sig syscall.Signal) bool {
+	if s.debug || sig == syscall.SIGCONT || s.cfg.Policy.IsStop(sig) {
+		return false
+	}
+	out, ok := s.cfg.Policy.Forward(sig)
+	if !ok {
+		return true // dropped
+	}
+	s.reapMu.Lock()
+	defer s.reapMu.Unlock()
+	if s.childGone {
+		return false
+	}
+	target := s.child
+	if s.cfg.Policy.Target == signals.Group {
+		target = -s.child
+	}
+	return syscall.Kill(target, out) == nil // on failure the loop tries again, and says why
+}
+
 // onSignal handles a caught signal other than SIGCHLD.
 func (s *supervisor) onSignal(sig syscall.Signal) {
 	if sig == syscall.SIGCONT {

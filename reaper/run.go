@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,7 +59,15 @@ type supervisor struct {
 	stopped  syscall.Signal // a stop signal that came before COMMAND started
 
 	chld chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
-	sigs chan os.Signal // every other caught signal
+	sigs chan os.Signal // every other caught signal, read by the fast forwarder once COMMAND runs
+	// loop carries the signals the fast forwarder leaves to the event loop;
+	// loopPending counts those not handled yet (see fastForward).
+	loop        chan syscall.Signal
+	loopPending atomic.Int32
+	// reapMu is held while reaping and while the fast forwarder signals
+	// COMMAND's pid or group: kill(2) must not follow COMMAND's reaping.
+	reapMu sync.Mutex
+	debug  bool // debug logging is on
 
 	child       int  // COMMAND's pid, also its process group id
 	childGone   bool // COMMAND was reaped: its pid and group id may be reused
@@ -129,6 +139,9 @@ func (s *supervisor) run() int {
 		return s.startFailed(err)
 	}
 	s.child = pid
+	s.debug = s.log.enabled(zapcore.DebugLevel)
+	s.loop = make(chan syscall.Signal, 64)
+	go s.fastForward()
 	s.log.Info("started", intField("pid", pid), stringField("command", strings.Join(s.cfg.Command, " ")))
 	if s.cfg.Timeout > 0 {
 		s.timeoutTimer = time.NewTimer(s.cfg.Timeout)
@@ -263,8 +276,9 @@ func (s *supervisor) step() {
 	select {
 	case <-s.chld:
 		s.onChildEvents()
-	case sig := <-s.sigs:
-		s.onSignal(sig.(syscall.Signal))
+	case sig := <-s.loop:
+		s.onSignal(sig)
+		s.loopPending.Add(-1) // after: a signal behind it must not overtake it
 	case tokens := <-exits:
 		s.stop.noteExits(tokens, time.Now())
 	case <-s.graceC:
@@ -333,6 +347,8 @@ func (s *supervisor) onChildEvents() {
 // reapAll drains wait4 until no exited child is left, and reports whether
 // COMMAND was among the reaped. It is the only caller of wait4.
 func (s *supervisor) reapAll() (commandExited bool) {
+	s.reapMu.Lock()
+	defer s.reapMu.Unlock()
 	for {
 		var status unix.WaitStatus
 		pid, err := unix.Wait4(-1, &status, unix.WNOHANG|unix.WUNTRACED, nil)
