@@ -275,17 +275,26 @@ func TestProcessesProcHides(t *testing.T) {
 		t.Fatal(err)
 	}
 	// One hidden process becomes reaper's child (its parent exits), the
-	// other stays below a visible shell until the shell gets SIGTERM.
+	// other stays below a visible shell. On SIGTERM that shell waits for
+	// the test to let it go, which the test does once reaper has said it
+	// cannot see the grandchild: a walk while the shell lives must see the
+	// grandchild listed and unreadable. Then the grandchild becomes
+	// reaper's child and gets the SIGTERM.
 	child, grandchild := newFIFO(t, "hidden-child"), newFIFO(t, "hidden-grandchild")
+	letGo := newFIFO(t, "let-go")
 	mount := `mount -t proc -o hidepid=2 proc /proc && exec "$@"`
 	shim := append([]string{"unshare", "--mount", "sh", "-c", mount, "sh"}, nobody...)
 	shim = append(shim, "-vv", "--grace=30s")
 	body := fmt.Sprintf(`%[1]q record %[2]q &
-sh -c '%[1]q record %[3]q & wait' &`, setuid, child.path, grandchild.path)
+sh -c '%[1]q record %[3]q & trap "read x < %[4]s; exit 0" TERM; wait' &`, setuid, child.path, grandchild.path, letGo.path)
 	p := plant(t, false, tree{shim: shim, body: body})
 	child.ready(t)
 	grandchild.ready(t)
 	p.release(t)
+	p.stderr.waitFor(t, regexp.MustCompile(`warning: cannot see a descendant`))
+	if _, err := letGo.f.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
 	r := p.wait()
 	for _, rec := range []*fifo{child, grandchild} {
 		if got := rec.rest(); fmt.Sprint(got) != "[SIGTERM]" {

@@ -272,6 +272,29 @@ setsid sh -c "$LEAF" &
 	})
 }
 
+func TestStopSignalReachesCommandFirst(t *testing.T) {
+	// A stop begun by a signal forwards it to COMMAND before anything else
+	// is signalled: a COMMAND that waits for its children (a shell with a
+	// trap, say) must not see them die of SIGTERM before it gets its own.
+	// reaper's debug lines come in the order of its kill(2)s.
+	for _, target := range []string{"child", "group"} {
+		t.Run(target, func(t *testing.T) {
+			modes(t, func(t *testing.T, pid1 bool) {
+				p := plant(t, pid1, tree{flags: []string{"-vv", "--forward=" + target}, ups: 2, body: `sh -c "$LEAF" &
+setsid sh -c "$LEAF" &`})
+				p.signal(syscall.SIGTERM)
+				r := p.wait()
+				p.expectClean(t, r, 128+15)
+				forwarded := strings.Index(r.Stderr, "reaper: debug: forwarded received=SIGTERM")
+				signalled := strings.Index(r.Stderr, "reaper: debug: signalled")
+				if forwarded < 0 || signalled < 0 || signalled < forwarded {
+					t.Errorf("want the forwarded SIGTERM first, then the others signalled:\n%s", r.Stderr)
+				}
+			})
+		})
+	}
+}
+
 func TestTeardownOnTimeout(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		p := plant(t, pid1, tree{flags: []string{"--timeout=3s"}, ups: 2, body: `sh -c "$LEAF" &

@@ -12,6 +12,7 @@ import (
 // sweep of an earlier run's leftovers, the ports, the cgroup. It returns
 // false and the exit code when reaper must not go on.
 func (s *supervisor) prepare() (int, bool) {
+	s.checkStopTimeout()
 	s.instance = s.cfg.Instance
 	named := s.instance != ""
 	if !named {

@@ -46,7 +46,7 @@ func parseStat(data []byte) (process, error) {
 	if len(rest) < startField-stateField+1 {
 		return process{}, fmt.Errorf("stat: %d fields after comm, want at least %d", len(rest), startField-stateField+1)
 	}
-	if len(rest[0]) != 1 {
+	if len(rest[0]) != 1 || !isStateLetter(rest[0][0]) {
 		return process{}, fmt.Errorf("stat: bad state %q", rest[0])
 	}
 	p.State = rest[0][0]
@@ -63,6 +63,12 @@ func parseStat(data []byte) (process, error) {
 		return process{}, fmt.Errorf("stat: bad starttime: %w", err)
 	}
 	return p, nil
+}
+
+// isStateLetter reports whether c can be a process state in /proc/PID/stat:
+// the kernel writes one ASCII letter (R, S, D, Z, T, t, X, I, ...).
+func isStateLetter(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z'
 }
 
 // readProcFile reads a whole /proc file with open, read and close, into buf

@@ -15,25 +15,30 @@ import (
 //
 // The walk and the pidfds come first, the signals after: once a signal is
 // out, processes exit, their orphans move up to reaper while a walk could
-// miss them, and a process that is already gone cannot be tracked.
+// miss them, and a process that is already gone cannot be tracked. When
+// COMMAND exited (or --timeout fired) each process is signalled as soon as
+// the walk has it, so that its exit overlaps the rest of the walk. When a
+// signal began the stop, COMMAND gets it first, as it would without reaper,
+// and everything else after: a COMMAND that waits for its children must
+// learn why they die before they do (a shell would report the child's
+// SIGTERM instead of running its own trap).
 func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 	s.phase = stopping
 	s.watchCgroup()
 	s.stop = newTeardown(reason, received, s.cfg.StopSignal, time.Now(), s.log)
 	s.stop.wantCommands = s.cfg.ReportPath != ""
-	var reached []*tracked // for the forwarded signal, sent after the walk
+	var reached, rest []*tracked // when a signal began the stop: signalled after the walk
 	n := 0
 	s.walk(func(h *handle) {
 		t := s.stop.track(h)
 		n++
-		if reason == reasonSignal && s.reachedByForward(h.process) {
+		switch {
+		case reason != reasonSignal:
+			s.askToStop(t, s.cfg.StopSignal)
+		case s.reachedByForward(h.process):
 			reached = append(reached, t)
-			return
-		}
-		// At once: its exit then overlaps the rest of the walk.
-		s.stop.send(t, s.cfg.StopSignal)
-		if h.State == 'T' {
-			s.stop.send(t, syscall.SIGCONT) // a stopped process acts on nothing until continued
+		default:
+			rest = append(rest, t)
 		}
 	})
 	if reason == reasonSignal {
@@ -41,12 +46,13 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 		for _, t := range reached {
 			if forwarded != 0 {
 				t.signal = forwarded
+				s.continueStopped(t)
 			} else {
-				s.stop.send(t, s.cfg.StopSignal)
+				s.askToStop(t, s.cfg.StopSignal)
 			}
-			if t.h.State == 'T' {
-				s.stop.send(t, syscall.SIGCONT)
-			}
+		}
+		for _, t := range rest {
+			s.askToStop(t, s.cfg.StopSignal)
 		}
 		if forwarded == 0 && !s.walkable && !s.childGone {
 			s.signalGroupBlind(s.cfg.StopSignal)
@@ -65,6 +71,21 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 	}
 	s.graceTimer = time.NewTimer(left)
 	s.graceC = s.graceTimer.C
+}
+
+// askToStop sends sig to a tracked process, and SIGCONT after it when the
+// process is stopped.
+func (s *supervisor) askToStop(t *tracked, sig syscall.Signal) {
+	s.stop.send(t, sig)
+	s.continueStopped(t)
+}
+
+// continueStopped sends SIGCONT to a tracked process the walk found stopped:
+// it acts on nothing until continued.
+func (s *supervisor) continueStopped(t *tracked) {
+	if t.h.State == 'T' {
+		s.stop.send(t, syscall.SIGCONT)
+	}
 }
 
 // reachedByForward reports whether a forwarded signal went to p.

@@ -25,7 +25,7 @@ import (
 
 func main() {
 	ensurePreemptOff()
-	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+	os.Exit(entryPoint(os.Args[0])(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
 // run parses the command line and the environment, then hands over to the
