@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -232,38 +233,58 @@ func (c *cgroup) remove() error {
 	return last
 }
 
-// watchEmpty returns a channel closed once the group holds no process: an
-// inotify watch on cgroup.events, parked in the Go runtime's poller (no
-// thread of its own), reports every change, and populated is read again.
+// watchEmpty returns a channel closed once the group holds no process.
+// cgroup.events signals a change to whoever polls it (EPOLLPRI) until they
+// read it again: it goes into an epoll set, and the epoll fd into the Go
+// runtime's poller (no thread of its own), and populated is read again at
+// each change. (Not inotify: closing an inotify instance waits for an SRCU
+// grace period and a timer tick, 10 ms or more, added to every run.)
 func (c *cgroup) watchEmpty() (<-chan struct{}, error) {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	path := filepath.Join(c.dir, "cgroup.events")
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("inotify_init1: %w", err)
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	if _, err := unix.InotifyAddWatch(fd, filepath.Join(c.dir, "cgroup.events"), unix.IN_MODIFY); err != nil {
+	ep, err := newPollSet()
+	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("inotify_add_watch: %w", err)
+		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "inotify")
-	raw, err := f.SyscallConn()
+	raw, err := ep.SyscallConn()
+	if err == nil {
+		ev := unix.EpollEvent{Events: unix.EPOLLPRI, Fd: int32(fd)}
+		var ctlErr error
+		err = raw.Control(func(epfd uintptr) { ctlErr = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, fd, &ev) })
+		if err == nil && ctlErr != nil {
+			err = fmt.Errorf("epoll_ctl %s: %w", path, ctlErr)
+		}
+	}
 	if err != nil {
-		f.Close()
+		ep.Close()
+		unix.Close(fd)
 		return nil, err
 	}
 	empty := make(chan struct{})
 	go func() {
-		defer f.Close()
 		defer close(empty)
-		buf := make([]byte, 4096)
+		defer unix.Close(fd)
+		defer ep.Close()
+		var buf [256]byte
+		events := make([]unix.EpollEvent, 1)
 		for {
-			// Read populated first: the group may have emptied before the
-			// watch was in place.
-			if full, err := c.populated(); err != nil || !full {
+			// Read populated first (the group may have emptied before the
+			// watch was in place), and through fd: reading is what clears
+			// its pending change.
+			n, err := unix.Pread(fd, buf[:], 0)
+			if err != nil {
 				return
 			}
-			if err := raw.Read(func(fd uintptr) bool {
-				_, err := unix.Read(int(fd), buf)
-				return !errors.Is(err, unix.EAGAIN)
+			if full, err := parsePopulated(buf[:n]); err != nil || !full {
+				return
+			}
+			if err := raw.Read(func(epfd uintptr) bool {
+				n, err := unix.EpollWait(int(epfd), events, 0)
+				return n > 0 || (err != nil && !errors.Is(err, unix.EINTR))
 			}); err != nil {
 				return
 			}

@@ -21,6 +21,24 @@ type exitWatcher struct {
 }
 
 func newExitWatcher() (*exitWatcher, error) {
+	ep, err := newPollSet()
+	if err != nil {
+		return nil, err
+	}
+	w := &exitWatcher{epoll: ep, C: make(chan []int32, 1), done: make(chan struct{})}
+	raw, err := w.epoll.SyscallConn()
+	if err != nil {
+		w.epoll.Close()
+		return nil, fmt.Errorf("epoll fd: %w", err)
+	}
+	go w.run(raw)
+	return w, nil
+}
+
+// newPollSet returns a new, empty epoll set for the Go runtime's poller to
+// watch: a goroutine that waits for it to become readable parks without
+// holding an OS thread.
+func newPollSet() (*os.File, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -29,14 +47,7 @@ func newExitWatcher() (*exitWatcher, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("epoll fd: %w", err)
 	}
-	w := &exitWatcher{epoll: os.NewFile(uintptr(epfd), "epoll"), C: make(chan []int32, 1), done: make(chan struct{})}
-	raw, err := w.epoll.SyscallConn()
-	if err != nil {
-		w.epoll.Close()
-		return nil, fmt.Errorf("epoll fd: %w", err)
-	}
-	go w.run(raw)
-	return w, nil
+	return os.NewFile(uintptr(epfd), "epoll"), nil
 }
 
 // add watches fd (a pidfd) and reports token once when it becomes readable.
