@@ -39,8 +39,8 @@ type shim struct {
 // shims returns reaper and every peer installed here.
 func shims(b *testing.B, reaperFlags ...string) []shim {
 	b.Helper()
-	all := []shim{{name: "reaper", path: bin.reaper, argv: func(c ...string) []string {
-		return append(append(append([]string{bin.reaper}, reaperFlags...), "--"), c...)
+	all := []shim{{name: "reaper", path: bin().reaper, argv: func(c ...string) []string {
+		return append(append(append([]string{bin().reaper}, reaperFlags...), "--"), c...)
 	}}}
 	for _, p := range []struct{ name, path, flags string }{
 		{"tini-static", "/usr/bin/tini-static", "-s"},
@@ -231,9 +231,9 @@ func BenchmarkIdle(b *testing.B) {
 	var procs []*running
 	for _, s := range all {
 		argv := s.argv("sleep", "100000")
-		cmd := exec.Command(bin.harness, append([]string{"-cgroup", cg.v2, "-cgroup", cg.pids, "--"}, argv...)...)
+		cmd := exec.Command(bin().harness, append([]string{"-cgroup", cg.v2, "-cgroup", cg.pids, "--"}, argv...)...)
 		if cg.pids == "" {
-			cmd.Args = append([]string{bin.harness, "-cgroup", cg.v2, "--"}, argv...)
+			cmd.Args = append([]string{bin().harness, "-cgroup", cg.v2, "--"}, argv...)
 		}
 		r, w, _ := os.Pipe()
 		cmd.ExtraFiles = []*os.File{w}
@@ -282,7 +282,7 @@ func BenchmarkForwardingLatency(b *testing.B) {
 	var rows [][]string
 	for _, s := range all {
 		stamps := newFIFO(b, "stamps-"+s.name)
-		sess := start(b, opts{command: s.argv(bin.helper, "stamp", stamps.path)})
+		sess := start(b, opts{command: s.argv(bin().helper, "stamp", stamps.path)})
 		target := sess.child
 		helper := stamps.ready(b)
 		if s.name == "(no shim)" {

@@ -31,7 +31,7 @@ func modes(t *testing.T, f func(t *testing.T, pid1 bool)) {
 // stderr.
 func runReaper(t testing.TB, env []string, args ...string) (int, string, string) {
 	t.Helper()
-	return runBinary(t, bin.reaper, env, args...)
+	return runBinary(t, bin().reaper, env, args...)
 }
 
 // runBinary is runReaper for another build of reaper.
@@ -217,7 +217,7 @@ func sendAndRecord(t testing.TB, pid1 bool, flags []string, send []syscall.Signa
 	bothGet := len(flags) == 0
 	t.Helper()
 	rec, grec := newFIFO(t, "child"), newFIFO(t, "grandchild")
-	args := append(flags, bin.helper, "record", "-child", grec.path, rec.path)
+	args := append(flags, bin().helper, "record", "-child", grec.path, rec.path)
 	s := start(t, opts{args: args, pid1: pid1})
 	rec.ready(t)
 	grec.ready(t)
@@ -283,7 +283,7 @@ func TestRewriteAndDrop(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		rec := newFIFO(t, "child")
 		s := start(t, opts{pid1: pid1, args: []string{"--rewrite=USR1:USR2", "--rewrite", "HUP:0",
-			"--rewrite=TERM:QUIT", bin.helper, "record", rec.path}})
+			"--rewrite=TERM:QUIT", bin().helper, "record", rec.path}})
 		rec.ready(t)
 		s.signal(syscall.SIGUSR1)
 		if got := rec.next(t); got != "SIGUSR2" {
@@ -307,7 +307,7 @@ func TestRewriteAndDrop(t *testing.T) {
 
 func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 	// The documented build turns async preemption off at link time.
-	info, err := buildinfo.ReadFile(bin.reaper)
+	info, err := buildinfo.ReadFile(bin().reaper)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,13 +325,13 @@ func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 			env = []string{c.callerGodebug}
 		}
 		script := `tr '\0' '\n' < /proc/$PPID/environ | grep ^GODEBUG=; echo "GODEBUG=$GODEBUG"; env | grep -c ^REAPER_SAVED`
-		_, stdout, stderr := runBinary(t, bin.plain, env, "sh", "-c", script) // grep -c exits 1 on 0
+		_, stdout, stderr := runBinary(t, bin().plain, env, "sh", "-c", script) // grep -c exits 1 on 0
 		want := c.reaperGodebug + "\n" + c.commandGodebug + "\n0\n"
 		if stdout != want {
 			t.Errorf("plain build, caller %q: reaper/COMMAND GODEBUG and leftover variables:\n%s\nwant:\n%s\n%s", c.callerGodebug, stdout, want, stderr)
 		}
 	}
-	for _, binary := range []string{bin.reaper, bin.plain} {
+	for _, binary := range []string{bin().reaper, bin().plain} {
 		t.Run(filepath.Base(binary), func(t *testing.T) {
 			modes(t, func(t *testing.T, pid1 bool) { busyReaperSendsNoSIGURG(t, pid1, binary) })
 		})
@@ -349,7 +349,7 @@ func busyReaperSendsNoSIGURG(t testing.TB, pid1 bool, binary string) {
 i=0; while [ $i -lt 400 ]; do sleep 300 & i=$((i+1)); done
 exit 0`
 	s := start(t, opts{pid1: pid1, binary: binary, pidsMax: 600, args: []string{"-v", "--wait", "sh", "-c", script},
-		env: []string{"HELPER=" + bin.helper, "REC=" + rec.path}})
+		env: []string{"HELPER=" + bin().helper, "REC=" + rec.path}})
 	rec.ready(t)
 	s.stderr.waitFor(t, regexp.MustCompile(`command exited`))
 	for i := 0; i < 100; i++ {
@@ -384,7 +384,7 @@ func settingOf(info *debug.BuildInfo, key string) string {
 func TestReapsEveryOrphan(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		out := newFIFO(t, "orphans")
-		s := start(t, opts{pid1: pid1, pidsMax: 256, args: []string{"-vv", bin.helper, "orphans", "200", out.path}})
+		s := start(t, opts{pid1: pid1, pidsMax: 256, args: []string{"-vv", bin().helper, "orphans", "200", out.path}})
 		var patterns []*regexp.Regexp
 		for {
 			line := out.next(t)
@@ -420,14 +420,14 @@ func TestReapsEveryOrphan(t *testing.T) {
 func TestChildStartsClean(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		var out bytes.Buffer
-		r := start(t, opts{pid1: pid1, stdout: &out, args: []string{bin.helper, "fds"}}).wait()
+		r := start(t, opts{pid1: pid1, stdout: &out, args: []string{bin().helper, "fds"}}).wait()
 		if got := strings.TrimSpace(out.String()); got != "0 1 2" || r.Code != 0 {
 			t.Errorf("COMMAND's open descriptors are %q (exit %d), want 0 1 2", got, r.Code)
 		}
 	})
 	// A descriptor reaper's caller passed on purpose passes through, as exec
 	// would pass it.
-	out, err := exec.Command("sh", "-c", "exec 7</dev/null; exec "+bin.reaper+" "+bin.helper+" fds").Output()
+	out, err := exec.Command("sh", "-c", "exec 7</dev/null; exec "+bin().reaper+" "+bin().helper+" fds").Output()
 	if got := strings.Fields(string(out)); err != nil || !slices.Contains(got, "7") {
 		t.Errorf("with fd 7 open in the caller COMMAND has %q (%v), want 7 among them", got, err)
 	}
@@ -445,25 +445,25 @@ func TestChildStartsClean(t *testing.T) {
 		}
 		return fields
 	}
-	st := status(t, bin.reaper+" -- cat /proc/self/status")
+	st := status(t, bin().reaper+" -- cat /proc/self/status")
 	if st["SigBlk"] != "0000000000000000" || st["SigIgn"] != "0000000000000000" {
 		t.Errorf("COMMAND starts with SigBlk %s SigIgn %s, want both zero", st["SigBlk"], st["SigIgn"])
 	}
 	// A mask the caller set passes on as it is, SIGPIPE and SIGTTOU too,
 	// which reaper blocks on one thread of its own.
-	st = status(t, bin.helper+" blocked PIPE,TTOU,USR1 "+bin.reaper+" -- cat /proc/self/status")
+	st = status(t, bin().helper+" blocked PIPE,TTOU,USR1 "+bin().reaper+" -- cat /proc/self/status")
 	if st["SigBlk"] != "0000000000201200" {
 		t.Errorf("with PIPE, TTOU and USR1 blocked by the caller, COMMAND's SigBlk is %s, want 0000000000201200", st["SigBlk"])
 	}
 	// A signal the caller ignores (nohup's SIGHUP) stays ignored.
-	st = status(t, "trap '' HUP; exec "+bin.reaper+" -- cat /proc/self/status")
+	st = status(t, "trap '' HUP; exec "+bin().reaper+" -- cat /proc/self/status")
 	if st["SigIgn"] != "0000000000000001" {
 		t.Errorf("with SIGHUP ignored by the caller, COMMAND's SigIgn is %s, want 0000000000000001", st["SigIgn"])
 	}
 }
 
 func TestEnvironmentAndLimitsPassThrough(t *testing.T) {
-	cmd := exec.Command(bin.reaper, "env")
+	cmd := exec.Command(bin().reaper, "env")
 	cmd.Env = []string{"A=1", "PATH=" + os.Getenv("PATH"), "REAPER_GRACE=2s", "WEIRD= x=y "}
 	out, err := cmd.Output()
 	if err != nil {
@@ -479,7 +479,7 @@ func TestEnvironmentAndLimitsPassThrough(t *testing.T) {
 	if _, err := exec.LookPath("prlimit"); err != nil {
 		t.Skip("prlimit (util-linux) not installed")
 	}
-	out, err = exec.Command("prlimit", "--nofile=1000:4000", bin.reaper, "sh", "-c", "ulimit -Sn; ulimit -Hn").Output()
+	out, err = exec.Command("prlimit", "--nofile=1000:4000", bin().reaper, "sh", "-c", "ulimit -Sn; ulimit -Hn").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,7 +499,7 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin.reaper, "-vv", bin.helper, "record", rec.path)
+	cmd := exec.CommandContext(ctx, bin().reaper, "-vv", bin().helper, "record", rec.path)
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -522,7 +522,7 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 		t.Errorf("reaper with a broken stderr: %v, want exit 0", err)
 	}
 	// With stdout and stderr closed, the Go runtime opens /dev/null there.
-	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec "+bin.reaper+" -vv sh -c 'exit 4' >&- 2>&-").CombinedOutput(); err == nil ||
+	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec "+bin().reaper+" -vv sh -c 'exit 4' >&- 2>&-").CombinedOutput(); err == nil ||
 		err.(*exec.ExitError).ExitCode() != 4 {
 		t.Errorf("with stdout and stderr closed: %v %s, want exit 4", err, out)
 	}

@@ -75,7 +75,7 @@ func TestImageBuildRunStop(t *testing.T) {
 func TestDockerInitDropIn(t *testing.T) {
 	// The init binary dockerd and podman run: `--version` as dockerd parses it.
 	link := filepath.Join(t.TempDir(), "docker-init")
-	if err := os.Symlink(bin.reaper, link); err != nil {
+	if err := os.Symlink(bin().reaper, link); err != nil {
 		t.Fatal(err)
 	}
 	code, stdout, stderr := runBinary(t, link, nil, "--version")
@@ -88,7 +88,7 @@ func TestDockerInitDropIn(t *testing.T) {
 	// mode only: reaper's info lines show it took tini's command line.
 	e := newPodman(t)
 	rootfs := busyboxRoot(t)
-	c := e.runPayload(t, "init", []string{"--init", "--init-path=" + bin.reaper, "-e", "TINI_VERBOSITY=2", "--rootfs"}, rootfs)
+	c := e.runPayload(t, "init", []string{"--init", "--init-path=" + bin().reaper, "-e", "TINI_VERBOSITY=2", "--rootfs"}, rootfs)
 	c.stop(t)
 	c.expect(t, 7)
 	if !strings.Contains(c.stderr.String(), "reaper: info: started") {
@@ -100,7 +100,7 @@ func TestTiniParentDeathSignal(t *testing.T) {
 	// tini -p SIGTERM: reaper gets SIGTERM when its parent dies, and stops
 	// what runs below it.
 	link := filepath.Join(t.TempDir(), "tini")
-	if err := os.Symlink(bin.reaper, link); err != nil {
+	if err := os.Symlink(bin().reaper, link); err != nil {
 		t.Fatal(err)
 	}
 	events := newFIFO(t, "events")
@@ -938,7 +938,7 @@ func bootSystemd(t *testing.T, units map[string]string) *nspawn {
 	ct.console = filepath.Join(ct.dir, "console.log")
 	args := []string{"systemd-nspawn", "-D", "/", "--volatile=yes", "-b", "--register=no", "--keep-unit",
 		"--private-network", "-M", ct.name, "--bind-ro=" + ct.dir + ":/opt/reaper-test"}
-	ct.install(t, "reaper", mustRead(t, bin.reaper), 0o755)
+	ct.install(t, "reaper", mustRead(t, bin().reaper), 0o755)
 	ct.install(t, "payload.sh", []byte(servicePayload), 0o755)
 	for name, text := range units {
 		ct.install(t, name, []byte(text), 0o644)

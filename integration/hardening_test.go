@@ -25,7 +25,7 @@ func TestSignalStorm(t *testing.T) {
 		syscall.SIGALRM, syscall.SIGPIPE, syscall.SIGVTALRM, syscall.SIGIO, syscall.SIGPWR, syscall.SIGXFSZ,
 		signals.RTMin + 1, signals.RTMin + 7, signals.RTMax}
 	rec := newFIFO(t, "storm")
-	s := start(t, opts{args: []string{bin.helper, "record", rec.path}})
+	s := start(t, opts{args: []string{bin().helper, "record", rec.path}})
 	rec.ready(t)
 	seen := make(chan string, 1024)
 	go func() {
@@ -132,7 +132,7 @@ echo "up $$" > "$F"`})
 func startBystander(t *testing.T, cg *cgroup, log string) *exec.Cmd {
 	t.Helper()
 	join := `echo $$ > "$CG1/cgroup.procs" && { [ -z "$CG2" ] || echo $$ > "$CG2/cgroup.procs"; } && exec "$0" record -pid "$LOG"`
-	cmd := exec.Command("sh", "-c", join, bin.helper)
+	cmd := exec.Command("sh", "-c", join, bin().helper)
 	cmd.Env = append(os.Environ(), "CG1="+cg.v2, "CG2="+cg.pids, "LOG="+log)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func asNobody(t *testing.T) []string {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("setpriv (util-linux) is not installed")
 	}
-	return []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", bin.reaper}
+	return []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", bin().reaper}
 }
 
 func TestUnprivileged(t *testing.T) {
@@ -239,7 +239,7 @@ setsid sh -c "$LEAF" &
 	})
 	t.Run("forwarding", func(t *testing.T) {
 		rec := newFIFO(t, "child")
-		s := start(t, opts{command: append(nobody, bin.helper, "record", rec.path)})
+		s := start(t, opts{command: append(nobody, bin().helper, "record", rec.path)})
 		rec.ready(t)
 		s.signal(syscall.SIGUSR1)
 		if got := rec.next(t); got != "SIGUSR1" {
@@ -264,7 +264,7 @@ func TestProcessesProcHides(t *testing.T) {
 	// (its pid is reserved); reaper names what it cannot see.
 	nobody := asNobody(t)
 	setuid := filepath.Join(sharedDir(t), "setuid-helper")
-	data, err := os.ReadFile(bin.helper)
+	data, err := os.ReadFile(bin().helper)
 	if err != nil {
 		t.Fatal(err)
 	}

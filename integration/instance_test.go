@@ -84,7 +84,7 @@ setsid "$HELPER" listen -ignore-term %s "$F" &`, addr)
 			// Run 2, same instance: sweep first, then the port is free.
 			ready := newFIFO(t, "listening")
 			second := start(t, opts{cg: cg, args: []string{"-v", "--instance=" + name, "--cgroup=" + mode,
-				"--grace=1s", "--wait-port=" + portOf(addr), bin.helper, "listen", addr, ready.path}})
+				"--grace=1s", "--wait-port=" + portOf(addr), bin().helper, "listen", addr, ready.path}})
 			line := ready.next(t)
 			if !strings.HasPrefix(line, "listening ") {
 				t.Fatalf("COMMAND of the second run wrote %q", line)
@@ -115,7 +115,7 @@ func TestDuplicateInstanceIsRefusedAndReplaceTakesOver(t *testing.T) {
 	cg := sharedCgroup(t, 128)
 	name := instanceName(t)
 	rec := newFIFO(t, "first")
-	first := start(t, opts{cg: cg, args: []string{"--instance=" + name, bin.helper, "record", rec.path}})
+	first := start(t, opts{cg: cg, args: []string{"--instance=" + name, bin().helper, "record", rec.path}})
 	rec.ready(t)
 	// A second live instance is refused, naming the first.
 	code, _, stderr := runReaper(t, nil, "--instance="+name, "true")
@@ -179,7 +179,7 @@ func TestCgroupAutoFallsBackWhereCgroupsAreReadOnly(t *testing.T) {
 	// read-only over itself: as in many containers.
 	readOnly := func(args ...string) (int, string) {
 		script := `mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"`
-		cmd := exec.Command("unshare", append([]string{"--mount", "sh", "-c", script, "sh", v2, bin.reaper}, args...)...)
+		cmd := exec.Command("unshare", append([]string{"--mount", "sh", "-c", script, "sh", v2, bin().reaper}, args...)...)
 		out, err := cmd.CombinedOutput()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -215,7 +215,7 @@ func TestWaitPort(t *testing.T) {
 		t.Errorf("no warning while waiting: %q", stderr)
 	}
 	// The holder goes away while reaper waits: COMMAND starts.
-	cmd := exec.Command(bin.reaper, "-v", "--wait-port="+port, "--wait-port-timeout=30s", "sh", "-c", "exit 6")
+	cmd := exec.Command(bin().reaper, "-v", "--wait-port="+port, "--wait-port-timeout=30s", "sh", "-c", "exit 6")
 	lines := newLines()
 	pipe, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {

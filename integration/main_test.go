@@ -8,15 +8,28 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
-// bin holds the binaries TestMain builds once for every test.
-var bin struct {
+// binSet holds the binaries TestMain builds once for every test.
+type binSet struct {
 	reaper  string // the command under test, built as the README says
 	plain   string // the same built by a bare "go build"
 	helper  string // payload: records signals, lists fds
 	harness string // observer: counts what reaper leaves behind
+}
+
+var (
+	binaries    binSet
+	sourcesOnce sync.Once
+)
+
+// bin returns the binaries TestMain built. Its first call, which comes from
+// a test, opens every source file of the project (see openSources).
+func bin() *binSet {
+	sourcesOnce.Do(func() { openSources("..") })
+	return &binaries
 }
 
 // preemptOff is the linker flag of every documented build: see
@@ -31,7 +44,6 @@ func TestMain(m *testing.M) {
 	}
 	code := 1
 	os.Chmod(dir, 0o755) // unprivileged runs execute the binaries too
-	openSources("..")
 	if err := buildAll(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	} else {
@@ -44,7 +56,8 @@ func TestMain(m *testing.M) {
 // openSources opens every Go source and module file of the project. The
 // binaries under test are built by a child "go build", which the go
 // command's test cache cannot see: a cached pass would survive a change to
-// reaper itself. Files the test process opens are part of the cache key.
+// reaper itself. Files a test opens are part of the cache key (from inside
+// testing.M.Run only: TestMain's own opens are not recorded).
 func openSources(root string) {
 	filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -66,10 +79,10 @@ func buildAll(dir string) error {
 		pkg   string
 		flags []string
 	}{
-		{&bin.reaper, "reaper", "../cmd/reaper", []string{preemptOff}},
-		{&bin.plain, "reaper-plain", "../cmd/reaper", nil},
-		{&bin.helper, "helper", "./testdata/helper", []string{preemptOff}},
-		{&bin.harness, "harness", "./testdata/harness", nil},
+		{&binaries.reaper, "reaper", "../cmd/reaper", []string{preemptOff}},
+		{&binaries.plain, "reaper-plain", "../cmd/reaper", nil},
+		{&binaries.helper, "helper", "./testdata/helper", []string{preemptOff}},
+		{&binaries.harness, "harness", "./testdata/harness", nil},
 	} {
 		*b.out = filepath.Join(dir, b.name)
 		args := append(append([]string{"build", "-o", *b.out}, b.flags...), b.pkg)

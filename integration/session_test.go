@@ -32,7 +32,7 @@ type opts struct {
 	env         []string // added to the environment
 	stdin       io.Reader
 	stdout      io.Writer
-	binary      string   // reaper binary to run (default bin.reaper)
+	binary      string   // reaper binary to run (default bin().reaper)
 	cg          *cgroup  // run in this cgroup, which the test owns (default: a fresh one)
 	leave       bool     // leave what reaper leaves running (the test's cgroup cleans up)
 	command     []string // run this instead of reaper with args (benchmarks: the peers)
@@ -105,7 +105,7 @@ func start(t testing.TB, o opts) *session {
 		argv = append(argv, "--")
 	}
 	if o.binary == "" {
-		o.binary = bin.reaper
+		o.binary = bin().reaper
 	}
 	if o.command != nil {
 		argv = append(argv, o.command...)
@@ -114,7 +114,7 @@ func start(t testing.TB, o opts) *session {
 		argv = append(argv, o.args...)
 	}
 	s.argv = argv[slices.Index(argv, "--")+1:]
-	s.cmd = exec.Command(bin.harness, argv...)
+	s.cmd = exec.Command(bin().harness, argv...)
 	s.cmd.Env = append(os.Environ(), o.env...)
 	s.cmd.Stdin, s.cmd.Stdout = o.stdin, o.stdout
 	pr, pw, err := os.Pipe()

@@ -68,7 +68,7 @@ func plant(t testing.TB, pid1 bool, tr tree) *planted {
 		command = append(append(append([]string{}, tr.shim...), "sh", "-c"), script)
 	}
 	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, command: command, cg: tr.cgroup, leave: tr.leave, env: []string{
-		"F=" + p.events.path, "G=" + p.gate.path, "LEAF=" + leaf, "STUBBORN=" + stubborn, "HELPER=" + bin.helper,
+		"F=" + p.events.path, "G=" + p.gate.path, "LEAF=" + leaf, "STUBBORN=" + stubborn, "HELPER=" + bin().helper,
 	}})
 	for len(p.ups) < tr.ups || p.command == 0 {
 		line := p.events.next(t)

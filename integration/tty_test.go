@@ -149,11 +149,11 @@ const (
 // onTTY runs f with reaper as the pty session's leader and, as root, as PID
 // 1 of a PID namespace whose unshare leads the session.
 func onTTY(t *testing.T, f func(t *testing.T, prefix []string)) {
-	t.Run("subreaper", func(t *testing.T) { t.Parallel(); f(t, []string{bin.reaper}) })
+	t.Run("subreaper", func(t *testing.T) { t.Parallel(); f(t, []string{bin().reaper}) })
 	t.Run("pid1", func(t *testing.T) {
 		t.Parallel()
 		requireRoot(t)
-		f(t, []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--", bin.reaper})
+		f(t, []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--", bin().reaper})
 	})
 }
 
@@ -200,7 +200,7 @@ func TestTerminalWindowSizeReachesCommand(t *testing.T) {
 func TestTerminalSettingsRestored(t *testing.T) {
 	// COMMAND leaves the terminal raw and without echo, as a killed editor
 	// would; reaper puts back the settings it found.
-	p := startOnPTY(t, nil, bin.reaper, "sh", "-c", "stty raw -echo; kill -KILL $$")
+	p := startOnPTY(t, nil, bin().reaper, "sh", "-c", "stty raw -echo; kill -KILL $$")
 	if code := p.wait(t); code != 137 {
 		t.Errorf("exit %d, want 137", code)
 	}
@@ -222,7 +222,7 @@ func TestTerminalJobControl(t *testing.T) {
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("bash is not installed")
 	}
-	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin.reaper}, "bash", "--norc", "--noprofile", "-i")
+	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin().reaper}, "bash", "--norc", "--noprofile", "-i")
 	p.expect(t, `rp\$ `)
 	p.send(t, "\"$REAPER\" -v -- sleep 100\r")
 	p.expect(t, `info: started pid=\d+`)
@@ -274,7 +274,7 @@ func TestNoTerminalNoIoctl(t *testing.T) {
 	}
 	for _, stdin := range []string{"/dev/null", "pipe"} {
 		trace := t.TempDir() + "/trace"
-		cmd := exec.Command("strace", "-qq", "-e", "trace=ioctl", "-o", trace, bin.reaper, "-v", "true")
+		cmd := exec.Command("strace", "-qq", "-e", "trace=ioctl", "-o", trace, bin().reaper, "-v", "true")
 		if stdin == "/dev/null" {
 			null, _ := os.Open(os.DevNull)
 			defer null.Close()
@@ -299,7 +299,7 @@ func TestTerminalJobControlThroughAScript(t *testing.T) {
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("bash is not installed")
 	}
-	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin.reaper}, "bash", "--norc", "--noprofile", "-i")
+	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin().reaper}, "bash", "--norc", "--noprofile", "-i")
 	p.expect(t, `rp\$ `)
 	p.send(t, "sh -c '\"$REAPER\" -v -- sleep 100; echo after=$?'\r")
 	p.expect(t, `info: started pid=\d+`)
@@ -319,7 +319,7 @@ func TestTerminalBackAfterExecFailure(t *testing.T) {
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("bash is not installed")
 	}
-	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin.reaper}, "bash", "--norc", "--noprofile", "-i")
+	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin().reaper}, "bash", "--norc", "--noprofile", "-i")
 	p.expect(t, `rp\$ `)
 	p.send(t, "sh -c '\"$REAPER\" /etc/passwd; echo rc=$?; read x; echo got=$x'\r")
 	p.expect(t, `rc=126`)
