@@ -361,9 +361,42 @@ func (e *podman) close(t *testing.T) {
 			<-done
 		}
 	}
+	e.waitForItsProcesses(t)
 	for _, h := range cgroupHierarchies() {
 		if !h.memory {
 			removeCgroupTree(t, h.mount+e.parent)
+		}
+	}
+}
+
+// waitForItsProcesses waits until no process this engine started is left:
+// conmon and the `podman container cleanup` it runs when a container ends
+// outlive the podman command, and one still running would make the
+// containers' parent cgroup again after the test removed it. They are
+// known by the engine's private directory on their command line.
+func (e *podman) waitForItsProcesses(t *testing.T) {
+	end := time.Now().Add(deadline)
+	for {
+		var fds []int
+		for _, pid := range allPIDs() {
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if !bytes.Contains(cmdline, []byte(e.dir)) {
+				continue
+			}
+			if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+				fds = append(fds, fd)
+			}
+		}
+		if len(fds) == 0 {
+			return
+		}
+		exited := allExit(fds, time.Until(end))
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		if !exited {
+			t.Errorf("processes of the test's podman still run after %v", deadline)
+			return
 		}
 	}
 }

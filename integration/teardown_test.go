@@ -551,6 +551,28 @@ func TestProcOfAnotherNamespace(t *testing.T) {
 	}
 }
 
+func TestProcOfAnotherNamespaceChildForward(t *testing.T) {
+	requireRoot(t)
+	// Blind, with --forward=child: the forwarded SIGTERM reaches COMMAND
+	// only, so the rest of COMMAND's group gets the stop signal as well,
+	// not just the SIGKILL at the deadline.
+	events := newFIFO(t, "events")
+	body := `sh -c 'trap "echo term > \"$F\"; exit 0" TERM; echo up > "$F"; sleep 300 & wait' & exec sleep 300`
+	s := start(t, opts{pid1: true, noMountProc: true, env: []string{"F=" + events.path},
+		args: []string{"-v", "--grace=30s", "--forward=child", "sh", "-c", body}})
+	if got := events.next(t); got != "up" {
+		t.Fatalf("payload wrote %q", got)
+	}
+	s.stderr.waitFor(t, regexp.MustCompile(`info: started`))
+	s.signal(syscall.SIGTERM)
+	if got := events.next(t); got != "term" {
+		t.Errorf("the background shell in COMMAND's group wrote %q, want its SIGTERM", got)
+	}
+	if r := s.wait(); r.Code != 128+15 || r.leftovers() != "" {
+		t.Errorf("exit %d (want 143), left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	}
+}
+
 // hostPIDAnywhere finds the test's pid of a process seen inside reaper's
 // PID namespace, anywhere below reaper.
 func (s *session) hostPIDAnywhere(t testing.TB, nsPID int) int {

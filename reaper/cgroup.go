@@ -282,10 +282,12 @@ func (c *cgroup) watchEmpty() (<-chan struct{}, error) {
 			if full, err := parsePopulated(buf[:n]); err != nil || !full {
 				return
 			}
+			var waitErr error
 			if err := raw.Read(func(epfd uintptr) bool {
-				n, err := unix.EpollWait(int(epfd), events, 0)
-				return n > 0 || (err != nil && !errors.Is(err, unix.EINTR))
-			}); err != nil {
+				var n int
+				n, waitErr = unix.EpollWait(int(epfd), events, 0)
+				return n > 0 || (waitErr != nil && !errors.Is(waitErr, unix.EINTR))
+			}); err != nil || (waitErr != nil && !errors.Is(waitErr, unix.EINTR)) {
 				return
 			}
 		}

@@ -54,7 +54,9 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 		for _, t := range rest {
 			s.askToStop(t, s.cfg.StopSignal)
 		}
-		if forwarded == 0 && !s.walkable && !s.childGone {
+		// Blind, the group is all reaper can stop; the forward reached all
+		// of it only in group mode (in child mode COMMAND gets both).
+		if !s.walkable && !s.childGone && (forwarded == 0 || s.cfg.Policy.Target != signals.Group) {
 			s.signalGroupBlind(s.cfg.StopSignal)
 		}
 	} else if !s.walkable && !s.childGone {
@@ -104,7 +106,7 @@ func (s *supervisor) signalMissed() {
 			h.close()
 			return
 		}
-		s.stop.send(s.stop.track(h), s.cfg.StopSignal)
+		s.askToStop(s.stop.track(h), s.cfg.StopSignal)
 	})
 }
 

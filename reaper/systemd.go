@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -162,7 +163,7 @@ func parseTimespan(s string) (time.Duration, error) {
 	if len(fields) == 0 {
 		return 0, errors.New("empty time span")
 	}
-	var total time.Duration
+	var total float64 // nanoseconds; float, so that a huge span cannot wrap
 	for _, f := range fields {
 		end := strings.IndexFunc(f, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
 		if end < 0 {
@@ -173,7 +174,10 @@ func parseTimespan(s string) (time.Duration, error) {
 		if err != nil || !known || n < 0 {
 			return 0, fmt.Errorf("%q is not a systemd time span", s)
 		}
-		total += time.Duration(n * float64(unit))
+		total += n * float64(unit)
 	}
-	return total, nil
+	if total >= math.MaxInt64 {
+		return 0, fmt.Errorf("%q is out of range", s)
+	}
+	return time.Duration(total), nil
 }

@@ -33,3 +33,21 @@ func FuzzParseDuration(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseTini feeds a tini command line (reaper invoked as tini or
+// docker-init) and one TINI_* variable to its parser.
+func FuzzParseTini(f *testing.F) {
+	f.Add("-s -g -p SIGTERM -- sleep 1", "TINI_VERBOSITY", "2")
+	f.Add("-vvv -e 143 -e 0 -w -l cmd", "TINI_KILL_PROCESS_GROUP", "1")
+	f.Add("-p -- x", "TINI_SUBREAPER", "")
+	f.Add("-e 999 -x --version", "TINI_VERBOSITY", "loud")
+	f.Add("-sgp TERM cmd", "", "")
+	f.Fuzz(func(t *testing.T, args, name, value string) {
+		parseTini(strings.Fields(args), func(k string) (string, bool) {
+			if k == name {
+				return value, true
+			}
+			return "", false
+		})
+	})
+}

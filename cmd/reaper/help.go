@@ -47,11 +47,13 @@ Signals are names or numbers: TERM, SIGTERM, term, 15, RTMIN+2.
 List variables separate values with commas: REAPER_REWRITE=TERM:QUIT,HUP:0.
 
 Exit codes:
-  N     COMMAND exited with N
+  N     COMMAND exited with N (0 when listed in --success-exit)
   128+S COMMAND was killed by signal S (143 for SIGTERM, 137 for SIGKILL)
-  %-5d usage error: unknown flag, bad value, no COMMAND
+  %-5d usage error: unknown flag, bad value, unknown signal, no COMMAND;
+        also a live reaper holds the --instance, or a --wait-port stays held
   %-5d --timeout expired
-  %-5d reaper could not start COMMAND itself (fork failed)
+  %-5d reaper could not do its own work: fork failed, --cgroup=on impossible,
+        instance lock not taken, or COMMAND survived SIGKILL
   %-5d COMMAND found but not executable, or exec failed
   %-5d COMMAND not found
 `, reaper.ExitUsage, reaper.ExitTimeout, reaper.ExitInternal, reaper.ExitCannotExec, reaper.ExitNotFound)
