@@ -14,12 +14,7 @@ func FuzzParse(f *testing.F) {
 	f.Add("--wait-port=0 --instance=../x true", "REAPER_CGROUP", "sideways")
 	f.Add("--stop-signal=RTMIN+99 -- --", "REAPER_VERBOSE", "-3")
 	f.Fuzz(func(t *testing.T, args, name, value string) {
-		parse(strings.Fields(args), func(k string) (string, bool) {
-			if k == name {
-				return value, true
-			}
-			return "", false
-		})
+		parse(strings.Fields(args), oneVariable(name, value))
 	})
 }
 
@@ -43,11 +38,16 @@ func FuzzParseTini(f *testing.F) {
 	f.Add("-e 999 -x --version", "TINI_VERBOSITY", "loud")
 	f.Add("-sgp TERM cmd", "", "")
 	f.Fuzz(func(t *testing.T, args, name, value string) {
-		parseTini(strings.Fields(args), func(k string) (string, bool) {
-			if k == name {
-				return value, true
-			}
-			return "", false
-		})
+		parseTini(strings.Fields(args), oneVariable(name, value))
 	})
+}
+
+// oneVariable is an environment that holds one variable.
+func oneVariable(name, value string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		if k == name {
+			return value, true
+		}
+		return "", false
+	}
 }
