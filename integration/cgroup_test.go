@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -77,23 +78,34 @@ func (c *cgroup) remove(t testing.TB) {
 	if err := waitEmpty(c.v2); err != nil {
 		t.Errorf("cgroup %s: %v", c.v2, err)
 	}
-	var dirs []string
-	filepath.WalkDir(c.v2, func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, path)
-		}
-		return nil
-	})
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := os.Remove(dirs[i]); err != nil {
-			t.Errorf("remove cgroup: %v", err)
-		}
+	if err := removeDirTree(c.v2); err != nil {
+		t.Errorf("remove cgroup: %v", err)
 	}
 	if c.pids != "" {
 		if err := os.Remove(c.pids); err != nil {
 			t.Errorf("remove pids cgroup: %v", err)
 		}
 	}
+}
+
+// removeDirTree removes dir and every directory below it, deepest first (a
+// cgroup tree: its files go with their directory), and returns the last
+// error other than a directory already gone.
+func removeDirTree(dir string) error {
+	var dirs []string
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	var last error
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			last = err
+		}
+	}
+	return last
 }
 
 // waitEmpty blocks until cgroup.events says "populated 0", woken by inotify.

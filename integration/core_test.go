@@ -168,19 +168,31 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 		if code != 0 || stderr != "" {
 			t.Fatalf("reaper %s: exit %d, stderr %q", arg, code, stderr)
 		}
-		for _, want := range []string{"--forward", "REAPER_FORWARD", "--rewrite", "REAPER_REWRITE",
-			"--success-exit", "REAPER_SUCCESS_EXIT", "--stop-signal", "REAPER_STOP_SIGNAL",
-			"--grace", "REAPER_GRACE", "--timeout", "REAPER_TIMEOUT", "--wait", "REAPER_WAIT",
-			"--report", "REAPER_REPORT", "--log-format", "REAPER_LOG_FORMAT", "--verbose", "REAPER_VERBOSE",
-			"-v", "--version", "124", "125", "126", "127", "128+S"} {
-			if !strings.Contains(stdout, want) {
-				t.Errorf("reaper %s does not mention %s", arg, want)
+		// One line per flag, with its variable: a bare substring check
+		// would take --wait for --wait-port and -v for --verbose.
+		flags := [][2]string{{"--forward", "REAPER_FORWARD"}, {"--rewrite", "REAPER_REWRITE"},
+			{"--success-exit", "REAPER_SUCCESS_EXIT"}, {"--stop-signal", "REAPER_STOP_SIGNAL"},
+			{"--pdeathsig", "REAPER_PDEATHSIG"}, {"--grace", "REAPER_GRACE"}, {"--timeout", "REAPER_TIMEOUT"},
+			{"--wait", "REAPER_WAIT"}, {"--report", "REAPER_REPORT"}, {"--instance", ""},
+			{"--replace", "REAPER_REPLACE"}, {"--cgroup", "REAPER_CGROUP"}, {"--wait-port", "REAPER_WAIT_PORT"},
+			{"--wait-port-timeout", "REAPER_WAIT_PORT_TIMEOUT"}, {"--log-format", "REAPER_LOG_FORMAT"},
+			{"--verbose", "REAPER_VERBOSE"}, {"-v", ""}, {"--version", ""}, {"--help", ""}}
+		for _, f := range flags {
+			line := `(?m)^\s+` + regexp.QuoteMeta(f[0]) + `(=\S+)?\s+`
+			if f[1] != "" {
+				line += regexp.QuoteMeta(f[1]) + `\s`
+			} else {
+				line += `[a-z]` // the description, no variable
+			}
+			if !regexp.MustCompile(line).MatchString(stdout) {
+				t.Errorf("reaper %s has no line for %s %s", arg, f[0], f[1])
 			}
 		}
-	}
-	code, stdout, _ := runReaper(t, nil, "--version")
-	if code != 0 || !regexp.MustCompile(`^reaper version \S+\n$`).MatchString(stdout) {
-		t.Errorf("--version: exit %d, %q", code, stdout)
+		for _, code := range []string{"N", "128+S", "2", "124", "125", "126", "127"} {
+			if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(code) + `\s+\S`).MatchString(stdout) {
+				t.Errorf("reaper %s does not explain exit code %s", arg, code)
+			}
+		}
 	}
 }
 

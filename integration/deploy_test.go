@@ -181,7 +181,7 @@ func TestCIJobLeakingAServer(t *testing.T) {
 	// As in examples/github-actions.yml: reaper --timeout=... --report=... --
 	// JOB. The job starts a server in the background and fails with 3.
 	addr := freeAddr(t)
-	p := plant(t, false, tree{flags: []string{"--timeout=10m"}, ups: 1, exit: 3,
+	p := plant(t, false, tree{flags: []string{"--timeout=10m"}, ups: 1, exit: 3, leave: true,
 		body: fmt.Sprintf(`"$HELPER" listen %s "$F" &`, addr)})
 	p.release(t)
 	r := p.wait()
@@ -787,19 +787,7 @@ func removeCgroupTree(t *testing.T, dir string) {
 	}
 	end := time.Now().Add(deadline)
 	for {
-		var dirs []string
-		filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, path)
-			}
-			return nil
-		})
-		var err error
-		for i := len(dirs) - 1; i >= 0; i-- {
-			if e := os.Remove(dirs[i]); e != nil && !errors.Is(e, os.ErrNotExist) {
-				err = e
-			}
-		}
+		err := removeDirTree(dir)
 		if err == nil {
 			return
 		}

@@ -66,21 +66,13 @@ func TestSignalStorm(t *testing.T) {
 	}
 }
 
-// rssKiB reads VmRSS of pid.
 func rssKiB(t *testing.T, pid int) int {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
+	rss, ok := procStatus(pid, false, "VmRSS")["VmRSS"]
+	if !ok {
+		t.Fatalf("no VmRSS for pid %d", pid)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
+	return rss
 }
 
 func TestOrphanStormKeepsMemoryFlat(t *testing.T) {
@@ -118,7 +110,8 @@ echo "up $$" > "$F"`})
 	if after-before > 1024 {
 		t.Errorf("RSS grew by %d KiB over the storm, want at most 1024", after-before)
 	}
-	if peak > 1000 {
+	if peak > 256 { // pids.max is 512: a backlog near it would stop the storm
+
 		t.Errorf("peak zombie backlog %d: reaping does not keep up", peak)
 	}
 	p.signal(syscall.SIGTERM) // COMMAND waits at its gate for ever

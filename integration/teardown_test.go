@@ -312,7 +312,8 @@ func TestTeardownFreesTheListenersPort(t *testing.T) {
 		t.Run("listener"+flag, func(t *testing.T) {
 			modes(t, func(t *testing.T, pid1 bool) {
 				addr := freeAddr(t)
-				p := plant(t, pid1, tree{flags: []string{"--grace=500ms"}, ups: 1,
+				// leave: a listener reaper left must still hold the port.
+				p := plant(t, pid1, tree{flags: []string{"--grace=500ms"}, ups: 1, leave: true,
 					body: fmt.Sprintf(`setsid "$HELPER" listen %s %s "$F" &`, flag, addr)})
 				if l, err := net.Listen("tcp", addr); err == nil {
 					l.Close()
@@ -511,14 +512,16 @@ func TestParentDeathSignal(t *testing.T) {
 			if c.flag != "" {
 				flags = []string{c.flag}
 			}
-			p := plant(t, false, tree{flags: flags})
+			// leave: the harness must not kill what reaper left, or COMMAND
+			// would be dead whether the parent-death signal worked or not.
+			p := plant(t, false, tree{flags: flags, leave: true})
 			pidfd, err := unix.PidfdOpen(p.command, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer unix.Close(pidfd)
 			p.signal(syscall.SIGKILL)
-			r := p.wait() // the harness kills and reaps whatever is left
+			r := p.wait()
 			commandSurvived := false
 			for _, sv := range r.Survivors {
 				if strings.HasPrefix(sv, strconv.Itoa(p.command)+" ") {

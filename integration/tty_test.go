@@ -174,6 +174,9 @@ func TestTerminalCtrlCGives130(t *testing.T) {
 	onTTY(t, func(t *testing.T, prefix []string) {
 		p := startOnPTY(t, nil, append(prefix, "-v", "sleep", "100")...)
 		p.expect(t, `info: started`)
+		// COMMAND's group has the terminal: Ctrl-C reaches it from the
+		// kernel, not through reaper's forwarding.
+		waitForeground(t, p, "sleep")
 		p.send(t, ctrlC)
 		if code := p.wait(t); code != 130 {
 			t.Errorf("exit %d after Ctrl-C, want 130\n%s", code, p.out.String())
@@ -186,6 +189,7 @@ func TestTerminalWindowSizeReachesCommand(t *testing.T) {
 		script := `trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 1 & wait; done`
 		p := startOnPTY(t, nil, append(prefix, "sh", "-c", script)...)
 		p.expect(t, "ready")
+		waitForeground(t, p, "sh")
 		// A new size makes the kernel send SIGWINCH to the foreground group.
 		p.control(t, func(fd int) error {
 			return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: 33, Col: 77})
@@ -219,11 +223,7 @@ func TestTerminalSettingsRestored(t *testing.T) {
 }
 
 func TestTerminalJobControl(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("bash is not installed")
-	}
-	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin().reaper}, "bash", "--norc", "--noprofile", "-i")
-	p.expect(t, `rp\$ `)
+	p := interactiveBash(t)
 	p.send(t, "\"$REAPER\" -v -- sleep 100\r")
 	p.expect(t, `info: started pid=\d+`)
 	p.send(t, ctrlZ)
@@ -274,7 +274,7 @@ func TestNoTerminalNoIoctl(t *testing.T) {
 	}
 	for _, stdin := range []string{"/dev/null", "pipe"} {
 		trace := t.TempDir() + "/trace"
-		cmd := exec.Command("strace", "-qq", "-e", "trace=ioctl", "-o", trace, bin().reaper, "-v", "true")
+		cmd := exec.Command("strace", "-f", "-qq", "-e", "trace=ioctl", "-o", trace, bin().reaper, "-v", "true")
 		if stdin == "/dev/null" {
 			null, _ := os.Open(os.DevNull)
 			defer null.Close()
@@ -296,11 +296,7 @@ func TestNoTerminalNoIoctl(t *testing.T) {
 func TestTerminalJobControlThroughAScript(t *testing.T) {
 	// reaper runs inside a script: Ctrl-Z must stop the whole job, script
 	// included, or bash never gets its prompt back.
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("bash is not installed")
-	}
-	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin().reaper}, "bash", "--norc", "--noprofile", "-i")
-	p.expect(t, `rp\$ `)
+	p := interactiveBash(t)
 	p.send(t, "sh -c '\"$REAPER\" -v -- sleep 100; echo after=$?'\r")
 	p.expect(t, `info: started pid=\d+`)
 	p.send(t, ctrlZ)
@@ -316,15 +312,23 @@ func TestTerminalJobControlThroughAScript(t *testing.T) {
 func TestTerminalBackAfterExecFailure(t *testing.T) {
 	// COMMAND's group took the terminal, then its exec failed: reaper hands
 	// the terminal back, or the script reading after it would stop.
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("bash is not installed")
-	}
-	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin().reaper}, "bash", "--norc", "--noprofile", "-i")
-	p.expect(t, `rp\$ `)
+	p := interactiveBash(t)
 	p.send(t, "sh -c '\"$REAPER\" /etc/passwd; echo rc=$?; read x; echo got=$x'\r")
 	p.expect(t, `rc=126`)
 	p.send(t, "typed\r")
 	p.expect(t, `got=typed`)
 	p.send(t, "exit 0\r")
 	p.wait(t)
+}
+
+// interactiveBash starts `bash -i` on a pty, with $REAPER naming reaper, and
+// waits for its prompt, "rp$ ".
+func interactiveBash(t *testing.T) *pty {
+	t.Helper()
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("bash is not installed")
+	}
+	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin().reaper}, "bash", "--norc", "--noprofile", "-i")
+	p.expect(t, `rp\$ `)
+	return p
 }

@@ -162,11 +162,8 @@ func (c *cgroup) procs() ([]int, error) {
 		if err != nil {
 			return nil
 		}
-		for _, f := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
-				pids = append(pids, pid)
-			}
-		}
+		listed, _ := parseChildren(data) // the same format: pids and spaces
+		pids = append(pids, listed...)
 		return nil
 	})
 	return pids, err
@@ -245,30 +242,21 @@ func (c *cgroup) watchEmpty() (<-chan struct{}, error) {
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	ep, err := newPollSet()
+	set, err := newPollSet()
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	raw, err := ep.SyscallConn()
-	if err == nil {
-		ev := unix.EpollEvent{Events: unix.EPOLLPRI, Fd: int32(fd)}
-		var ctlErr error
-		err = raw.Control(func(epfd uintptr) { ctlErr = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, fd, &ev) })
-		if err == nil && ctlErr != nil {
-			err = fmt.Errorf("epoll_ctl %s: %w", path, ctlErr)
-		}
-	}
-	if err != nil {
-		ep.Close()
+	if err := set.add(fd, unix.EPOLLPRI, int32(fd)); err != nil {
+		set.close()
 		unix.Close(fd)
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	empty := make(chan struct{})
 	go func() {
 		defer close(empty)
 		defer unix.Close(fd)
-		defer ep.Close()
+		defer set.close()
 		var buf [256]byte
 		events := make([]unix.EpollEvent, 1)
 		for {
@@ -282,12 +270,7 @@ func (c *cgroup) watchEmpty() (<-chan struct{}, error) {
 			if full, err := parsePopulated(buf[:n]); err != nil || !full {
 				return
 			}
-			var waitErr error
-			if err := raw.Read(func(epfd uintptr) bool {
-				var n int
-				n, waitErr = unix.EpollWait(int(epfd), events, 0)
-				return n > 0 || (waitErr != nil && !errors.Is(waitErr, unix.EINTR))
-			}); err != nil || (waitErr != nil && !errors.Is(waitErr, unix.EINTR)) {
+			if _, err := set.wait(events); err != nil {
 				return
 			}
 		}
@@ -302,21 +285,9 @@ func (c *cgroup) watchEmpty() (<-chan struct{}, error) {
 // died and been reused by a process elsewhere meanwhile.) A child of root
 // keeps no pidfd: its pid is reserved until root reaps it (see handle).
 func openMember(c *cgroup, pid, root int) (*handle, error) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	switch {
-	case errors.Is(err, unix.ESRCH):
-		return nil, errGone
-	case err != nil:
-		fd = -1 // handle.signal then checks the start time before kill(2)
-	}
-	h := &handle{fd: fd}
-	if !c.contains(pid) {
-		h.close()
-		return nil, errGone
-	}
-	if h.process, err = readProcess(pid); err != nil || h.State == 'Z' || h.exited() {
-		h.close()
-		return nil, errGone
+	h, err := openChecked(pid, func() bool { return c.contains(pid) })
+	if err != nil {
+		return nil, err
 	}
 	if h.PPID == root {
 		h.close()

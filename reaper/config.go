@@ -65,7 +65,8 @@ type Config struct {
 	Cgroup string
 	// WaitPorts are TCP ports nobody may listen on when COMMAND starts.
 	WaitPorts []int
-	// WaitPortTimeout bounds the wait for WaitPorts (default 10s).
+	// WaitPortTimeout bounds the wait for WaitPorts (0: no wait at all;
+	// the command line's default is 10s).
 	WaitPortTimeout time.Duration
 
 	// LogFormat is LogConsole or LogJSON.

@@ -30,7 +30,7 @@ func (s *supervisor) fastForward() {
 // reports whether it did. It holds reapMu: COMMAND's pid and group id are
 // reserved until COMMAND is reaped, and reaping waits for the lock.
 func (s *supervisor) forwardNow(sig syscall.Signal) bool {
-	if s.debug || sig == syscall.SIGCONT || s.cfg.Policy.IsStop(sig) {
+	if s.log.enabled(zapcore.DebugLevel) || sig == syscall.SIGCONT || s.cfg.Policy.IsStop(sig) {
 		return false
 	}
 	out, ok := s.cfg.Policy.Forward(sig)

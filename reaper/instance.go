@@ -260,13 +260,12 @@ func findMarked(marker []byte, self int) []leftover {
 			continue
 		}
 		// pidfd first, marker again after: the pid may have been reused
-		// by a process that is no leftover.
-		fd, err := unix.PidfdOpen(pid, 0)
+		// by a process that is no leftover. Only a pidfd is safe here.
+		h, err := openChecked(pid, func() bool { return carriesMarker(pid, marker) })
 		if err != nil {
 			continue
 		}
-		h := &handle{fd: fd}
-		if h.process, err = readProcess(pid); err != nil || h.State == 'Z' || !carriesMarker(pid, marker) || h.exited() {
+		if h.fd < 0 {
 			h.close()
 			continue
 		}

@@ -72,6 +72,27 @@ func openHandle(pid, parent, root int) (*handle, error) {
 	return h, nil
 }
 
+// openChecked opens a handle on pid for a process that belongs, as a test
+// read from /proc says. The pidfd comes first; /proc/PID/stat and belongs
+// are read after it, and the pidfd must not report an exit after both: then
+// they all describe the process the pidfd refers to, alive. Where there is
+// no pidfd, fd is -1 and handle.signal checks the start time before kill(2).
+func openChecked(pid int, belongs func() bool) (*handle, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		return nil, errGone
+	case err != nil:
+		fd = -1
+	}
+	h := &handle{fd: fd}
+	if h.process, err = readProcess(pid); err != nil || h.State == 'Z' || !belongs() || h.exited() {
+		h.close()
+		return nil, errGone
+	}
+	return h, nil
+}
+
 // unreadable decides what to do with a listed process /proc does not show.
 // A child of root that still exists can be signalled safely all the same
 // (its pid is reserved until root reaps it); another process cannot be
@@ -117,9 +138,9 @@ func below(pid, ancestor int) bool {
 
 // current rereads p and reports whether p.PID still names the process p,
 // alive.
-func current(p process) (process, bool) {
+func current(p process) bool {
 	now, err := readProcess(p.PID)
-	return now, err == nil && now.Start == p.Start && now.State != 'Z'
+	return err == nil && now.Start == p.Start && now.State != 'Z'
 }
 
 // signal sends sig to the process. It returns errGone when the process has
@@ -132,7 +153,7 @@ func (h *handle) signal(sig syscall.Signal) error {
 	case h.child:
 		err = unix.Kill(h.PID, sig)
 	default:
-		if _, ok := current(h.process); !ok {
+		if !current(h.process) {
 			return errGone
 		}
 		err = unix.Kill(h.PID, sig)

@@ -102,7 +102,7 @@ func listeners(port int, marker []byte) []portHolder {
 			}
 			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
 			if err == nil && want[ino] {
-				holders = append(holders, portHolder{pid: pid, cmdline: commandLine(pid), leftover: marker != nil && carriesMarker(pid, marker)})
+				holders = append(holders, portHolder{pid: pid, cmdline: commandLine(pid), leftover: carriesMarker(pid, marker)})
 				delete(want, ino)
 				break
 			}

@@ -34,7 +34,9 @@ const (
 // setuid program under an unprivileged reaper), outlives it.
 const killWait = 10 * time.Second
 
-// supervisor is the event loop's state. Only the goroutine in Run touches it.
+// supervisor is the event loop's state. Only the goroutine in Run touches
+// it, except for what the fast forwarder reads under reapMu (see
+// fastForward).
 type supervisor struct {
 	cfg  Config
 	log  *logger
@@ -67,7 +69,6 @@ type supervisor struct {
 	// reapMu is held while reaping and while the fast forwarder signals
 	// COMMAND's pid or group: kill(2) must not follow COMMAND's reaping.
 	reapMu sync.Mutex
-	debug  bool // debug logging is on
 
 	child       int  // COMMAND's pid, also its process group id
 	childGone   bool // COMMAND was reaped: its pid and group id may be reused
@@ -109,6 +110,9 @@ func Run(cfg Config) int {
 	if cfg.StopSignal == 0 {
 		cfg.StopSignal = syscall.SIGTERM
 	}
+	if cfg.Cgroup == "" {
+		cfg.Cgroup = CgroupAuto
+	}
 	s.cfg = cfg
 	log, err := newLogger(cfg.Stderr, cfg.LogFormat, cfg.Verbosity)
 	if err != nil {
@@ -139,7 +143,6 @@ func (s *supervisor) run() int {
 		return s.startFailed(err)
 	}
 	s.child = pid
-	s.debug = s.log.enabled(zapcore.DebugLevel)
 	s.loop = make(chan syscall.Signal, 64)
 	go s.fastForward()
 	s.log.Info("started", intField("pid", pid), stringField("command", strings.Join(s.cfg.Command, " ")))

@@ -87,11 +87,9 @@ func executable(path string) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return syscall.EACCES
 	}
-	err := unix.Faccessat2(unix.AT_FDCWD, path, unix.X_OK, unix.AT_EACCESS)
-	if errors.Is(err, syscall.ENOSYS) {
-		err = unix.Access(path, unix.X_OK)
-	}
-	return err
+	// Faccessat emulates AT_EACCESS where faccessat2 is missing or refused
+	// (ENOSYS, or EPERM from an old container seccomp profile).
+	return unix.Faccessat(unix.AT_FDCWD, path, unix.X_OK, unix.AT_EACCESS)
 }
 
 // errnoOf returns the errno inside err, so that messages read like a

@@ -28,10 +28,8 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 	s.stop = newTeardown(reason, received, s.cfg.StopSignal, time.Now(), s.log)
 	s.stop.wantCommands = s.cfg.ReportPath != ""
 	var reached, rest []*tracked // when a signal began the stop: signalled after the walk
-	n := 0
 	s.walk(func(h *handle) {
 		t := s.stop.track(h)
-		n++
 		switch {
 		case reason != reasonSignal:
 			s.askToStop(t, s.cfg.StopSignal)
@@ -41,8 +39,9 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 			rest = append(rest, t)
 		}
 	})
+	var forwarded syscall.Signal
 	if reason == reasonSignal {
-		forwarded := s.forward(received)
+		forwarded = s.forward(received)
 		for _, t := range reached {
 			if forwarded != 0 {
 				t.signal = forwarded
@@ -54,15 +53,13 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 		for _, t := range rest {
 			s.askToStop(t, s.cfg.StopSignal)
 		}
-		// Blind, the group is all reaper can stop; the forward reached all
-		// of it only in group mode (in child mode COMMAND gets both).
-		if !s.walkable && !s.childGone && (forwarded == 0 || s.cfg.Policy.Target != signals.Group) {
-			s.signalGroupBlind(s.cfg.StopSignal)
-		}
-	} else if !s.walkable && !s.childGone {
+	}
+	// Blind, the group is all reaper can stop; a forward reached all of it
+	// only in group mode (in child mode COMMAND gets both).
+	if !s.walkable && !s.childGone && (forwarded == 0 || s.cfg.Policy.Target != signals.Group) {
 		s.signalGroupBlind(s.cfg.StopSignal)
 	}
-	s.log.Info("stopping", stringField("reason", reason.String()), intField("descendants", n),
+	s.log.Info("stopping", stringField("reason", reason.String()), intField("descendants", len(s.stop.procs)),
 		durationField("grace", s.cfg.Grace))
 	// The deadline counts from the start of the stop, not from the end of
 	// this walk.

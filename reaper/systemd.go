@@ -27,7 +27,7 @@ func (s *supervisor) checkStopTimeout() {
 	if _, ok := os.LookupEnv("INVOCATION_ID"); !ok || s.cfg.Grace == 0 {
 		return
 	}
-	data, err := os.ReadFile("/proc/self/cgroup")
+	data, err := os.ReadFile(procRoot + "/self/cgroup")
 	if err != nil {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,30 +16,29 @@ import (
 // a new thread while a fork bomb has used up pids.max. The goroutine only
 // passes tokens to the event loop; it owns no process state.
 type exitWatcher struct {
-	epoll *os.File
-	C     chan []int32  // tokens of exited processes
-	done  chan struct{} // closed by stop
+	set  *pollSet
+	C    chan []int32  // tokens of exited processes
+	done chan struct{} // closed by stop
 }
 
 func newExitWatcher() (*exitWatcher, error) {
-	ep, err := newPollSet()
+	set, err := newPollSet()
 	if err != nil {
 		return nil, err
 	}
-	w := &exitWatcher{epoll: ep, C: make(chan []int32, 1), done: make(chan struct{})}
-	raw, err := w.epoll.SyscallConn()
-	if err != nil {
-		w.epoll.Close()
-		return nil, fmt.Errorf("epoll fd: %w", err)
-	}
-	go w.run(raw)
+	w := &exitWatcher{set: set, C: make(chan []int32, 1), done: make(chan struct{})}
+	go w.run()
 	return w, nil
 }
 
-// newPollSet returns a new, empty epoll set for the Go runtime's poller to
-// watch: a goroutine that waits for it to become readable parks without
-// holding an OS thread.
-func newPollSet() (*os.File, error) {
+// pollSet is an epoll set in the Go runtime's poller: a goroutine that waits
+// for it to become readable parks without holding an OS thread.
+type pollSet struct {
+	file *os.File
+	raw  syscall.RawConn
+}
+
+func newPollSet() (*pollSet, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -47,18 +47,20 @@ func newPollSet() (*os.File, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("epoll fd: %w", err)
 	}
-	return os.NewFile(uintptr(epfd), "epoll"), nil
+	file := os.NewFile(uintptr(epfd), "epoll")
+	raw, err := file.SyscallConn()
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("epoll fd: %w", err)
+	}
+	return &pollSet{file: file, raw: raw}, nil
 }
 
-// add watches fd (a pidfd) and reports token once when it becomes readable.
-func (w *exitWatcher) add(fd int, token int32) error {
-	raw, err := w.epoll.SyscallConn()
-	if err != nil {
-		return err
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: token}
+// add watches fd for events, reported with data.
+func (p *pollSet) add(fd int, events uint32, data int32) error {
+	ev := unix.EpollEvent{Events: events, Fd: data}
 	var ctlErr error
-	if err := raw.Control(func(epfd uintptr) {
+	if err := p.raw.Control(func(epfd uintptr) {
 		ctlErr = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, fd, &ev)
 	}); err != nil {
 		return err
@@ -69,24 +71,45 @@ func (w *exitWatcher) add(fd int, token int32) error {
 	return nil
 }
 
-func (w *exitWatcher) run(raw interface {
-	Read(func(fd uintptr) bool) error
-}) {
+// wait parks until the set has events and returns them in events; an error
+// means the set was closed or epoll_wait failed.
+func (p *pollSet) wait(events []unix.EpollEvent) ([]unix.EpollEvent, error) {
+	var n int
+	var waitErr error
+	err := p.raw.Read(func(epfd uintptr) bool {
+		n, waitErr = unix.EpollWait(int(epfd), events, 0)
+		if errors.Is(waitErr, unix.EINTR) {
+			n, waitErr = 0, nil
+		}
+		return n > 0 || waitErr != nil // nothing yet: park until the epoll fd is readable
+	})
+	if err == nil {
+		err = waitErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return events[:n], nil
+}
+
+// close closes the set; a goroutine in wait returns an error.
+func (p *pollSet) close() { p.file.Close() }
+
+// add watches fd (a pidfd) and reports token once when it becomes readable.
+func (w *exitWatcher) add(fd int, token int32) error {
+	return w.set.add(fd, unix.EPOLLIN|unix.EPOLLONESHOT, token)
+}
+
+func (w *exitWatcher) run() {
 	events := make([]unix.EpollEvent, 128)
 	for {
-		var tokens []int32
-		err := raw.Read(func(epfd uintptr) bool {
-			n, err := unix.EpollWait(int(epfd), events, 0)
-			if errors.Is(err, unix.EINTR) || n <= 0 {
-				return false // nothing yet: park until the epoll fd is readable
-			}
-			for _, ev := range events[:n] {
-				tokens = append(tokens, ev.Fd)
-			}
-			return true
-		})
+		ready, err := w.set.wait(events)
 		if err != nil {
 			return // closed by stop
+		}
+		tokens := make([]int32, len(ready))
+		for i, ev := range ready {
+			tokens[i] = ev.Fd
 		}
 		select {
 		case w.C <- tokens:
@@ -100,5 +123,5 @@ func (w *exitWatcher) run(raw interface {
 // open: they belong to the caller.
 func (w *exitWatcher) stop() {
 	close(w.done)
-	w.epoll.Close()
+	w.set.close()
 }
