@@ -335,3 +335,51 @@ func TestForkFailureAtStart(t *testing.T) {
 		t.Errorf("fork refused: exit %d (want 125), stderr:\n%s", r.Code, r.Stderr)
 	}
 }
+
+func TestNoNewThreadOnceCommandRuns(t *testing.T) {
+	// The Go runtime dies ("newosproc") when it cannot start a thread it
+	// wants, and reaper shares pids.max with COMMAND's tree. So every
+	// thread reaper will use must exist before COMMAND starts. strace
+	// slows each system call, which makes the runtime want more threads
+	// than it would otherwise: a fork bomb fills pids.max, reaper reaps,
+	// walks and tears down under strace, and no clone of a thread may
+	// follow COMMAND's.
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Skip("strace is not installed (apt-get install strace)")
+	}
+	forker := `trap "" TERM; echo "stubborn $$" > "$F"; while :; do sleep 300 & done 2>/dev/null`
+	for _, mode := range []string{"on", "off"} {
+		t.Run("cgroup="+mode, func(t *testing.T) {
+			trace := t.TempDir() + "/trace"
+			report := sharedDir(t) + "/report.json"
+			p := plant(t, false, tree{ups: 1, pidsMax: 128, body: `bash -c '` + forker + `' &`,
+				shim: []string{"strace", "-f", "-qq", "-e", "trace=clone,clone3", "-e", "signal=none", "-o", trace,
+					bin().reaper, "-v", "--cgroup=" + mode, "--report=" + report, "--grace=1s", "--"}})
+			p.report = report
+			p.release(t)
+			p.expectClean(t, p.wait(), 0)
+			checkNoThreadAfterSpawn(t, trace)
+		})
+	}
+}
+
+// checkNoThreadAfterSpawn fails t when the strace log at trace shows a clone
+// of a thread after the first clone of a process (COMMAND's).
+func checkNoThreadAfterSpawn(t *testing.T, trace string) {
+	data, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spawned bool
+	for line := range strings.Lines(string(data)) {
+		isThread := strings.Contains(line, "CLONE_THREAD")
+		if spawned && isThread {
+			t.Fatalf("reaper started a thread after COMMAND: %s", line)
+		}
+		// A clone strace split shows its flags on the "unfinished" half.
+		spawned = spawned || !isThread && !strings.Contains(line, "resumed>")
+	}
+	if !spawned {
+		t.Fatalf("no clone of COMMAND in %s:\n%s", trace, data)
+	}
+}

@@ -56,9 +56,10 @@ type supervisor struct {
 	cg       *cgroup         // the leaf COMMAND was born in; nil without containment
 	cgEmpty  <-chan struct{} // closed when the leaf holds no process (set during a stop)
 	cgDone   bool
-	hidden   map[int]bool   // descendants /proc would not show, warned of
-	mask     unix.Sigset_t  // the signal mask reaper was started with
-	stopped  syscall.Signal // a stop signal that came before COMMAND started
+	hidden   map[int]bool    // descendants /proc would not show, warned of
+	mask     unix.Sigset_t   // the signal mask reaper was started with
+	spares   <-chan struct{} // closed when the spare threads are idle (see spareThreads)
+	stopped  syscall.Signal  // a stop signal that came before COMMAND started
 
 	chld chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
 	sigs chan os.Signal // every other caught signal, read by the fast forwarder once COMMAND runs
@@ -104,6 +105,7 @@ func Run(cfg Config) int {
 	// Catch signals next: until then the Go runtime's own handler would end
 	// reaper on a SIGTERM (and, as PID 1, exit with status 2).
 	ignored := s.catchSignals()
+	s.spares = reserveThreads(spareThreads)
 	if cfg.Stderr == nil || cfg.Stderr == os.Stderr {
 		cfg.Stderr = rawWriter(2)
 	}
@@ -174,6 +176,7 @@ func (s *supervisor) start() (int, error) {
 	if s.cg != nil {
 		opts.cgroupFD = s.cg.fd
 	}
+	<-s.spares                   // before COMMAND can fill pids.max
 	restoreThreadSignals(s.mask) // COMMAND gets the forking thread's mask
 	defer blockThreadSignals()
 	pid, err := spawn(s.cfg.Command, opts)
