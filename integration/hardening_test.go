@@ -21,6 +21,8 @@ func TestSignalStorm(t *testing.T) {
 	// 100,000 signals of fourteen kinds (no stop signal) as fast as kill(2)
 	// goes, while COMMAND runs: every kind must still arrive (standard ones
 	// merge), reaper must not block, and COMMAND's status must come through.
+	// The SIGTERM that follows must not be lost behind the storm (with one
+	// queue for all signals, a full queue dropped it in about half the runs).
 	kinds := []syscall.Signal{syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGURG, syscall.SIGCONT,
 		syscall.SIGALRM, syscall.SIGPIPE, syscall.SIGVTALRM, syscall.SIGIO, syscall.SIGPWR, syscall.SIGXFSZ,
 		signals.RTMin + 1, signals.RTMin + 7, signals.RTMax}
@@ -336,50 +338,26 @@ func TestForkFailureAtStart(t *testing.T) {
 	}
 }
 
-func TestNoNewThreadOnceCommandRuns(t *testing.T) {
+func TestSpareThreadsBeforeCommand(t *testing.T) {
 	// The Go runtime dies ("newosproc") when it cannot start a thread it
-	// wants, and reaper shares pids.max with COMMAND's tree. So every
-	// thread reaper will use must exist before COMMAND starts. strace
-	// slows each system call, which makes the runtime want more threads
-	// than it would otherwise: a fork bomb fills pids.max, reaper reaps,
-	// walks and tears down under strace, and no clone of a thread may
-	// follow COMMAND's.
-	if _, err := exec.LookPath("strace"); err != nil {
-		t.Skip("strace is not installed (apt-get install strace)")
-	}
-	forker := `trap "" TERM; echo "stubborn $$" > "$F"; while :; do sleep 300 & done 2>/dev/null`
-	for _, mode := range []string{"on", "off"} {
-		t.Run("cgroup="+mode, func(t *testing.T) {
-			trace := t.TempDir() + "/trace"
-			report := sharedDir(t) + "/report.json"
-			p := plant(t, false, tree{ups: 1, pidsMax: 128, body: `bash -c '` + forker + `' &`,
-				shim: []string{"strace", "-f", "-qq", "-e", "trace=clone,clone3", "-e", "signal=none", "-o", trace,
-					bin().reaper, "-v", "--cgroup=" + mode, "--report=" + report, "--grace=1s", "--"}})
-			p.report = report
-			p.release(t)
-			p.expectClean(t, p.wait(), 0)
-			checkNoThreadAfterSpawn(t, trace)
-		})
-	}
-}
-
-// checkNoThreadAfterSpawn fails t when the strace log at trace shows a clone
-// of a thread after the first clone of a process (COMMAND's).
-func checkNoThreadAfterSpawn(t *testing.T, trace string) {
-	data, err := os.ReadFile(trace)
+	// wants, and reaper shares pids.max with COMMAND's tree, so reaper
+	// starts 8 spare threads before COMMAND, for the runtime to reuse.
+	// Without them it runs 7 to 9 threads; with them, at least the 8, the
+	// main thread, sysmon and the one that ran the others: 11. (Whether a
+	// tree that fills pids.max leaves reaper standing is what
+	// TestTeardownCatchesForksDuringTeardown checks.)
+	p := plant(t, false, tree{})
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.child))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var spawned bool
-	for line := range strings.Lines(string(data)) {
-		isThread := strings.Contains(line, "CLONE_THREAD")
-		if spawned && isThread {
-			t.Fatalf("reaper started a thread after COMMAND: %s", line)
-		}
-		// A clone strace split shows its flags on the "unfinished" half.
-		spawned = spawned || !isThread && !strings.Contains(line, "resumed>")
+	m := regexp.MustCompile(`(?m)^Threads:\s+(\d+)$`).FindSubmatch(status)
+	if m == nil {
+		t.Fatalf("no thread count in /proc/%d/status:\n%s", p.child, status)
 	}
-	if !spawned {
-		t.Fatalf("no clone of COMMAND in %s:\n%s", trace, data)
+	if n, _ := strconv.Atoi(string(m[1])); n < 11 {
+		t.Errorf("reaper runs %d threads once COMMAND runs, want at least 11", n)
 	}
+	p.release(t)
+	p.expectClean(t, p.wait(), 0)
 }

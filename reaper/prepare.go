@@ -100,6 +100,10 @@ func (s *supervisor) pause(d time.Duration) bool {
 		select {
 		case <-timer.C:
 			return false
+		case sig := <-s.stops:
+			if s.earlyStop(sig.(syscall.Signal)) {
+				return true
+			}
 		case sig := <-s.sigs:
 			if s.earlyStop(sig.(syscall.Signal)) {
 				return true
@@ -113,6 +117,10 @@ func (s *supervisor) pause(d time.Duration) bool {
 func (s *supervisor) stopRequested() bool {
 	for {
 		select {
+		case sig := <-s.stops:
+			if s.earlyStop(sig.(syscall.Signal)) {
+				return true
+			}
 		case sig := <-s.sigs:
 			if s.earlyStop(sig.(syscall.Signal)) {
 				return true

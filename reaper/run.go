@@ -58,11 +58,12 @@ type supervisor struct {
 	cgDone   bool
 	hidden   map[int]bool    // descendants /proc would not show, warned of
 	mask     unix.Sigset_t   // the signal mask reaper was started with
-	spares   <-chan struct{} // closed when the spare threads are idle (see spareThreads)
+	spares   <-chan struct{} // closed once the spare threads exist (see spareThreads)
 	stopped  syscall.Signal  // a stop signal that came before COMMAND started
 
-	chld chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
-	sigs chan os.Signal // every other caught signal, read by the fast forwarder once COMMAND runs
+	chld  chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
+	stops chan os.Signal // the stop signals (see catchSignals)
+	sigs  chan os.Signal // every other caught signal, read by the fast forwarder once COMMAND runs
 	// loop carries the signals the fast forwarder leaves to the event loop;
 	// loopPending counts those not handled yet (see fastForward).
 	loop        chan syscall.Signal
@@ -132,6 +133,7 @@ func Run(cfg Config) int {
 func (s *supervisor) run() int {
 	s.becomeSubreaper()
 	s.checkProc()
+	<-s.spares // before anything can fill pids.max: a sweep, a wait, COMMAND
 	if code, ok := s.prepare(); !ok {
 		return code
 	}
@@ -176,7 +178,6 @@ func (s *supervisor) start() (int, error) {
 	if s.cg != nil {
 		opts.cgroupFD = s.cg.fd
 	}
-	<-s.spares                   // before COMMAND can fill pids.max
 	restoreThreadSignals(s.mask) // COMMAND gets the forking thread's mask
 	defer blockThreadSignals()
 	pid, err := spawn(s.cfg.Command, opts)
@@ -247,18 +248,24 @@ func (s *supervisor) checkProc() {
 // COMMAND, and is not forwarded; catchSignals returns those.
 func (s *supervisor) catchSignals() (ignored []syscall.Signal) {
 	inherited := inheritedIgnored()
-	var caught []os.Signal
+	var caught, stops []os.Signal
 	for _, sig := range signals.Forwardable() {
-		if inherited[sig] {
+		switch {
+		case inherited[sig]:
 			ignored = append(ignored, sig)
-			continue
+		case s.cfg.Policy.IsStop(sig):
+			stops = append(stops, sig)
+		default:
+			caught = append(caught, sig)
 		}
-		caught = append(caught, sig)
 	}
 	s.chld = make(chan os.Signal, 1)
-	// The runtime merges repeats of a standard signal anyway; the buffer only
-	// has to hold a burst of different ones.
+	// os/signal drops what a full channel cannot take. A storm of other
+	// signals can fill sigs while the forwarder works through it, so stop
+	// signals have a channel of their own that only they can fill: they
+	// cannot be crowded out, and each one counts (a second one kills).
 	s.sigs = make(chan os.Signal, 64)
+	s.stops = make(chan os.Signal, 8)
 	// Each signal.Notify is a round trip to the runtime's signal goroutine:
 	// a goroutine switch from an unlocked goroutine, but from this locked
 	// thread a wake-up of another OS thread each time (60 of them took 8 ms).
@@ -266,6 +273,7 @@ func (s *supervisor) catchSignals() (ignored []syscall.Signal) {
 	done := make(chan struct{})
 	go func() {
 		notify(s.chld, syscall.SIGCHLD)
+		notify(s.stops, stops...)
 		notify(s.sigs, caught...)
 		close(done)
 	}()
@@ -282,6 +290,8 @@ func (s *supervisor) step() {
 	select {
 	case <-s.chld:
 		s.onChildEvents()
+	case sig := <-s.stops:
+		s.onSignal(sig.(syscall.Signal))
 	case sig := <-s.loop:
 		s.onSignal(sig)
 		s.loopPending.Add(-1) // after: a signal behind it must not overtake it

@@ -12,19 +12,22 @@ import (
 // cgroup it was started in, so a tree that fills pids.max would crash it
 // just when it has most to do: reaping, forwarding and tearing the tree
 // down. The runtime never ends an idle thread, so threads made before
-// COMMAND starts stay available. Measured with TestNoNewThreadOnceCommandRuns
-// (a fork bomb fills pids.max while strace slows every system call): with
-// no spares the runtime started a thread after COMMAND in 12 runs of 30,
-// with 4 in 2 of 40, with 6 in none of 50 but in 1 of 20 on oversubscribed
-// cores, with 8 in 1 of 120 on oversubscribed cores. Each costs about 30
-// KiB of RSS.
+// COMMAND starts stay available, at the price of about 30 KiB of RSS and
+// one slot of pids.max each.
+//
+// Measured with a fork bomb that fills pids.max while strace slows every
+// system call of reaper's (which makes the runtime want more threads),
+// counting thread clones after COMMAND's: with no spares there were some in
+// 12 runs of 30, with 4 in 2 of 40, with 6 in none of 50, and on cores
+// oversubscribed four times over, with 6 in 1 of 20 and with 8 in 1 of 120.
 const spareThreads = 8
 
 // reserveThreads makes the runtime start n threads and leave them idle: n
 // goroutines lock themselves to threads of their own at the same time, then
 // unlock and end, which returns their threads to the runtime's idle list
-// instead of ending them. The returned channel is closed when all n are
-// idle; the work runs meanwhile on other threads.
+// instead of ending them. The returned channel is closed once all n threads
+// exist and are released (on their way to the idle list); the work runs
+// meanwhile on other threads.
 func reserveThreads(n int) <-chan struct{} {
 	reserved := make(chan struct{})
 	go func() {

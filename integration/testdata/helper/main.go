@@ -89,10 +89,17 @@ func record(args []string) {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		os.Exit(2)
 	}
-	sigs := make(chan os.Signal, 256)
+	// The signals it exits on have a channel of their own: os/signal drops
+	// what a full channel cannot take, and a storm can fill sigs.
+	sigs, exits := make(chan os.Signal, 256), make(chan os.Signal, 8)
 	var watch []os.Signal
 	for _, sig := range signals.Forwardable() {
-		watch = append(watch, sig)
+		switch sig {
+		case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
+			signal.Notify(exits, sig)
+		default:
+			watch = append(watch, sig)
+		}
 	}
 	signal.Notify(sigs, watch...)
 	if *child != "" {
@@ -115,16 +122,20 @@ func record(args []string) {
 			select {
 			case sig := <-sigs:
 				line(signals.Name(sig.(syscall.Signal)))
+			case sig := <-exits:
+				line(signals.Name(sig.(syscall.Signal)))
+				os.Exit(0)
 			default:
 			}
 		}
 		line("busy done")
 	}
-	for sig := range sigs {
-		s := sig.(syscall.Signal)
-		line(signals.Name(s))
-		switch s {
-		case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
+	for {
+		select {
+		case sig := <-sigs:
+			line(signals.Name(sig.(syscall.Signal)))
+		case sig := <-exits:
+			line(signals.Name(sig.(syscall.Signal)))
 			os.Exit(0)
 		}
 	}
