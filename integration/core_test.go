@@ -317,6 +317,33 @@ func TestRewriteAndDrop(t *testing.T) {
 	})
 }
 
+func TestEveryStopSignalRewritten(t *testing.T) {
+	// With TERM, INT, HUP and QUIT all rewritten no stop signal is left to
+	// catch apart, and an empty list must not make os/signal relay every
+	// signal twice (signal.Notify with no signals means all of them).
+	rec := newFIFO(t, "child")
+	s := start(t, opts{args: []string{"-vv", "--rewrite=TERM:QUIT", "--rewrite=INT:QUIT", "--rewrite=HUP:QUIT",
+		"--rewrite=QUIT:TERM", bin().helper, "record", rec.path}})
+	rec.ready(t)
+	s.signal(syscall.SIGUSR2)
+	if got := rec.next(t); got != "SIGUSR2" {
+		t.Errorf("the child recorded %s, want SIGUSR2", got)
+	}
+	s.signal(syscall.SIGTERM) // arrives as QUIT, which ends the helper
+	r := s.wait()
+	if r.Code != 0 {
+		t.Errorf("exit %d\n%s", r.Code, r.Stderr)
+	}
+	for _, sig := range []string{"SIGUSR2", "SIGTERM"} {
+		if n := strings.Count(r.Stderr, "forwarded received="+sig); n != 1 {
+			t.Errorf("%s forwarded %d times, want once:\n%s", sig, n, r.Stderr)
+		}
+	}
+	if strings.Contains(r.Stderr, "received=SIGCHLD") {
+		t.Errorf("SIGCHLD forwarded:\n%s", r.Stderr)
+	}
+}
+
 func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 	// The documented build turns async preemption off at link time.
 	info, err := buildinfo.ReadFile(bin().reaper)

@@ -8,13 +8,15 @@ import (
 	"github.com/reaper-init/reaper/signals"
 )
 
-// fastForward reads the caught signals once COMMAND runs. An ordinary signal
-// it forwards itself, from the goroutine os/signal wakes: handing it to the
-// event loop first would cost a wake-up of the loop's locked thread, a good
-// part of the forwarding latency. Whatever needs the loop (stop signals,
-// SIGCONT and the terminal, a COMMAND already reaped, debug logs, errors)
-// goes there, and so does every signal behind one still waiting there, so
-// that none overtakes another.
+// fastForward reads the caught signals other than the stop signals (which
+// the event loop reads from a channel of their own) once COMMAND runs. An
+// ordinary signal it forwards itself, from the goroutine os/signal wakes:
+// handing it to the event loop first would cost a wake-up of the loop's
+// locked thread, a good part of the forwarding latency. Whatever needs the
+// loop (SIGCONT and the terminal, a COMMAND already reaped, debug logs,
+// errors) goes there, and so does every signal behind one still waiting
+// there, so that none of these overtakes another. Stop signals are not
+// ordered against them, in either direction.
 func (s *supervisor) fastForward() {
 	for v := range s.sigs {
 		sig := v.(syscall.Signal)
@@ -30,7 +32,7 @@ func (s *supervisor) fastForward() {
 // reports whether it did. It holds reapMu: COMMAND's pid and group id are
 // reserved until COMMAND is reaped, and reaping waits for the lock.
 func (s *supervisor) forwardNow(sig syscall.Signal) bool {
-	if s.log.enabled(zapcore.DebugLevel) || sig == syscall.SIGCONT || s.cfg.Policy.IsStop(sig) {
+	if s.log.enabled(zapcore.DebugLevel) || sig == syscall.SIGCONT {
 		return false
 	}
 	out, ok := s.cfg.Policy.Forward(sig)

@@ -101,13 +101,10 @@ func (s *supervisor) pause(d time.Duration) bool {
 		case <-timer.C:
 			return false
 		case sig := <-s.stops:
-			if s.earlyStop(sig.(syscall.Signal)) {
-				return true
-			}
+			s.earlyStop(sig.(syscall.Signal))
+			return true
 		case sig := <-s.sigs:
-			if s.earlyStop(sig.(syscall.Signal)) {
-				return true
-			}
+			s.earlySignal(sig.(syscall.Signal))
 		}
 	}
 }
@@ -118,27 +115,25 @@ func (s *supervisor) stopRequested() bool {
 	for {
 		select {
 		case sig := <-s.stops:
-			if s.earlyStop(sig.(syscall.Signal)) {
-				return true
-			}
+			s.earlyStop(sig.(syscall.Signal))
+			return true
 		case sig := <-s.sigs:
-			if s.earlyStop(sig.(syscall.Signal)) {
-				return true
-			}
+			s.earlySignal(sig.(syscall.Signal))
 		default:
 			return s.stopped != 0
 		}
 	}
 }
 
-func (s *supervisor) earlyStop(sig syscall.Signal) bool {
-	if s.cfg.Policy.IsStop(sig) {
-		s.log.Info("stop signal before COMMAND started: not starting it", stringerField("signal", sigName(sig)))
-		s.stopped = sig
-		return true
-	}
+// earlyStop records a stop signal that came before COMMAND started.
+func (s *supervisor) earlyStop(sig syscall.Signal) {
+	s.log.Info("stop signal before COMMAND started: not starting it", stringerField("signal", sigName(sig)))
+	s.stopped = sig
+}
+
+// earlySignal drops any other signal that came before COMMAND started.
+func (s *supervisor) earlySignal(sig syscall.Signal) {
 	s.log.Debug("no COMMAND yet: not forwarded", stringerField("signal", sigName(sig)))
-	return false
 }
 
 // sweep tears down what an earlier run of this instance left behind: the

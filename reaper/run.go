@@ -273,12 +273,21 @@ func (s *supervisor) catchSignals() (ignored []syscall.Signal) {
 	done := make(chan struct{})
 	go func() {
 		notify(s.chld, syscall.SIGCHLD)
-		notify(s.stops, stops...)
-		notify(s.sigs, caught...)
+		notifySome(s.stops, stops)
+		notifySome(s.sigs, caught)
 		close(done)
 	}()
 	<-done
 	return ignored
+}
+
+// notifySome relays sigs to c, and nothing when sigs is empty (every stop
+// signal rewritten, or left ignored by reaper's caller): signal.Notify with
+// no signals would relay every signal.
+func notifySome(c chan<- os.Signal, sigs []os.Signal) {
+	if len(sigs) > 0 {
+		notify(c, sigs...)
+	}
 }
 
 // step waits for one event and handles it.

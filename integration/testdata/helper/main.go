@@ -115,6 +115,13 @@ func record(args []string) {
 		prefix = strconv.Itoa(os.Getpid()) + " "
 	}
 	line := func(s string) { out.Write([]byte(prefix + s + "\n")) }
+	exit := func(sig os.Signal) {
+		for len(sigs) > 0 { // what came before it
+			line(signals.Name((<-sigs).(syscall.Signal)))
+		}
+		line(signals.Name(sig.(syscall.Signal)))
+		os.Exit(0)
+	}
 	line("ready " + strconv.Itoa(os.Getpid()))
 	if *busy > 0 {
 		end := time.Now().Add(*busy)
@@ -123,8 +130,7 @@ func record(args []string) {
 			case sig := <-sigs:
 				line(signals.Name(sig.(syscall.Signal)))
 			case sig := <-exits:
-				line(signals.Name(sig.(syscall.Signal)))
-				os.Exit(0)
+				exit(sig)
 			default:
 			}
 		}
@@ -135,8 +141,7 @@ func record(args []string) {
 		case sig := <-sigs:
 			line(signals.Name(sig.(syscall.Signal)))
 		case sig := <-exits:
-			line(signals.Name(sig.(syscall.Signal)))
-			os.Exit(0)
+			exit(sig)
 		}
 	}
 }
