@@ -475,6 +475,23 @@ func TestSecondStopSignalKillsAtOnce(t *testing.T) {
 	})
 }
 
+func TestGraceZero(t *testing.T) {
+	// --grace=0 kills at once, right after the stop signal: nothing is left,
+	// and each process killed is named by its command line (reaper reads
+	// them all before its first signal, --report or not).
+	modes(t, func(t *testing.T, pid1 bool) {
+		s := start(t, opts{pid1: pid1, args: []string{"--grace=0", "--cgroup=off", "sh", "-c",
+			`i=0; while [ $i -lt 20 ]; do sleep 300 & i=$((i+1)); done; exit 0`}})
+		r := s.wait()
+		if r.Code != 0 || r.leftovers() != "" {
+			t.Errorf("exit %d (want 0), left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+		}
+		if strings.Contains(r.Stderr, `command="[`) {
+			t.Errorf("a killed process is named without its command line:\n%s", r.Stderr)
+		}
+	})
+}
+
 func TestOneStopSignalDuringAStopKeepsTheGrace(t *testing.T) {
 	// COMMAND exits: the stop begins without a signal. A single SIGTERM from
 	// outside (docker stop) must not cut the grace period short.

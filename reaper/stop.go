@@ -26,7 +26,10 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 	s.phase = stopping
 	s.watchCgroup()
 	s.stop = newTeardown(reason, received, s.cfg.StopSignal, time.Now(), s.log)
-	s.stop.wantCommands = s.cfg.ReportPath != ""
+	// Killed processes are named by their command lines; with no grace,
+	// all of them are, and the SIGTERM just sent may have ended one before
+	// its command line could be read.
+	s.stop.wantCommands = s.cfg.ReportPath != "" || s.cfg.Grace <= 0
 	var reached, rest []*tracked // when a signal began the stop: signalled after the walk
 	s.walk(func(h *handle) {
 		t := s.stop.track(h)

@@ -218,8 +218,14 @@ func (td *teardown) finish(now time.Time) {
 		td.watcher = nil
 	}
 	killed := td.killedCount()
+	took := now.Sub(td.began)
+	if took >= time.Millisecond {
+		took = took.Round(time.Millisecond)
+	} else {
+		took = took.Round(time.Microsecond) // not "0s"
+	}
 	td.log.Info(fmt.Sprintf("teardown: %d descendants, %d exited after %s, %d killed, %s",
-		len(td.procs), len(td.procs)-killed, sigName(td.stopSignal), killed, now.Sub(td.began).Round(time.Millisecond)))
+		len(td.procs), len(td.procs)-killed, sigName(td.stopSignal), killed, took))
 }
 
 func (td *teardown) killedCount() int {
