@@ -353,7 +353,13 @@ func sharedDir(t testing.TB) string {
 // next returns the next line, failing the test after the deadline.
 func (p *fifo) next(t testing.TB) string {
 	t.Helper()
-	p.f.SetReadDeadline(time.Now().Add(deadline))
+	return p.nextWithin(t, deadline)
+}
+
+// nextWithin returns the next line, failing the test after d.
+func (p *fifo) nextWithin(t testing.TB, d time.Duration) string {
+	t.Helper()
+	p.f.SetReadDeadline(time.Now().Add(d))
 	line, err := p.r.ReadString('\n')
 	if err != nil {
 		t.Fatalf("reading %s: %v (got %q)", p.path, err, line)
