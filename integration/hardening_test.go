@@ -337,6 +337,22 @@ func TestForkFailureAtStart(t *testing.T) {
 	}
 }
 
+func TestTightPidsMax(t *testing.T) {
+	// Under a pids.max with little room reaper starts fewer spare threads
+	// (it says so) instead of dying while it starts them.
+	requireRoot(t)
+	for _, limit := range []int{12, 16} {
+		s := start(t, opts{pidsMax: limit, args: []string{"--cgroup=off", "sh", "-c", "exit 5"}})
+		r := s.wait()
+		if strings.Contains(r.Stderr, "fatal error") || !strings.Contains(r.Stderr, "fewer spare threads") {
+			t.Errorf("pids.max %d: stderr:\n%s", limit, r.Stderr)
+		}
+		if r.Code != 5 && r.Code != 125 { // 125: no room left to fork COMMAND
+			t.Errorf("pids.max %d: exit %d, want 5 (or 125)\n%s", limit, r.Code, r.Stderr)
+		}
+	}
+}
+
 func TestSpareThreadsBeforeCommand(t *testing.T) {
 	// The Go runtime dies ("newosproc") when it cannot start a thread it
 	// wants, and reaper shares pids.max with COMMAND's tree, so reaper

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,16 +37,31 @@ type cgroup struct {
 // the text of /proc/self/mountinfo. Hybrid layouts mount cgroup2 beside the
 // v1 hierarchies, for example at /sys/fs/cgroup/unified.
 func parseMountinfo(data []byte) (mountPoint, root string, err error) {
+	return parseCgroupMount(data, "")
+}
+
+// parseCgroupMount returns the mount point and root of the cgroup2 mount
+// (controller "") or of the cgroup v1 hierarchy that has controller, in the
+// text of /proc/self/mountinfo.
+func parseCgroupMount(data []byte, controller string) (mountPoint, root string, err error) {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 4096), 1<<20)
 	for sc.Scan() {
 		// 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+		// 39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 		before, after, ok := strings.Cut(sc.Text(), " - ")
 		fields, tail := strings.Fields(before), strings.Fields(after)
-		if !ok || len(fields) < 5 || len(tail) < 1 || tail[0] != "cgroup2" {
+		if !ok || len(fields) < 5 || len(tail) < 1 {
 			continue
 		}
-		return unescapeMount(fields[4]), unescapeMount(fields[3]), nil
+		v2 := controller == "" && tail[0] == "cgroup2"
+		v1 := controller != "" && tail[0] == "cgroup" && len(tail) >= 3 && slices.Contains(strings.Split(tail[2], ","), controller)
+		if v2 || v1 {
+			return unescapeMount(fields[4]), unescapeMount(fields[3]), nil
+		}
+	}
+	if controller != "" {
+		return "", "", fmt.Errorf("no cgroup v1 hierarchy with %s is mounted", controller)
 	}
 	return "", "", errors.New("no cgroup2 file system is mounted")
 }
@@ -72,13 +88,31 @@ func unescapeMount(s string) string {
 // parseProcCgroup returns the cgroup v2 path ("0::/path") in the text of
 // /proc/PID/cgroup.
 func parseProcCgroup(data []byte) (string, error) {
+	return parseCgroupPath(data, "")
+}
+
+// parseCgroupPath returns the path of the cgroup v2 group ("0::/path",
+// controller "") or of the group in the v1 hierarchy that has controller
+// ("4:pids:/path"), in the text of /proc/PID/cgroup.
+func parseCgroupPath(data []byte, controller string) (string, error) {
 	for _, line := range strings.Split(string(data), "\n") {
-		if path, ok := strings.CutPrefix(line, "0::"); ok {
-			if !strings.HasPrefix(path, "/") {
-				return "", fmt.Errorf("cgroup path %q is not absolute", path)
-			}
-			return path, nil
+		id, rest, ok := strings.Cut(line, ":")
+		controllers, path, ok2 := strings.Cut(rest, ":")
+		if !ok || !ok2 {
+			continue
 		}
+		v2 := controller == "" && id == "0" && controllers == ""
+		v1 := controller != "" && slices.Contains(strings.Split(controllers, ","), controller)
+		if !v2 && !v1 {
+			continue
+		}
+		if !strings.HasPrefix(path, "/") {
+			return "", fmt.Errorf("cgroup path %q is not absolute", path)
+		}
+		return path, nil
+	}
+	if controller != "" {
+		return "", fmt.Errorf("no cgroup v1 %s entry in /proc/self/cgroup", controller)
 	}
 	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
 }
@@ -87,28 +121,81 @@ func parseProcCgroup(data []byte) (string, error) {
 // /proc/self/mountinfo (never a hard-coded /sys/fs/cgroup), and its path as
 // /proc/self/cgroup names it.
 func ownCgroup() (dir, path string, err error) {
+	_, dir, path, err = ownGroupOf("")
+	return dir, path, err
+}
+
+// ownGroupOf returns the mount point of the cgroup2 file system (controller
+// "") or of the v1 hierarchy with controller, and reaper's group in it: its
+// directory and its path as /proc/self/cgroup names it.
+func ownGroupOf(controller string) (mountPoint, dir, path string, err error) {
 	mountinfo, err := os.ReadFile(procRoot + "/self/mountinfo")
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	mountPoint, root, err := parseMountinfo(mountinfo)
+	mountPoint, root, err := parseCgroupMount(mountinfo, controller)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	own, err := os.ReadFile(procRoot + "/self/cgroup")
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	if path, err = parseProcCgroup(own); err != nil {
-		return "", "", err
+	if path, err = parseCgroupPath(own, controller); err != nil {
+		return "", "", "", err
 	}
 	// The path is relative to the cgroup namespace's root, which is the
 	// mount's root unless the mount shows a subtree only.
 	rel, err := filepath.Rel(root, path)
 	if err != nil || strings.HasPrefix(rel, "..") {
-		return "", "", fmt.Errorf("reaper's cgroup %s is outside the cgroup2 mount of %s", path, root)
+		return "", "", "", fmt.Errorf("reaper's cgroup %s is outside the cgroup mount of %s", path, root)
 	}
-	return filepath.Join(mountPoint, rel), path, nil
+	return mountPoint, filepath.Join(mountPoint, rel), path, nil
+}
+
+// pidsRoom returns how many more tasks (processes and threads) the pids
+// controller lets reaper's group and its ancestors hold, the least over
+// them, in the cgroup2 tree and in a v1 pids hierarchy; ok is false when no
+// limit applies or none can be read.
+func pidsRoom() (room int, ok bool) {
+	for _, controller := range []string{"", "pids"} {
+		mountPoint, dir, _, err := ownGroupOf(controller)
+		if err != nil {
+			continue
+		}
+		for ; strings.HasPrefix(dir, mountPoint); dir = filepath.Dir(dir) {
+			if r, limited := pidsRoomIn(dir); limited && (!ok || r < room) {
+				room, ok = r, true
+			}
+			if dir == mountPoint {
+				break
+			}
+		}
+	}
+	return room, ok
+}
+
+// pidsRoomIn returns pids.max minus pids.current of the group at dir, and
+// false when it has no limit (or no pids controller).
+func pidsRoomIn(dir string) (int, bool) {
+	var buf [32]byte
+	limit, err := readProcFile(filepath.Join(dir, "pids.max"), buf[:])
+	if err != nil {
+		return 0, false
+	}
+	most, err := strconv.Atoi(strings.TrimSpace(string(limit)))
+	if err != nil {
+		return 0, false // "max"
+	}
+	current, err := readProcFile(filepath.Join(dir, "pids.current"), buf[:])
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(current)))
+	if err != nil {
+		return 0, false
+	}
+	return most - n, true
 }
 
 // leafName is the leaf group's name for an instance: a name distinctive

@@ -49,24 +49,28 @@ func FuzzParseNetTCP(f *testing.F) {
 }
 
 func FuzzParseProcCgroup(f *testing.F) {
-	f.Add([]byte("0::/system.slice/x.service\n"))
-	f.Add([]byte("9:name=systemd:/\n0::/\n"))
-	f.Add([]byte("0::relative"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		path, err := parseProcCgroup(data)
+	f.Add([]byte("0::/system.slice/x.service\n"), "")
+	f.Add([]byte("9:name=systemd:/\n0::/\n"), "")
+	f.Add([]byte("0::relative"), "")
+	f.Add([]byte("8:pids:/ci/job\n4:cpu,cpuacct:/x\n"), "pids")
+	f.Add([]byte("8:pids\n::\n"), "pids")
+	f.Fuzz(func(t *testing.T, data []byte, controller string) {
+		path, err := parseCgroupPath(data, controller)
 		if err == nil && !strings.HasPrefix(path, "/") {
-			t.Errorf("parseProcCgroup(%q) = %q, not absolute", data, path)
+			t.Errorf("parseCgroupPath(%q, %q) = %q, not absolute", data, controller, path)
 		}
 	})
 }
 
 func FuzzParseMountinfo(f *testing.F) {
-	f.Add([]byte("41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"))
-	f.Add([]byte("50 1 0:40 /sub /mnt/cg\\040x rw shared:1 - cgroup2 none rw\n"))
-	f.Add([]byte("1 2 3 4 5 - cgroup2\n"))
-	f.Add([]byte("\\\\\\ - cgroup2"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		parseMountinfo(data)
+	f.Add([]byte("41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"), "")
+	f.Add([]byte("50 1 0:40 /sub /mnt/cg\\040x rw shared:1 - cgroup2 none rw\n"), "")
+	f.Add([]byte("1 2 3 4 5 - cgroup2\n"), "")
+	f.Add([]byte("\\\\\\ - cgroup2"), "")
+	f.Add([]byte("39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"), "pids")
+	f.Add([]byte("1 2 3 4 5 - cgroup x\n"), "pids")
+	f.Fuzz(func(t *testing.T, data []byte, controller string) {
+		parseCgroupMount(data, controller)
 	})
 }
 

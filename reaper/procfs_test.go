@@ -105,6 +105,33 @@ func TestParseMountinfo(t *testing.T) {
 	if _, _, err := parseMountinfo([]byte("garbage\n1 2 3\n")); err == nil {
 		t.Error("no cgroup2 mount, no error")
 	}
+	if mp, _, err := parseCgroupMount(data, "pids"); err != nil || mp != "/sys/fs/cgroup/pids" {
+		t.Errorf("v1 pids hierarchy: %q %v", mp, err)
+	}
+	if _, _, err := parseCgroupMount(data, "memory"); err == nil {
+		t.Error("no memory hierarchy, no error")
+	}
+}
+
+func TestParseCgroupPathV1(t *testing.T) {
+	data := []byte("9:name=systemd:/\n8:pids:/ci/job\n4:cpu,cpuacct:/x\n0::/\n")
+	if p, err := parseCgroupPath(data, "pids"); err != nil || p != "/ci/job" {
+		t.Errorf("pids = %q, %v", p, err)
+	}
+	if p, err := parseCgroupPath(data, "cpuacct"); err != nil || p != "/x" {
+		t.Errorf("cpuacct = %q, %v", p, err)
+	}
+	if p, err := parseCgroupPath(data, ""); err != nil || p != "/" {
+		t.Errorf("v2 = %q, %v", p, err)
+	}
+}
+
+func TestSparesFor(t *testing.T) {
+	for room, want := range map[int]int{-3: 0, 0: 0, 5: 0, 6: 1, 12: 4, 20: 8, 1000: 8} {
+		if got := sparesFor(room); got != want {
+			t.Errorf("sparesFor(%d) = %d, want %d", room, got, want)
+		}
+	}
 }
 
 func TestParseProcCgroup(t *testing.T) {

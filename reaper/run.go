@@ -106,7 +106,11 @@ func Run(cfg Config) int {
 	// Catch signals next: until then the Go runtime's own handler would end
 	// reaper on a SIGTERM (and, as PID 1, exit with status 2).
 	ignored := s.catchSignals()
-	s.spares = reserveThreads(spareThreads)
+	spares, room, limited := spareThreads, 0, false
+	if room, limited = pidsRoom(); limited {
+		spares = sparesFor(room)
+	}
+	s.spares = reserveThreads(spares)
 	if cfg.Stderr == nil || cfg.Stderr == os.Stderr {
 		cfg.Stderr = rawWriter(2)
 	}
@@ -124,6 +128,10 @@ func Run(cfg Config) int {
 	}
 	defer log.Sync()
 	s.log = log
+	if spares < spareThreads {
+		log.Warn("pids.max leaves little room: fewer spare threads, so a tree that fills it may crash reaper",
+			intField("room", room), intField("spare_threads", spares))
+	}
 	for _, sig := range ignored {
 		log.Debug("inherited as ignored: not forwarded", stringerField("signal", sigName(sig)))
 	}

@@ -13,7 +13,8 @@ import (
 // just when it has most to do: reaping, forwarding and tearing the tree
 // down. The runtime never ends an idle thread, so threads made before
 // COMMAND starts stay available, at the price of about 30 KiB of RSS and
-// one slot of pids.max each.
+// one slot of pids.max each: under a pids.max with little room left,
+// reaper starts fewer (see sparesFor), or it would die starting them.
 //
 // Measured with a fork bomb that fills pids.max while strace slows every
 // system call of reaper's (which makes the runtime want more threads),
@@ -21,6 +22,13 @@ import (
 // 12 runs of 30, with 4 in 2 of 40, with 6 in none of 50, and on cores
 // oversubscribed four times over, with 6 in 1 of 20 and with 8 in 1 of 120.
 const spareThreads = 8
+
+// sparesFor returns how many spare threads to start when the pids
+// controller leaves room for room more tasks: at most half of what is left
+// after a few for the runtime's own, so that COMMAND can still start.
+func sparesFor(room int) int {
+	return min(spareThreads, max(0, (room-4)/2))
+}
 
 // reserveThreads makes the runtime start n threads and leave them idle: n
 // goroutines lock themselves to threads of their own at the same time, then
