@@ -334,6 +334,9 @@ func TestEveryStopSignalRewritten(t *testing.T) {
 	if r.Code != 0 {
 		t.Errorf("exit %d\n%s", r.Code, r.Stderr)
 	}
+	if rest := append([]string{rec.next(t)}, rec.rest()...); fmt.Sprint(rest) != "[SIGQUIT]" {
+		t.Errorf("after SIGUSR2 the child recorded %v, want [SIGQUIT]", rest)
+	}
 	for _, sig := range []string{"SIGUSR2", "SIGTERM"} {
 		if n := strings.Count(r.Stderr, "forwarded received="+sig); n != 1 {
 			t.Errorf("%s forwarded %d times, want once:\n%s", sig, n, r.Stderr)

@@ -453,7 +453,9 @@ func (e *podman) importGolang(t *testing.T, name string) {
 	began := time.Now()
 	// What building a program needs: not the toolchain's own sources and
 	// tests, nor the tools go build never runs.
-	tar := exec.Command("tar", "-c", "--exclude=testdata", "--exclude=*_test.go", "--exclude=./test", "--exclude=./doc",
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	tar := exec.CommandContext(ctx, "tar", "-c", "--exclude=testdata", "--exclude=*_test.go", "--exclude=./test", "--exclude=./doc",
 		"--exclude=./api", "--exclude=./src/cmd", "--exclude=./pkg/tool/*/pprof", "--exclude=./pkg/tool/*/trace",
 		"--exclude=./pkg/tool/*/fix", "--exclude=./pkg/tool/*/vet", "--exclude=./pkg/tool/*/doc",
 		"--transform=s,^\\.,usr/local/go,", "-C", goroot, ".", "-C", root, "bin", "etc", "root", "tmp")
@@ -463,8 +465,6 @@ func (e *podman) importGolang(t *testing.T, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	imp := e.command(ctx, "import", "--change=ENV PATH=/usr/local/go/bin:/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"--change=ENV GOPATH=/go", "--change=ENV GOTOOLCHAIN=local", "--change=WORKDIR /go", "-", "docker.io/library/"+name)
 	imp.Stdin = tarOut
@@ -522,12 +522,18 @@ func (e *podman) runPayload(t *testing.T, name string, flags []string, image str
 	go c.stderr.readFrom(stderr)
 	go func() { <-c.stderr.closed; c.cmd.Wait(); close(c.ended) }()
 	t.Cleanup(func() {
-		e.run(context.Background(), "rm", "--force", "--time=0", c.name)
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		e.run(ctx, "rm", "--force", "--time=0", c.name)
 		select {
 		case <-c.ended:
 		default:
 			c.cmd.Process.Kill()
-			<-c.ended
+			select {
+			case <-c.ended:
+			case <-time.After(deadline):
+				t.Errorf("podman run %s did not end after SIGKILL", c.name)
+			}
 		}
 	})
 	c.pids = map[string]int{}

@@ -347,8 +347,9 @@ func TestTightPidsMax(t *testing.T) {
 		if strings.Contains(r.Stderr, "fatal error") || !strings.Contains(r.Stderr, "fewer spare threads") {
 			t.Errorf("pids.max %d: stderr:\n%s", limit, r.Stderr)
 		}
-		if r.Code != 5 && r.Code != 125 { // 125: no room left to fork COMMAND
-			t.Errorf("pids.max %d: exit %d, want 5 (or 125)\n%s", limit, r.Code, r.Stderr)
+		// At 12 the fork of COMMAND may find no room left: 125, cleanly.
+		if r.Code != 5 && !(limit == 12 && r.Code == 125) {
+			t.Errorf("pids.max %d: exit %d, want 5\n%s", limit, r.Code, r.Stderr)
 		}
 	}
 }
@@ -362,15 +363,7 @@ func TestSpareThreadsBeforeCommand(t *testing.T) {
 	// tree that fills pids.max leaves reaper standing is what
 	// TestTeardownCatchesForksDuringTeardown checks.)
 	p := plant(t, false, tree{})
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.child))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^Threads:\s+(\d+)$`).FindSubmatch(status)
-	if m == nil {
-		t.Fatalf("no thread count in /proc/%d/status:\n%s", p.child, status)
-	}
-	if n, _ := strconv.Atoi(string(m[1])); n < 11 {
+	if n := procStatus(p.child, false, "Threads")["Threads"]; n < 11 {
 		t.Errorf("reaper runs %d threads once COMMAND runs, want at least 11", n)
 	}
 	p.release(t)

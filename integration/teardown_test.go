@@ -476,18 +476,26 @@ func TestSecondStopSignalKillsAtOnce(t *testing.T) {
 }
 
 func TestGraceZero(t *testing.T) {
-	// --grace=0 kills at once, right after the stop signal: nothing is left,
-	// and each process killed is named by its command line (reaper reads
-	// them all before its first signal, --report or not).
+	// --grace=0 kills at once, right after the stop signal: the 20
+	// processes that ignore SIGTERM are SIGKILLed long before the default
+	// grace (5 s) could end, nothing is left, and each is named by its
+	// command line.
 	modes(t, func(t *testing.T, pid1 bool) {
-		s := start(t, opts{pid1: pid1, args: []string{"--grace=0", "--cgroup=off", "sh", "-c",
-			`i=0; while [ $i -lt 20 ]; do sleep 300 & i=$((i+1)); done; exit 0`}})
-		r := s.wait()
-		if r.Code != 0 || r.leftovers() != "" {
-			t.Errorf("exit %d (want 0), left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+		p := plant(t, pid1, tree{flags: []string{"--grace=0", "--cgroup=off"}, ups: 20, body: `i=0
+while [ $i -lt 20 ]; do sh -c "$STUBBORN" & i=$((i+1)); done`})
+		p.release(t)
+		r := p.wait()
+		p.expectClean(t, r, 0) // the stubborn ones' outcome: killed
+		if n := strings.Count(r.Stderr, `warning: killed pid=`); n != 20 {
+			t.Errorf("%d processes killed, want 20:\n%s", n, r.Stderr)
 		}
-		if strings.Contains(r.Stderr, `command="[`) {
-			t.Errorf("a killed process is named without its command line:\n%s", r.Stderr)
+		if n := strings.Count(r.Stderr, `command="sleep 300"`); n != 20 {
+			t.Errorf("%d killed processes named by their command line, want 20:\n%s", n, r.Stderr)
+		}
+		for _, d := range p.readReport(t).Teardown.Descendants {
+			if d.Outcome == "killed" && d.GoneMS >= 5000 {
+				t.Errorf("%+v was killed after a grace period", d)
+			}
 		}
 	})
 }

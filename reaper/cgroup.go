@@ -121,23 +121,31 @@ func parseCgroupPath(data []byte, controller string) (string, error) {
 // /proc/self/mountinfo (never a hard-coded /sys/fs/cgroup), and its path as
 // /proc/self/cgroup names it.
 func ownCgroup() (dir, path string, err error) {
-	_, dir, path, err = ownGroupOf("")
+	mountinfo, own, err := readCgroupFiles()
+	if err != nil {
+		return "", "", err
+	}
+	_, dir, path, err = ownGroupIn(mountinfo, own, "")
 	return dir, path, err
 }
 
-// ownGroupOf returns the mount point of the cgroup2 file system (controller
+// readCgroupFiles reads /proc/self/mountinfo and /proc/self/cgroup.
+func readCgroupFiles() (mountinfo, own []byte, err error) {
+	if mountinfo, err = os.ReadFile(procRoot + "/self/mountinfo"); err != nil {
+		return nil, nil, err
+	}
+	if own, err = os.ReadFile(procRoot + "/self/cgroup"); err != nil {
+		return nil, nil, err
+	}
+	return mountinfo, own, nil
+}
+
+// ownGroupIn returns the mount point of the cgroup2 file system (controller
 // "") or of the v1 hierarchy with controller, and reaper's group in it: its
-// directory and its path as /proc/self/cgroup names it.
-func ownGroupOf(controller string) (mountPoint, dir, path string, err error) {
-	mountinfo, err := os.ReadFile(procRoot + "/self/mountinfo")
-	if err != nil {
-		return "", "", "", err
-	}
+// directory and its path as /proc/self/cgroup names it; mountinfo and own
+// are the texts of /proc/self/mountinfo and /proc/self/cgroup.
+func ownGroupIn(mountinfo, own []byte, controller string) (mountPoint, dir, path string, err error) {
 	mountPoint, root, err := parseCgroupMount(mountinfo, controller)
-	if err != nil {
-		return "", "", "", err
-	}
-	own, err := os.ReadFile(procRoot + "/self/cgroup")
 	if err != nil {
 		return "", "", "", err
 	}
@@ -158,8 +166,12 @@ func ownGroupOf(controller string) (mountPoint, dir, path string, err error) {
 // them, in the cgroup2 tree and in a v1 pids hierarchy; ok is false when no
 // limit applies or none can be read.
 func pidsRoom() (room int, ok bool) {
+	mountinfo, own, err := readCgroupFiles()
+	if err != nil {
+		return 0, false
+	}
 	for _, controller := range []string{"", "pids"} {
-		mountPoint, dir, _, err := ownGroupOf(controller)
+		mountPoint, dir, _, err := ownGroupIn(mountinfo, own, controller)
 		if err != nil {
 			continue
 		}

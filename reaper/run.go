@@ -106,10 +106,7 @@ func Run(cfg Config) int {
 	// Catch signals next: until then the Go runtime's own handler would end
 	// reaper on a SIGTERM (and, as PID 1, exit with status 2).
 	ignored := s.catchSignals()
-	spares, room, limited := spareThreads, 0, false
-	if room, limited = pidsRoom(); limited {
-		spares = sparesFor(room)
-	}
+	spares, room := plannedSpares()
 	s.spares = reserveThreads(spares)
 	if cfg.Stderr == nil || cfg.Stderr == os.Stderr {
 		cfg.Stderr = rawWriter(2)

@@ -52,18 +52,10 @@ func (s *supervisor) checkStopTimeout() {
 // cgroup v2 line, or of the name=systemd line of a v1 or hybrid layout. user
 // is true when the unit belongs to a user manager (below user@UID.service).
 func unitFromCgroup(data string) (unit string, user bool) {
-	var path string
-	for _, line := range strings.Split(data, "\n") {
-		id, rest, _ := strings.Cut(line, ":")
-		controllers, p, _ := strings.Cut(rest, ":")
-		switch {
-		case id == "0" && controllers == "":
-			if path == "" {
-				path = p
-			}
-		case controllers == "name=systemd":
-			path = p // systemd's own hierarchy wins over the unified one
-		}
+	// systemd's own hierarchy wins over the unified one.
+	path, err := parseCgroupPath([]byte(data), "name=systemd")
+	if err != nil {
+		path, _ = parseCgroupPath([]byte(data), "")
 	}
 	parts := strings.Split(path, "/")
 	for i := len(parts) - 1; i >= 0; i-- {

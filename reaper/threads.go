@@ -23,6 +23,16 @@ import (
 // oversubscribed four times over, with 6 in 1 of 20 and with 8 in 1 of 120.
 const spareThreads = 8
 
+// plannedSpares returns how many spare threads to start, and the room
+// pids.max leaves (-1 when no limit applies).
+func plannedSpares() (n, room int) {
+	room, limited := pidsRoom()
+	if !limited {
+		return spareThreads, -1
+	}
+	return sparesFor(room), room
+}
+
 // sparesFor returns how many spare threads to start when the pids
 // controller leaves room for room more tasks: at most half of what is left
 // after a few for the runtime's own, so that COMMAND can still start.

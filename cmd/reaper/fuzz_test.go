@@ -14,7 +14,7 @@ func FuzzParse(f *testing.F) {
 	f.Add("--wait-port=0 --instance=../x true", "REAPER_CGROUP", "sideways")
 	f.Add("--stop-signal=RTMIN+99 -- --", "REAPER_VERBOSE", "-3")
 	f.Fuzz(func(t *testing.T, args, name, value string) {
-		parse(strings.Fields(args), oneVariable(name, value))
+		parse(strings.Fields(args), env(map[string]string{name: value}))
 	})
 }
 
@@ -38,16 +38,6 @@ func FuzzParseTini(f *testing.F) {
 	f.Add("-e 999 -x --version", "TINI_VERBOSITY", "loud")
 	f.Add("-sgp TERM cmd", "", "")
 	f.Fuzz(func(t *testing.T, args, name, value string) {
-		parseTini(strings.Fields(args), oneVariable(name, value))
+		parseTini(strings.Fields(args), env(map[string]string{name: value}))
 	})
-}
-
-// oneVariable is an environment that holds one variable.
-func oneVariable(name, value string) func(string) (string, bool) {
-	return func(k string) (string, bool) {
-		if k == name {
-			return value, true
-		}
-		return "", false
-	}
 }
