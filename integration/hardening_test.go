@@ -121,16 +121,17 @@ echo "up $$" > "$F"`})
 	}
 }
 
-// startBystander starts a process outside reaper's tree, in cg, that
-// records every signal it gets in log.
-func startBystander(t *testing.T, cg *cgroup, log string) *exec.Cmd {
+// startInCgroup starts argv outside reaper's tree, in cg, and kills it when
+// the test ends.
+func startInCgroup(t *testing.T, cg *cgroup, env []string, argv ...string) *exec.Cmd {
 	t.Helper()
-	join := `echo $$ > "$CG1/cgroup.procs" && { [ -z "$CG2" ] || echo $$ > "$CG2/cgroup.procs"; } && exec "$0" record -pid "$LOG"`
-	cmd := exec.Command("sh", "-c", join, bin().helper)
-	cmd.Env = append(os.Environ(), "CG1="+cg.v2, "CG2="+cg.pids, "LOG="+log)
+	join := `echo $$ > "$CG1/cgroup.procs" && { [ -z "$CG2" ] || echo $$ > "$CG2/cgroup.procs"; } && exec "$@"`
+	cmd := exec.Command("sh", append([]string{"-c", join, "sh"}, argv...)...)
+	cmd.Env = append(append(os.Environ(), "CG1="+cg.v2, "CG2="+cg.pids), env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	return cmd
 }
 
@@ -146,14 +147,14 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ {
-		startBystanderLike(t, cg, "while :; do :& wait; done")
+		startInCgroup(t, cg, nil, "sh", "-c", "while :; do :& wait; done")
 	}
 	var bystanders []*exec.Cmd
 	end := time.Now().Add(8 * time.Second)
 	cycles := 0
 	for ; time.Now().Before(end); cycles++ {
 		if cycles%5 == 0 {
-			bystanders = append(bystanders, startBystander(t, cg, log))
+			bystanders = append(bystanders, startInCgroup(t, cg, nil, bin().helper, "record", "-pid", log))
 		}
 		body := `sleep 30 & setsid sleep 30 & (sleep 30 &); sh -c 'sleep 30 & wait' &`
 		args := []string{"--grace=2s", "--cgroup=off", "sh", "-c", body + " exit 0"}
@@ -167,7 +168,12 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 		}
 	}
 	for _, b := range bystanders {
-		b.Process.Signal(syscall.SIGKILL) // SIGKILL: no handler records it
+		// A SIGKILL has no handler to record it: a bystander that got one
+		// is dead by now, a zombie of the test's.
+		if procState(b.Process.Pid) == 'Z' {
+			t.Errorf("bystander %d died during the teardowns", b.Process.Pid)
+		}
+		b.Process.Signal(syscall.SIGKILL)
 		b.Wait()
 	}
 	data, _ := os.ReadFile(log)
@@ -189,18 +195,6 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 	if len(signalled) > 0 {
 		t.Errorf("bystanders received signals: %v", signalled)
 	}
-}
-
-// startBystanderLike starts a shell script in cg, outside reaper's tree.
-func startBystanderLike(t *testing.T, cg *cgroup, script string) {
-	t.Helper()
-	join := `echo $$ > "$CG1/cgroup.procs" && { [ -z "$CG2" ] || echo $$ > "$CG2/cgroup.procs"; } && exec sh -c "$0"`
-	cmd := exec.Command("sh", "-c", join, script)
-	cmd.Env = append(os.Environ(), "CG1="+cg.v2, "CG2="+cg.pids)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 }
 
 // asNobody runs reaper as user nobody (65534), without supplementary groups.
