@@ -66,6 +66,16 @@ func (c *cgroup) dirs() []string {
 	return []string{c.v2, c.pids}
 }
 
+// joinCgroup is a shell script that joins the groups named by $CG1 and
+// $CG2 (see joinEnv), then execs its arguments: only what it runs is in
+// the cgroup, not the test or the harness.
+const joinCgroup = `echo $$ > "$CG1/cgroup.procs" && { [ -z "$CG2" ] || echo $$ > "$CG2/cgroup.procs"; } && exec "$@"`
+
+// joinEnv is the environment joinCgroup needs to join c.
+func (c *cgroup) joinEnv() []string {
+	return []string{"CG1=" + c.v2, "CG2=" + c.pids}
+}
+
 // kill SIGKILLs everything in the group, atomically.
 func (c *cgroup) kill() {
 	os.WriteFile(c.v2+"/cgroup.kill", []byte("1"), 0)

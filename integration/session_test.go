@@ -27,15 +27,19 @@ type opts struct {
 	pid1 bool     // reaper runs as PID 1 of a new PID namespace
 	// noMountProc leaves the namespace with the parent's /proc.
 	noMountProc bool
-	pidsMax     int      // run inside a fresh cgroup with this pids.max (0: 512)
-	noCG        bool     // run without a cgroup (as non-root)
-	env         []string // added to the environment
-	stdin       io.Reader
-	stdout      io.Writer
-	binary      string   // reaper binary to run (default bin().reaper)
-	cg          *cgroup  // run in this cgroup, which the test owns (default: a fresh one)
-	leave       bool     // leave what reaper leaves running (the test's cgroup cleans up)
-	command     []string // run this instead of reaper with args (benchmarks: the peers)
+	pidsMax     int  // run inside a fresh cgroup with this pids.max (0: 512)
+	noCG        bool // run without a cgroup (as non-root)
+	// alone keeps the harness, a Go program whose thread count varies, out
+	// of the fresh cgroup: reaper joins it by itself (see joinCgroup), so
+	// pids.max counts reaper and its tree only.
+	alone   bool
+	env     []string // added to the environment
+	stdin   io.Reader
+	stdout  io.Writer
+	binary  string   // reaper binary to run (default bin().reaper)
+	cg      *cgroup  // run in this cgroup, which the test owns (default: a fresh one)
+	leave   bool     // leave what reaper leaves running (the test's cgroup cleans up)
+	command []string // run this instead of reaper with args (benchmarks: the peers)
 }
 
 // result is how a run ended, as the harness saw it.
@@ -76,7 +80,8 @@ type session struct {
 func start(t testing.TB, o opts) *session {
 	t.Helper()
 	s := &session{t: t, pid1: o.pid1, stderr: newLines(), ended: make(chan struct{})}
-	argv := []string{}
+	argv := []string{} // the harness's flags, then "--" and what it runs
+	var join []string  // with alone: the shell that joins the cgroup first
 	switch {
 	case o.cg != nil:
 		for _, dir := range o.cg.dirs() {
@@ -88,6 +93,11 @@ func start(t testing.TB, o opts) *session {
 			max = 512
 		}
 		s.cg = newCgroup(t, max)
+		if o.alone {
+			join = []string{"sh", "-c", joinCgroup, "sh"}
+			o.env = append(o.env, s.cg.joinEnv()...)
+			break
+		}
 		for _, dir := range s.cg.dirs() {
 			argv = append(argv, "-cgroup", dir)
 		}
@@ -95,7 +105,7 @@ func start(t testing.TB, o opts) *session {
 	if o.leave {
 		argv = append(argv, "-leave")
 	}
-	argv = append(argv, "--")
+	argv = append(append(argv, "--"), join...)
 	if o.pid1 {
 		requireRoot(t)
 		argv = append(argv, "unshare", "--pid", "--fork", "--kill-child")
