@@ -421,8 +421,33 @@ func BenchmarkTeardown(b *testing.B) {
 				b.ReportMetric(float64(percentile(took, 50).Microseconds())/1000, "reaper-ms/"+strings.Fields(sc.name)[0])
 			}
 		}
+		if sc.stubborn == 0 {
+			rows = append(rows, kernelFloor(b, sc.coop, runs))
+		}
 		sort.SliceStable(rows, func(i, j int) bool { return false })
 		table(fmt.Sprintf("Teardown, %s (%d trees each): from COMMAND's exit to the shim's exit", sc.name, runs),
 			[]string{"shim", "median", "max", "survivors (most in one run)"}, rows)
 	}
+}
+
+// kernelFloor is what no shim can beat: the same tree, left running by a
+// COMMAND run without a shim, then SIGKILLed with one write to its
+// cgroup's cgroup.kill; the time from that write until the group is empty,
+// the kernel's share of a teardown (signal delivery and every process's
+// exit, on the same CPUs).
+func kernelFloor(b *testing.B, n, runs int) []string {
+	var took []time.Duration
+	for r := 0; r < runs; r++ {
+		p := plant(b, false, tree{body: mixedTree(n, 0), ups: n / 4 * 4, pidsMax: 4096, shim: []string{"env"}, leave: true})
+		p.release(b)
+		p.wait()
+		began := time.Now()
+		p.session.cg.kill()
+		if err := waitEmpty(p.session.cg.v2); err != nil {
+			b.Fatal(err)
+		}
+		took = append(took, time.Since(began))
+	}
+	slices.Sort(took)
+	return []string{"the kernel alone: one cgroup.kill, to the group empty", ms(percentile(took, 50)), ms(took[len(took)-1]), "0"}
 }
