@@ -27,10 +27,68 @@ var errHidden = errors.New("process cannot be read")
 // opened and checked against the process the walk found. Where pidfds are
 // missing (old kernels, or no descriptors left) fd is -1 and every signal
 // repeats the identity check before kill(2).
+//
+// A lazy handle (see openChild) is a child of reaper's whose /proc/PID/stat
+// was not read: of its process only PID, PPID and State are known until
+// load reads the rest.
 type handle struct {
 	process
 	fd    int
 	child bool
+	lazy  bool
+}
+
+// openChild opens a lazy handle on pid when it is a living child of root,
+// the calling process, and reports whether it is one. It reads nothing in
+// /proc: /proc/PID/stat is what a teardown costs most per process, since
+// the kernel must make a process's /proc entries before they can be read,
+// and drop them again at its exit. waitid, with WNOWAIT so that it never
+// reaps (the event loop's wait4 stays the only reaper, and runs on the
+// same goroutine as the walks), says instead whether pid is a child that
+// has not exited, whose pid is then reserved until reaper reaps it; and
+// whether it stopped or continued since the event loop last drained wait4.
+// Otherwise stopped says whether that drain saw it stopped (see
+// supervisor.childStopped). For any other pid it costs one failed waitid.
+func openChild(pid, root int, stopped bool) (*handle, bool) {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WSTOPPED|unix.WCONTINUED|unix.WNOHANG|unix.WNOWAIT, nil)
+	if err != nil { // not a child of reaper's
+		return nil, false
+	}
+	switch {
+	case info.Signo == 0: // nothing new to report
+	case info.Code == cldStopped:
+		stopped = true
+	case info.Code == cldContinued:
+		stopped = false
+	default: // exited: a zombie, for the event loop to reap
+		return nil, false
+	}
+	state := byte('S') // a guess, but for what matters: stopped or not
+	if stopped {
+		state = 'T'
+	}
+	return &handle{process: process{PID: pid, PPID: root, State: state}, fd: -1, child: true, lazy: true}, true
+}
+
+// si_code values of a SIGCHLD siginfo (CLD_STOPPED, CLD_CONTINUED).
+const (
+	cldStopped   = 5
+	cldContinued = 6
+)
+
+// load reads what a lazy handle does not know yet from /proc/PID/stat, and
+// reports whether it knows it now.
+func (h *handle) load() bool {
+	if !h.lazy {
+		return true
+	}
+	p, err := readProcess(h.PID)
+	if err != nil {
+		return false
+	}
+	h.process, h.lazy = p, false
+	return true
 }
 
 // openHandle opens a handle on the process with this pid, which a walk of

@@ -76,8 +76,12 @@ type supervisor struct {
 	childGone   bool // COMMAND was reaped: its pid and group id may be reused
 	childStatus unix.WaitStatus
 	noChildren  bool // the last wait4 said ECHILD: nothing is left below reaper
-	startErr    *StartError
-	lostChild   bool // COMMAND outlived SIGKILL: its status is unknown
+	// childStopped holds the children wait4 reported stopped and not
+	// continued since: teardown continues them without reading /proc (see
+	// openChild).
+	childStopped map[int]bool
+	startErr     *StartError
+	lostChild    bool // COMMAND outlived SIGKILL: its status is unknown
 
 	phase    phase
 	timedOut bool
@@ -98,7 +102,7 @@ func Run(cfg Config) int {
 	// main, it then stays on the main thread, the one the kernel reparents
 	// orphans to, and reaper's children all hang off one thread.
 	runtime.LockOSThread()
-	s := &supervisor{cfg: cfg, self: os.Getpid(), threads: []int{os.Getpid()}}
+	s := &supervisor{cfg: cfg, self: os.Getpid(), threads: []int{os.Getpid()}, childStopped: map[int]bool{}}
 	if tid := unix.Gettid(); tid != s.self {
 		s.threads = append(s.threads, tid)
 	}
@@ -381,7 +385,7 @@ func (s *supervisor) reapAll() (commandExited bool) {
 	defer s.reapMu.Unlock()
 	for {
 		var status unix.WaitStatus
-		pid, err := unix.Wait4(-1, &status, unix.WNOHANG|unix.WUNTRACED, nil)
+		pid, err := unix.Wait4(-1, &status, unix.WNOHANG|unix.WUNTRACED|unix.WCONTINUED, nil)
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
@@ -395,11 +399,16 @@ func (s *supervisor) reapAll() (commandExited bool) {
 			s.noChildren = false
 			return commandExited
 		case status.Stopped():
+			s.childStopped[pid] = true
 			if pid == s.child {
 				s.onCommandStopped(status.StopSignal())
 			}
 			continue
+		case status.Continued():
+			delete(s.childStopped, pid)
+			continue
 		}
+		delete(s.childStopped, pid)
 		if s.log.enabled(zapcore.DebugLevel) {
 			s.log.Debug("reaped", intField("pid", pid), stringField("status", describeStatus(status)))
 		}

@@ -17,7 +17,9 @@ import (
 // out, processes exit, their orphans move up to reaper while a walk could
 // miss them, and a process that is already gone cannot be tracked. When
 // COMMAND exited (or --timeout fired) each process is signalled as soon as
-// the walk has it, so that its exit overlaps the rest of the walk. When a
+// the walk has it, so that its exit overlaps the rest of the walk, and in
+// cgroup mode reaper's own children are not looked up in /proc at all (see
+// walkLazily). When a
 // signal began the stop, COMMAND gets it first, as it would without reaper,
 // and everything else after: a COMMAND that waits for its children must
 // learn why they die before they do (a shell would report the child's
@@ -31,7 +33,11 @@ func (s *supervisor) beginStop(reason stopReason, received syscall.Signal) {
 	// its command line could be read.
 	s.stop.wantCommands = s.cfg.ReportPath != "" || s.cfg.Grace <= 0
 	var reached, rest []*tracked // when a signal began the stop: signalled after the walk
-	s.walk(func(h *handle) {
+	walk := s.walkLazily
+	if reason == reasonSignal {
+		walk = s.walk // reachedByForward needs every process group: no lazy handles
+	}
+	walk(func(h *handle) {
 		t := s.stop.track(h)
 		switch {
 		case reason != reasonSignal:
@@ -195,6 +201,20 @@ func (s *supervisor) finish() {
 // one (and the cgroup still holds any), its tree in /proc otherwise (see
 // walk); nothing when /proc cannot be trusted.
 func (s *supervisor) walk(visit func(*handle)) {
+	s.walkWith(false, visit)
+}
+
+// walkLazily is walk, with lazy handles (see openChild) on reaper's own
+// children where the cgroup lists the descendants: what the first signal
+// of a stop needs, without reading /proc for each child. Their handles know
+// no process group, start time or thread count.
+func (s *supervisor) walkLazily(visit func(*handle)) {
+	s.walkWith(true, visit)
+}
+
+// walkWith is walk, with lazy handles on reaper's children when lazy is set
+// and the cgroup lists the descendants.
+func (s *supervisor) walkWith(lazy bool, visit func(*handle)) {
 	if !s.walkable {
 		return
 	}
@@ -211,6 +231,12 @@ func (s *supervisor) walk(visit func(*handle)) {
 		s.log.Error("cannot list the cgroup's processes", errorField(err))
 	}
 	for _, pid := range pids {
+		if lazy {
+			if h, ok := openChild(pid, s.self, s.childStopped[pid]); ok {
+				visit(h)
+				continue
+			}
+		}
 		if h, err := openMember(s.cg, pid, s.self); err == nil {
 			visit(h)
 		}

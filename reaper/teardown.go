@@ -88,7 +88,10 @@ func (td *teardown) predates(p process) bool {
 // already, h is closed and the existing record returned.
 func (td *teardown) track(h *handle) *tracked {
 	if t := td.byPID[h.PID]; t != nil {
-		if t.h.Start == h.Start {
+		if t.same(h) {
+			if t.h.lazy && !h.lazy {
+				t.h.process, t.h.lazy = h.process, false
+			}
 			h.close()
 			return t
 		}
@@ -98,11 +101,28 @@ func (td *teardown) track(h *handle) *tracked {
 	if td.wantCommands {
 		t.cmdline = commandLine(h.PID)
 	}
+	// A lazy handle knows no command name. The "signalled" lines need one,
+	// and so does the report for a zombie, which has no command line: its
+	// stat is readable until reaper reaps it.
+	if h.lazy && (td.log.enabled(zapcore.DebugLevel) || td.wantCommands && t.cmdline == "") {
+		h.load()
+	}
 	td.procs = append(td.procs, t)
 	td.byPID[h.PID] = t
 	td.alive++
 	td.watch(t)
 	return t
+}
+
+// same reports whether h refers to the process t tracks. A process
+// tracked through a lazy handle has no start time to compare, but it is a
+// child of reaper's: its pid names it until reaper reaps it, which marks
+// it exited.
+func (t *tracked) same(h *handle) bool {
+	if t.h.lazy {
+		return t.exitedAt.IsZero()
+	}
+	return h.load() && t.h.Start == h.Start
 }
 
 // watch registers t's pidfd with the exit watcher, creating it on first use.
@@ -251,6 +271,10 @@ func (t *tracked) refreshCommand() {
 func (t *tracked) describe() string {
 	if t.cmdline != "" {
 		return t.cmdline
+	}
+	// Once it has exited, its pid may name another process.
+	if t.h.lazy && (!t.exitedAt.IsZero() || !t.h.load()) {
+		return "[?]"
 	}
 	return "[" + t.h.Comm + "]"
 }
