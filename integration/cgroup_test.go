@@ -71,6 +71,12 @@ func (c *cgroup) dirs() []string {
 // the cgroup, not the test or the harness.
 const joinCgroup = `echo $$ > "$CG1/cgroup.procs" && { [ -z "$CG2" ] || echo $$ > "$CG2/cgroup.procs"; } && exec "$@"`
 
+// joinArgv is argv run through joinCgroup (with joinEnv in its
+// environment).
+func joinArgv(argv ...string) []string {
+	return append([]string{"sh", "-c", joinCgroup, "sh"}, argv...)
+}
+
 // joinEnv is the environment joinCgroup needs to join c.
 func (c *cgroup) joinEnv() []string {
 	return []string{"CG1=" + c.v2, "CG2=" + c.pids}

@@ -194,6 +194,10 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 			}
 		}
 	}
+	code, stdout, _ := runReaper(t, nil, "--version")
+	if code != 0 || !regexp.MustCompile(`^reaper version \S+\n$`).MatchString(stdout) {
+		t.Errorf("--version: exit %d, %q", code, stdout)
+	}
 }
 
 func TestSilentOnSuccess(t *testing.T) {

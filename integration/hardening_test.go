@@ -68,6 +68,7 @@ func TestSignalStorm(t *testing.T) {
 	}
 }
 
+// rssKiB is the resident memory of pid, in KiB.
 func rssKiB(t *testing.T, pid int) int {
 	t.Helper()
 	rss, ok := procStatus(pid, false, "VmRSS")["VmRSS"]
@@ -125,7 +126,8 @@ echo "up $$" > "$F"`})
 // the test ends.
 func startInCgroup(t *testing.T, cg *cgroup, env []string, argv ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("sh", append([]string{"-c", joinCgroup, "sh"}, argv...)...)
+	join := joinArgv(argv...)
+	cmd := exec.Command(join[0], join[1:]...)
 	cmd.Env = append(append(os.Environ(), cg.joinEnv()...), env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -352,11 +354,12 @@ func TestSpareThreadsBeforeCommand(t *testing.T) {
 	// The Go runtime dies ("newosproc") when it cannot start a thread it
 	// wants, and reaper shares pids.max with COMMAND's tree, so reaper
 	// starts 8 spare threads before COMMAND, for the runtime to reuse.
-	// Without them it runs 7 to 9 threads; with them, at least the 8, the
-	// main thread, sysmon and the one that ran the others: 11. (Whether a
-	// tree that fills pids.max leaves reaper standing is what
+	// With GOMAXPROCS=1 (so that the count does not grow with the cores)
+	// it runs 6 or 7 threads without them; with them, at least the 8, the
+	// main thread, sysmon and the one that ran the others: 11 (14 here).
+	// (Whether a tree that fills pids.max leaves reaper standing is what
 	// TestTeardownCatchesForksDuringTeardown checks.)
-	p := plant(t, false, tree{})
+	p := plant(t, false, tree{env: []string{"GOMAXPROCS=1"}})
 	if n := procStatus(p.child, false, "Threads")["Threads"]; n < 11 {
 		t.Errorf("reaper runs %d threads once COMMAND runs, want at least 11", n)
 	}

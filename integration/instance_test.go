@@ -36,7 +36,7 @@ func instanceName(t *testing.T) string {
 }
 
 // pidfds opens a pidfd on each pid, closed when the test ends.
-func pidfds(t *testing.T, pids []int) []int {
+func pidfds(t testing.TB, pids []int) []int {
 	t.Helper()
 	var fds []int
 	for _, pid := range pids {

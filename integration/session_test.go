@@ -80,6 +80,9 @@ type session struct {
 func start(t testing.TB, o opts) *session {
 	t.Helper()
 	s := &session{t: t, pid1: o.pid1, stderr: newLines(), ended: make(chan struct{})}
+	if o.alone && (o.cg != nil || o.noCG) {
+		t.Fatal("opts.alone needs the fresh cgroup start makes")
+	}
 	argv := []string{} // the harness's flags, then "--" and what it runs
 	var join []string  // with alone: the shell that joins the cgroup first
 	switch {
@@ -94,7 +97,7 @@ func start(t testing.TB, o opts) *session {
 		}
 		s.cg = newCgroup(t, max)
 		if o.alone {
-			join = []string{"sh", "-c", joinCgroup, "sh"}
+			join = joinArgv()
 			o.env = append(o.env, s.cg.joinEnv()...)
 			break
 		}

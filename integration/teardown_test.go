@@ -44,6 +44,7 @@ type tree struct {
 	// noReport runs reaper without --report, as the benchmarks do: the
 	// report reads every descendant's command line.
 	noReport bool
+	env      []string // added to reaper's environment
 }
 
 // planted is a running tree.
@@ -74,9 +75,9 @@ func plant(t testing.TB, pid1 bool, tr tree) *planted {
 	if tr.shim != nil {
 		command = append(append(append([]string{}, tr.shim...), "sh", "-c"), script)
 	}
-	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, command: command, cg: tr.cgroup, leave: tr.leave, env: []string{
+	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, command: command, cg: tr.cgroup, leave: tr.leave, env: append([]string{
 		"F=" + p.events.path, "G=" + p.gate.path, "LEAF=" + leaf, "STUBBORN=" + stubborn, "HELPER=" + bin().helper,
-	}})
+	}, tr.env...)})
 	for len(p.ups) < tr.ups || p.command == 0 {
 		line := p.events.next(t)
 		kind, pid, _ := strings.Cut(line, " ")

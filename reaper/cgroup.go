@@ -120,24 +120,30 @@ func parseCgroupPath(data []byte, controller string) (string, error) {
 // ownCgroup returns reaper's own cgroup v2 group: its directory, found from
 // /proc/self/mountinfo (never a hard-coded /sys/fs/cgroup), and its path as
 // /proc/self/cgroup names it.
-func ownCgroup() (dir, path string, err error) {
-	mountinfo, own, err := readCgroupFiles()
-	if err != nil {
-		return "", "", err
+func ownCgroup(f cgroupFiles) (dir, path string, err error) {
+	if f.err != nil {
+		return "", "", f.err
 	}
-	_, dir, path, err = ownGroupIn(mountinfo, own, "")
+	_, dir, path, err = ownGroupIn(f.mountinfo, f.own, "")
 	return dir, path, err
 }
 
+// cgroupFiles are the texts of /proc/self/mountinfo and /proc/self/cgroup,
+// or the error that reading them gave. reaper reads them once, at start:
+// nothing moves it to another cgroup while it runs.
+type cgroupFiles struct {
+	mountinfo, own []byte
+	err            error
+}
+
 // readCgroupFiles reads /proc/self/mountinfo and /proc/self/cgroup.
-func readCgroupFiles() (mountinfo, own []byte, err error) {
-	if mountinfo, err = os.ReadFile(procRoot + "/self/mountinfo"); err != nil {
-		return nil, nil, err
+func readCgroupFiles() cgroupFiles {
+	var f cgroupFiles
+	if f.mountinfo, f.err = os.ReadFile(procRoot + "/self/mountinfo"); f.err != nil {
+		return f
 	}
-	if own, err = os.ReadFile(procRoot + "/self/cgroup"); err != nil {
-		return nil, nil, err
-	}
-	return mountinfo, own, nil
+	f.own, f.err = os.ReadFile(procRoot + "/self/cgroup")
+	return f
 }
 
 // ownGroupIn returns the mount point of the cgroup2 file system (controller
@@ -165,13 +171,12 @@ func ownGroupIn(mountinfo, own []byte, controller string) (mountPoint, dir, path
 // controller lets reaper's group and its ancestors hold, the least over
 // them, in the cgroup2 tree and in a v1 pids hierarchy; ok is false when no
 // limit applies or none can be read.
-func pidsRoom() (room int, ok bool) {
-	mountinfo, own, err := readCgroupFiles()
-	if err != nil {
+func pidsRoom(f cgroupFiles) (room int, ok bool) {
+	if f.err != nil {
 		return 0, false
 	}
 	for _, controller := range []string{"", "pids"} {
-		mountPoint, dir, _, err := ownGroupIn(mountinfo, own, controller)
+		mountPoint, dir, _, err := ownGroupIn(f.mountinfo, f.own, controller)
 		if err != nil {
 			continue
 		}

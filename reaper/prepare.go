@@ -40,7 +40,7 @@ func (s *supervisor) prepare() (int, bool) {
 	var parentDir, parentPath string
 	var cgErr error
 	if s.cfg.Cgroup != CgroupOff {
-		parentDir, parentPath, cgErr = ownCgroup()
+		parentDir, parentPath, cgErr = ownCgroup(s.cgroupFiles)
 	}
 	if named {
 		var stale *cgroup

@@ -56,10 +56,13 @@ type supervisor struct {
 	cg       *cgroup         // the leaf COMMAND was born in; nil without containment
 	cgEmpty  <-chan struct{} // closed when the leaf holds no process (set during a stop)
 	cgDone   bool
-	hidden   map[int]bool    // descendants /proc would not show, warned of
-	mask     unix.Sigset_t   // the signal mask reaper was started with
-	spares   <-chan struct{} // closed once the spare threads exist (see spareThreads)
-	stopped  syscall.Signal  // a stop signal that came before COMMAND started
+	// cgroupFiles are /proc/self/mountinfo and /proc/self/cgroup, read at
+	// start for pids.max, the cgroup leaf and the systemd unit.
+	cgroupFiles cgroupFiles
+	hidden      map[int]bool    // descendants /proc would not show, warned of
+	mask        unix.Sigset_t   // the signal mask reaper was started with
+	spares      <-chan struct{} // closed once the spare threads exist (see spareThreads)
+	stopped     syscall.Signal  // a stop signal that came before COMMAND started
 
 	chld  chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
 	stops chan os.Signal // the stop signals (see catchSignals)
@@ -110,7 +113,8 @@ func Run(cfg Config) int {
 	// Catch signals next: until then the Go runtime's own handler would end
 	// reaper on a SIGTERM (and, as PID 1, exit with status 2).
 	ignored := s.catchSignals()
-	spares, room := plannedSpares()
+	s.cgroupFiles = readCgroupFiles()
+	spares, room := plannedSpares(s.cgroupFiles)
 	s.spares = reserveThreads(spares)
 	if cfg.Stderr == nil || cfg.Stderr == os.Stderr {
 		cfg.Stderr = rawWriter(2)

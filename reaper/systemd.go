@@ -27,11 +27,10 @@ func (s *supervisor) checkStopTimeout() {
 	if _, ok := os.LookupEnv("INVOCATION_ID"); !ok || s.cfg.Grace == 0 {
 		return
 	}
-	data, err := os.ReadFile(procRoot + "/self/cgroup")
-	if err != nil {
+	if s.cgroupFiles.err != nil {
 		return
 	}
-	unit, user := unitFromCgroup(string(data))
+	unit, user := unitFromCgroup(string(s.cgroupFiles.own))
 	if unit == "" {
 		return
 	}

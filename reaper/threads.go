@@ -25,8 +25,8 @@ const spareThreads = 8
 
 // plannedSpares returns how many spare threads to start, and the room
 // pids.max leaves (-1 when no limit applies).
-func plannedSpares() (n, room int) {
-	room, limited := pidsRoom()
+func plannedSpares(f cgroupFiles) (n, room int) {
+	room, limited := pidsRoom(f)
 	if !limited {
 		return spareThreads, -1
 	}

@@ -86,7 +86,7 @@ func options(cfg *reaper.Config, act *action) []option {
 				cfg.PdeathSignal = sig
 				return err
 			})},
-		{name: "grace", arg: "DURATION", usage: "how long a stop waits before SIGKILL; 0 kills at once (default 5s)",
+		{name: "grace", arg: "DURATION", usage: "how long a stop waits before SIGKILL; 0: the stop signal, then SIGKILL at once (default 5s)",
 			value: durationValue(&cfg.Grace)},
 		{name: "timeout", arg: "DURATION", usage: "stop everything this long after COMMAND starts, then exit 124 (default none)",
 			value: durationValue(&cfg.Timeout)},

@@ -48,7 +48,8 @@ List variables separate values with commas: REAPER_REWRITE=TERM:QUIT,HUP:0.
 
 Exit codes:
   N     COMMAND exited with N (0 when listed in --success-exit)
-  128+S COMMAND was killed by signal S (143 for SIGTERM, 137 for SIGKILL)
+  128+S COMMAND was killed by signal S (143 for SIGTERM, 137 for SIGKILL),
+        or stop signal S came before COMMAND started
   %-5d usage error: unknown flag, bad value, unknown signal, no COMMAND;
         also a live reaper holds the --instance, or a --wait-port stays held
   %-5d --timeout expired
