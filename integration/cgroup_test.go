@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -155,26 +154,43 @@ func waitEmpty(dir string) error {
 	}
 }
 
-// cgroupMounts finds the cgroup2 mount and a v1 hierarchy holding the pids
-// controller, from /proc/self/mountinfo.
-func cgroupMounts() (v2, pids string) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
+// hierarchy is one mounted cgroup hierarchy.
+type hierarchy struct {
+	mount   string
+	v2      bool // cgroup2
+	pids    bool // the v1 pids controller
+	memory  bool // the v1 memory controller: never written to
+	systemd bool // the v1 name=systemd hierarchy
+}
+
+// cgroupHierarchies lists the mounted cgroup hierarchies, v1 and v2.
+func cgroupHierarchies() []hierarchy {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var hs []hierarchy
+	for _, line := range strings.Split(string(data), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
 		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(tail) < 3 {
+		if !ok || len(fields) < 5 || len(tail) < 3 || (tail[0] != "cgroup" && tail[0] != "cgroup2") {
 			continue
 		}
+		v1, opts := tail[0] == "cgroup", ","+tail[2]+","
+		hs = append(hs, hierarchy{mount: fields[4], v2: !v1,
+			pids:    v1 && strings.Contains(opts, ",pids,"),
+			memory:  v1 && strings.Contains(opts, ",memory,"),
+			systemd: v1 && strings.Contains(opts, ",name=systemd,")})
+	}
+	return hs
+}
+
+// cgroupMounts finds the cgroup2 mount and a v1 hierarchy holding the pids
+// controller ("" for either that is missing).
+func cgroupMounts() (v2, pids string) {
+	for _, h := range cgroupHierarchies() {
 		switch {
-		case tail[0] == "cgroup2" && v2 == "":
-			v2 = fields[4]
-		case tail[0] == "cgroup" && strings.Contains(","+tail[2]+",", ",pids,"):
-			pids = fields[4]
+		case h.v2 && v2 == "":
+			v2 = h.mount
+		case h.pids:
+			pids = h.mount
 		}
 	}
 	return v2, pids

@@ -757,34 +757,6 @@ func goEnv(t *testing.T, name string) string {
 
 // ---- cgroups and /proc -----------------------------------------------------
 
-// hierarchy is one mounted cgroup hierarchy.
-type hierarchy struct {
-	mount   string
-	v2      bool // cgroup2
-	pids    bool // the v1 pids controller
-	memory  bool // the v1 memory controller: never written to
-	systemd bool // the v1 name=systemd hierarchy
-}
-
-// cgroupHierarchies lists the mounted cgroup hierarchies, v1 and v2.
-func cgroupHierarchies() []hierarchy {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	var hs []hierarchy
-	for _, line := range strings.Split(string(data), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(tail) < 3 || (tail[0] != "cgroup" && tail[0] != "cgroup2") {
-			continue
-		}
-		v1, opts := tail[0] == "cgroup", ","+tail[2]+","
-		hs = append(hs, hierarchy{mount: fields[4], v2: !v1,
-			pids:    v1 && strings.Contains(opts, ",pids,"),
-			memory:  v1 && strings.Contains(opts, ",memory,"),
-			systemd: v1 && strings.Contains(opts, ",name=systemd,")})
-	}
-	return hs
-}
-
 // removeCgroupTree removes a cgroup and every group below it, deepest first,
 // trying again while processes still leave them.
 func removeCgroupTree(t *testing.T, dir string) {
@@ -819,16 +791,10 @@ func allPIDs() []int {
 
 // startTime returns field 22 of /proc/PID/stat, "" when pid is gone.
 func startTime(pid int) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
+	if f := statFields(pid); len(f) > 19 {
+		return f[19]
 	}
-	i := bytes.LastIndexByte(data, ')')
-	fields := strings.Fields(string(data[i+1:]))
-	if i < 0 || len(fields) < 20 {
-		return ""
-	}
-	return fields[19]
+	return ""
 }
 
 // ---- systemd ----------------------------------------------------------------
@@ -1043,7 +1009,7 @@ func (ct *nspawn) makeGroups(t *testing.T) {
 			bounded = bounded || os.WriteFile(dir+"/pids.max", []byte("2048"), 0) == nil
 		}
 	}
-	if !bounded || len(ct.groups) == 0 || !strings.HasPrefix(ct.groups[0], cgroup2Mount()) {
+	if v2, _ := cgroupMounts(); !bounded || len(ct.groups) == 0 || v2 == "" || !strings.HasPrefix(ct.groups[0], v2) {
 		ct.removeGroups(t)
 		t.Skip("no cgroup2 group with a pids.max bound for systemd-nspawn")
 	}
@@ -1055,16 +1021,6 @@ func (ct *nspawn) removeGroups(t *testing.T) {
 		removeCgroupTree(t, dir)
 	}
 	ct.groups = nil
-}
-
-// cgroup2Mount is where cgroup2 is mounted, or "" when it is not.
-func cgroup2Mount() string {
-	for _, h := range cgroupHierarchies() {
-		if h.v2 {
-			return h.mount
-		}
-	}
-	return ""
 }
 
 // bootDeadline bounds the boot and each systemctl call: boots take seconds,
@@ -1107,24 +1063,13 @@ func (ct *nspawn) waitBoot(t *testing.T) {
 	}
 }
 
-// nsPID1 matches the NSpid line of /proc/PID/status of a PID 1 of a child
-// PID namespace.
-var nsPID1 = regexp.MustCompile(`(?m)^NSpid:\s+\d+\s+1$`)
-
 // containerInit returns the host pid of the first process below root that
 // is PID 1 of a PID namespace of its own, or 0.
 func containerInit(root int) int {
-	queue := []int{root}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if nsPID1.Match(status) {
-			return pid
-		}
-		queue = append(queue, childrenOf(pid)...)
-	}
-	return 0
+	return firstBelow(root, func(pid int) bool {
+		ns, nested := innermostPID(pid)
+		return nested && ns == 1
+	})
 }
 
 // consoleTail is the end of the container's console, for failures.

@@ -237,17 +237,58 @@ func childrenOf(pid int) []int {
 	return kids
 }
 
-// procState returns the state letter of pid from /proc/PID/stat, or 0.
-func procState(pid int) byte {
+// statFields returns the fields of /proc/PID/stat after the command name
+// (field 3, the state, first), or nil when pid is gone.
+func statFields(pid int) []string {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return nil
 	}
 	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 || i+2 >= len(data) {
-		return 0
+	if i < 0 {
+		return nil
 	}
-	return data[i+2]
+	return strings.Fields(string(data[i+1:]))
+}
+
+// procState returns the state letter of pid from /proc/PID/stat, or 0.
+func procState(pid int) byte {
+	if f := statFields(pid); len(f) > 0 && f[0] != "" {
+		return f[0][0]
+	}
+	return 0
+}
+
+// innermostPID returns pid's number in its own PID namespace (the last
+// NSpid entry of /proc/PID/status), and whether that namespace is below the
+// test's.
+func innermostPID(pid int) (int, bool) {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" {
+			ns, err := strconv.Atoi(f[len(f)-1])
+			if err != nil {
+				return 0, false
+			}
+			return ns, len(f) > 2
+		}
+	}
+	return 0, false
+}
+
+// firstBelow returns the first process, root or below it, breadth first,
+// for which match is true, or 0.
+func firstBelow(root int, match func(pid int) bool) int {
+	queue := []int{root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if match(pid) {
+			return pid
+		}
+		queue = append(queue, childrenOf(pid)...)
+	}
+	return 0
 }
 
 // lines collects a stream line by line and lets a test wait for a line.

@@ -619,19 +619,12 @@ func (s *session) hostPIDAnywhere(t testing.TB, nsPID int) int {
 	if !s.pid1 {
 		return nsPID
 	}
-	queue := []int{s.reaperPID()}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		for _, kid := range childrenOf(pid) {
-			data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", kid))
-			for _, line := range strings.Split(string(data), "\n") {
-				if f := strings.Fields(line); len(f) > 2 && f[0] == "NSpid:" && f[len(f)-1] == strconv.Itoa(nsPID) {
-					return kid
-				}
-			}
-			queue = append(queue, kid)
-		}
+	host := firstBelow(s.reaperPID(), func(pid int) bool {
+		ns, _ := innermostPID(pid)
+		return ns == nsPID
+	})
+	if host != 0 {
+		return host
 	}
 	t.Fatalf("no process below reaper has pid %d in its namespace", nsPID)
 	return 0

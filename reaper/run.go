@@ -62,6 +62,7 @@ type supervisor struct {
 	hidden      map[int]bool    // descendants /proc would not show, warned of
 	mask        unix.Sigset_t   // the signal mask reaper was started with
 	spares      <-chan struct{} // closed once the spare threads exist (see spareThreads)
+	caught      <-chan struct{} // closed once every signal reaper forwards is caught
 	stopped     syscall.Signal  // a stop signal that came before COMMAND started
 
 	chld  chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
@@ -182,6 +183,7 @@ func (s *supervisor) run() int {
 // --cgroup=auto a failure to start it there (clone3 refused) falls back to
 // starting it outside.
 func (s *supervisor) start() (int, error) {
+	<-s.caught // once COMMAND runs, every signal it may be sent must be caught
 	opts := spawnOptions{
 		foreground: s.tty != nil,
 		pdeathsig:  s.cfg.PdeathSignal,
@@ -259,6 +261,11 @@ func (s *supervisor) checkProc() {
 // before COMMAND exists (PID 1 gets no signal it has no handler for). A
 // signal reaper's caller left ignored stays ignored, for reaper and for
 // COMMAND, and is not forwarded; catchSignals returns those.
+//
+// It returns once SIGCHLD and the stop signals are caught; the other
+// signals are caught meanwhile, and s.caught is closed when they are. Until
+// COMMAND starts they would only be dropped (see earlySignal), so start
+// waits for s.caught alone, and the rest of start-up runs meanwhile.
 func (s *supervisor) catchSignals() (ignored []syscall.Signal) {
 	inherited := inheritedIgnored()
 	var caught, stops []os.Signal
@@ -283,14 +290,16 @@ func (s *supervisor) catchSignals() (ignored []syscall.Signal) {
 	// a goroutine switch from an unlocked goroutine, but from this locked
 	// thread a wake-up of another OS thread each time (60 of them took 8 ms).
 	// So a goroutine does it, and this thread waits once.
-	done := make(chan struct{})
+	stopsCaught, allCaught := make(chan struct{}), make(chan struct{})
 	go func() {
 		notify(s.chld, syscall.SIGCHLD)
 		notifySome(s.stops, stops)
+		close(stopsCaught)
 		notifySome(s.sigs, caught)
-		close(done)
+		close(allCaught)
 	}()
-	<-done
+	<-stopsCaught
+	s.caught = allCaught
 	return ignored
 }
 
