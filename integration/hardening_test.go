@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -142,13 +143,20 @@ func inCgroup(cg *cgroup, env []string, argv ...string) *exec.Cmd {
 	return cmd
 }
 
-// startBystanders starts a process that records every signal it gets to
-// log, every 250 ms until stop is closed, and sends them all on the
-// returned channel then.
-func startBystanders(cg *cgroup, log string, stop <-chan struct{}) <-chan []*exec.Cmd {
-	started := make(chan []*exec.Cmd, 1)
+// bystanders are the processes startBystanders started, and the first
+// error that kept one from starting.
+type bystanders struct {
+	cmds []*exec.Cmd
+	err  error
+}
+
+// startBystanders starts, every 250 ms until stop is closed, a helper in cg
+// that records each signal it gets to log; the returned channel then yields
+// them all.
+func startBystanders(cg *cgroup, log string, stop <-chan struct{}) <-chan bystanders {
+	started := make(chan bystanders, 1)
 	go func() {
-		var all []*exec.Cmd
+		var all bystanders
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -159,9 +167,11 @@ func startBystanders(cg *cgroup, log string, stop <-chan struct{}) <-chan []*exe
 			case <-tick.C:
 			}
 			cmd := inCgroup(cg, nil, bin().helper, "record", "-pid", log)
-			if cmd.Start() == nil {
-				all = append(all, cmd)
+			if err := cmd.Start(); err != nil {
+				all.err = cmp.Or(all.err, err)
+				continue
 			}
+			all.cmds = append(all.cmds, cmd)
 		}
 	}()
 	return started
@@ -169,11 +179,12 @@ func startBystanders(cg *cgroup, log string, stop <-chan struct{}) <-chan []*exe
 
 func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 	requireRoot(t)
-	// Pids wrap quickly here (kernel.pid_max is 32768): two shells fork
-	// without pause while reaper tears down tree after tree, and
-	// bystanders, started all along outside reaper's tree (during the
-	// teardowns too), take the pids just freed. Not one of them may ever
-	// receive a signal.
+	// Pids wrap quickly where kernel.pid_max is 32768, as on this
+	// project's machines: two shells fork without pause while reaper tears
+	// down tree after tree, and bystanders, started all along outside
+	// reaper's tree (during the teardowns too), take the pids just freed.
+	// Not one of them may ever receive a signal. (With a far larger
+	// pid_max pids seldom wrap in the time, and the test skips.)
 	cg := sharedCgroup(t, 4096)
 	log := sharedDir(t) + "/bystanders"
 	if err := os.WriteFile(log, nil, 0o666); err != nil {
@@ -184,11 +195,11 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	started := startBystanders(cg, log, stop)
-	var bystanders []*exec.Cmd
-	halt := sync.OnceFunc(func() { close(stop); bystanders = <-started })
+	var by bystanders
+	halt := sync.OnceFunc(func() { close(stop); by = <-started })
 	t.Cleanup(func() {
 		halt()
-		for _, b := range bystanders {
+		for _, b := range by.cmds {
 			b.Process.Kill()
 			b.Wait()
 		}
@@ -208,7 +219,10 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 		}
 	}
 	halt()
-	for _, b := range bystanders {
+	if by.err != nil {
+		t.Fatalf("a bystander did not start: %v", by.err)
+	}
+	for _, b := range by.cmds {
 		// A SIGKILL has no handler to record it: a bystander that got one
 		// is dead by now, a zombie of the test's.
 		if procState(b.Process.Pid) == 'Z' {
@@ -221,10 +235,14 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 	var signalled []string
 	wraps, last := 0, 0
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if line != "" && !strings.Contains(line, " ready ") {
-			signalled = append(signalled, line)
+		pidField, rest, _ := strings.Cut(line, " ")
+		if !strings.HasPrefix(rest, "ready ") {
+			if line != "" {
+				signalled = append(signalled, line)
+			}
+			continue
 		}
-		if pid, err := strconv.Atoi(strings.Fields(line + " x")[0]); err == nil {
+		if pid, err := strconv.Atoi(pidField); err == nil {
 			if pid < last {
 				wraps++ // a bystander got a lower pid than the one before: pids wrapped
 			}
@@ -232,7 +250,7 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 		}
 	}
 	t.Logf("pids wrapped %d times while the bystanders started", wraps)
-	t.Logf("%d teardowns of 5 processes each next to %d bystanders", cycles, len(bystanders))
+	t.Logf("%d teardowns of 5 processes each next to %d bystanders", cycles, len(by.cmds))
 	if len(signalled) > 0 {
 		t.Errorf("bystanders received signals: %v", signalled)
 	}

@@ -253,15 +253,15 @@ func statFields(pid int) []string {
 
 // procState returns the state letter of pid from /proc/PID/stat, or 0.
 func procState(pid int) byte {
-	if f := statFields(pid); len(f) > 0 && f[0] != "" {
+	if f := statFields(pid); len(f) > 0 {
 		return f[0][0]
 	}
 	return 0
 }
 
 // innermostPID returns pid's number in its own PID namespace (the last
-// NSpid entry of /proc/PID/status), and whether that namespace is below the
-// test's.
+// NSpid entry of /proc/PID/status), and whether that namespace is nested
+// below the one of the /proc it was read from.
 func innermostPID(pid int) (int, bool) {
 	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, line := range strings.Split(string(data), "\n") {
@@ -413,12 +413,18 @@ func (p *fifo) next(t testing.TB) string {
 // nextWithin returns the next line, failing the test after d.
 func (p *fifo) nextWithin(t testing.TB, d time.Duration) string {
 	t.Helper()
-	p.f.SetReadDeadline(time.Now().Add(d))
-	line, err := p.r.ReadString('\n')
+	line, err := p.tryNext(d)
 	if err != nil {
 		t.Fatalf("reading %s: %v (got %q)", p.path, err, line)
 	}
-	return strings.TrimSuffix(line, "\n")
+	return line
+}
+
+// tryNext returns the next line, or an error after d.
+func (p *fifo) tryNext(d time.Duration) (string, error) {
+	p.f.SetReadDeadline(time.Now().Add(d))
+	line, err := p.r.ReadString('\n')
+	return strings.TrimSuffix(line, "\n"), err
 }
 
 // ready reads the helper's "ready PID" line and returns the pid.

@@ -62,7 +62,8 @@ type supervisor struct {
 	hidden      map[int]bool    // descendants /proc would not show, warned of
 	mask        unix.Sigset_t   // the signal mask reaper was started with
 	spares      <-chan struct{} // closed once the spare threads exist (see spareThreads)
-	caught      <-chan struct{} // closed once every signal reaper forwards is caught
+	fatalCaught <-chan struct{} // closed once no signal can end reaper uncaught (set by catchSignals)
+	caught      <-chan struct{} // closed once every signal reaper forwards is caught (set by catchSignals)
 	stopped     syscall.Signal  // a stop signal that came before COMMAND started
 
 	chld  chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
@@ -141,6 +142,7 @@ func Run(cfg Config) int {
 	for _, sig := range ignored {
 		log.Debug("inherited as ignored: not forwarded", stringerField("signal", sigName(sig)))
 	}
+	<-s.fatalCaught // until then a SIGTERM would end reaper: before it has changed anything
 	return s.run()
 }
 
@@ -152,6 +154,7 @@ func (s *supervisor) run() int {
 		return code
 	}
 	defer s.cleanUp()
+	<-s.caught // every signal reaper forwards is caught before COMMAND can be sent one
 	s.tty = openTerminal()
 	pid, err := s.start()
 	if err != nil {
@@ -183,7 +186,6 @@ func (s *supervisor) run() int {
 // --cgroup=auto a failure to start it there (clone3 refused) falls back to
 // starting it outside.
 func (s *supervisor) start() (int, error) {
-	<-s.caught // once COMMAND runs, every signal it may be sent must be caught
 	opts := spawnOptions{
 		foreground: s.tty != nil,
 		pdeathsig:  s.cfg.PdeathSignal,
@@ -262,21 +264,27 @@ func (s *supervisor) checkProc() {
 // signal reaper's caller left ignored stays ignored, for reaper and for
 // COMMAND, and is not forwarded; catchSignals returns those.
 //
-// It returns once SIGCHLD and the stop signals are caught; the other
-// signals are caught meanwhile, and s.caught is closed when they are. Until
-// COMMAND starts they would only be dropped (see earlySignal), so start
-// waits for s.caught alone, and the rest of start-up runs meanwhile.
+// Catching a signal takes a round trip to a runtime thread, so a goroutine
+// does it while the rest of start-up runs: first SIGCHLD and the signals
+// that would end reaper uncaught (fatalUncaught), then s.fatalCaught is
+// closed, and Run waits for it before it changes anything outside reaper;
+// then the others, and s.caught is closed, which run waits for before it
+// starts COMMAND. Until caught, such a signal has no handler and the
+// runtime drops it; once caught, it waits in s.sigs and reaches COMMAND
+// when COMMAND runs.
 func (s *supervisor) catchSignals() (ignored []syscall.Signal) {
 	inherited := inheritedIgnored()
-	var caught, stops []os.Signal
+	var stops, first, rest []os.Signal
 	for _, sig := range signals.Forwardable() {
 		switch {
 		case inherited[sig]:
 			ignored = append(ignored, sig)
 		case s.cfg.Policy.IsStop(sig):
 			stops = append(stops, sig)
+		case fatalUncaught[sig]:
+			first = append(first, sig)
 		default:
-			caught = append(caught, sig)
+			rest = append(rest, sig)
 		}
 	}
 	s.chld = make(chan os.Signal, 1)
@@ -290,17 +298,26 @@ func (s *supervisor) catchSignals() (ignored []syscall.Signal) {
 	// a goroutine switch from an unlocked goroutine, but from this locked
 	// thread a wake-up of another OS thread each time (60 of them took 8 ms).
 	// So a goroutine does it, and this thread waits once.
-	stopsCaught, allCaught := make(chan struct{}), make(chan struct{})
+	fatalCaught, allCaught := make(chan struct{}), make(chan struct{})
 	go func() {
 		notify(s.chld, syscall.SIGCHLD)
 		notifySome(s.stops, stops)
-		close(stopsCaught)
-		notifySome(s.sigs, caught)
+		notifySome(s.sigs, first)
+		close(fatalCaught)
+		notifySome(s.sigs, rest)
 		close(allCaught)
 	}()
-	<-stopsCaught
-	s.caught = allCaught
+	s.fatalCaught, s.caught = fatalCaught, allCaught
 	return ignored
+}
+
+// fatalUncaught are the forwardable signals for which the Go runtime ends
+// reaper as long as nobody catches them (SIGQUIT, SIGABRT and SIGSTKFLT
+// with a crash): caught first, stop signals or not (--rewrite). Until then
+// the others are dropped or, for SIGTSTP, SIGTTIN and SIGTTOU, stop reaper.
+var fatalUncaught = map[syscall.Signal]bool{
+	syscall.SIGHUP: true, syscall.SIGINT: true, syscall.SIGQUIT: true, syscall.SIGTERM: true,
+	syscall.SIGABRT: true, syscall.SIGSTKFLT: true,
 }
 
 // notifySome relays sigs to c, and nothing when sigs is empty (every stop
