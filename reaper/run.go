@@ -36,7 +36,7 @@ const killWait = 10 * time.Second
 
 // supervisor is the event loop's state. Only the goroutine in Run touches
 // it, except for what the fast forwarder reads under reapMu (see
-// fastForward).
+// fastForward) and the signal channels catchSignals hands to os/signal.
 type supervisor struct {
 	cfg  Config
 	log  *logger
@@ -112,8 +112,9 @@ func Run(cfg Config) int {
 		s.threads = append(s.threads, tid)
 	}
 	s.mask = blockThreadSignals() // all logging and terminal work happen on this thread
-	// Catch signals next: until then the Go runtime's own handler would end
-	// reaper on a SIGTERM (and, as PID 1, exit with status 2).
+	// Start catching signals next: until the fatal ones are caught the Go
+	// runtime's own handler would end reaper on a SIGTERM (and, as PID 1,
+	// exit with status 2), so nothing outside reaper changes before that.
 	ignored := s.catchSignals()
 	s.cgroupFiles = readCgroupFiles()
 	spares, room := plannedSpares(s.cgroupFiles)

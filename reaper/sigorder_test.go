@@ -1,0 +1,123 @@
+package reaper
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/reaper-init/reaper/signals"
+)
+
+// bareChild is set in the environment of the test binary run as a Go program
+// that catches no signal (see TestFatalUncaughtMatchesTheRuntime).
+const bareChild = "REAPER_TEST_BARE_CHILD"
+
+// TestFatalUncaughtMatchesTheRuntime checks fatalUncaught against the Go
+// runtime itself, which start-up relies on (those signals are caught before
+// reaper changes anything): in a Go program that has caught nothing, each
+// member of fatalUncaught must end the program, and the other forwardable
+// signals, sent one after another to one program, must leave it running.
+// The job-control signals are left out: uncaught, the kernel's default
+// stops or continues the program.
+func TestFatalUncaughtMatchesTheRuntime(t *testing.T) {
+	if os.Getenv(bareChild) != "" {
+		fmt.Println("ready")
+		io.Copy(io.Discard, os.Stdin) // until the test closes it, or a signal ends this program
+		os.Exit(0)
+	}
+	survivor, stdin, stderr := startBare(t)
+	for _, sig := range signals.Forwardable() {
+		switch {
+		case sig == syscall.SIGTSTP || sig == syscall.SIGTTIN || sig == syscall.SIGTTOU || sig == syscall.SIGCONT:
+		case fatalUncaught[sig]:
+			child, _, _ := startBare(t)
+			child.Process.Signal(sig)
+			// SIGKILL a minute later means sig did not end it.
+			deadline := time.AfterFunc(time.Minute, func() { child.Process.Signal(syscall.SIGKILL) })
+			err := child.Wait()
+			deadline.Stop()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
+				t.Errorf("%v uncaught did not end the program (%v): remove it from fatalUncaught", sig, err)
+			}
+		default:
+			survivor.Process.Signal(sig)
+			waitNotPending(t, survivor.Process.Pid, sig) // delivered, and dropped unless it ends the program
+		}
+	}
+	stdin.Close() // the program now exits 0, if every signal left it running
+	if err := survivor.Wait(); err != nil {
+		first, _, _ := strings.Cut(stderr.String(), "\n")
+		t.Errorf("a forwardable signal outside fatalUncaught ended the program (%v: %s): add it", err, first)
+	}
+}
+
+// startBare runs the test binary as a Go program that catches no signal, and
+// returns once its Go code runs (the runtime's handlers are in place). It
+// runs until a signal ends it or its stdin, returned, is closed.
+func startBare(t *testing.T) (*exec.Cmd, io.Closer, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFatalUncaughtMatchesTheRuntime$")
+	cmd.Env = append(os.Environ(), bareChild+"=1")
+	stderr := new(strings.Builder)
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close() })
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("the bare program wrote %q (%v)", line, err)
+	}
+	return cmd, stdin, stderr
+}
+
+// waitNotPending waits until no thread of pid has sig pending: the kernel has
+// delivered it.
+func waitNotPending(t *testing.T, pid int, sig syscall.Signal) {
+	t.Helper()
+	end := time.Now().Add(time.Minute)
+	for pending(pid, sig) {
+		if time.Now().After(end) {
+			t.Fatalf("%v still pending in pid %d after a minute", sig, pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// pending reports whether sig is pending for process pid or any of its
+// threads (ShdPnd and SigPnd of /proc/PID/task/*/status).
+func pending(pid int, sig syscall.Signal) bool {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
+		for _, line := range strings.Split(string(data), "\n") {
+			name, value, _ := strings.Cut(line, ":")
+			if name != "ShdPnd" && name != "SigPnd" {
+				continue
+			}
+			mask, err := strconv.ParseUint(strings.TrimSpace(value), 16, 64)
+			if err == nil && mask&(1<<(sig-1)) != 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
