@@ -120,6 +120,8 @@ func TestUsageErrors(t *testing.T) {
 		{nil, []string{"--"}, "no COMMAND"},
 		{nil, []string{"--no-such-flag", "true"}, "unknown flag --no-such-flag"},
 		{nil, []string{"-x", "true"}, "unknown flag -x"},
+		{nil, []string{"-vvv", "true"}, "unknown flag -vvv"},
+		{nil, []string{"--verbose=3", "true"}, `"3" is not a verbosity 0, 1 or 2`},
 		{nil, []string{"--grace=soon", "true"}, "--grace"},
 		{nil, []string{"--grace=-1s", "true"}, "negative"},
 		{nil, []string{"--timeout=1y", "true"}, "--timeout"},

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper"
+	"github.com/reaper-init/reaper/signals"
 )
 
 // Leaf processes of the payloads: each announces itself on $F, then
@@ -265,19 +266,32 @@ setsid sh -c "$LEAF" &`})
 	})
 }
 
-func TestTeardownOnSIGTERMToReaper(t *testing.T) {
-	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := plant(t, pid1, tree{flags: []string{cgroupFlag}, ups: 3, body: `sh -c "$LEAF" &
+func TestTeardownOnStopSignalToReaper(t *testing.T) {
+	// The stop signal reaches COMMAND's group forwarded; the setsid leaf
+	// gets the stop signal of the teardown (SIGTERM), and the summary names
+	// both.
+	for _, sc := range []struct {
+		sig  syscall.Signal
+		sent string
+	}{{syscall.SIGTERM, "SIGTERM"}, {syscall.SIGHUP, "SIGHUP or SIGTERM"}} {
+		t.Run(signals.Name(sc.sig), func(t *testing.T) {
+			bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
+				p := plant(t, pid1, tree{flags: []string{cgroupFlag}, ups: 3, body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &
 (sh -c "$LEAF" &)`})
-		p.signal(syscall.SIGTERM)
-		r := p.wait()
-		p.expectClean(t, r, 128+15)
-		rep := p.readReport(t)
-		if rep.Teardown == nil || rep.Teardown.Reason != "signal" || rep.Teardown.Received != "SIGTERM" {
-			t.Errorf("report: %+v, want a stop begun by SIGTERM", rep.Teardown)
-		}
-	})
+				p.signal(sc.sig)
+				r := p.wait()
+				p.expectClean(t, r, 128+int(sc.sig))
+				rep := p.readReport(t)
+				if rep.Teardown == nil || rep.Teardown.Reason != "signal" || rep.Teardown.Received != signals.Name(sc.sig) {
+					t.Errorf("report: %+v, want a stop begun by %v", rep.Teardown, signals.Name(sc.sig))
+				}
+				if !regexp.MustCompile(`teardown: \d+ descendants, \d+ exited after ` + sc.sent + `, 0 killed`).MatchString(r.Stderr) {
+					t.Errorf("want a summary naming %s:\n%s", sc.sent, r.Stderr)
+				}
+			})
+		})
+	}
 }
 
 func TestStopSignalReachesCommandFirst(t *testing.T) {

@@ -2,6 +2,8 @@ package reaper
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -244,8 +246,37 @@ func (td *teardown) finish(now time.Time) {
 	} else {
 		took = took.Round(time.Microsecond) // not "0s"
 	}
-	td.log.Info(fmt.Sprintf("teardown: %d descendants, %d exited after %s, %d killed, %s",
-		len(td.procs), len(td.procs)-killed, sigName(td.stopSignal), killed, took))
+	td.log.Info(fmt.Sprintf("teardown: %s, %d exited after %s, %d killed, %s",
+		plural(len(td.procs), "descendant"), len(td.procs)-killed, td.sentNames(), killed, took))
+}
+
+// sentNames names the signals the stop sent first to the processes that
+// exited without SIGKILL: the stop signal, and a signal forwarded to
+// COMMAND's group when a signal began the stop ("SIGHUP or SIGTERM").
+func (td *teardown) sentNames() string {
+	var sent []syscall.Signal
+	for _, t := range td.procs {
+		if !t.killed && t.signal != 0 && !slices.Contains(sent, t.signal) {
+			sent = append(sent, t.signal)
+		}
+	}
+	if len(sent) == 0 {
+		return sigName(td.stopSignal).String()
+	}
+	slices.Sort(sent)
+	names := make([]string, len(sent))
+	for i, sig := range sent {
+		names[i] = sigName(sig).String()
+	}
+	return strings.Join(names, " or ")
+}
+
+// plural is n and noun, with an s unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func (td *teardown) killedCount() int {

@@ -135,7 +135,7 @@ func options(cfg *reaper.Config, act *action) []option {
 		{name: "verbose", arg: "N", usage: "log level: 0 warnings and errors, 1 info (-v), 2 debug (-vv)",
 			value: funcValue(func(s string) error {
 				n, err := strconv.Atoi(s)
-				if err != nil || n < 0 {
+				if err != nil || n < 0 || n > 2 {
 					return fmt.Errorf("%q is not a verbosity 0, 1 or 2", s)
 				}
 				cfg.Verbosity = n
@@ -175,7 +175,7 @@ func parse(args []string, lookupEnv func(string) (string, bool)) (reaper.Config,
 		fs.Var(o.value, o.name, o.usage)
 	}
 	if err := fs.Parse(args); err != nil {
-		return cfg, act, flagError(err)
+		return cfg, act, flagError(err, args)
 	}
 	if act != runCommand {
 		return cfg, act, nil
@@ -225,11 +225,12 @@ func applyEnv(o option, lookupEnv func(string) (string, bool)) error {
 }
 
 // flagError rewrites the flag package's messages into one plain sentence
-// that names flags the way --help shows them.
-func flagError(err error) error {
+// that names flags the way --help shows them, and an unknown flag the way
+// it was typed (args).
+func flagError(err error, args []string) error {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
-		return fmt.Errorf("unknown flag %s", dashed(name))
+		return fmt.Errorf("unknown flag %s", asTyped(name, args))
 	}
 	// "invalid value "x" for flag -grace: reason" and
 	// "invalid boolean value "x" for -wait: reason"
@@ -247,6 +248,21 @@ func flagError(err error) error {
 }
 
 // dashed writes a flag name as --help does: -v, --grace.
+// asTyped returns the argument that named flag name, without its value: -x
+// or --x as the user wrote it (dashed(name) if none did).
+func asTyped(name string, args []string) string {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		flagPart, _, _ := strings.Cut(a, "=")
+		if strings.TrimLeft(flagPart, "-") == name && strings.HasPrefix(flagPart, "-") {
+			return flagPart
+		}
+	}
+	return dashed(name)
+}
+
 func dashed(name string) string {
 	if len(name) == 1 {
 		return "-" + name
