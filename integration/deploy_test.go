@@ -242,6 +242,7 @@ type podman struct {
 	holder *exec.Cmd      // keeps the mount namespace alive: unshare ... cat
 	hold   io.WriteCloser // closing it ends the holder
 	parent string         // --cgroup-parent, from each hierarchy's root
+	cli    *cgroup        // where podman itself runs (builds included), below parent
 	env    []string
 }
 
@@ -289,17 +290,30 @@ network_config_dir = "%[1]s/net"
 }
 
 // makeParent makes the containers' parent cgroup in every hierarchy podman
-// will use, with a pids.max bound.
+// will use, with a pids.max bound, and below it the group podman's own
+// commands run in (a build's steps are their children), bounded with it.
 func (e *podman) makeParent(t *testing.T) {
 	t.Helper()
+	e.cli = &cgroup{}
 	for _, h := range cgroupHierarchies() {
 		if h.memory {
 			continue
 		}
-		if err := os.Mkdir(h.mount+e.parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			t.Fatalf("cgroup parent: %v", err)
+		for _, dir := range []string{h.mount + e.parent, h.mount + e.parent + "/cli"} {
+			if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+				t.Fatalf("cgroup parent: %v", err)
+			}
 		}
 		os.WriteFile(h.mount+e.parent+"/pids.max", []byte("512"), 0) // where the pids controller is
+		switch {
+		case h.v2 && e.cli.v2 == "":
+			e.cli.v2 = h.mount + e.parent + "/cli"
+		case h.pids:
+			e.cli.pids = h.mount + e.parent + "/cli"
+		}
+	}
+	if e.cli.v2 == "" {
+		t.Skip("no cgroup2 to bound podman's processes in")
 	}
 }
 
@@ -410,12 +424,12 @@ func (e *podman) run(ctx context.Context, args ...string) (string, error) {
 	return out.String(), err
 }
 
-// command is a podman command line, run in the namespace.
+// command is a podman command line, run in the namespace and in e.cli.
 func (e *podman) command(ctx context.Context, args ...string) *exec.Cmd {
-	argv := []string{"-t", strconv.Itoa(e.holder.Process.Pid), "--mount", "--", "podman",
-		"--root=" + e.dir + "/root", "--runroot=" + e.dir + "/run", "--tmpdir=" + e.dir + "/tmp"}
-	cmd := exec.CommandContext(ctx, "nsenter", append(argv, args...)...)
-	cmd.Env = e.env
+	argv := joinArgv(append([]string{"nsenter", "-t", strconv.Itoa(e.holder.Process.Pid), "--mount", "--", "podman",
+		"--root=" + e.dir + "/root", "--runroot=" + e.dir + "/run", "--tmpdir=" + e.dir + "/tmp"}, args...)...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(e.env, e.cli.joinEnv()...)
 	cmd.WaitDelay = time.Second
 	return cmd
 }
