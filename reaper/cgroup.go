@@ -33,16 +33,10 @@ type cgroup struct {
 	fd   int    // the leaf's directory, open for clone3's CLONE_INTO_CGROUP
 }
 
-// parseMountinfo returns the mount point and root of the cgroup2 mount in
-// the text of /proc/self/mountinfo. Hybrid layouts mount cgroup2 beside the
-// v1 hierarchies, for example at /sys/fs/cgroup/unified.
-func parseMountinfo(data []byte) (mountPoint, root string, err error) {
-	return parseCgroupMount(data, "")
-}
-
 // parseCgroupMount returns the mount point and root of the cgroup2 mount
 // (controller "") or of the cgroup v1 hierarchy that has controller, in the
-// text of /proc/self/mountinfo.
+// text of /proc/self/mountinfo. Hybrid layouts mount cgroup2 beside the v1
+// hierarchies, for example at /sys/fs/cgroup/unified.
 func parseCgroupMount(data []byte, controller string) (mountPoint, root string, err error) {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 4096), 1<<20)
@@ -83,12 +77,6 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// parseProcCgroup returns the cgroup v2 path ("0::/path") in the text of
-// /proc/PID/cgroup.
-func parseProcCgroup(data []byte) (string, error) {
-	return parseCgroupPath(data, "")
 }
 
 // parseCgroupPath returns the path of the cgroup v2 group ("0::/path",
@@ -281,7 +269,7 @@ func (c *cgroup) contains(pid int) bool {
 	if err != nil {
 		return false
 	}
-	path, err := parseProcCgroup(data)
+	path, err := parseCgroupPath(data, "")
 	return err == nil && (path == c.path || strings.HasPrefix(path, c.path+"/"))
 }
 

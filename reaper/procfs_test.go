@@ -89,20 +89,20 @@ reaper: debug: reaped pid=7 status="exit 0"
 	}
 }
 
-func TestParseMountinfo(t *testing.T) {
+func TestParseCgroupMount(t *testing.T) {
 	data := []byte(`31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 `)
-	mp, root, err := parseMountinfo(data)
+	mp, root, err := parseCgroupMount(data, "")
 	if err != nil || mp != "/sys/fs/cgroup/unified" || root != "/" {
-		t.Errorf("parseMountinfo = %q %q %v", mp, root, err)
+		t.Errorf("parseCgroupMount = %q %q %v", mp, root, err)
 	}
-	mp, root, err = parseMountinfo([]byte("50 1 0:40 /sub /mnt/cg\\040x rw shared:1 - cgroup2 none rw\n"))
+	mp, root, err = parseCgroupMount([]byte("50 1 0:40 /sub /mnt/cg\\040x rw shared:1 - cgroup2 none rw\n"), "")
 	if err != nil || mp != "/mnt/cg x" || root != "/sub" {
 		t.Errorf("optional fields and escapes: %q %q %v", mp, root, err)
 	}
-	if _, _, err := parseMountinfo([]byte("garbage\n1 2 3\n")); err == nil {
+	if _, _, err := parseCgroupMount([]byte("garbage\n1 2 3\n"), ""); err == nil {
 		t.Error("no cgroup2 mount, no error")
 	}
 	if mp, _, err := parseCgroupMount(data, "pids"); err != nil || mp != "/sys/fs/cgroup/pids" {
@@ -134,13 +134,13 @@ func TestSparesFor(t *testing.T) {
 	}
 }
 
-func TestParseProcCgroup(t *testing.T) {
-	if p, err := parseProcCgroup([]byte("9:name=systemd:/\n0::/system.slice/x.service\n")); err != nil || p != "/system.slice/x.service" {
-		t.Errorf("parseProcCgroup = %q, %v", p, err)
+func TestParseCgroupPathV2(t *testing.T) {
+	if p, err := parseCgroupPath([]byte("9:name=systemd:/\n0::/system.slice/x.service\n"), ""); err != nil || p != "/system.slice/x.service" {
+		t.Errorf("parseCgroupPath = %q, %v", p, err)
 	}
 	for _, bad := range []string{"", "1:pids:/\n", "0::relative\n"} {
-		if p, err := parseProcCgroup([]byte(bad)); err == nil {
-			t.Errorf("parseProcCgroup(%q) = %q, want an error", bad, p)
+		if p, err := parseCgroupPath([]byte(bad), ""); err == nil {
+			t.Errorf("parseCgroupPath(%q) = %q, want an error", bad, p)
 		}
 	}
 }

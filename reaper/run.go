@@ -298,7 +298,8 @@ func (s *supervisor) catchSignals() (ignored []syscall.Signal) {
 	// Each signal.Notify is a round trip to the runtime's signal goroutine:
 	// a goroutine switch from an unlocked goroutine, but from this locked
 	// thread a wake-up of another OS thread each time (60 of them took 8 ms).
-	// So a goroutine does it, and this thread waits once.
+	// So a goroutine does it, and this thread waits on fatalCaught and
+	// caught, once each.
 	fatalCaught, allCaught := make(chan struct{}), make(chan struct{})
 	go func() {
 		notify(s.chld, syscall.SIGCHLD)

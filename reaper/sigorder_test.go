@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -107,14 +106,9 @@ func waitNotPending(t *testing.T, pid int, sig syscall.Signal) {
 func pending(pid int, sig syscall.Signal) bool {
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, task := range tasks {
-		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
-		for _, line := range strings.Split(string(data), "\n") {
-			name, value, _ := strings.Cut(line, ":")
-			if name != "ShdPnd" && name != "SigPnd" {
-				continue
-			}
-			mask, err := strconv.ParseUint(strings.TrimSpace(value), 16, 64)
-			if err == nil && mask&(1<<(sig-1)) != 0 {
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
+		for _, key := range []string{"ShdPnd:", "SigPnd:"} {
+			if mask, ok := statusMask(status, key); ok && mask&(1<<(sig-1)) != 0 {
 				return true
 			}
 		}

@@ -247,7 +247,6 @@ func flagError(err error, args []string) error {
 	return errors.New(msg)
 }
 
-// dashed writes a flag name as --help does: -v, --grace.
 // asTyped returns the argument that named flag name, without its value: -x
 // or --x as the user wrote it (dashed(name) if none did).
 func asTyped(name string, args []string) string {
@@ -263,6 +262,7 @@ func asTyped(name string, args []string) string {
 	return dashed(name)
 }
 
+// dashed writes a flag name as --help does: -v, --grace.
 func dashed(name string) string {
 	if len(name) == 1 {
 		return "-" + name
