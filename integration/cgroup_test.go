@@ -31,23 +31,23 @@ func newCgroup(t testing.TB, pidsMax int) *cgroup {
 	requireRoot(t)
 	v2root, pidsRoot := cgroupMounts()
 	if v2root == "" {
-		t.Skip("no cgroup2 hierarchy mounted")
+		skip(t, "no cgroup2 hierarchy mounted")
 	}
 	name := fmt.Sprintf("reaper-test-%d-%d", os.Getpid(), cgroupSeq.Add(1))
 	cg := &cgroup{v2: filepath.Join(v2root, ownCgroup("0::"), name)}
 	if err := os.Mkdir(cg.v2, 0o755); err != nil {
-		t.Skipf("cannot make a cgroup2 group: %v", err)
+		skip(t, "cannot make a cgroup2 group: %v", err)
 	}
 	limit := []byte(strconv.Itoa(pidsMax))
 	if err := os.WriteFile(cg.v2+"/pids.max", limit, 0); err != nil {
 		if pidsRoot == "" {
 			os.Remove(cg.v2)
-			t.Skip("no pids controller to bound fork-heavy tests")
+			skip(t, "no pids controller to bound fork-heavy tests")
 		}
 		cg.pids = filepath.Join(pidsRoot, ownCgroup("pids"), name)
 		if err := os.Mkdir(cg.pids, 0o755); err != nil {
 			os.Remove(cg.v2)
-			t.Skipf("cannot make a pids cgroup: %v", err)
+			skip(t, "cannot make a pids cgroup: %v", err)
 		}
 		if err := os.WriteFile(cg.pids+"/pids.max", limit, 0); err != nil {
 			cg.remove(t)

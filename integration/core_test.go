@@ -568,7 +568,7 @@ func TestEnvironmentAndLimitsPassThrough(t *testing.T) {
 		t.Errorf("COMMAND's environment is %v, want %v and REAPER_INSTANCE", got, want)
 	}
 	if _, err := exec.LookPath("prlimit"); err != nil {
-		t.Skip("prlimit (util-linux) not installed")
+		skip(t, "prlimit (util-linux) not installed")
 	}
 	out, err = exec.Command("prlimit", "--nofile=1000:4000", bin().reaper, "sh", "-c", "ulimit -Sn; ulimit -Hn").Output()
 	if err != nil {

@@ -259,7 +259,7 @@ func newPodman(t *testing.T) *podman {
 	requireRoot(t)
 	for _, tool := range []string{"podman", "runc", "unshare", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install podman runc util-linux): %v", tool, err)
+			skip(t, "%s not installed (apt-get install podman runc util-linux): %v", tool, err)
 		}
 	}
 	e := &podman{dir: t.TempDir(), parent: fmt.Sprintf("/reaper-deploy-%d-%d", os.Getpid(), podmanSeq.Add(1))}
@@ -313,7 +313,7 @@ func (e *podman) makeParent(t *testing.T) {
 		}
 	}
 	if e.cli.v2 == "" {
-		t.Skip("no cgroup2 to bound podman's processes in")
+		skip(t, "no cgroup2 to bound podman's processes in")
 	}
 }
 
@@ -349,7 +349,7 @@ exec cat`
 	case line := <-ready:
 		if line != "ready\n" {
 			e.holder.Wait()
-			t.Skipf("cannot set up a mount namespace for podman (unshare, umount of the memory cgroup): %q", line)
+			skip(t, "cannot set up a mount namespace for podman (unshare, umount of the memory cgroup): %q", line)
 		}
 	case <-time.After(deadline):
 		e.holder.Process.Kill()
@@ -455,7 +455,7 @@ func (e *podman) importGolang(t *testing.T, name string) {
 	goroot := goEnv(t, "GOROOT")
 	want, _, _ := strings.Cut(strings.TrimPrefix(name, "golang:"), "-")
 	if v := strings.TrimPrefix(runtime.Version(), "go"); v != want && !strings.HasPrefix(v, want+".") {
-		t.Skipf("the Dockerfile builds with %s; this machine's Go is %s", name, runtime.Version())
+		skip(t, "the Dockerfile builds with %s; this machine's Go is %s", name, runtime.Version())
 	}
 	root := t.TempDir()
 	busyboxInto(t, filepath.Join(root, "bin"), "sh")
@@ -710,10 +710,10 @@ func busyboxInto(t *testing.T, dir string, applets ...string) string {
 	t.Helper()
 	path, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Skip("no busybox (apt-get install busybox-static)")
+		skip(t, "no busybox (apt-get install busybox-static)")
 	}
 	if err := staticELF(path); err != nil && !strings.Contains(err.Error(), "symtab") {
-		t.Skipf("%s is not static (apt-get install busybox-static): %v", path, err)
+		skip(t, "%s is not static (apt-get install busybox-static): %v", path, err)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -935,11 +935,11 @@ func bootSystemd(t *testing.T, units map[string]string) *nspawn {
 	requireRoot(t)
 	for _, tool := range []string{"systemd-nspawn", "script", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install systemd-container util-linux bsdutils): %v", tool, err)
+			skip(t, "%s not installed (apt-get install systemd-container util-linux bsdutils): %v", tool, err)
 		}
 	}
 	if _, err := os.Stat("/usr/lib/systemd/systemd"); err != nil {
-		t.Skipf("no systemd on this machine to boot: %v", err)
+		skip(t, "no systemd on this machine to boot: %v", err)
 	}
 	ct := &nspawn{name: fmt.Sprintf("reaper-nspawn-%d", os.Getpid()), dir: t.TempDir(), ended: make(chan struct{})}
 	ct.console = filepath.Join(ct.dir, "console.log")
@@ -1012,7 +1012,7 @@ func (ct *nspawn) makeGroups(t *testing.T) {
 		dir := filepath.Join(h.mount, ct.name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			ct.removeGroups(t)
-			t.Skipf("cannot make a cgroup for systemd-nspawn: %v", err)
+			skip(t, "cannot make a cgroup for systemd-nspawn: %v", err)
 		}
 		if h.v2 {
 			ct.groups = append([]string{dir}, ct.groups...)
@@ -1025,7 +1025,7 @@ func (ct *nspawn) makeGroups(t *testing.T) {
 	}
 	if v2, _ := cgroupMounts(); !bounded || len(ct.groups) == 0 || v2 == "" || !strings.HasPrefix(ct.groups[0], v2) {
 		ct.removeGroups(t)
-		t.Skip("no cgroup2 group with a pids.max bound for systemd-nspawn")
+		skip(t, "no cgroup2 group with a pids.max bound for systemd-nspawn")
 	}
 }
 
@@ -1048,7 +1048,7 @@ func (ct *nspawn) waitBoot(t *testing.T) {
 	for ct.init == 0 {
 		select {
 		case <-ct.ended:
-			t.Skipf("systemd-nspawn cannot run here: it exited %v\n%s", ct.cmd.ProcessState, ct.consoleTail())
+			skip(t, "systemd-nspawn cannot run here: it exited %v\n%s", ct.cmd.ProcessState, ct.consoleTail())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(end) {

@@ -256,7 +256,7 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 	}
 	if wraps == 0 {
 		pidMax, _ := os.ReadFile("/proc/sys/kernel/pid_max")
-		t.Skipf("pids never wrapped (kernel.pid_max %s): no bystander reused a pid, so this run proved nothing",
+		skip(t, "pids never wrapped (kernel.pid_max %s): no bystander reused a pid, so this run proved nothing",
 			strings.TrimSpace(string(pidMax)))
 	}
 }
@@ -266,7 +266,7 @@ func asNobody(t *testing.T) []string {
 	t.Helper()
 	requireRoot(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("setpriv (util-linux) is not installed")
+		skip(t, "setpriv (util-linux) is not installed")
 	}
 	return []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", bin().reaper}
 }

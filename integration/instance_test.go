@@ -173,7 +173,7 @@ func TestCgroupAutoFallsBackWhereCgroupsAreReadOnly(t *testing.T) {
 	requireRoot(t)
 	v2, _ := cgroupMounts()
 	if v2 == "" {
-		t.Skip("no cgroup2 mount")
+		skip(t, "no cgroup2 mount")
 	}
 	// A mount namespace of its own, where cgroup2 is bind-mounted
 	// read-only over itself: as in many containers.

@@ -361,7 +361,7 @@ func (l *lines) waitFor(t testing.TB, patterns ...*regexp.Regexp) []string {
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (PID namespaces, cgroups); CI runs as root")
+		skip(t, "needs root (PID namespaces, cgroups); CI runs as root")
 	}
 }
 

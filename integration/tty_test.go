@@ -34,7 +34,7 @@ func startOnPTY(t *testing.T, env []string, argv ...string) *pty {
 	// poller, and reads honour deadlines.
 	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
+		skip(t, "no pseudo-terminals here: %v", err)
 	}
 	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
 		t.Fatal(err)
@@ -270,7 +270,7 @@ func waitForeground(t *testing.T, p *pty, comm string) {
 
 func TestNoTerminalNoIoctl(t *testing.T) {
 	if _, err := exec.LookPath("strace"); err != nil {
-		t.Skip("strace is not installed (apt-get install strace)")
+		skip(t, "strace is not installed (apt-get install strace)")
 	}
 	for _, stdin := range []string{"/dev/null", "pipe"} {
 		trace := t.TempDir() + "/trace"
@@ -326,7 +326,7 @@ func TestTerminalBackAfterExecFailure(t *testing.T) {
 func interactiveBash(t *testing.T) *pty {
 	t.Helper()
 	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("bash is not installed")
+		skip(t, "bash is not installed")
 	}
 	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin().reaper}, "bash", "--norc", "--noprofile", "-i")
 	p.expect(t, `rp\$ `)

@@ -1,0 +1,21 @@
+package integration
+
+import (
+	"os"
+	"testing"
+)
+
+// requireAll is set in CI (REAPER_REQUIRE_ALL=1): there every test must run,
+// and a test that would skip fails instead, so that a missing tool, engine
+// or privilege can never pass for a pass.
+var requireAll = os.Getenv("REAPER_REQUIRE_ALL") == "1"
+
+// skip skips the test with the reason given, or fails it when requireAll is
+// set.
+func skip(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if requireAll {
+		t.Fatalf("cannot run, and REAPER_REQUIRE_ALL=1 forbids skipping: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
