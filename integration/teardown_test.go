@@ -421,7 +421,7 @@ setsid sh -c "$STUBBORN" &
 			if d.Signal != "SIGTERM" || d.Command == "" {
 				t.Errorf("descendant %+v: want signal SIGTERM and a command line", d)
 			}
-			if d.Outcome == "killed" && d.GoneMS < 500 {
+			if d.Outcome == "killed" && *d.GoneMS < 500 {
 				t.Errorf("descendant %+v was killed before the grace period ended", d)
 			}
 		}
@@ -490,7 +490,7 @@ func TestSecondStopSignalKillsAtOnce(t *testing.T) {
 		r := p.wait() // with the 45 s grace honoured, the test's deadline fails first
 		p.expectClean(t, r, 128+15)
 		for _, d := range p.readReport(t).Teardown.Descendants {
-			if d.Outcome == "killed" && d.GoneMS >= 45000 {
+			if d.Outcome == "killed" && *d.GoneMS >= 45000 {
 				t.Errorf("%+v was killed at the deadline, not at the second stop signal", d)
 			}
 		}
@@ -518,7 +518,7 @@ while [ $i -lt 20 ]; do sh -c "$STUBBORN" & i=$((i+1)); done`})
 			t.Errorf("%d killed processes named by their command line, want 20:\n%s", n, r.Stderr)
 		}
 		for _, d := range p.readReport(t).Teardown.Descendants {
-			if d.Outcome == "killed" && d.GoneMS >= 5000 {
+			if d.Outcome == "killed" && *d.GoneMS >= 5000 {
 				t.Errorf("%+v was killed after a grace period", d)
 			}
 		}
@@ -536,7 +536,7 @@ func TestOneStopSignalDuringAStopKeepsTheGrace(t *testing.T) {
 		r := p.wait()
 		p.expectClean(t, r, 0)
 		for _, d := range p.readReport(t).Teardown.Descendants {
-			if d.Outcome == "killed" && d.GoneMS < 1000 {
+			if d.Outcome == "killed" && *d.GoneMS < 1000 {
 				t.Errorf("%+v was killed before the grace period ended", d)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -21,6 +22,19 @@ const (
 	ExitInternal   = 125 // reaper could not do its own work (fork failed)
 	ExitCannotExec = 126 // COMMAND found but could not be executed
 	ExitNotFound   = 127 // COMMAND not found
+)
+
+// Cgroup modes (--cgroup).
+const (
+	CgroupAuto = "auto" // contain COMMAND in a cgroup when possible
+	CgroupOn   = "on"   // contain COMMAND in a cgroup, or fail
+	CgroupOff  = "off"  // walk /proc only
+)
+
+// Log formats (--log-format).
+const (
+	LogConsole = logs.Console
+	LogJSON    = logs.JSON
 )
 
 // Config is everything Run needs. The zero value of each field is a usable
@@ -56,7 +70,7 @@ type Config struct {
 	// (a second live reaper of the name refuses to start), an earlier run's
 	// leftovers are swept before COMMAND starts, and its cgroup is named
 	// after it. Empty: a name unique to the run, no lock and no sweep.
-	// COMMAND gets it in InstanceVar either way.
+	// COMMAND gets it in instance.Var either way.
 	Instance string
 	// Replace stops a live reaper of the same instance, instead of refusing
 	// to start.

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/procfs"
 )
 
 // portPoll is how often --wait-port looks again: the kernel announces no
@@ -75,7 +78,7 @@ func (h portHolder) String() string {
 func listeners(port int, marker []byte) []portHolder {
 	want := map[uint64]bool{}
 	for _, file := range []string{"/net/tcp", "/net/tcp6"} {
-		data, err := os.ReadFile(procRoot + file)
+		data, err := os.ReadFile(procfs.Root + file)
 		if err != nil {
 			continue
 		}
@@ -88,9 +91,9 @@ func listeners(port int, marker []byte) []portHolder {
 		return nil
 	}
 	var holders []portHolder
-	pids, _ := listPIDs(procRoot)
+	pids, _ := procfs.ListPIDs(procfs.Root)
 	for _, pid := range pids {
-		dir := procRoot + "/" + strconv.Itoa(pid) + "/fd"
+		dir := procfs.Path(pid, "fd")
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue
@@ -102,7 +105,7 @@ func listeners(port int, marker []byte) []portHolder {
 			}
 			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
 			if err == nil && want[ino] {
-				holders = append(holders, portHolder{pid: pid, cmdline: commandLine(pid), leftover: carriesMarker(pid, marker)})
+				holders = append(holders, portHolder{pid: pid, cmdline: procfs.CommandLine(pid), leftover: procfs.HasEnv(pid, marker)})
 				delete(want, ino)
 				break
 			}
@@ -114,11 +117,11 @@ func listeners(port int, marker []byte) []portHolder {
 	return holders
 }
 
-// waitPorts waits until nobody listens on the --wait-port ports, naming the
-// holders it finds; it fails when the timeout passes.
-func (s *supervisor) waitPorts(marker []byte) error {
-	end := time.Now().Add(s.cfg.WaitPortTimeout)
-	for _, port := range s.cfg.WaitPorts {
+// waitPorts waits until nobody listens on ports, naming the holders it
+// finds; it fails when timeout passes, or when pause reports a stop request.
+func waitPorts(ports []int, timeout time.Duration, marker []byte, log *logs.Logger, pause func(time.Duration) bool) error {
+	end := time.Now().Add(timeout)
+	for _, port := range ports {
 		named := false
 		for {
 			holders := listeners(port, marker)
@@ -127,14 +130,14 @@ func (s *supervisor) waitPorts(marker []byte) error {
 			}
 			if !named {
 				for _, h := range holders {
-					s.log.Warn("port is held: waiting for it", intField("port", port), stringField("holder", h.String()))
+					log.Warn("port is held: waiting for it", logs.Int("port", port), logs.String("holder", h.String()))
 				}
 				named = true
 			}
 			if time.Now().After(end) {
-				return fmt.Errorf("port %d is still held by %s after %v", port, holders[0], s.cfg.WaitPortTimeout)
+				return fmt.Errorf("port %d is still held by %s after %v", port, holders[0], timeout)
 			}
-			if s.pause(portPoll) {
+			if pause(portPoll) {
 				return errors.New("stopped")
 			}
 		}

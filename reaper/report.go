@@ -2,10 +2,15 @@ package reaper
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -14,7 +19,7 @@ import (
 type Report struct {
 	Command  []string `json:"command"`
 	ExitCode int      `json:"exit_code"` // what reaper exited with
-	// CommandStatus is nil when COMMAND never started.
+	// CommandStatus is nil when COMMAND never started, or outlived SIGKILL.
 	CommandStatus *CommandStatus `json:"command_status"`
 	StartError    string         `json:"start_error,omitempty"`
 	TimedOut      bool           `json:"timed_out"`
@@ -40,73 +45,154 @@ type TeardownReport struct {
 	GraceMS     float64            `json:"grace_ms"`
 	TotalMS     float64            `json:"total_ms"`
 	Descendants []DescendantReport `json:"descendants"`
-	Exited      int                `json:"exited"` // went after the stop signal
-	Killed      int                `json:"killed"` // needed SIGKILL
+	Exited      int                `json:"exited"`             // went after the stop signal
+	Killed      int                `json:"killed"`             // needed SIGKILL
+	Survived    int                `json:"survived,omitempty"` // outlived SIGKILL: reaper gave up on them
 }
 
 // DescendantReport is one process the stop found.
 type DescendantReport struct {
-	PID     int     `json:"pid"`
-	Command string  `json:"command"`
-	Signal  string  `json:"signal,omitempty"` // first signal the stop sent it
-	Outcome string  `json:"outcome"`          // "exited" or "killed"
-	GoneMS  float64 `json:"gone_ms"`          // from the start of the stop
+	PID     int    `json:"pid"`
+	Command string `json:"command"`
+	Signal  string `json:"signal,omitempty"` // first signal the stop sent it
+	Outcome string `json:"outcome"`          // "exited", "killed" or "survived"
+	// GoneMS is when it was gone, from the start of the stop; nil for a
+	// process that survived.
+	GoneMS *float64 `json:"gone_ms,omitempty"`
 }
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // report assembles the Report for a run that ends with code.
 func (s *supervisor) report(code int) Report {
-	r := Report{Command: s.cfg.Command, ExitCode: code, TimedOut: s.timedOut}
+	r := Report{Command: s.cfg.Command, ExitCode: code, TimedOut: s.machine != nil && s.machine.TimedOut()}
 	if s.startErr != nil {
 		r.StartError = s.startErr.Error()
 	}
-	if s.childGone {
-		st := &CommandStatus{PID: s.child, Exited: s.childStatus.Exited(), CoreDumped: s.childStatus.CoreDump()}
+	if s.cmd.reaped {
+		st := &CommandStatus{PID: s.cmd.pid, Exited: s.cmd.status.Exited(), CoreDumped: s.cmd.status.CoreDump()}
 		if st.Exited {
-			st.Code = s.childStatus.ExitStatus()
+			st.Code = s.cmd.status.ExitStatus()
 		} else {
-			st.Signal = signals.Name(s.childStatus.Signal())
+			st.Signal = signals.Name(s.cmd.status.Signal())
 		}
 		r.CommandStatus = st
 	}
-	if td := s.stop; td != nil {
-		tr := &TeardownReport{
-			Reason: td.reason.String(), StopSignal: signals.Name(td.stopSignal),
-			GraceMS: millis(s.cfg.Grace), TotalMS: millis(td.ended.Sub(td.began)),
-			Descendants: []DescendantReport{},
-		}
-		if td.received != 0 {
-			tr.Received = signals.Name(td.received)
-		}
-		for _, t := range td.procs {
-			d := DescendantReport{PID: t.h.PID, Command: t.describe(), Outcome: "exited", GoneMS: millis(t.exitedAt.Sub(td.began))}
-			if t.signal != 0 {
-				d.Signal = signals.Name(t.signal)
-			}
-			if t.killed {
-				d.Outcome = "killed"
-				tr.Killed++
-			} else {
-				tr.Exited++
-			}
-			tr.Descendants = append(tr.Descendants, d)
-		}
-		r.Teardown = tr
+	if s.td != nil {
+		r.Teardown = s.td.report(s.cfg.Grace)
 	}
 	return r
 }
 
+// report describes the stop.
+func (td *teardown) report(grace time.Duration) *TeardownReport {
+	tr := &TeardownReport{
+		Reason: td.reason.String(), StopSignal: signals.Name(td.stopSignal),
+		GraceMS: millis(grace), TotalMS: millis(td.ended.Sub(td.began)),
+		Descendants: []DescendantReport{},
+	}
+	if td.received != 0 {
+		tr.Received = signals.Name(td.received)
+	}
+	for _, t := range td.procs {
+		d := DescendantReport{PID: t.h.PID, Command: t.describe(), Outcome: "exited"}
+		if t.signal != 0 {
+			d.Signal = signals.Name(t.signal)
+		}
+		switch {
+		case t.survived:
+			d.Outcome = "survived"
+			tr.Survived++
+		case t.killed:
+			d.Outcome = "killed"
+			tr.Killed++
+		default:
+			tr.Exited++
+		}
+		if !t.survived {
+			gone := millis(t.exitedAt.Sub(td.began))
+			d.GoneMS = &gone
+		}
+		tr.Descendants = append(tr.Descendants, d)
+	}
+	return tr
+}
+
 // writeReport writes the --report file, if one was asked for.
-func (s *supervisor) writeReport(code int) {
+func (s *supervisor) writeReport(code int) error {
 	if s.cfg.ReportPath == "" {
-		return
+		return nil
 	}
 	data, err := json.MarshalIndent(s.report(code), "", "  ")
 	if err == nil {
 		err = os.WriteFile(s.cfg.ReportPath, append(data, '\n'), 0o644)
 	}
 	if err != nil {
-		s.log.Error(fmt.Sprintf("cannot write report %s", s.cfg.ReportPath), errorField(err))
+		return fmt.Errorf("cannot write report %s: %w", s.cfg.ReportPath, err)
 	}
+	return nil
+}
+
+// end writes the report and releases what the run took. The failures met
+// at the end of a run (processes that outlived SIGKILL, the report, the
+// cgroup, the lock) are collected and logged together.
+func (s *supervisor) end(code int) {
+	var errs *multierror.Error
+	if s.td != nil {
+		for _, t := range s.td.procs {
+			if t.survived {
+				errs = multierror.Append(errs, fmt.Errorf("pid %d (%s) still runs after SIGKILL", t.h.PID, t.describe()))
+			}
+		}
+	}
+	errs = multierror.Append(errs, s.writeReport(code))
+	errs = multierror.Append(errs, s.release())
+	logErrors(s.log, errs)
+}
+
+// cleanUp releases what prepare took, when COMMAND does not start.
+func (s *supervisor) cleanUp() {
+	logErrors(s.log, s.release())
+}
+
+// release removes the cgroup (once empty) and drops the instance's lock.
+func (s *supervisor) release() error {
+	var errs *multierror.Error
+	if s.leaf != nil {
+		if err := s.leaf.Remove(); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("cannot remove the cgroup %s: %w", s.leaf.Dir, err))
+		}
+		s.leaf = nil
+	}
+	if s.lock != nil {
+		if err := s.lock.Release(); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("cannot release the instance lock: %w", err))
+		}
+		s.lock = nil
+	}
+	return errs.ErrorOrNil()
+}
+
+// logErrors logs err, one error or several, as one error line.
+func logErrors(log *logs.Logger, err error) {
+	var errs *multierror.Error
+	if errors.As(err, &errs) {
+		errs.ErrorFormat = oneLine
+		err = errs.ErrorOrNil()
+	}
+	if err != nil {
+		log.Error("the run ended with errors", logs.Err(err))
+	}
+}
+
+// oneLine formats several errors on one line: a log line is one line.
+func oneLine(errs []error) string {
+	parts := make([]string, len(errs))
+	for i, err := range errs {
+		parts[i] = err.Error()
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return fmt.Sprintf("%d errors: %s", len(parts), strings.Join(parts, "; "))
 }

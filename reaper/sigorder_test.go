@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/reaper/procfs"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -108,7 +109,7 @@ func pending(pid int, sig syscall.Signal) bool {
 	for _, task := range tasks {
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
 		for _, key := range []string{"ShdPnd:", "SigPnd:"} {
-			if mask, ok := statusMask(status, key); ok && mask&(1<<(sig-1)) != 0 {
+			if mask, ok := procfs.StatusMask(status, key); ok && mask&(1<<(sig-1)) != 0 {
 				return true
 			}
 		}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/instance"
 )
 
 // StartError says why COMMAND could not be started, and with which exit code
@@ -17,6 +19,9 @@ type StartError struct {
 	Command string
 	Code    int // ExitNotFound, ExitCannotExec or ExitInternal
 	Err     error
+	// fromClone is set when the kernel refused to make the process (clone3
+	// with CLONE_INTO_CGROUP), not to execute COMMAND.
+	fromClone bool
 }
 
 func (e *StartError) Error() string {
@@ -24,18 +29,6 @@ func (e *StartError) Error() string {
 }
 
 func (e *StartError) Unwrap() error { return e.Err }
-
-// fromExec reports whether the error is one execve(2) gives: about COMMAND,
-// not about how reaper started it (clone3 into a cgroup, say).
-func (e *StartError) fromExec() bool {
-	for _, errno := range []syscall.Errno{syscall.ENOENT, syscall.EACCES, syscall.ENOEXEC, syscall.ETXTBSY,
-		syscall.E2BIG, syscall.ELOOP, syscall.ENAMETOOLONG, syscall.EISDIR, syscall.ENOTDIR, syscall.ELIBBAD} {
-		if errors.Is(e.Err, errno) {
-			return true
-		}
-	}
-	return e.Code == ExitNotFound
-}
 
 // defaultPath is what execvp searches when PATH is unset.
 const defaultPath = "/usr/local/bin:/usr/bin:/bin"
@@ -106,25 +99,26 @@ func errnoOf(err error) error {
 type spawnOptions struct {
 	foreground bool           // give COMMAND's group the terminal on fd 0
 	pdeathsig  syscall.Signal // sent to COMMAND when reaper's thread dies; 0 for none
-	instance   string         // exported as InstanceVar
+	env        []string       // COMMAND's environment
+	mask       unix.Sigset_t  // COMMAND's signal mask: the one reaper was started with
 	cgroupFD   int            // the cgroup COMMAND is born in (clone3), or -1
 }
 
 // spawn starts COMMAND as the leader of a new process group and returns its
-// pid. The child gets reaper's original signal mask, default dispositions
-// for every signal reaper catches (ignored ones stay ignored), fds 0-2 and
-// whatever reaper's caller passed without close-on-exec, the environment
-// unchanged and the original RLIMIT_NOFILE (syscall.ForkExec restores it).
-// spawn never waits for the child: the event loop reaps it. It must run on
-// the thread that stays for reaper's whole life: the parent-death signal
-// fires when the forking thread exits.
+// pid. The child gets opts.mask, default dispositions for every signal
+// reaper catches (ignored ones stay ignored), fds 0-2 and whatever reaper's
+// caller passed without close-on-exec, and the original RLIMIT_NOFILE
+// (syscall.ForkExec restores it). spawn never waits for the child: the
+// event loop reaps it. It must run on the thread that stays for reaper's
+// whole life: the parent-death signal fires when the forking thread exits,
+// and the child's signal mask is that thread's.
 func spawn(argv []string, opts spawnOptions) (int, error) {
 	path, err := lookPath(argv[0])
 	if err != nil {
 		return 0, err
 	}
 	attr := &syscall.ProcAttr{
-		Env:   environment(opts.instance),
+		Env:   opts.env,
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
 			Setpgid:    true,
@@ -136,34 +130,71 @@ func spawn(argv []string, opts spawnOptions) (int, error) {
 	if opts.cgroupFD >= 0 {
 		attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, opts.cgroupFD
 	}
+	// The child gets the forking thread's mask: the caller's, for the fork
+	// alone (nothing on this thread may raise SIGTTOU meanwhile).
+	own := blockThreadSignals()
+	setThreadMask(opts.mask)
 	pid, err := syscall.ForkExec(path, argv, attr)
+	setThreadMask(own)
 	if err != nil {
-		return 0, startError(argv[0], err)
+		return 0, startError(argv, opts, err)
 	}
 	return pid, nil
 }
 
-// environment is reaper's environment with InstanceVar set to instance, the
+// environment is reaper's environment with instance.Var set to name, the
 // one variable reaper sets for COMMAND.
-func environment(instance string) []string {
+func environment(name string) []string {
 	env := os.Environ()
 	out := make([]string, 0, len(env)+1)
 	for _, kv := range env {
-		if !strings.HasPrefix(kv, InstanceVar+"=") {
+		if !strings.HasPrefix(kv, instance.Var+"=") {
 			out = append(out, kv)
 		}
 	}
-	return append(out, InstanceVar+"="+instance)
+	return append(out, instance.Var+"="+name)
 }
 
 // startError maps a ForkExec failure to an exit code: fork itself failing
 // (no memory, pids.max reached) is reaper's failure; anything execve says
-// means COMMAND cannot be executed.
-func startError(name string, err error) error {
+// means COMMAND cannot be executed. Some errors can come from clone3 as
+// well as from execve: ENOSYS (no clone3, before Linux 5.3) and E2BIG
+// (Linux 5.3 to 5.6: clone3 without CLONE_INTO_CGROUP refuses the larger
+// clone_args). execve says E2BIG only for arguments and environment larger
+// than the kernel's minimum limit of 32 pages; below that, E2BIG is
+// clone3's.
+func startError(argv []string, opts spawnOptions, err error) error {
 	code := ExitCannotExec
-	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOMEM) {
+	var fromClone bool
+	switch {
+	case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOMEM):
 		code = ExitInternal
 		err = fmt.Errorf("cannot fork: %w", err)
+	case opts.cgroupFD >= 0 && errors.Is(err, syscall.ENOSYS):
+		fromClone = true
+	case opts.cgroupFD >= 0 && errors.Is(err, syscall.E2BIG) && argSize(argv, opts.env) < execMinArgMax:
+		fromClone = true
 	}
-	return &StartError{Command: name, Code: code, Err: err}
+	if fromClone {
+		code = ExitInternal
+		err = fmt.Errorf("cannot start a process in a cgroup (clone3: %w)", err)
+	}
+	return &StartError{Command: argv[0], Code: code, Err: err, fromClone: fromClone}
+}
+
+// execMinArgMax is the least room execve gives arguments and environment
+// together (32 pages of 4 KiB, whatever the stack limit), less a margin for
+// the interpreter line of a script.
+const execMinArgMax = 32*4096 - 4096
+
+// argSize is how much room execve needs for argv and env: each string with
+// its NUL, and a pointer each.
+func argSize(argv, env []string) int {
+	n := 0
+	for _, list := range [][]string{argv, env} {
+		for _, s := range list {
+			n += len(s) + 1 + 8
+		}
+	}
+	return n
 }

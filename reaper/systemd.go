@@ -10,6 +10,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/cgroup"
+	"github.com/reaper-init/reaper/reaper/handle"
+	"github.com/reaper-init/reaper/reaper/logs"
 )
 
 // systemctlWait bounds how long reaper waits for systemctl at start-up.
@@ -23,26 +29,23 @@ const systemctlWait = time.Second
 // /proc/self/cgroup, and `systemctl show` gives its TimeoutStopUSec. Anything
 // missing (no systemctl, no unit, no answer within a second) ends the check
 // without a word above debug.
-func (s *supervisor) checkStopTimeout() {
-	if _, ok := os.LookupEnv("INVOCATION_ID"); !ok || s.cfg.Grace == 0 {
+func checkStopTimeout(grace time.Duration, files cgroup.Files, log *logs.Logger) {
+	if _, ok := os.LookupEnv("INVOCATION_ID"); !ok || grace == 0 || files.Err != nil {
 		return
 	}
-	if s.cgroupFiles.err != nil {
-		return
-	}
-	unit, user := unitFromCgroup(string(s.cgroupFiles.own))
+	unit, user := unitFromCgroup(string(files.Own))
 	if unit == "" {
 		return
 	}
 	timeout, err := unitStopTimeout(unit, user)
 	if err != nil {
-		s.log.Debug("cannot learn the unit's stop timeout", stringField("unit", unit), errorField(err))
+		log.Debug("cannot learn the unit's stop timeout", logs.String("unit", unit), logs.Err(err))
 		return
 	}
-	if timeout > 0 && s.cfg.Grace >= timeout {
-		s.log.Warn("the grace period is not below the unit's stop timeout: systemd will SIGKILL reaper before its teardown ends "+
+	if timeout > 0 && grace >= timeout {
+		log.Warn("the grace period is not below the unit's stop timeout: systemd will SIGKILL reaper before its teardown ends "+
 			"(give the unit a larger TimeoutStopSec=, or reaper a smaller --grace)",
-			stringField("unit", unit), durationField("grace", s.cfg.Grace), durationField("timeout_stop", timeout))
+			logs.String("unit", unit), logs.Duration("grace", grace), logs.Duration("timeout_stop", timeout))
 	}
 }
 
@@ -52,9 +55,9 @@ func (s *supervisor) checkStopTimeout() {
 // is true when the unit belongs to a user manager (below user@UID.service).
 func unitFromCgroup(data string) (unit string, user bool) {
 	// systemd's own hierarchy wins over the unified one.
-	path, err := parseCgroupPath([]byte(data), "name=systemd")
+	path, err := cgroup.ParsePath([]byte(data), "name=systemd")
 	if err != nil {
-		path, _ = parseCgroupPath([]byte(data), "")
+		path, _ = cgroup.ParsePath([]byte(data), "")
 	}
 	parts := strings.Split(path, "/")
 	for i := len(parts) - 1; i >= 0; i-- {
@@ -88,11 +91,14 @@ func unitStopTimeout(unit string, user bool) (time.Duration, error) {
 	return parseTimespan(strings.TrimSpace(out))
 }
 
-// output runs a program and returns its standard output, as read within
-// wait; stdin and stderr are /dev/null. It is for the time before COMMAND
-// starts: it reaps the program with wait4 on its pid alone, and no other
-// wait4 runs then.
+// output runs a program and returns its standard output; stdin and stderr
+// are /dev/null. It is for the time before COMMAND starts, when no other
+// wait4 runs: it reaps the program with wait4 on its pid alone. Everything
+// is bounded by wait: the output, and the program's exit, watched through
+// a pidfd; a program that overstays is SIGKILLed (and, should even that
+// not end it, left for the event loop to reap).
 func output(path string, argv []string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
 	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return "", err
@@ -103,17 +109,24 @@ func output(path string, argv []string, wait time.Duration) (string, error) {
 		return "", err
 	}
 	defer r.Close()
+	pidfd := -1
 	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
 		Env: os.Environ(), Files: []uintptr{devNull.Fd(), w.Fd(), devNull.Fd()},
+		Sys: &syscall.SysProcAttr{PidFD: &pidfd},
 	})
 	w.Close()
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", argv[0], err)
 	}
-	r.SetReadDeadline(time.Now().Add(wait))
+	h := handle.Own(pid, pidfd)
+	defer h.Close()
+	r.SetReadDeadline(deadline)
 	out, readErr := io.ReadAll(io.LimitReader(r, 64<<10))
-	if readErr != nil {
-		syscall.Kill(pid, syscall.SIGKILL)
+	if readErr != nil || !handle.WaitAll([]*handle.Handle{h}, deadline, nil) {
+		h.Signal(syscall.SIGKILL)
+		if !handle.WaitAll([]*handle.Handle{h}, time.Now().Add(wait), nil) {
+			return "", fmt.Errorf("%s: did not exit, even after SIGKILL", argv[0])
+		}
 	}
 	var ws syscall.WaitStatus
 	for {
@@ -125,7 +138,7 @@ func output(path string, argv []string, wait time.Duration) (string, error) {
 	case readErr != nil:
 		return "", fmt.Errorf("%s: %w", argv[0], readErr)
 	case !ws.Exited() || ws.ExitStatus() != 0:
-		return "", fmt.Errorf("%s: exit status %d", argv[0], ws.ExitStatus())
+		return "", fmt.Errorf("%s: %s", argv[0], describeStatus(unix.WaitStatus(ws)))
 	}
 	return string(out), nil
 }

@@ -3,6 +3,8 @@ package reaper
 import (
 	"runtime"
 	"sync"
+
+	"github.com/reaper-init/reaper/reaper/cgroup"
 )
 
 // spareThreads is how many idle OS threads reaper makes the Go runtime keep
@@ -25,8 +27,8 @@ const spareThreads = 8
 
 // plannedSpares returns how many spare threads to start, and the room
 // pids.max leaves (-1 when no limit applies).
-func plannedSpares(f cgroupFiles) (n, room int) {
-	room, limited := pidsRoom(f)
+func plannedSpares(f cgroup.Files) (n, room int) {
+	room, limited := f.PidsRoom()
 	if !limited {
 		return spareThreads, -1
 	}

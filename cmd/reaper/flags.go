@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/reaper-init/reaper/reaper"
+	"github.com/reaper-init/reaper/reaper/instance"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -100,7 +101,7 @@ func options(cfg *reaper.Config, act *action) []option {
 			usage: "name the run: refuse a second live reaper of NAME, sweep leftovers of an earlier run first (default: unique per run)",
 			value: funcValue(func(s string) error {
 				cfg.Instance = s
-				return reaper.CheckInstance(s)
+				return instance.Check(s)
 			})},
 		{name: "replace", usage: "with --instance: stop a live reaper of the same instance instead of refusing to start",
 			value: boolValue(&cfg.Replace)},

@@ -1,4 +1,11 @@
-package reaper
+// Package logs is reaper's logger: a zap core used directly, writing one
+// plain line per entry ("reaper: warning: message key=value ...") or one
+// JSON object per line, to a writer that never raises SIGPIPE.
+//
+// The zap package proper would link net/http and crypto into reaper (its
+// level handler and sink registry): a megabyte of binary and their package
+// initialisation at every start.
+package logs
 
 import (
 	"fmt"
@@ -6,31 +13,33 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap/buffer"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/reaper-init/reaper/signals"
 )
 
-// Log formats reaper writes.
+// Log formats.
 const (
-	LogConsole = "console"
-	LogJSON    = "json"
+	Console = "console"
+	JSON    = "json"
 )
 
-// logger is reaper's logger: a zap core, used directly. The zap package
-// proper would link net/http and crypto into reaper (its level handler and
-// sink registry): a megabyte of binary and their package initialisation at
-// every start.
-type logger struct {
+// Logger writes reaper's log entries.
+type Logger struct {
 	core zapcore.Core
 }
 
-// newLogger returns the logger reaper writes to w: warnings and errors only
-// at verbosity 0, info at 1, debug at 2 and above. The console format is one
-// plain line per entry, "reaper: warning: message key=value ...", with no
-// level word for errors; the json format is zap's, one object per line.
-func newLogger(w io.Writer, format string, verbosity int) (*logger, error) {
+// New returns a Logger writing to w: warnings and errors only at verbosity
+// 0, info at 1, debug at 2 and above. The console format is one plain line
+// per entry, "reaper: warning: message key=value ...", with no level word
+// for errors; the json format is zap's, one object per line. Once a write
+// fails (stderr closed, or a pipe whose reader is gone), the Logger drops
+// everything: reaper goes on without logs rather than failing.
+func New(w io.Writer, format string, verbosity int) (*Logger, error) {
 	level := zapcore.WarnLevel
 	switch {
 	case verbosity >= 2:
@@ -40,9 +49,9 @@ func newLogger(w io.Writer, format string, verbosity int) (*logger, error) {
 	}
 	var enc zapcore.Encoder
 	switch format {
-	case LogConsole, "":
+	case Console, "":
 		enc = &lineEncoder{MapObjectEncoder: zapcore.NewMapObjectEncoder()}
-	case LogJSON:
+	case JSON:
 		enc = zapcore.NewJSONEncoder(zapcore.EncoderConfig{
 			TimeKey: "ts", LevelKey: "level", NameKey: "logger", MessageKey: "msg",
 			LineEnding: zapcore.DefaultLineEnding, EncodeLevel: zapcore.LowercaseLevelEncoder,
@@ -51,14 +60,22 @@ func newLogger(w io.Writer, format string, verbosity int) (*logger, error) {
 	default:
 		return nil, fmt.Errorf("log format %q is neither console nor json", format)
 	}
-	return &logger{core: zapcore.NewCore(enc, zapcore.AddSync(&quitOnError{w: w}), level)}, nil
+	return &Logger{core: zapcore.NewCore(enc, zapcore.AddSync(&quitOnError{w: w}), level)}, nil
 }
 
-// enabled reports whether entries at level are written: callers check it
-// before building costly fields.
-func (l *logger) enabled(level zapcore.Level) bool { return l.core.Enabled(level) }
+// Discard returns a Logger that writes nothing.
+func Discard() *Logger {
+	return &Logger{core: zapcore.NewNopCore()}
+}
 
-func (l *logger) write(level zapcore.Level, msg string, fields []zapcore.Field) {
+// Enabled reports whether entries at level are written: callers check it
+// before building costly fields.
+func (l *Logger) Enabled(level zapcore.Level) bool { return l.core.Enabled(level) }
+
+// DebugEnabled reports whether debug entries are written (-vv).
+func (l *Logger) DebugEnabled() bool { return l.core.Enabled(zapcore.DebugLevel) }
+
+func (l *Logger) write(level zapcore.Level, msg string, fields []zapcore.Field) {
 	if !l.core.Enabled(level) {
 		return
 	}
@@ -66,45 +83,60 @@ func (l *logger) write(level zapcore.Level, msg string, fields []zapcore.Field) 
 }
 
 // Debug logs at debug level (-vv).
-func (l *logger) Debug(msg string, fields ...zapcore.Field) { l.write(zapcore.DebugLevel, msg, fields) }
+func (l *Logger) Debug(msg string, fields ...zapcore.Field) { l.write(zapcore.DebugLevel, msg, fields) }
 
 // Info logs at info level (-v).
-func (l *logger) Info(msg string, fields ...zapcore.Field) { l.write(zapcore.InfoLevel, msg, fields) }
+func (l *Logger) Info(msg string, fields ...zapcore.Field) { l.write(zapcore.InfoLevel, msg, fields) }
 
 // Warn logs a warning.
-func (l *logger) Warn(msg string, fields ...zapcore.Field) { l.write(zapcore.WarnLevel, msg, fields) }
+func (l *Logger) Warn(msg string, fields ...zapcore.Field) { l.write(zapcore.WarnLevel, msg, fields) }
 
 // Error logs an error.
-func (l *logger) Error(msg string, fields ...zapcore.Field) { l.write(zapcore.ErrorLevel, msg, fields) }
+func (l *Logger) Error(msg string, fields ...zapcore.Field) { l.write(zapcore.ErrorLevel, msg, fields) }
 
 // Sync flushes the core.
-func (l *logger) Sync() { l.core.Sync() }
+func (l *Logger) Sync() { l.core.Sync() }
 
 // Field constructors, as zap's.
 
-func intField(key string, v int) zapcore.Field {
+// Int is an integer field.
+func Int(key string, v int) zapcore.Field {
 	return zapcore.Field{Key: key, Type: zapcore.Int64Type, Integer: int64(v)}
 }
 
-func stringField(key, v string) zapcore.Field {
+// String is a string field.
+func String(key, v string) zapcore.Field {
 	return zapcore.Field{Key: key, Type: zapcore.StringType, String: v}
 }
 
-func durationField(key string, d time.Duration) zapcore.Field {
+// Duration is a duration field.
+func Duration(key string, d time.Duration) zapcore.Field {
 	return zapcore.Field{Key: key, Type: zapcore.DurationType, Integer: int64(d)}
 }
 
-func stringerField(key string, v fmt.Stringer) zapcore.Field {
+// Stringer is a field written with v's String method.
+func Stringer(key string, v fmt.Stringer) zapcore.Field {
 	return zapcore.Field{Key: key, Type: zapcore.StringerType, Interface: v}
 }
 
-func errorField(err error) zapcore.Field {
+// Signal is a field that names a signal: signal=SIGTERM.
+func Signal(key string, sig syscall.Signal) zapcore.Field {
+	return Stringer(key, signalName(sig))
+}
+
+// Err is the error field.
+func Err(err error) zapcore.Field {
 	return zapcore.Field{Key: "error", Type: zapcore.ErrorType, Interface: err}
 }
 
-func intsField(key string, v []int) zapcore.Field {
+// Ints is a list of integers: pids=3,4,5.
+func Ints(key string, v []int) zapcore.Field {
 	return zapcore.Field{Key: key, Type: zapcore.ArrayMarshalerType, Interface: ints(v)}
 }
+
+type signalName syscall.Signal
+
+func (s signalName) String() string { return signals.Name(syscall.Signal(s)) }
 
 type ints []int
 
@@ -115,9 +147,7 @@ func (v ints) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 	return nil
 }
 
-// quitOnError passes writes on until one fails (stderr closed, or a pipe
-// whose reader is gone), then drops them all: reaper goes on without logs
-// rather than failing, or writing again and again into a broken pipe.
+// quitOnError passes writes on until one fails, then drops them all.
 type quitOnError struct {
 	w      io.Writer
 	broken bool

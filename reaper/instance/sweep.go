@@ -1,0 +1,163 @@
+package instance
+
+import (
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/reaper-init/reaper/reaper/cgroup"
+	"github.com/reaper-init/reaper/reaper/handle"
+	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/procfs"
+)
+
+// Sweep tears down what an earlier run of an instance left behind.
+type Sweep struct {
+	Name       string
+	Self       int          // reaper's pid: never swept
+	Stale      *cgroup.Leaf // the earlier run's cgroup, if it is still there
+	StopSignal syscall.Signal
+	Grace      time.Duration
+	KillWait   time.Duration
+	Log        *logs.Logger
+	// Stop reports whether reaper was asked to stop meanwhile; the sweep
+	// then ends at once.
+	Stop func() bool
+}
+
+// leftover is a process of an earlier run.
+type leftover struct {
+	*handle.Handle
+	cmdline string
+}
+
+// Run sweeps: the processes in the stale cgroup and those carrying the
+// instance's marker, found while no live reaper holds the instance. The
+// policy is a stop's: the stop signal to all at once, one grace period,
+// then SIGKILL (cgroup.kill for the cgroup), again until nothing is left.
+func (s *Sweep) Run() {
+	began := time.Now()
+	seen := map[int]bool{}
+	signal := s.StopSignal
+	// A few rounds: each finds what appeared since (a leftover that forked
+	// while the previous round killed), and round one is the usual case.
+	for round := 0; round < 5 && !s.Stop(); round++ {
+		found := s.leftovers(seen)
+		if len(found) == 0 {
+			break
+		}
+		hs := make([]*handle.Handle, 0, len(found))
+		for _, l := range found {
+			s.Log.Warn("leftover of an earlier run", logs.String("instance", s.Name), logs.Int("pid", l.PID),
+				logs.String("command", l.cmdline), logs.Signal("signal", signal))
+			l.Signal(signal)
+			if signal != syscall.SIGKILL {
+				l.Signal(syscall.SIGCONT) // a stopped process acts on nothing until continued
+			}
+			hs = append(hs, l.Handle)
+		}
+		if signal == syscall.SIGKILL || !handle.WaitAll(hs, began.Add(s.Grace), s.Stop) {
+			if signal != syscall.SIGKILL {
+				signal = syscall.SIGKILL // the grace period is over: for what is left, and what comes next
+				if s.Stale != nil {
+					s.Stale.Kill()
+				}
+				for _, l := range found {
+					if !l.Exited() {
+						s.Log.Warn("killed leftover", logs.Int("pid", l.PID), logs.String("command", l.cmdline))
+						l.Signal(syscall.SIGKILL)
+					}
+				}
+			}
+			handle.WaitAll(hs, time.Now().Add(s.KillWait), nil)
+		}
+		for _, h := range hs {
+			h.Close()
+		}
+	}
+	s.removeStale()
+}
+
+// removeStale empties the stale cgroup and removes it.
+func (s *Sweep) removeStale() {
+	if s.Stale == nil {
+		return
+	}
+	if full, _ := s.Stale.Populated(); full {
+		s.Stale.Kill()
+		if empty, err := s.Stale.WatchEmpty(); err == nil {
+			select {
+			case <-empty:
+			case <-time.After(s.KillWait):
+			}
+		}
+	}
+	if err := s.Stale.Remove(); err != nil {
+		s.Log.Warn("cannot remove the cgroup of an earlier run", logs.String("cgroup", s.Stale.Dir), logs.Err(err))
+	}
+}
+
+// leftovers returns the leftovers not seen yet: members of the stale
+// cgroup, and processes carrying the instance's marker.
+func (s *Sweep) leftovers(seen map[int]bool) []leftover {
+	var found []leftover
+	add := func(h *handle.Handle) {
+		if seen[h.PID] {
+			h.Close()
+			return
+		}
+		seen[h.PID] = true
+		found = append(found, leftover{Handle: h, cmdline: procfs.CommandLine(h.PID)})
+	}
+	if s.Stale != nil {
+		pids, _ := s.Stale.Procs()
+		for _, pid := range pids {
+			h, err := handle.Open(pid, func() error {
+				if !s.Stale.Contains(pid) {
+					return handle.ErrGone
+				}
+				return nil
+			})
+			if err == nil {
+				add(h)
+			}
+		}
+	}
+	for _, h := range findMarked(Marker(s.Name), s.Self) {
+		add(h)
+	}
+	return found
+}
+
+// findMarked returns handles on the processes outside reaper whose
+// environment carries marker. It looks in reaper's own PID and mount
+// namespaces only: a container that happens to run an instance of the same
+// name is not reaper's to sweep (its lock lives in its own /run).
+func findMarked(marker []byte, self int) []*handle.Handle {
+	pids, err := procfs.ListPIDs(procfs.Root)
+	if err != nil {
+		return nil
+	}
+	pidNS, mntNS := procfs.Namespace("self", "pid"), procfs.Namespace("self", "mnt")
+	var found []*handle.Handle
+	for _, pid := range pids {
+		if pid == self || !procfs.HasEnv(pid, marker) {
+			continue
+		}
+		if id := strconv.Itoa(pid); procfs.Namespace(id, "pid") != pidNS || procfs.Namespace(id, "mnt") != mntNS {
+			continue
+		}
+		// pidfd first, marker again after: the pid may have been reused
+		// by a process that is no leftover.
+		h, err := handle.Open(pid, func() error {
+			if !procfs.HasEnv(pid, marker) {
+				return handle.ErrGone
+			}
+			return nil
+		})
+		if err == nil {
+			found = append(found, h)
+		}
+	}
+	return found
+}

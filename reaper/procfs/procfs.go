@@ -1,0 +1,258 @@
+// Package procfs reads what reaper needs from /proc: a process's stat line,
+// its children, its command line and environment, and the numeric entries
+// of a directory. The parsers take bytes and never panic on bad input.
+package procfs
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Root is where procfs is mounted.
+const Root = "/proc"
+
+// Process is one process as /proc/PID/stat describes it. The state letter
+// says nothing about whether the process lives: it shows Z once the main
+// thread has exited, while other threads may still run.
+type Process struct {
+	PID     int
+	PPID    int
+	PGID    int
+	State   byte   // R, S, D, T, Z, ...
+	Comm    string // the command name, at most 15 bytes
+	Threads int    // number of threads
+	Start   uint64 // start time in clock ticks since boot: with PID, an identity
+}
+
+// ParseStat parses the contents of /proc/PID/stat. The command name sits
+// between the first '(' and the last ')' and may itself hold spaces,
+// parentheses and newlines.
+func ParseStat(data []byte) (Process, error) {
+	open := bytes.IndexByte(data, '(')
+	closing := bytes.LastIndexByte(data, ')')
+	if open < 1 || closing < open {
+		return Process{}, errors.New("stat: no (comm) field")
+	}
+	var p Process
+	var err error
+	if p.PID, err = strconv.Atoi(string(bytes.TrimSpace(data[:open]))); err != nil || p.PID <= 0 {
+		return Process{}, fmt.Errorf("stat: bad pid %q", data[:open])
+	}
+	p.Comm = string(data[open+1 : closing])
+	// Fields after the command name, numbered from 3 (state) as in proc(5).
+	rest := strings.Fields(string(data[closing+1:]))
+	const stateField, ppidField, pgrpField, threadsField, startField = 3, 4, 5, 20, 22
+	if len(rest) < startField-stateField+1 {
+		return Process{}, fmt.Errorf("stat: %d fields after comm, want at least %d", len(rest), startField-stateField+1)
+	}
+	if len(rest[0]) != 1 || !isStateLetter(rest[0][0]) {
+		return Process{}, fmt.Errorf("stat: bad state %q", rest[0])
+	}
+	p.State = rest[0][0]
+	if p.PPID, err = strconv.Atoi(rest[ppidField-stateField]); err != nil {
+		return Process{}, fmt.Errorf("stat: bad ppid: %w", err)
+	}
+	if p.PGID, err = strconv.Atoi(rest[pgrpField-stateField]); err != nil {
+		return Process{}, fmt.Errorf("stat: bad pgrp: %w", err)
+	}
+	if p.Threads, err = strconv.Atoi(rest[threadsField-stateField]); err != nil {
+		return Process{}, fmt.Errorf("stat: bad num_threads: %w", err)
+	}
+	if p.Start, err = strconv.ParseUint(rest[startField-stateField], 10, 64); err != nil {
+		return Process{}, fmt.Errorf("stat: bad starttime: %w", err)
+	}
+	return p, nil
+}
+
+// isStateLetter reports whether c can be a process state in /proc/PID/stat:
+// the kernel writes one ASCII letter (R, S, D, Z, T, t, X, I, ...).
+func isStateLetter(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z'
+}
+
+// ReadFile reads a whole /proc file with open, read and close, into buf
+// when it is large enough. os.ReadFile would add an fstat, a read to see the
+// end of the file and an attempt to register with the runtime's poller: with
+// a thousand processes to walk, that counts.
+func ReadFile(path string, buf []byte) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	n := 0
+	for {
+		if n == len(buf) {
+			buf = append(buf, make([]byte, len(buf)+512)...)
+		}
+		m, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if m == 0 {
+			return buf[:n], nil
+		}
+		n += m
+	}
+}
+
+// Path returns /proc/PID/name.
+func Path(pid int, name string) string {
+	return Root + "/" + strconv.Itoa(pid) + "/" + name
+}
+
+// Stat reads /proc/PID/stat.
+func Stat(pid int) (Process, error) {
+	var buf [512]byte
+	data, err := ReadFile(Path(pid, "stat"), buf[:])
+	if err != nil {
+		return Process{}, err
+	}
+	p, err := ParseStat(data)
+	if err != nil {
+		return Process{}, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	if p.PID != pid {
+		return Process{}, fmt.Errorf("pid %d: stat names pid %d", pid, p.PID)
+	}
+	return p, nil
+}
+
+// ParseChildren parses /proc/PID/task/TID/children: pids separated by
+// spaces. cgroup.procs has the same form, one pid a line.
+func ParseChildren(data []byte) ([]int, error) {
+	fields := strings.Fields(string(data))
+	pids := make([]int, 0, len(fields))
+	for _, f := range fields {
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("children: bad pid %q", f)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+// ChildrenPath is /proc/PID/task/TID/children.
+func ChildrenPath(pid, tid int) string {
+	return Root + "/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/children"
+}
+
+// Children lists the children of the given threads of pid, or of all its
+// threads when tids is nil; nil when pid is gone.
+func Children(pid int, tids []int) []int {
+	if tids == nil {
+		var err error
+		if tids, err = ListPIDs(Path(pid, "task")); err != nil {
+			return nil
+		}
+	}
+	var children []int
+	var buf [512]byte
+	for _, tid := range tids {
+		data, err := ReadFile(ChildrenPath(pid, tid), buf[:])
+		if err != nil {
+			continue
+		}
+		pids, err := ParseChildren(data)
+		if err != nil {
+			continue
+		}
+		children = append(children, pids...)
+	}
+	return children
+}
+
+// CommandLine returns /proc/PID/cmdline with its NULs turned into spaces, or
+// "" when it cannot be read (the process is gone, or is a zombie).
+func CommandLine(pid int) string {
+	var buf [256]byte
+	data, err := ReadFile(Path(pid, "cmdline"), buf[:])
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(bytes.ReplaceAll(data, []byte{0}, []byte{' '})))
+}
+
+// HasEnv reports whether the environment of pid, as /proc/PID/environ
+// shows it, holds the entry kv exactly ("NAME=value").
+func HasEnv(pid int, kv []byte) bool {
+	var buf [4096]byte
+	data, err := ReadFile(Path(pid, "environ"), buf[:])
+	if err != nil {
+		return false
+	}
+	for _, entry := range bytes.Split(data, []byte{0}) {
+		if bytes.Equal(entry, kv) {
+			return true
+		}
+	}
+	return false
+}
+
+// Namespace returns the namespace link of process (a pid, or "self") for
+// kind ("pid", "mnt"), "" when it cannot be read.
+func Namespace(process, kind string) string {
+	link, _ := os.Readlink(Root + "/" + process + "/ns/" + kind)
+	return link
+}
+
+// ListPIDs returns the numeric entries of a /proc directory.
+func ListPIDs(dir string) ([]int, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	pids := make([]int, 0, len(names))
+	for _, name := range names {
+		if pid, err := strconv.Atoi(name); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// StatusMask reads a hexadecimal signal mask line such as "SigIgn:
+// 0000000000001000" from /proc/PID/status.
+func StatusMask(status []byte, key string) (uint64, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.HasPrefix(line, []byte(key)) {
+			continue
+		}
+		v, err := strconv.ParseUint(string(bytes.TrimSpace(line[len(key):])), 16, 64)
+		return v, err == nil
+	}
+	return 0, false
+}
+
+// clockTicks is USER_HZ, the unit of start times in /proc/PID/stat: 100 on
+// every Linux architecture.
+const clockTicks = 100
+
+// BootTicks returns the time since boot in the unit of Process.Start.
+func BootTicks() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Nano()) / (uint64(time.Second) / clockTicks)
+}

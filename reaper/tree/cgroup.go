@@ -1,0 +1,84 @@
+package tree
+
+import (
+	"github.com/reaper-init/reaper/reaper/cgroup"
+	"github.com/reaper-init/reaper/reaper/handle"
+)
+
+// Cgroup lists the members of the leaf group COMMAND was born in: no walk,
+// no reparenting race. A descendant moved out of the group is still
+// reaper's: once the group is empty, Cgroup walks /proc for what wait4
+// still shows.
+type Cgroup struct {
+	Leaf  *cgroup.Leaf
+	proc  *Proc
+	empty <-chan struct{} // closed once the leaf holds no process
+}
+
+// NewCgroup returns the tree of leaf, and of proc once leaf is empty. It
+// watches the leaf for the moment it empties; where it cannot, it walks
+// proc from the start, and the error says why.
+func NewCgroup(leaf *cgroup.Leaf, proc *Proc) (*Cgroup, error) {
+	c := &Cgroup{Leaf: leaf, proc: proc}
+	empty, err := leaf.WatchEmpty()
+	if err != nil {
+		closed := make(chan struct{})
+		close(closed)
+		empty = closed
+	}
+	c.empty = empty
+	return c, err
+}
+
+// drained reports whether the leaf holds no process any more: the watch
+// saw it empty, or cgroup.events says so now (the watch may not have woken
+// up yet).
+func (c *Cgroup) drained() bool {
+	select {
+	case <-c.empty:
+		return true
+	default:
+	}
+	full, err := c.Leaf.Populated()
+	return err == nil && !full
+}
+
+// Walk visits the leaf's members: reaper's own children through waitid
+// alone (see handle.Child), the others through a pidfd opened before their
+// membership is read from /proc/PID/cgroup (a pid listed in cgroup.procs
+// could have died and been reused by a process elsewhere meanwhile). Once
+// the leaf is empty, it walks /proc.
+func (c *Cgroup) Walk(visit func(*handle.Handle)) {
+	if c.drained() {
+		c.proc.Walk(visit)
+		return
+	}
+	pids, _ := c.Leaf.Procs()
+	for _, pid := range pids {
+		if h, ok := handle.Child(pid); ok {
+			visit(h)
+			continue
+		}
+		h, err := handle.Open(pid, func() error {
+			if !c.Leaf.Contains(pid) {
+				return handle.ErrGone
+			}
+			return nil
+		})
+		if err == nil {
+			visit(h)
+		}
+	}
+}
+
+// KillAll writes cgroup.kill (Linux 5.14 and later) while the leaf holds
+// processes.
+func (c *Cgroup) KillAll() bool {
+	return !c.drained() && c.Leaf.Kill() == nil
+}
+
+// Done reports whether the leaf is empty and wait4 said ECHILD.
+func (c *Cgroup) Done(noChildren bool) bool { return noChildren && c.drained() }
+
+// Emptied returns the channel closed when the leaf empties.
+func (c *Cgroup) Emptied() <-chan struct{} { return c.empty }
