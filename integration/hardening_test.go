@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"bufio"
+	"bytes"
 	"cmp"
 	"fmt"
 	"net"
@@ -151,9 +153,9 @@ type bystanders struct {
 }
 
 // startBystanders starts, every 250 ms until stop is closed, a helper in cg
-// that records each signal it gets to log; the returned channel then yields
-// them all.
-func startBystanders(cg *cgroup, log string, stop <-chan struct{}) <-chan bystanders {
+// (under the command line prefix) that records each signal it gets to log;
+// the returned channel then yields them all.
+func startBystanders(cg *cgroup, prefix []string, log string, stop <-chan struct{}) <-chan bystanders {
 	started := make(chan bystanders, 1)
 	go func() {
 		var all bystanders
@@ -166,7 +168,7 @@ func startBystanders(cg *cgroup, log string, stop <-chan struct{}) <-chan bystan
 				return
 			case <-tick.C:
 			}
-			cmd := inCgroup(cg, nil, bin().helper, "record", "-pid", log)
+			cmd := inCgroup(cg, nil, append(append([]string{}, prefix...), bin().helper, "record", "-pid", log)...)
 			if err := cmd.Start(); err != nil {
 				all.err = cmp.Or(all.err, err)
 				continue
@@ -177,24 +179,73 @@ func startBystanders(cg *cgroup, log string, stop <-chan struct{}) <-chan bystan
 	return started
 }
 
+// pidNamespace starts, in cg, a PID namespace of the test's whose
+// kernel.pid_max is pidMax, and returns the command line that runs a
+// program in it (and in its mount namespace, whose /proc is its own). It
+// returns nil where pid_max is not kept per namespace (before Linux 6.14).
+func pidNamespace(t *testing.T, cg *cgroup, pidMax int) []string {
+	t.Helper()
+	init := inCgroup(cg, nil, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
+		bin().harness, "-init", "-pid-max", strconv.Itoa(pidMax))
+	out, err := init.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	init.Stderr = &stderr
+	if err := init.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		init.Process.Kill() // --kill-child: the namespace's init dies with unshare, and the kernel kills the rest
+		init.Wait()
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		ready <- line == "ready\n"
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Logf("no PID namespace with a pid_max of its own: %s", stderr.String())
+			return nil
+		}
+	case <-time.After(deadline):
+		t.Fatalf("the PID namespace's init did not start: %s", stderr.String())
+	}
+	holder := firstBelow(init.Process.Pid, func(pid int) bool {
+		ns, nested := innermostPID(pid)
+		return nested && ns == 1
+	})
+	if holder == 0 {
+		t.Fatal("no init in the new PID namespace")
+	}
+	return []string{"nsenter", "-t", strconv.Itoa(holder), "--pid", "--mount", "--"}
+}
+
 func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 	requireRoot(t)
-	// Pids wrap quickly where kernel.pid_max is 32768, as on this
-	// project's machines: two shells fork without pause while reaper tears
-	// down tree after tree, and bystanders, started all along outside
-	// reaper's tree (during the teardowns too), take the pids just freed.
-	// Not one of them may ever receive a signal. (With a far larger
-	// pid_max pids seldom wrap in the time, and the test skips.)
+	// Pids wrap quickly in a PID namespace whose pid_max is 1000: two
+	// shells fork without pause while reaper tears down tree after tree,
+	// and bystanders, started all along outside reaper's tree (during the
+	// teardowns too), take the pids just freed. Not one of them may ever
+	// receive a signal. Everything runs in that namespace, the harness
+	// that counts what reaper leaves included. (Where pid_max is global,
+	// the host's pids must wrap within the test, as they do where it is
+	// 32768 and the machine is busy; if they do not, the test proved
+	// nothing, and says so.)
 	cg := sharedCgroup(t, 4096)
+	ns := pidNamespace(t, cg, 1000)
 	log := sharedDir(t) + "/bystanders"
 	if err := os.WriteFile(log, nil, 0o666); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ {
-		startInCgroup(t, cg, nil, "sh", "-c", "while :; do :& wait; done")
+		startInCgroup(t, cg, nil, append(append([]string{}, ns...), "sh", "-c", "while :; do :& wait; done")...)
 	}
 	stop := make(chan struct{})
-	started := startBystanders(cg, log, stop)
+	started := startBystanders(cg, ns, log, stop)
 	var by bystanders
 	halt := sync.OnceFunc(func() { close(stop); by = <-started })
 	t.Cleanup(func() {
@@ -214,7 +265,7 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 		}
 		// (The shared cgroup holds the bystanders and forkers: only what
 		// reaper left below the harness counts.)
-		if r := start(t, opts{cg: cg, args: args}).wait(); r.Code != 0 || len(r.Survivors)+len(r.Zombies) > 0 {
+		if r := start(t, opts{cg: cg, prefix: ns, args: args}).wait(); r.Code != 0 || len(r.Survivors)+len(r.Zombies) > 0 {
 			t.Fatalf("cycle %d: exit %d, left %v %v\n%s", cycles, r.Code, r.Survivors, r.Zombies, r.Stderr)
 		}
 	}
@@ -224,7 +275,8 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 	}
 	for _, b := range by.cmds {
 		// A SIGKILL has no handler to record it: a bystander that got one
-		// is dead by now, a zombie of the test's.
+		// is dead by now, and so is nsenter, its parent, a zombie of the
+		// test's. (The bystanders themselves die with the namespace.)
 		if procState(b.Process.Pid) == 'Z' {
 			t.Errorf("bystander %d died during the teardowns", b.Process.Pid)
 		}
@@ -256,7 +308,7 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 	}
 	if wraps == 0 {
 		pidMax, _ := os.ReadFile("/proc/sys/kernel/pid_max")
-		skip(t, "pids never wrapped (kernel.pid_max %s): no bystander reused a pid, so this run proved nothing",
+		skip(t, "pids never wrapped (kernel.pid_max %s, kept per namespace only from Linux 6.14): no bystander reused a pid, so this run proved nothing",
 			strings.TrimSpace(string(pidMax)))
 	}
 }

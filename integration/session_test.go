@@ -40,6 +40,9 @@ type opts struct {
 	cg      *cgroup  // run in this cgroup, which the test owns (default: a fresh one)
 	leave   bool     // leave what reaper leaves running (the test's cgroup cleans up)
 	command []string // run this instead of reaper with args (benchmarks: the peers)
+	// prefix runs the harness itself under this command line (nsenter into
+	// a namespace of the test's).
+	prefix []string
 }
 
 // result is how a run ended, as the harness saw it.
@@ -127,7 +130,8 @@ func start(t testing.TB, o opts) *session {
 		argv = append(argv, o.args...)
 	}
 	s.argv = argv[slices.Index(argv, "--")+1:]
-	s.cmd = exec.Command(bin().harness, argv...)
+	harness := append(append(append([]string{}, o.prefix...), bin().harness), argv...)
+	s.cmd = exec.Command(harness[0], harness[1:]...)
 	s.cmd.Env = append(os.Environ(), o.env...)
 	s.cmd.Stdin, s.cmd.Stdout = o.stdin, o.stdout
 	pr, pw, err := os.Pipe()

@@ -10,6 +10,14 @@
 // kills and reaps them, and writes one JSON line to fd 3:
 //
 //	{"code": 0, "signal": 0, "survivors": ["sleep 100"], "zombies": []}
+//
+// As the init of a PID namespace of the test's:
+//
+//	harness -init -pid-max N
+//
+// it sets the namespace's kernel.pid_max to N (Linux 6.14 and later keep
+// pid_max per namespace), writes "ready" to stdout and reaps whatever is
+// orphaned to it until it is killed.
 package main
 
 import (
@@ -20,6 +28,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -50,7 +59,12 @@ func main() {
 	var dirs cgroups
 	flag.Var(&dirs, "cgroup", "cgroup directory to join (repeatable)")
 	leave := flag.Bool("leave", false, "leave what COMMAND left running (to init, once the harness exits)")
+	asInit := flag.Bool("init", false, "be the init of a PID namespace: set pid_max, reap for ever")
+	pidMax := flag.Int("pid-max", 0, "with -init: the namespace's kernel.pid_max")
 	flag.Parse()
+	if *asInit {
+		namespaceInit(*pidMax)
+	}
 	report := os.NewFile(3, "report")
 	fail := func(err error) {
 		fmt.Fprintln(os.Stderr, "harness:", err)
@@ -199,6 +213,23 @@ func kill(p proc) {
 	if i := bytes.LastIndexByte(stat, ')'); i > 0 {
 		if f := strings.Fields(string(stat[i+1:])); len(f) > 19 && f[19] == p.start {
 			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		}
+	}
+}
+
+// namespaceInit sets the namespace's pid_max, says "ready" and reaps.
+func namespaceInit(pidMax int) {
+	if err := os.WriteFile("/proc/sys/kernel/pid_max", []byte(strconv.Itoa(pidMax)), 0); err != nil {
+		fmt.Fprintln(os.Stderr, "harness: pid_max of this namespace:", err)
+		os.Exit(111)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGCHLD)
+	fmt.Println("ready")
+	for {
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(-1, &ws, 0, nil); errors.Is(err, syscall.ECHILD) {
+			<-sigs
 		}
 	}
 }
