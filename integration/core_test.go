@@ -108,6 +108,36 @@ func TestStartErrorsSayWhy(t *testing.T) {
 			t.Errorf("reaper %v: exit %d, stderr %q, stdout %q; want %d and %q", c.args, code, stderr, stdout, c.code, c.line)
 		}
 	}
+	// A path that exists but cannot be reached (a directory on the way that
+	// may not be searched) is 126, as in sh and bash; one that does not
+	// exist, 127. Root searches every directory: this runs as nobody.
+	nobody := asNobody(t)
+	locked := sharedDir(t) + "/locked"
+	if err := os.Mkdir(locked, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(locked+"/true", []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path string
+		code int
+		line string
+	}{
+		{locked + "/true", 126, ": permission denied"},
+		{locked + "/absent", 126, ": permission denied"}, // nobody cannot tell it is absent: sh says 126 too
+		{sharedDir(t) + "/absent/true", 127, ": no such file or directory"},
+	} {
+		argv := append(append([]string{}, nobody[1:]...), c.path)
+		code, _, stderr := runBinary(t, nobody[0], nil, argv...)
+		if code != c.code || !strings.HasSuffix(strings.TrimSpace(stderr), c.line) {
+			t.Errorf("reaper %s as nobody: exit %d, %q; want %d and %q", c.path, code, stderr, c.code, c.line)
+		}
+		shCode, _, _ := runBinary(t, nobody[0], nil, append(append([]string{}, nobody[1:len(nobody)-1]...), "sh", "-c", c.path)...)
+		if shCode != c.code {
+			t.Errorf("sh -c %s as nobody exits %d, reaper %d", c.path, shCode, code)
+		}
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -611,6 +641,36 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 	}
 	if err != nil {
 		t.Errorf("reaper with a broken stderr: %v, want exit 0", err)
+	}
+	// The reader is gone before reaper starts, so that its very first lines
+	// fail: "contained" is written as COMMAND has just been started, in
+	// cgroup mode. COMMAND gets USR1 first, never a SIGPIPE, and the
+	// status is its own.
+	for _, mode := range []string{"on", "off"} {
+		if mode == "on" {
+			requireRoot(t)
+		}
+		rec := newFIFO(t, "child-"+mode)
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr.Close()
+		cmd := exec.CommandContext(ctx, bin().reaper, "-vv", "--cgroup="+mode, bin().helper, "record", rec.path)
+		cmd.Stderr = pw
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pw.Close()
+		rec.ready(t)
+		cmd.Process.Signal(syscall.SIGUSR1)
+		if got := rec.next(t); got != "SIGUSR1" {
+			t.Errorf("--cgroup=%s: sent SIGUSR1, COMMAND recorded %s", mode, got)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("--cgroup=%s: reaper with a broken stderr: %v, want COMMAND's exit 0", mode, err)
+		}
 	}
 	// With stdout and stderr closed, the Go runtime opens /dev/null there.
 	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec "+bin().reaper+" -vv sh -c 'exit 4' >&- 2>&-").CombinedOutput(); err == nil ||

@@ -15,7 +15,7 @@ import (
 // binSet holds the binaries TestMain builds once for every test.
 type binSet struct {
 	reaper  string // the command under test, built as the README says
-	plain   string // the same built by a bare "go build"
+	plain   string // the same built by a bare "go build", also named reaper
 	helper  string // payload: records signals, lists fds
 	harness string // observer: counts what reaper leaves behind
 }
@@ -85,7 +85,7 @@ func buildAll(dir string) error {
 		flags []string
 	}{
 		{&binaries.reaper, "reaper", "../cmd/reaper", []string{preemptOff}},
-		{&binaries.plain, "reaper-plain", "../cmd/reaper", nil},
+		{&binaries.plain, "plain/reaper", "../cmd/reaper", nil},
 		{&binaries.helper, "helper", "./testdata/helper", []string{preemptOff}},
 		{&binaries.harness, "harness", "./testdata/harness", nil},
 	} {

@@ -43,6 +43,7 @@ type opts struct {
 	// prefix runs the harness itself under this command line (nsenter into
 	// a namespace of the test's).
 	prefix []string
+	dir    string // the working directory reaper starts in (default the test's)
 }
 
 // result is how a run ended, as the harness saw it.
@@ -54,6 +55,15 @@ type result struct {
 	InCgroup  []int    `json:"in_cgroup"`
 	ExitNS    int64    `json:"exit_ns"`
 	Stderr    string   `json:"-"`
+}
+
+// status is how a shell reports reaper's end: its exit code, or 128+S
+// when signal S ended it.
+func (r *result) status() int {
+	if r.Signal != 0 {
+		return 128 + r.Signal
+	}
+	return r.Code
 }
 
 // leftovers describes what reaper left behind, "" when nothing: processes
@@ -133,6 +143,7 @@ func start(t testing.TB, o opts) *session {
 	harness := append(append(append([]string{}, o.prefix...), bin().harness), argv...)
 	s.cmd = exec.Command(harness[0], harness[1:]...)
 	s.cmd.Env = append(os.Environ(), o.env...)
+	s.cmd.Dir = o.dir
 	s.cmd.Stdin, s.cmd.Stdout = o.stdin, o.stdout
 	pr, pw, err := os.Pipe()
 	if err != nil {

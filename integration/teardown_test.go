@@ -267,16 +267,17 @@ setsid sh -c "$LEAF" &`})
 }
 
 func TestTeardownOnStopSignalToReaper(t *testing.T) {
-	// The stop signal reaches COMMAND's group forwarded; the setsid leaf
+	// The stop request reaches COMMAND's group forwarded; the setsid leaf
 	// gets the stop signal of the teardown (SIGTERM), and the summary names
-	// both.
+	// both. (SIGHUP is a stop request only with --stop-on.)
 	for _, sc := range []struct {
-		sig  syscall.Signal
-		sent string
-	}{{syscall.SIGTERM, "SIGTERM"}, {syscall.SIGHUP, "SIGHUP or SIGTERM"}} {
+		sig   syscall.Signal
+		sent  string
+		flags []string
+	}{{syscall.SIGTERM, "SIGTERM", nil}, {syscall.SIGHUP, "SIGHUP or SIGTERM", []string{"--stop-on=HUP"}}} {
 		t.Run(signals.Name(sc.sig), func(t *testing.T) {
 			bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-				p := plant(t, pid1, tree{flags: []string{cgroupFlag}, ups: 3, body: `sh -c "$LEAF" &
+				p := plant(t, pid1, tree{flags: append([]string{cgroupFlag}, sc.flags...), ups: 3, body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &
 (sh -c "$LEAF" &)`})
 				p.signal(sc.sig)
@@ -486,7 +487,7 @@ func TestSecondStopSignalKillsAtOnce(t *testing.T) {
 		p := plant(t, pid1, tree{flags: []string{"--grace=45s"}, ups: 1, body: `sh -c "$STUBBORN" &`})
 		p.signal(syscall.SIGTERM)
 		p.stderr.waitFor(t, regexp.MustCompile(`reaper: info: stopping reason=signal`))
-		p.signal(syscall.SIGINT)
+		p.signal(syscall.SIGTERM)
 		r := p.wait() // with the 45 s grace honoured, the test's deadline fails first
 		p.expectClean(t, r, 128+15)
 		for _, d := range p.readReport(t).Teardown.Descendants {

@@ -332,3 +332,24 @@ func interactiveBash(t *testing.T) *pty {
 	p.expect(t, `rp\$ `)
 	return p
 }
+
+// TestTerminalCtrlZInAnOrphanedGroup: reaper leads the terminal's session
+// (docker exec -it, ssh -t host reaper -- vim, a tmux pane), so its process
+// group is orphaned: nobody would ever continue it. Ctrl-Z stops COMMAND;
+// reaper must not stop itself, and continues COMMAND, as a shell does
+// there: the terminal still answers.
+func TestTerminalCtrlZInAnOrphanedGroup(t *testing.T) {
+	p := startOnPTY(t, nil, bin().reaper, "-v", "sh", "-c", `echo ready; read line; echo "got $line"`)
+	p.expect(t, "ready")
+	waitForeground(t, p, "sh")
+	p.send(t, ctrlZ)
+	p.expect(t, `info: nobody could continue reaper`)
+	if state := procState(p.cmd.Process.Pid); state == 'T' {
+		t.Fatal("reaper stopped itself")
+	}
+	p.send(t, "hello\r")
+	p.expect(t, "got hello")
+	if code := p.wait(t); code != 0 {
+		t.Errorf("exit %d, want 0\n%s", code, p.out.String())
+	}
+}

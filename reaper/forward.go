@@ -7,6 +7,7 @@ import (
 
 	"github.com/reaper-init/reaper/reaper/handle"
 	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/procfs"
 	"github.com/reaper-init/reaper/reaper/tree"
 	"github.com/reaper-init/reaper/signals"
 )
@@ -21,7 +22,10 @@ type forwarder struct {
 	tree   tree.Tree
 	tty    *terminal
 	self   int
-	loop   chan<- syscall.Signal // to the event loop
+	// procIsOurs is false when /proc shows another PID namespace: nothing
+	// read there is about reaper's processes.
+	procIsOurs bool
+	loop       chan<- syscall.Signal // to the event loop
 	// pending counts the signals handed to the event loop and not handled
 	// there yet: while any is, later ones go the same way, in order.
 	pending atomic.Int32
@@ -149,10 +153,13 @@ func (f *forwarder) onCommandStopped(sig syscall.Signal, running bool) {
 	if f.tty == nil || !running {
 		return
 	}
-	if f.self == 1 {
-		// PID 1 cannot stop itself, so nobody could continue COMMAND: a
-		// stop on the container's terminal would freeze it for good.
-		f.log.Info("PID 1 cannot stop: continuing the command")
+	if f.self == 1 || f.procIsOurs && groupOrphaned(f.self) {
+		// Nobody would ever continue reaper: PID 1 cannot stop itself, and
+		// an orphaned process group (reaper as a session leader: docker
+		// exec -it, ssh -t host reaper -- vim, a tmux pane) has no shell
+		// to send it SIGCONT. A stop would freeze the terminal for good,
+		// so reaper does what a shell does there: it continues COMMAND.
+		f.log.Info("nobody could continue reaper (PID 1, or an orphaned process group): continuing the command")
 		syscall.Kill(-f.cmd.pid, syscall.SIGCONT)
 		return
 	}
@@ -175,4 +182,28 @@ func (f *forwarder) onContinued() {
 	if err := f.tty.giveTo(f.cmd.pid); err != nil {
 		f.log.Warn("cannot give the terminal to the command", logs.Err(err))
 	}
+}
+
+// groupOrphaned reports whether the process group of process self is
+// orphaned, as POSIX means it: no member has a parent in the same session
+// but in another group, the job-control shell that could continue it. It
+// looks at self's ancestors: the first one outside self's group decides (a
+// parent outside the session, or outside the PID namespace, as for a
+// session leader, means orphaned).
+func groupOrphaned(self int) bool {
+	me, err := procfs.Stat(self)
+	if err != nil {
+		return false
+	}
+	for pid, depth := me.PPID, 0; pid > 0 && depth < 4096; depth++ {
+		p, err := procfs.Stat(pid)
+		if err != nil {
+			return false
+		}
+		if p.PGID != me.PGID {
+			return p.Session != me.Session
+		}
+		pid = p.PPID
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -117,11 +118,11 @@ func Run(cfg Config) int {
 	// Start catching signals next: until the fatal ones are caught the Go
 	// runtime's own handler would end reaper on a SIGTERM (and, as PID 1,
 	// exit with status 2), so nothing outside reaper changes before that.
-	s.caught = catchSignals(cfg.Policy)
+	s.cfg = withDefaults(cfg)
+	s.caught = catchSignals(s.cfg.Policy)
 	s.files = cgroup.ReadFiles()
 	spares, room := plannedSpares(s.files)
 	s.spares = reserveThreads(spares)
-	s.cfg = withDefaults(cfg)
 	log, err := logs.New(s.cfg.Stderr, s.cfg.LogFormat, s.cfg.Verbosity)
 	if err != nil {
 		fmt.Fprintf(s.cfg.Stderr, "reaper: %v\n", err)
@@ -148,6 +149,18 @@ func withDefaults(cfg Config) Config {
 	if cfg.StopSignal == 0 {
 		cfg.StopSignal = syscall.SIGTERM
 	}
+	if cfg.Policy.StopOn == nil {
+		cfg.Policy.StopOn = []syscall.Signal{syscall.SIGTERM}
+		if cfg.StopSignal != syscall.SIGTERM {
+			cfg.Policy.StopOn = append(cfg.Policy.StopOn, cfg.StopSignal)
+		}
+	}
+	if cfg.ReportPath != "" {
+		// reaper leaves the caller's directory once COMMAND runs.
+		if abs, err := filepath.Abs(cfg.ReportPath); err == nil {
+			cfg.ReportPath = abs
+		}
+	}
 	if cfg.Cgroup == "" {
 		cfg.Cgroup = CgroupAuto
 	}
@@ -173,11 +186,17 @@ func (s *supervisor) run() int {
 		return code
 	}
 	s.cmd.pid = pid
+	// COMMAND starts in the caller's directory; reaper itself moves to /,
+	// so that it never keeps a mount busy.
+	if err := unix.Chdir("/"); err != nil {
+		s.log.Warn("cannot leave the working directory", logs.Err(err))
+	}
 	s.tree = s.newTree()
 	s.emptied = s.tree.Emptied()
 	s.machine = stop.New(s.cfg.Grace, s.cfg.Wait)
 	s.loop = make(chan syscall.Signal, 64)
-	s.fwd = &forwarder{policy: s.cfg.Policy, log: s.log, cmd: &s.cmd, tree: s.tree, tty: s.tty, self: s.self, loop: s.loop}
+	s.fwd = &forwarder{policy: s.cfg.Policy, log: s.log, cmd: &s.cmd, tree: s.tree, tty: s.tty, self: s.self,
+		procIsOurs: s.walkable, loop: s.loop}
 	go s.fwd.fastForward(s.caught.sigs)
 	s.log.Info("started", logs.Int("pid", pid), logs.String("command", strings.Join(s.cfg.Command, " ")))
 	if s.cfg.Timeout > 0 {

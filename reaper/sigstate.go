@@ -87,12 +87,15 @@ func catchSignals(policy signals.Policy) *catcher {
 }
 
 // fatalUncaught are the forwardable signals for which the Go runtime ends
-// reaper as long as nobody catches them (SIGQUIT, SIGABRT and SIGSTKFLT
-// with a crash): caught first, stop requests or not. Until then the others
-// are dropped or, for SIGTSTP, SIGTTIN and SIGTTOU, stop reaper.
+// reaper as long as nobody catches them (SIGQUIT, SIGABRT, SIGSTKFLT and
+// the fault signals sent with kill(2) with a crash): caught first, stop
+// requests or not. Until then the others are dropped or, for SIGTSTP,
+// SIGTTIN and SIGTTOU, stop reaper.
 var fatalUncaught = map[syscall.Signal]bool{
 	syscall.SIGHUP: true, syscall.SIGINT: true, syscall.SIGQUIT: true, syscall.SIGTERM: true,
 	syscall.SIGABRT: true, syscall.SIGSTKFLT: true,
+	syscall.SIGILL: true, syscall.SIGTRAP: true, syscall.SIGBUS: true, syscall.SIGFPE: true,
+	syscall.SIGSEGV: true, syscall.SIGSYS: true,
 }
 
 // notifySome relays sigs to c, and nothing when sigs is empty (every stop

@@ -42,7 +42,13 @@ func lookPath(name string) (string, error) {
 	}
 	if strings.Contains(name, "/") {
 		if _, err := os.Stat(name); err != nil {
-			return "", &StartError{Command: name, Code: ExitNotFound, Err: errnoOf(err)}
+			// As sh and bash: a path that exists but cannot be reached (a
+			// directory on the way that may not be searched) is 126.
+			code := ExitCannotExec
+			if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
+				code = ExitNotFound
+			}
+			return "", &StartError{Command: name, Code: code, Err: errnoOf(err)}
 		}
 		return name, nil
 	}

@@ -2,6 +2,7 @@ package signals
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -35,14 +36,14 @@ func ParseTarget(s string) (Target, error) {
 	return Group, fmt.Errorf("%q is neither group nor child", s)
 }
 
-// notForwarded lists the catchable signals reaper leaves alone: SIGCHLD is
-// its own (it reaps), the fault signals are synchronous (only the faulting
-// thread gets them), and SIGPROF belongs to the Go runtime's profiler, which
-// consumes it before any handler could see it.
+// notForwarded lists the signals reaper would catch but leaves alone:
+// SIGCHLD is its own (it reaps), and SIGPROF belongs to the Go runtime's
+// profiler, whose handler consumes every SIGPROF before any Go code could
+// see it. (The fault signals SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV and
+// SIGSYS are forwarded when someone sends them with kill(2); a real fault
+// of reaper's own still crashes it.)
 var notForwarded = map[syscall.Signal]bool{
-	syscall.SIGCHLD: true, syscall.SIGILL: true, syscall.SIGTRAP: true,
-	syscall.SIGBUS: true, syscall.SIGFPE: true, syscall.SIGSEGV: true,
-	syscall.SIGSYS: true, syscall.SIGPROF: true,
+	syscall.SIGCHLD: true, syscall.SIGPROF: true,
 }
 
 // Forwardable returns every signal reaper catches in order to forward it:
@@ -70,11 +71,6 @@ func Catchable(sig syscall.Signal) bool {
 		return true
 	}
 	return false
-}
-
-// stopSignals are the signals that ask reaper to stop, unless rewritten.
-var stopSignals = map[syscall.Signal]bool{
-	syscall.SIGTERM: true, syscall.SIGINT: true, syscall.SIGQUIT: true, syscall.SIGHUP: true,
 }
 
 // Rewrite maps one received signal to another before it is forwarded.
@@ -114,13 +110,19 @@ func (r Rewrite) String() string {
 	return Name(r.From) + ":" + Name(r.To)
 }
 
-// Policy decides what happens to a signal reaper receives.
+// Policy decides what happens to a signal reaper receives: it is
+// forwarded, after rewrites; and when it is a stop request, it also begins
+// a stop.
 type Policy struct {
 	// Target says who receives forwarded signals.
 	Target Target
 	// Rewrites apply before forwarding; a later rewrite of the same
 	// signal wins.
 	Rewrites []Rewrite
+	// StopOn lists the signals that are stop requests (--stop-on; by
+	// default SIGTERM, and the stop signal). Whether a signal is one
+	// depends on the signal received, not on what a rewrite forwards.
+	StopOn []syscall.Signal
 }
 
 // Forward returns the signal to forward when sig is received, and false
@@ -132,11 +134,23 @@ func (p Policy) Forward(sig syscall.Signal) (syscall.Signal, bool) {
 	return sig, true
 }
 
-// IsStop reports whether receiving sig starts a stop: SIGTERM, SIGINT,
-// SIGQUIT and SIGHUP do, unless a rewrite names them.
+// IsStop reports whether receiving sig is a stop request. Any other signal
+// (SIGHUP a reload, SIGQUIT a thread dump, SIGINT a REPL's cancel) is only
+// forwarded.
 func (p Policy) IsStop(sig syscall.Signal) bool {
-	_, rewritten := p.rewrite(sig)
-	return stopSignals[sig] && !rewritten
+	return slices.Contains(p.StopOn, sig)
+}
+
+// ParseStopOn reads one signal of --stop-on: any signal reaper forwards.
+func ParseStopOn(s string) (syscall.Signal, error) {
+	sig, err := Parse(s)
+	if err != nil {
+		return 0, err
+	}
+	if !Catchable(sig) || notForwarded[sig] {
+		return 0, fmt.Errorf("%s cannot be a stop request: reaper never receives it as one", Name(sig))
+	}
+	return sig, nil
 }
 
 func (p Policy) rewrite(sig syscall.Signal) (Rewrite, bool) {

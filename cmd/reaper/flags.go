@@ -71,7 +71,13 @@ func options(cfg *reaper.Config, act *action) []option {
 				cfg.SuccessExit = append(cfg.SuccessExit, n)
 				return nil
 			})},
-		{name: "stop-signal", arg: "SIG", usage: "signal that asks descendants to stop (default TERM)",
+		{name: "stop-on", arg: "SIG", list: true, usage: "a signal that, received, begins a stop (repeatable; default TERM and the --stop-signal); any other is only forwarded",
+			value: funcValue(func(s string) error {
+				sig, err := signals.ParseStopOn(s)
+				cfg.Policy.StopOn = append(cfg.Policy.StopOn, sig)
+				return err
+			})},
+		{name: "stop-signal", arg: "SIG", usage: "signal a stop sends every descendant (default TERM)",
 			value: funcValue(func(s string) error {
 				sig, err := signals.Parse(s)
 				cfg.StopSignal = sig
@@ -173,7 +179,11 @@ func parse(args []string, lookupEnv func(string) (string, bool)) (reaper.Config,
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	for _, o := range opts {
-		fs.Var(o.value, o.name, o.usage)
+		value := o.value
+		if o.list {
+			value = commaList(o.value)
+		}
+		fs.Var(value, o.name, o.usage)
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, act, flagError(err, args)
@@ -269,6 +279,22 @@ func dashed(name string) string {
 		return "-" + name
 	}
 	return "--" + name
+}
+
+// commaList is a list flag: --stop-on=TERM,INT gives v both values, as
+// REAPER_STOP_ON=TERM,INT does, and so does --stop-on=TERM --stop-on=INT.
+func commaList(v flag.Value) flag.Value {
+	return funcValue(func(s string) error {
+		for _, part := range strings.Split(s, ",") {
+			if strings.TrimSpace(part) == "" {
+				continue // as in a variable: "TERM,," is TERM
+			}
+			if err := v.Set(part); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // funcValue is a flag.Value that hands each value to set.

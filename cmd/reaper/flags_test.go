@@ -53,26 +53,35 @@ func TestParseDuration(t *testing.T) {
 	}
 }
 
-func TestGodebugValue(t *testing.T) {
-	if v, ok := godebugValue("a=1,asyncpreemptoff=0,b=2,asyncpreemptoff=1", "asyncpreemptoff"); !ok || v != "1" {
-		t.Errorf("last value wins: %q %v", v, ok)
-	}
-	if _, ok := godebugValue("a=1", "asyncpreemptoff"); ok {
-		t.Error("found a key that is not there")
-	}
-	if preemptOff("asyncpreemptoff=0") {
-		t.Error("GODEBUG=asyncpreemptoff=0 must win over the build default")
-	}
-	if !preemptOff("x=1,asyncpreemptoff=1") {
-		t.Error("GODEBUG=asyncpreemptoff=1 not seen")
-	}
-}
-
 func TestInstanceIsNotReadFromTheEnvironment(t *testing.T) {
 	// REAPER_INSTANCE is what a reaper exports to its COMMAND: a reaper
 	// started below it must not take the outer instance for its own.
 	cfg, _, err := parse([]string{"true"}, env(map[string]string{"REAPER_INSTANCE": "outer"}))
 	if err != nil || cfg.Instance != "" {
 		t.Errorf("instance %q (%v), want none", cfg.Instance, err)
+	}
+}
+
+func TestListFlagsTakeCommas(t *testing.T) {
+	cfg, _, err := parse([]string{"--stop-on=TERM,INT", "--stop-on", "HUP", "--rewrite=TERM:QUIT,HUP:0", "--success-exit=1,2,", "true"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stops := cfg.Policy.StopOn
+	if len(stops) != 3 || stops[0] != syscall.SIGTERM || stops[1] != syscall.SIGINT || stops[2] != syscall.SIGHUP {
+		t.Errorf("stop-on = %v", stops)
+	}
+	if len(cfg.Policy.Rewrites) != 2 || len(cfg.SuccessExit) != 2 {
+		t.Errorf("rewrites %v, success-exit %v", cfg.Policy.Rewrites, cfg.SuccessExit)
+	}
+	cfg, _, err = parse([]string{"true"}, env(map[string]string{"REAPER_STOP_ON": "INT"}))
+	if err != nil || len(cfg.Policy.StopOn) != 1 || cfg.Policy.StopOn[0] != syscall.SIGINT {
+		t.Errorf("REAPER_STOP_ON=INT: %v, %v", cfg.Policy.StopOn, err)
+	}
+	if cfg, _, _ := parse([]string{"true"}, env(nil)); cfg.Policy.StopOn != nil {
+		t.Errorf("stop-on without flag or variable = %v, want nil: reaper's default (TERM and the stop signal)", cfg.Policy.StopOn)
+	}
+	if _, _, err := parse([]string{"--stop-on=TERM,KILL", "true"}, env(nil)); err == nil {
+		t.Error("--stop-on=KILL accepted")
 	}
 }

@@ -18,6 +18,14 @@ receives, reaps every zombie reparented to it and, before it exits with
 COMMAND's status, stops every descendant still running: the stop signal to
 all of them at once, one grace period, then SIGKILL until nothing is left.
 
+Signals: every signal reaper receives is forwarded to COMMAND's process
+group (after --rewrite), and that is all: SIGHUP (a reload), SIGINT, SIGQUIT
+(a thread dump), SIGUSR1 and the others never stop anything. Only a stop
+request also begins a stop: SIGTERM (docker stop, systemctl stop), the
+--stop-signal, or what --stop-on names. It is the signal received that
+counts: with --rewrite=TERM:QUIT, SIGTERM still stops, and COMMAND gets
+SIGQUIT. A second stop request during a stop SIGKILLs at once.
+
 Flags (each may also come from the variable shown; a flag wins):
 `)
 	var cfg = defaults()

@@ -27,6 +27,7 @@ type Process struct {
 	PID     int
 	PPID    int
 	PGID    int
+	Session int
 	State   byte   // R, S, D, T, Z, ...
 	Comm    string // the command name, at most 15 bytes
 	Threads int    // number of threads
@@ -50,7 +51,7 @@ func ParseStat(data []byte) (Process, error) {
 	p.Comm = string(data[open+1 : closing])
 	// Fields after the command name, numbered from 3 (state) as in proc(5).
 	rest := strings.Fields(string(data[closing+1:]))
-	const stateField, ppidField, pgrpField, threadsField, startField = 3, 4, 5, 20, 22
+	const stateField, ppidField, pgrpField, sessionField, threadsField, startField = 3, 4, 5, 6, 20, 22
 	if len(rest) < startField-stateField+1 {
 		return Process{}, fmt.Errorf("stat: %d fields after comm, want at least %d", len(rest), startField-stateField+1)
 	}
@@ -63,6 +64,9 @@ func ParseStat(data []byte) (Process, error) {
 	}
 	if p.PGID, err = strconv.Atoi(rest[pgrpField-stateField]); err != nil {
 		return Process{}, fmt.Errorf("stat: bad pgrp: %w", err)
+	}
+	if p.Session, err = strconv.Atoi(rest[sessionField-stateField]); err != nil {
+		return Process{}, fmt.Errorf("stat: bad session: %w", err)
 	}
 	if p.Threads, err = strconv.Atoi(rest[threadsField-stateField]); err != nil {
 		return Process{}, fmt.Errorf("stat: bad num_threads: %w", err)

@@ -6,14 +6,14 @@ import (
 )
 
 func TestParseStatOddCommandNames(t *testing.T) {
-	rest := " S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 1000 10 0"
+	rest := " S 1 42 40 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 1000 10 0"
 	for _, comm := range []string{"sleep", "a b", "x) S 9 9 9", "((", "new\nline", ")"} {
 		data := []byte("77 (" + comm + ")" + rest)
 		p, err := ParseStat(data)
 		if err != nil {
 			t.Fatalf("ParseStat(%q): %v", data, err)
 		}
-		if p.PID != 77 || p.Comm != comm || p.State != 'S' || p.PPID != 1 || p.PGID != 42 || p.Start != 12345 {
+		if p.PID != 77 || p.Comm != comm || p.State != 'S' || p.PPID != 1 || p.PGID != 42 || p.Session != 40 || p.Start != 12345 {
 			t.Errorf("ParseStat(%q) = %+v", data, p)
 		}
 	}

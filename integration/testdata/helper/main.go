@@ -1,12 +1,13 @@
 // Command helper is the payload the integration tests run under reaper.
 //
-//	helper record [-child FIFO2] [-busy DURATION] FIFO
+//	helper record [-child FIFO2] [-busy DURATION] [-stay] FIFO
 //	    writes "ready PID" to FIFO, then the name of each signal it receives,
 //	    one per line, in order; exits 0 after a stop signal (TERM, INT, HUP,
-//	    QUIT). -child first starts a copy of itself in the same process group
-//	    recording to FIFO2. -busy spins on the CPU for DURATION, then writes
-//	    "busy done". -pid starts every line with the pid (FIFO may then be a
-//	    file many helpers append to).
+//	    QUIT), or with -stay never (SIGKILL ends it). -child first starts a
+//	    copy of itself in the same process group recording to FIFO2. -busy
+//	    spins on the CPU for DURATION, then writes "busy done". -pid starts
+//	    every line with the pid (FIFO may then be a file many helpers append
+//	    to).
 //	helper fds
 //	    prints the numbers of its open file descriptors, one line, sorted.
 //	helper blocked SIG,SIG... PROGRAM [ARGS...]
@@ -83,6 +84,7 @@ func record(args []string) {
 	child := fs.String("child", "", "start a copy of the helper recording to this FIFO")
 	busy := fs.Duration("busy", 0, "spin on the CPU this long before reporting 'busy done'")
 	withPID := fs.Bool("pid", false, "start every line with the helper's pid (for a file shared by many)")
+	stay := fs.Bool("stay", false, "record stop signals too, and never exit on one")
 	fs.Parse(args)
 	out, err := os.OpenFile(fs.Arg(0), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -96,6 +98,10 @@ func record(args []string) {
 	for _, sig := range signals.Forwardable() {
 		switch sig {
 		case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
+			if *stay {
+				watch = append(watch, sig)
+				continue
+			}
 			signal.Notify(exits, sig)
 		default:
 			watch = append(watch, sig)
