@@ -18,8 +18,7 @@ import (
 	"time"
 )
 
-// The user whose manager runs the user unit: a user without a session,
-// whose manager is started as logind starts a lingering user's.
+// The lingering user whose manager runs the user units.
 const (
 	nativeUser = "native"
 	nativeUID  = 4242
@@ -469,15 +468,18 @@ func (n *native) stop(ctx context.Context, v nativeVariant) outcome {
 	return outcome{cell: cell, ok: ok, why: cell + "; want Result=success and nothing left"}
 }
 
-// startUserManager starts the user's manager once, as logind does for a
-// lingering user: the user, then user-runtime-dir@UID and user@UID.
+// startUserManager makes the user and starts its manager once, as for a
+// lingering user: loginctl enable-linger (D-Bus and logind are activated
+// on demand), then systemctl start user@UID, which waits for the manager
+// logind starts.
 func (n *native) startUserManager(ctx context.Context) error {
 	n.userOnce.Do(func() {
 		uid := strconv.Itoa(nativeUID)
 		for _, argv := range [][]string{
 			{"groupadd", "--gid", uid, nativeUser},
 			{"useradd", "--create-home", "--uid", uid, "--gid", uid, nativeUser},
-			{"systemctl", "start", "user-runtime-dir@" + uid + ".service", "user@" + uid + ".service"},
+			{"loginctl", "enable-linger", nativeUser},
+			{"systemctl", "start", "user@" + uid + ".service"},
 		} {
 			if _, err := n.try(ctx, argv...); err != nil {
 				n.userErr = err
