@@ -42,12 +42,12 @@
 //     has exited since may no longer be recognised (the manager's own
 //     NotifyAccess=all has the same limit; sd_notify_barrier avoids it).
 //     A sender with CAP_SYS_ADMIN can claim another pid.
-//   - Datagrams longer than maxDatagram (16 KiB; systemd 252 itself accepts
-//     4 KiB) or whose control data did not fit: dropped with a warning,
-//     never relayed in part.
+//   - Datagrams longer than 16 KiB (systemd 252 itself accepts 4 KiB), or
+//     whose control data did not fit: dropped with a warning, never relayed
+//     in part.
 //   - Datagrams the manager has no room for. The relay waits for room in
-//     the manager's queue for at most sendWait (5 s), then drops the
-//     datagram with a warning; it never blocks forever.
+//     the manager's queue for at most 5 seconds, then drops the datagram
+//     with a warning; it never blocks forever.
 //
 // The manager sees the wrapper's credentials on every relayed datagram:
 // the sender's own are not passed on.
@@ -55,8 +55,9 @@
 // COMMAND's socket is an abstract Unix datagram socket with an unguessable
 // name ("@reaper-notify-PID-RANDOM"): nothing is left on disk when the
 // wrapper is SIGKILLed, and no file permission stops a COMMAND that dropped
-// its privileges. Any process of the network namespace may send to it:
-// accept is the boundary. Its datagrams are read through the Go runtime's
+// its privileges. Abstract names belong to a network namespace: a process
+// of COMMAND's tree that moved to another one cannot reach the relay, and
+// any process of the wrapper's may send to it: accept is the boundary. Its datagrams are read through the Go runtime's
 // poller: an idle relay holds no OS thread and never wakes up. Every
 // descriptor the package makes or receives is close-on-exec.
 package notify
