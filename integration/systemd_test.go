@@ -210,8 +210,8 @@ func bytesTail(b []byte) string {
 }
 
 // asUser is the prefix that runs a program as the user, with its manager's
-// runtime directory: there is no D-Bus, so systemctl --user reaches the
-// manager through $XDG_RUNTIME_DIR/systemd/private.
+// runtime directory: systemctl --user reaches the manager through
+// $XDG_RUNTIME_DIR/systemd/private, without a session bus.
 var asUser = []string{"setpriv", "--reuid=" + strconv.Itoa(nativeUID), "--regid=" + strconv.Itoa(nativeUID), "--init-groups",
 	"env", "HOME=/home/" + nativeUser, fmt.Sprintf("XDG_RUNTIME_DIR=/run/user/%d", nativeUID)}
 
@@ -275,8 +275,8 @@ func (n *native) waitEvent(ctx context.Context, name, prefix string, within time
 	}
 }
 
-// sleep waits for d, or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) {
+// sleepCtx waits for d, or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) {
 	select {
 	case <-time.After(d):
 	case <-ctx.Done():
@@ -386,7 +386,7 @@ func (n *native) watchdog(ctx context.Context, v nativeVariant) outcome {
 			why: fmt.Sprintf("%s is %s, want active; systemctl start: %v; payload: %s", unit, state, err, n.eventLog(name))}
 	}
 	pid := n.prop(ctx, false, unit, "MainPID")
-	sleep(ctx, 3*nativeWatchdog+nativeWatchdog/4)
+	sleepCtx(ctx, 3*nativeWatchdog+nativeWatchdog/4)
 	state, now, restarts := n.state(ctx, false, unit), n.prop(ctx, false, unit, "MainPID"), n.prop(ctx, false, unit, "NRestarts")
 	if state == "active" && now == pid && restarts == "0" {
 		return outcome{cell: fmt.Sprintf("active after 3× WatchdogSec (%s)", n.eventLog(name)), ok: true}
@@ -428,7 +428,7 @@ func (n *native) reload(ctx context.Context, v nativeVariant) outcome {
 	_, hup := n.waitEvent(ctx, name, "hup", 10*time.Second)
 	// A reaper that took the HUP for a stop has ended by then: its grace
 	// is one second.
-	sleep(ctx, 3*time.Second)
+	sleepCtx(ctx, 3*time.Second)
 	state, now := n.state(ctx, false, unit), n.prop(ctx, false, unit, "MainPID")
 	alive := false
 	for _, p := range n.payload(name) {
