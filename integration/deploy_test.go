@@ -932,6 +932,22 @@ type nspawn struct {
 // cannot run.
 func bootSystemd(t *testing.T, units map[string]string) *nspawn {
 	t.Helper()
+	return bootSystemdWith(t, bootSpec{units: units})
+}
+
+// bootSpec is what a container gets besides reaper and payload.sh in
+// /opt/reaper-test.
+type bootSpec struct {
+	units map[string]string // name: text, in /etc/systemd/system
+	opt   map[string][]byte // name: content, executable, in /opt/reaper-test
+	// files are bound read-only at any other path of the container (path:
+	// content); nspawn makes the directories they need.
+	files map[string]string
+}
+
+// bootSystemdWith is bootSystemd with more files in the container.
+func bootSystemdWith(t *testing.T, spec bootSpec) *nspawn {
+	t.Helper()
 	requireRoot(t)
 	for _, tool := range []string{"systemd-nspawn", "script", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -947,9 +963,24 @@ func bootSystemd(t *testing.T, units map[string]string) *nspawn {
 		"--private-network", "-M", ct.name, "--bind-ro=" + ct.dir + ":/opt/reaper-test"}
 	ct.install(t, "reaper", mustRead(t, bin().reaper), 0o755)
 	ct.install(t, "payload.sh", []byte(servicePayload), 0o755)
-	for name, text := range units {
+	for name, data := range spec.opt {
+		ct.install(t, name, data, 0o755)
+	}
+	for name, text := range spec.units {
 		ct.install(t, name, []byte(text), 0o644)
 		args = append(args, "--bind-ro="+filepath.Join(ct.dir, name)+":/etc/systemd/system/"+name)
+	}
+	if len(spec.files) > 0 {
+		dir := t.TempDir()
+		i := 0
+		for path, text := range spec.files {
+			i++
+			host := filepath.Join(dir, fmt.Sprintf("%d-%s", i, filepath.Base(path)))
+			if err := os.WriteFile(host, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--bind-ro="+host+":"+path)
+		}
 	}
 	// basic.target: journald and little else, so that nothing waits for a
 	// network the container does not have.
