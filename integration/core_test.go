@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"debug/buildinfo"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -46,13 +47,28 @@ func runBinary(t testing.TB, binary string, env []string, args ...string) (int, 
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
+	code, ok := shellStatus(err)
+	if !ok {
 		t.Fatal(err)
 	}
 	return code, stdout.String(), stderr.String()
+}
+
+// shellStatus is the status a shell would show for a command that ended
+// with err (cmd.Run's): its exit code, or 128+N when signal N ended it. It
+// reports false for an error that is no exit status.
+func shellStatus(err error) (int, bool) {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, true
+	case !errors.As(err, &ee):
+		return 0, false
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), true
+	}
+	return ee.ExitCode(), true
 }
 
 func TestExitCodes(t *testing.T) {
@@ -71,6 +87,8 @@ func TestExitCodes(t *testing.T) {
 		{"SIGKILL", []string{"sh", "-c", "kill -KILL $$"}, 128 + 9},
 		{"SIGUSR1", []string{"sh", "-c", "kill -USR1 $$"}, 128 + 10},
 		{"SIGHUP", []string{"sh", "-c", "kill -HUP $$"}, 128 + 1},
+		{"SIGQUIT", []string{"sh", "-c", "kill -QUIT $$"}, 128 + 3}, // its default dumps core: reaper's death must not
+		{"SIGSEGV", []string{"sh", "-c", "kill -SEGV $$"}, 128 + 11},
 		{"not found", []string{"reaper-no-such-command"}, 127},
 		{"no such path", []string{"/nonexistent/command"}, 127},
 		{"not executable", []string{notExec}, 126},
@@ -82,8 +100,18 @@ func TestExitCodes(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		for _, c := range cases {
 			r := start(t, opts{args: c.args, pid1: pid1}).wait()
-			if r.Code != c.want {
-				t.Errorf("%s: exit %d, want %d\nstderr:\n%s", c.name, r.Code, c.want, r.Stderr)
+			if r.status() != c.want {
+				t.Errorf("%s: exit %d, want %d\nstderr:\n%s", c.name, r.status(), c.want, r.Stderr)
+			}
+			// COMMAND died of a signal: so does reaper, without a core
+			// dump, unless it is PID 1, which exits 128+N (unshare passes
+			// that on); and not when --success-exit maps it.
+			signalled := strings.HasPrefix(c.name, "SIG")
+			switch {
+			case signalled && !pid1 && (r.Signal != c.want-128 || r.Core):
+				t.Errorf("%s: reaper ended with code %d, signal %d, core %v; want to die of signal %d, no core", c.name, r.Code, r.Signal, r.Core, c.want-128)
+			case (!signalled || pid1) && r.Signal != 0:
+				t.Errorf("%s: reaper died of signal %d, want exit %d", c.name, r.Signal, c.want)
 			}
 			if left := r.leftovers(); left != "" {
 				t.Errorf("%s: left %s", c.name, left)
@@ -237,9 +265,9 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 func TestSilentOnSuccess(t *testing.T) {
 	var stdout bytes.Buffer
 	r := start(t, opts{stdout: &stdout, args: []string{"sh", "-c", "sleep 60 & setsid sleep 60 & exit 0"}}).wait()
-	if r.Code != 0 || stdout.String() != "" || r.Stderr != "" || r.leftovers() != "" {
+	if r.status() != 0 || stdout.String() != "" || r.Stderr != "" || r.leftovers() != "" {
 		t.Errorf("exit %d, stdout %q, stderr %q, left %s; want 0, nothing written, nothing left",
-			r.Code, stdout.String(), r.Stderr, r.leftovers())
+			r.status(), stdout.String(), r.Stderr, r.leftovers())
 	}
 }
 
@@ -307,8 +335,8 @@ func TestForwardsEverySignalInOrder(t *testing.T) {
 				if fmt.Sprint(grandchild) != want {
 					t.Errorf("grandchild in the group recorded %v, want %v", grandchild, want)
 				}
-				if r.Code != 0 {
-					t.Errorf("exit %d, want 0\n%s", r.Code, r.Stderr)
+				if r.status() != 0 {
+					t.Errorf("exit %d, want 0\n%s", r.status(), r.Stderr)
 				}
 			})
 			t.Run("child/"+signals.Name(stop), func(t *testing.T) {
@@ -321,8 +349,8 @@ func TestForwardsEverySignalInOrder(t *testing.T) {
 				if fmt.Sprint(grandchild) != "[SIGTERM]" {
 					t.Errorf("grandchild recorded %v, want only the teardown's SIGTERM", grandchild)
 				}
-				if r.Code != 0 {
-					t.Errorf("exit %d, want 0\n%s", r.Code, r.Stderr)
+				if r.status() != 0 {
+					t.Errorf("exit %d, want 0\n%s", r.status(), r.Stderr)
 				}
 			})
 		}
@@ -363,8 +391,8 @@ while :; do sleep 300 & wait $!; done`
 			r := s.wait()
 			slices.Sort(got)
 			want := slices.Sorted(slices.Values(last))
-			if !slices.Equal(got, want) || r.Code != 128+15 {
-				t.Fatalf("round %d: COMMAND got back %v of %v; exit %d (want 143)\n%s", round, got, want, r.Code, r.Stderr)
+			if !slices.Equal(got, want) || r.status() != 128+15 {
+				t.Fatalf("round %d: COMMAND got back %v of %v; exit %d (want 143)\n%s", round, got, want, r.status(), r.Stderr)
 			}
 		}
 	})
@@ -390,8 +418,8 @@ func TestRewriteAndDrop(t *testing.T) {
 		if rest := append([]string{rec.next(t)}, rec.rest()...); fmt.Sprint(rest) != "[SIGQUIT]" {
 			t.Errorf("TERM arrived as %v, want [SIGQUIT]", rest)
 		}
-		if r.Code != 0 {
-			t.Errorf("exit %d\n%s", r.Code, r.Stderr)
+		if r.status() != 0 {
+			t.Errorf("exit %d\n%s", r.status(), r.Stderr)
 		}
 	})
 }
@@ -410,8 +438,8 @@ func TestEveryStopSignalRewritten(t *testing.T) {
 	}
 	s.signal(syscall.SIGTERM) // arrives as QUIT, which ends the helper
 	r := s.wait()
-	if r.Code != 0 {
-		t.Errorf("exit %d\n%s", r.Code, r.Stderr)
+	if r.status() != 0 {
+		t.Errorf("exit %d\n%s", r.status(), r.Stderr)
 	}
 	if rest := append([]string{rec.next(t)}, rec.rest()...); fmt.Sprint(rest) != "[SIGQUIT]" {
 		t.Errorf("after SIGUSR2 the child recorded %v, want [SIGQUIT]", rest)
@@ -488,8 +516,8 @@ exit 0`
 	if rest := rec.rest(); fmt.Sprint(rest) != "[SIGTERM]" {
 		t.Errorf("after one SIGURG the group member recorded %v, want [SIGTERM]", rest)
 	}
-	if r.Code != 0 || r.leftovers() != "" {
-		t.Errorf("exit %d, left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	if r.status() != 0 || r.leftovers() != "" {
+		t.Errorf("exit %d, left %s\n%s", r.status(), r.leftovers(), r.Stderr)
 	}
 }
 
@@ -532,8 +560,8 @@ func TestReapsEveryOrphan(t *testing.T) {
 			t.Errorf("zombies of reaper after every orphan was reaped: %v", zombies)
 		}
 		s.signal(syscall.SIGTERM)
-		if r := s.wait(); r.Code != 0 || r.leftovers() != "" {
-			t.Errorf("exit %d (want 0), left %s", r.Code, r.leftovers())
+		if r := s.wait(); r.status() != 0 || r.leftovers() != "" {
+			t.Errorf("exit %d (want 0), left %s", r.status(), r.leftovers())
 		}
 	})
 }
@@ -542,8 +570,8 @@ func TestChildStartsClean(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		var out bytes.Buffer
 		r := start(t, opts{pid1: pid1, stdout: &out, args: []string{bin().helper, "fds"}}).wait()
-		if got := strings.TrimSpace(out.String()); got != "0 1 2" || r.Code != 0 {
-			t.Errorf("COMMAND's open descriptors are %q (exit %d), want 0 1 2", got, r.Code)
+		if got := strings.TrimSpace(out.String()); got != "0 1 2" || r.status() != 0 {
+			t.Errorf("COMMAND's open descriptors are %q (exit %d), want 0 1 2", got, r.status())
 		}
 	})
 	// A descriptor reaper's caller passed on purpose passes through, as exec
@@ -692,8 +720,8 @@ func TestStopSignalBeforeCommandStarts(t *testing.T) {
 	s.stderr.waitFor(t, regexp.MustCompile(`port is held`))
 	s.signal(syscall.SIGTERM)
 	r := s.wait()
-	if r.Code != 128+15 {
-		t.Errorf("exit %d, want 143; stderr:\n%s", r.Code, r.Stderr)
+	if r.status() != 128+15 {
+		t.Errorf("exit %d, want 143; stderr:\n%s", r.status(), r.Stderr)
 	}
 	if _, err := os.Stat(ran); err == nil {
 		t.Errorf("COMMAND ran; stderr:\n%s", r.Stderr)

@@ -154,10 +154,13 @@ func TestExamplesKeepTheirTimeouts(t *testing.T) {
 	if grace, stop := seconds("unit", unit, `--grace=(\S+)`), seconds("unit", unit, `(?m)^TimeoutStopSec=(\S+)$`); stop <= grace {
 		t.Errorf("examples/reaper-example.service: TimeoutStopSec=%v is not above --grace=%v", stop, grace)
 	}
-	for _, line := range []string{"SuccessExitStatus=143", "Delegate=yes", "KillMode=mixed"} {
+	for _, line := range []string{"Delegate=yes", "KillMode=mixed"} {
 		if !regexp.MustCompile(`(?m)^` + line + `$`).MatchString(unit) {
 			t.Errorf("examples/reaper-example.service: no %s", line)
 		}
+	}
+	if strings.Contains(unit, "\nSuccessExitStatus=") {
+		t.Error("examples/reaper-example.service: SuccessExitStatus= is not needed (reaper dies of the server's SIGTERM)")
 	}
 	pod := read("examples/kubernetes-pod.yaml")
 	if grace, period := seconds("pod", pod, `"--grace=(\S+)"`), seconds("pod", pod, `terminationGracePeriodSeconds: (\d+)`); period <= grace {
@@ -824,8 +827,9 @@ wait
 
 // serviceUnit is a unit running execStart with KillMode=process: systemd
 // signals the main process alone, so what it leaves behind is its business.
-// REAPER_TEST_PAYLOAD marks the unit's processes for the test.
-func serviceUnit(execStart, marker string) string {
+// REAPER_TEST_PAYLOAD marks the unit's processes for the test. extra are
+// more [Service] lines.
+func serviceUnit(execStart, marker, extra string) string {
 	return fmt.Sprintf(`[Unit]
 StartLimitIntervalSec=0
 
@@ -833,22 +837,23 @@ StartLimitIntervalSec=0
 ExecStart=%s
 Environment=REAPER_TEST_PAYLOAD=%s
 KillMode=process
-SuccessExitStatus=143
 TimeoutStopSec=20s
 Delegate=yes
-`, execStart, marker)
+%s`, execStart, marker, extra)
 }
 
 func TestSystemdUnitRestarts(t *testing.T) {
 	const dir = "/opt/reaper-test"
 	units := map[string]string{
-		"reaper-payload.service": serviceUnit(dir+"/reaper --grace=1s -- "+dir+"/payload.sh", "reaper"),
+		// No SuccessExitStatus=143: reaper dies of the script's SIGTERM.
+		"reaper-payload.service": serviceUnit(dir+"/reaper --grace=1s -- "+dir+"/payload.sh", "reaper", ""),
 		// The warning: a grace period systemd would not wait for.
 		"reaper-warn.service": fmt.Sprintf("[Service]\nType=oneshot\nExecStart=%s/reaper --grace=30s -- true\nTimeoutStopSec=2500ms\n", dir),
 	}
 	tini, err := exec.LookPath("tini")
 	if err == nil {
-		units["tini-payload.service"] = serviceUnit(tini+" -s -g -- "+dir+"/payload.sh", "tini")
+		// tini exits 143 when the script dies of SIGTERM.
+		units["tini-payload.service"] = serviceUnit(tini+" -s -g -- "+dir+"/payload.sh", "tini", "SuccessExitStatus=143\n")
 	}
 	units["example-web.service"] = exampleUnit(t, dir+"/reaper", "/bin/sleep 300")
 	ct := bootSystemd(t, units)

@@ -66,8 +66,8 @@ func TestSignalStorm(t *testing.T) {
 		}
 	}()
 	s.signal(syscall.SIGTERM)
-	if r := s.wait(); r.Code != 0 || r.leftovers() != "" {
-		t.Errorf("after the storm: exit %d (want 0), left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	if r := s.wait(); r.status() != 0 || r.leftovers() != "" {
+		t.Errorf("after the storm: exit %d (want 0), left %s\n%s", r.status(), r.leftovers(), r.Stderr)
 	}
 }
 
@@ -265,8 +265,8 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 		}
 		// (The shared cgroup holds the bystanders and forkers: only what
 		// reaper left below the harness counts.)
-		if r := start(t, opts{cg: cg, prefix: ns, args: args}).wait(); r.Code != 0 || len(r.Survivors)+len(r.Zombies) > 0 {
-			t.Fatalf("cycle %d: exit %d, left %v %v\n%s", cycles, r.Code, r.Survivors, r.Zombies, r.Stderr)
+		if r := start(t, opts{cg: cg, prefix: ns, args: args}).wait(); r.status() != 0 || len(r.Survivors)+len(r.Zombies) > 0 {
+			t.Fatalf("cycle %d: exit %d, left %v %v\n%s", cycles, r.status(), r.Survivors, r.Zombies, r.Stderr)
 		}
 	}
 	halt()
@@ -331,8 +331,8 @@ setsid sh -c "$LEAF" &
 (sh -c "$STUBBORN" &)`})
 		p.release(t)
 		r := p.wait()
-		if r.Code != 0 || r.leftovers() != "" {
-			t.Errorf("exit %d, left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+		if r.status() != 0 || r.leftovers() != "" {
+			t.Errorf("exit %d, left %s\n%s", r.status(), r.leftovers(), r.Stderr)
 		}
 		if !strings.Contains(r.Stderr, "info: cgroup containment off") || !strings.Contains(r.Stderr, "permission denied") {
 			t.Errorf("no fallback line naming the missing permission:\n%s", r.Stderr)
@@ -350,14 +350,14 @@ setsid sh -c "$LEAF" &
 			t.Errorf("recorded %s, want SIGUSR1", got)
 		}
 		s.signal(syscall.SIGTERM)
-		if r := s.wait(); r.Code != 0 {
-			t.Errorf("exit %d", r.Code)
+		if r := s.wait(); r.status() != 0 {
+			t.Errorf("exit %d", r.status())
 		}
 	})
 	t.Run("cgroup=on", func(t *testing.T) {
 		r := start(t, opts{command: append(nobody, "--cgroup=on", "true")}).wait()
-		if r.Code != 125 || !strings.Contains(r.Stderr, "cannot contain COMMAND in a cgroup") || !strings.Contains(r.Stderr, "permission denied") {
-			t.Errorf("--cgroup=on as nobody: exit %d (want 125), stderr:\n%s", r.Code, r.Stderr)
+		if r.status() != 125 || !strings.Contains(r.Stderr, "cannot contain COMMAND in a cgroup") || !strings.Contains(r.Stderr, "permission denied") {
+			t.Errorf("--cgroup=on as nobody: exit %d (want 125), stderr:\n%s", r.status(), r.Stderr)
 		}
 	})
 }
@@ -405,8 +405,8 @@ sh -c '%[1]q record %[3]q & trap "read x < %[4]s; exit 0" TERM; wait' &`, setuid
 			t.Errorf("a hidden process recorded %v, want [SIGTERM]\n%s", got, r.Stderr)
 		}
 	}
-	if r.Code != 0 || r.leftovers() != "" {
-		t.Errorf("exit %d, left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	if r.status() != 0 || r.leftovers() != "" {
+		t.Errorf("exit %d, left %s\n%s", r.status(), r.leftovers(), r.Stderr)
 	}
 	// It said what it could not see, and signalled its hidden child by pid.
 	if !strings.Contains(r.Stderr, "warning: cannot see a descendant") || !strings.Contains(r.Stderr, "comm=? signal=SIGTERM") {
@@ -442,8 +442,8 @@ func TestForkFailureAtStart(t *testing.T) {
 	l.Close()
 	r := s.wait()
 	os.WriteFile(limit, []byte("512"), 0)
-	if r.Code != 125 || !regexp.MustCompile(`reaper: sh: cannot fork: resource temporarily unavailable`).MatchString(r.Stderr) {
-		t.Errorf("fork refused: exit %d (want 125), stderr:\n%s", r.Code, r.Stderr)
+	if r.status() != 125 || !regexp.MustCompile(`reaper: sh: cannot fork: resource temporarily unavailable`).MatchString(r.Stderr) {
+		t.Errorf("fork refused: exit %d (want 125), stderr:\n%s", r.status(), r.Stderr)
 	}
 }
 
@@ -459,8 +459,8 @@ func TestTightPidsMax(t *testing.T) {
 			t.Errorf("pids.max %d: stderr:\n%s", limit, r.Stderr)
 		}
 		// At 12 the fork of COMMAND may find no room left: 125, cleanly.
-		if r.Code != 5 && !(limit == 12 && r.Code == 125) {
-			t.Errorf("pids.max %d: exit %d, want 5\n%s", limit, r.Code, r.Stderr)
+		if r.status() != 5 && !(limit == 12 && r.status() == 125) {
+			t.Errorf("pids.max %d: exit %d, want 5\n%s", limit, r.status(), r.Stderr)
 		}
 	}
 }

@@ -99,8 +99,8 @@ setsid "$HELPER" listen -ignore-term %s "$F" &`, addr)
 				}
 			}
 			second.signal(syscall.SIGTERM) // the listener has no handler: it dies of it
-			if r := second.wait(); r.Code != 128+15 || r.leftovers() != "" {
-				t.Errorf("second run: exit %d, left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+			if r := second.wait(); r.status() != 128+15 || r.leftovers() != "" {
+				t.Errorf("second run: exit %d, left %s\n%s", r.status(), r.leftovers(), r.Stderr)
 			}
 		})
 	}
@@ -131,8 +131,8 @@ func TestDuplicateInstanceIsRefusedAndReplaceTakesOver(t *testing.T) {
 	if got := rec.next(t); got != "SIGTERM" {
 		t.Errorf("the replaced instance's COMMAND got %s, want SIGTERM", got)
 	}
-	if r := first.wait(); r.Code != 0 || r.leftovers() != "" {
-		t.Errorf("replaced instance: exit %d, left %s", r.Code, r.leftovers())
+	if r := first.wait(); r.status() != 0 || r.leftovers() != "" {
+		t.Errorf("replaced instance: exit %d, left %s", r.status(), r.leftovers())
 	}
 	if code, _, _ := runReaper(t, nil, "--replace", "true"); code != 2 {
 		t.Errorf("--replace without --instance: exit %d, want 2", code)
@@ -161,8 +161,8 @@ func TestCgroupModeContainsAndRemovesItsGroup(t *testing.T) {
 		t.Fatalf("leaf group: %v", err)
 	}
 	s.signal(syscall.SIGTERM)
-	if r := s.wait(); r.Code != 128+15 || r.leftovers() != "" {
-		t.Errorf("exit %d (want 143), left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	if r := s.wait(); r.status() != 128+15 || r.leftovers() != "" {
+		t.Errorf("exit %d (want 143), left %s\n%s", r.status(), r.leftovers(), r.Stderr)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the leaf group %s is still there after reaper exited (%v)", dir, err)
@@ -181,10 +181,8 @@ func TestCgroupAutoFallsBackWhereCgroupsAreReadOnly(t *testing.T) {
 		script := `mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"`
 		cmd := exec.Command("unshare", append([]string{"--mount", "sh", "-c", script, "sh", v2, bin().reaper}, args...)...)
 		out, err := cmd.CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
+		code, ok := shellStatus(err)
+		if !ok {
 			t.Fatal(err)
 		}
 		return code, string(out)

@@ -59,8 +59,8 @@ func TestCgroupFallsBackWhenClone3RefusesIt(t *testing.T) {
 			s := start(t, opts{command: []string{"strace", "-f", "-qq", "-o", "/dev/null",
 				"-e", "inject=clone3:error=" + tc.errno, bin().reaper, "-v", tc.flag, "sh", "-c", "exit 5"}})
 			r := s.wait()
-			if r.Code != tc.code || !strings.Contains(r.Stderr, tc.says) || r.leftovers() != "" {
-				t.Errorf("exit %d, want %d and %q in:\n%s\nleft %s", r.Code, tc.code, tc.says, r.Stderr, r.leftovers())
+			if r.status() != tc.code || !strings.Contains(r.Stderr, tc.says) || r.leftovers() != "" {
+				t.Errorf("exit %d, want %d and %q in:\n%s\nleft %s", r.status(), tc.code, tc.says, r.Stderr, r.leftovers())
 			}
 			if tc.code == 5 && strings.Contains(r.Stderr, "contained") {
 				t.Errorf("says it contained COMMAND:\n%s", r.Stderr)
@@ -69,7 +69,7 @@ func TestCgroupFallsBackWhenClone3RefusesIt(t *testing.T) {
 	}
 	// Without the injection, the same run is contained.
 	r := start(t, opts{args: []string{"-v", "--cgroup=on", "sh", "-c", "exit 5"}}).wait()
-	if r.Code != 5 || !strings.Contains(r.Stderr, "info: contained") {
-		t.Errorf("exit %d, want 5 and contained:\n%s", r.Code, r.Stderr)
+	if r.status() != 5 || !strings.Contains(r.Stderr, "info: contained") {
+		t.Errorf("exit %d, want 5 and contained:\n%s", r.status(), r.Stderr)
 	}
 }

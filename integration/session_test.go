@@ -50,6 +50,7 @@ type opts struct {
 type result struct {
 	Code      int      `json:"code"`
 	Signal    int      `json:"signal"`
+	Core      bool     `json:"core"`
 	Survivors []string `json:"survivors"`
 	Zombies   []string `json:"zombies"`
 	InCgroup  []int    `json:"in_cgroup"`

@@ -148,8 +148,8 @@ func outcomes(r reaper.Report) map[int]string {
 // (outcome "exited"), except the stubborn ones, which were killed.
 func (p *planted) expectClean(t testing.TB, r *result, code int) {
 	t.Helper()
-	if r.Code != code {
-		t.Errorf("exit %d, want %d\nstderr:\n%s", r.Code, code, r.Stderr)
+	if r.status() != code {
+		t.Errorf("exit %d, want %d\nstderr:\n%s", r.status(), code, r.Stderr)
 	}
 	if left := r.leftovers(); left != "" {
 		t.Errorf("reaper left %s\nstderr:\n%s", left, r.Stderr)
@@ -349,8 +349,8 @@ func TestTeardownFreesTheListenersPort(t *testing.T) {
 					t.Fatalf("right after reaper exited, %s cannot be bound: %v", addr, err)
 				}
 				l.Close()
-				if r.Code != 0 || r.leftovers() != "" {
-					t.Errorf("exit %d, left %s", r.Code, r.leftovers())
+				if r.status() != 0 || r.leftovers() != "" {
+					t.Errorf("exit %d, left %s", r.status(), r.leftovers())
 				}
 			})
 		})
@@ -386,8 +386,8 @@ func TestWaitLetsDescendantsFinish(t *testing.T) {
 		if got := append([]string{p.events.next(t)}, p.events.rest()...); fmt.Sprint(got) != "[bye]" {
 			t.Errorf("the descendant wrote %v, want [bye]: --wait must not signal it", got)
 		}
-		if r.Code != 3 || r.leftovers() != "" {
-			t.Errorf("exit %d (want 3), left %s", r.Code, r.leftovers())
+		if r.status() != 3 || r.leftovers() != "" {
+			t.Errorf("exit %d (want 3), left %s", r.status(), r.leftovers())
 		}
 	})
 }
@@ -600,8 +600,8 @@ func TestProcOfAnotherNamespace(t *testing.T) {
 	s := start(t, opts{pid1: true, noMountProc: true, args: []string{"-v", "--grace=1s", "sh", "-c", "sleep 300 & exec sleep 300"}})
 	s.stderr.waitFor(t, regexp.MustCompile(`/proc belongs to another PID namespace`), regexp.MustCompile(`info: started`))
 	s.signal(syscall.SIGTERM)
-	if r := s.wait(); r.Code != 128+15 || r.leftovers() != "" {
-		t.Errorf("exit %d (want 143), left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	if r := s.wait(); r.status() != 128+15 || r.leftovers() != "" {
+		t.Errorf("exit %d (want 143), left %s\n%s", r.status(), r.leftovers(), r.Stderr)
 	}
 }
 
@@ -622,8 +622,8 @@ func TestProcOfAnotherNamespaceChildForward(t *testing.T) {
 	if got := events.next(t); got != "term" {
 		t.Errorf("the background shell in COMMAND's group wrote %q, want its SIGTERM", got)
 	}
-	if r := s.wait(); r.Code != 128+15 || r.leftovers() != "" {
-		t.Errorf("exit %d (want 143), left %s\n%s", r.Code, r.leftovers(), r.Stderr)
+	if r := s.wait(); r.status() != 128+15 || r.leftovers() != "" {
+		t.Errorf("exit %d (want 143), left %s\n%s", r.status(), r.leftovers(), r.Stderr)
 	}
 }
 

@@ -120,7 +120,8 @@ func (p *pty) send(t *testing.T, s string) {
 	}
 }
 
-// wait returns the session leader's exit code.
+// wait returns the session leader's status as a shell shows it: its exit
+// code, or 128+N when signal N ended it.
 func (p *pty) wait(t *testing.T) int {
 	t.Helper()
 	go func() { // keep draining the terminal, or writers block
@@ -134,6 +135,9 @@ func (p *pty) wait(t *testing.T) int {
 	}()
 	select {
 	case <-p.done:
+		if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
 		return p.cmd.ProcessState.ExitCode()
 	case <-time.After(deadline):
 		t.Fatalf("the session did not end within %v", deadline)

@@ -4,11 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper/cgroup"
 	"github.com/reaper-init/reaper/reaper/instance"
 	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/notify"
+	"github.com/reaper-init/reaper/reaper/procfs"
 )
 
 // prepare does what comes before COMMAND starts: the instance's lock, the
@@ -112,10 +117,15 @@ func (s *supervisor) noCgroup(err error) (int, bool) {
 // --cgroup=auto, a kernel that cannot start a process in a cgroup (clone3
 // missing, or refusing CLONE_INTO_CGROUP) makes it start COMMAND outside.
 func (s *supervisor) start() (int, error) {
+	set := []string{instance.Var + "=" + s.instance}
+	if s.relay = s.openRelay(); s.relay != nil {
+		set = append(set, notify.Variable+"="+s.relay.Address())
+	}
 	opts := spawnOptions{
 		foreground: s.tty != nil,
 		pdeathsig:  s.cfg.PdeathSignal,
-		env:        environment(s.instance),
+		env:        commandEnv(set...),
+		pidVars:    pidVariables(s.self),
 		mask:       s.mask,
 		cgroupFD:   -1,
 	}
@@ -135,6 +145,25 @@ func (s *supervisor) start() (int, error) {
 		s.log.Info("contained", logs.String("cgroup", s.leaf.Dir))
 	}
 	return pid, err
+}
+
+// openRelay starts relaying the notifications of COMMAND's tree to systemd
+// when reaper runs with NOTIFY_SOCKET (Type=notify units, the watchdog),
+// and returns the relay, or nil. A datagram is relayed when its sender
+// descends from reaper.
+func (s *supervisor) openRelay() *notify.Relay {
+	upstream, ok := os.LookupEnv(notify.Variable)
+	if !ok {
+		return nil
+	}
+	self := s.self
+	relay, err := notify.Open(upstream, func(c unix.Ucred) bool { return procfs.Descends(int(c.Pid), self) }, s.log)
+	if err != nil {
+		s.log.Warn("cannot relay notifications: COMMAND gets the service manager's socket as it is", logs.Err(err))
+		return nil
+	}
+	go relay.Serve()
+	return relay
 }
 
 // startFailed reports why COMMAND did not start and returns the exit code.

@@ -155,9 +155,14 @@ func (s *supervisor) cleanUp() {
 	logErrors(s.log, s.release())
 }
 
-// release removes the cgroup (once empty) and drops the instance's lock.
+// release stops relaying notifications, removes the cgroup (once empty) and
+// drops the instance's lock.
 func (s *supervisor) release() error {
 	var errs *multierror.Error
+	if s.relay != nil {
+		s.relay.Close()
+		s.relay = nil
+	}
 	if s.leaf != nil {
 		if err := s.leaf.Remove(); err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("cannot remove the cgroup %s: %w", s.leaf.Dir, err))

@@ -17,6 +17,7 @@ import (
 	"github.com/reaper-init/reaper/reaper/cgroup"
 	"github.com/reaper-init/reaper/reaper/instance"
 	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/notify"
 	"github.com/reaper-init/reaper/reaper/procfs"
 	"github.com/reaper-init/reaper/reaper/stop"
 	"github.com/reaper-init/reaper/reaper/tree"
@@ -61,7 +62,8 @@ type supervisor struct {
 
 	instance string
 	lock     *instance.Lock
-	leaf     *cgroup.Leaf // the cgroup COMMAND was born in, or nil
+	leaf     *cgroup.Leaf  // the cgroup COMMAND was born in, or nil
+	relay    *notify.Relay // relays COMMAND's notifications to systemd, or nil
 	tree     tree.Tree
 
 	cmd     command
@@ -99,12 +101,13 @@ func (t *timers) stopAll() {
 }
 
 // Run starts cfg.Command, supervises it until it and every other descendant
-// are gone, and returns the code reaper should exit with. Call it once per
-// process, from main: it makes the process a child subreaper, catches every
-// signal it forwards, and locks the calling goroutine to its OS thread for
-// good, because COMMAND's parent-death signal fires when the thread that
-// forked it exits, not the process.
-func Run(cfg Config) int {
+// are gone, and returns how reaper should end. Call it once per process,
+// from main, and end with the Exit's Do, on the same goroutine: Run makes
+// the process a child subreaper, catches every signal it forwards, and
+// locks the calling goroutine to its OS thread for good, because COMMAND's
+// parent-death signal fires when the thread that forked it exits, not the
+// process.
+func Run(cfg Config) Exit {
 	// Lock first, before anything can move this goroutine: called from
 	// main, it then stays on the main thread, the one the kernel reparents
 	// orphans to, and reaper's children all hang off one thread.
@@ -126,7 +129,7 @@ func Run(cfg Config) int {
 	log, err := logs.New(s.cfg.Stderr, s.cfg.LogFormat, s.cfg.Verbosity)
 	if err != nil {
 		fmt.Fprintf(s.cfg.Stderr, "reaper: %v\n", err)
-		return ExitUsage
+		return Code(ExitUsage)
 	}
 	defer log.Sync()
 	s.log, s.caught.log = log, log
@@ -167,12 +170,15 @@ func withDefaults(cfg Config) Config {
 	return cfg
 }
 
-func (s *supervisor) run() int {
+func (s *supervisor) run() Exit {
 	becomeSubreaper(s.self, s.log)
 	s.walkable = procIsOurs(s.self, s.log)
 	<-s.spares // before anything can fill pids.max: a sweep, a wait, COMMAND
 	if code, ok := s.prepare(); !ok {
-		return code
+		if s.caught.early != 0 {
+			return s.exit(code, s.caught.early) // a stop request ends reaper as it would have without it
+		}
+		return Code(code)
 	}
 	<-s.caught.all // every signal reaper forwards is caught before COMMAND can be sent one
 	s.tty = openTerminal()
@@ -183,7 +189,7 @@ func (s *supervisor) run() int {
 		}
 		code := s.startFailed(err)
 		s.cleanUp()
-		return code
+		return Code(code)
 	}
 	s.cmd.pid = pid
 	// COMMAND starts in the caller's directory; reaper itself moves to /,
@@ -212,7 +218,20 @@ func (s *supervisor) run() int {
 	}
 	code := exitCode(&s.cmd, s.machine.TimedOut(), s.cfg.SuccessExit)
 	s.end(code)
-	return code
+	if s.cmd.status.Signaled() {
+		return s.exit(code, s.cmd.status.Signal())
+	}
+	return Code(code)
+}
+
+// exit is how reaper ends with code, when signal sig is what ended COMMAND
+// (or would have ended reaper): it dies of sig, unless it is PID 1 or code
+// is not 128+sig (--success-exit, --timeout).
+func (s *supervisor) exit(code int, sig syscall.Signal) Exit {
+	if s.self == 1 || code != 128+int(sig) {
+		return Code(code)
+	}
+	return Exit{Code: code, Signal: sig}
 }
 
 // newTree returns the tree of COMMAND's descendants: the cgroup leaf's

@@ -13,9 +13,9 @@ import (
 	"github.com/reaper-init/reaper/signals"
 )
 
-// notify is signal.Notify; a variable so that nothing else in the package
+// signalNotify is signal.Notify; a variable so that nothing else in the package
 // calls os/signal.
-var notify = signal.Notify
+var signalNotify = signal.Notify
 
 // catcher holds the channels os/signal delivers reaper's caught signals
 // to, and what came before COMMAND existed.
@@ -75,7 +75,7 @@ func catchSignals(policy signals.Policy) *catcher {
 	// fatalCaught and all, once each.
 	fatalCaught, all := make(chan struct{}), make(chan struct{})
 	go func() {
-		notify(c.chld, syscall.SIGCHLD)
+		signalNotify(c.chld, syscall.SIGCHLD)
 		notifySome(c.stops, stops)
 		notifySome(c.sigs, first)
 		close(fatalCaught)
@@ -103,7 +103,7 @@ var fatalUncaught = map[syscall.Signal]bool{
 // signals would relay every signal.
 func notifySome(c chan<- os.Signal, sigs []os.Signal) {
 	if len(sigs) > 0 {
-		notify(c, sigs...)
+		signalNotify(c, sigs...)
 	}
 }
 

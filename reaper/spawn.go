@@ -9,8 +9,6 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/reaper-init/reaper/reaper/instance"
 )
 
 // StartError says why COMMAND could not be started, and with which exit code
@@ -106,6 +104,7 @@ type spawnOptions struct {
 	foreground bool           // give COMMAND's group the terminal on fd 0
 	pdeathsig  syscall.Signal // sent to COMMAND when reaper's thread dies; 0 for none
 	env        []string       // COMMAND's environment
+	pidVars    []string       // variables of env to set to COMMAND's pid (through the trampoline)
 	mask       unix.Sigset_t  // COMMAND's signal mask: the one reaper was started with
 	cgroupFD   int            // the cgroup COMMAND is born in (clone3), or -1
 }
@@ -123,8 +122,13 @@ func spawn(argv []string, opts spawnOptions) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	env := opts.env
+	if len(opts.pidVars) > 0 {
+		env = trampolineEnv(env, os.Getpid(), opts.pidVars, path)
+		path = "/proc/self/exe" // in the child: reaper's own file
+	}
 	attr := &syscall.ProcAttr{
-		Env:   opts.env,
+		Env:   env,
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
 			Setpgid:    true,
@@ -146,19 +150,6 @@ func spawn(argv []string, opts spawnOptions) (int, error) {
 		return 0, startError(argv, opts, err)
 	}
 	return pid, nil
-}
-
-// environment is reaper's environment with instance.Var set to name, the
-// one variable reaper sets for COMMAND.
-func environment(name string) []string {
-	env := os.Environ()
-	out := make([]string, 0, len(env)+1)
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, instance.Var+"=") {
-			out = append(out, kv)
-		}
-	}
-	return append(out, instance.Var+"="+name)
 }
 
 // startError maps a ForkExec failure to an exit code: fork itself failing

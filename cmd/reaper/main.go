@@ -24,24 +24,25 @@ import (
 )
 
 func main() {
+	reaper.Trampoline() // returns unless this process is the one that starts COMMAND
 	ensurePreemptOff()
-	os.Exit(entryPoint(os.Args[0])(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+	entryPoint(os.Args[0])(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr).Do()
 }
 
 // run parses the command line and the environment, then hands over to the
-// supervisor. It returns the process exit code.
-func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+// supervisor. It returns how reaper ends.
+func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) reaper.Exit {
 	cfg, action, err := parse(args, lookupEnv)
 	switch {
 	case err != nil:
 		fmt.Fprintf(stderr, "reaper: %v (see 'reaper --help')\n", err)
-		return reaper.ExitUsage
+		return reaper.Code(reaper.ExitUsage)
 	case action == showHelp:
 		printHelp(stdout)
-		return 0
+		return reaper.Code(0)
 	case action == showVersion:
 		fmt.Fprintf(stdout, "reaper version %s\n", version)
-		return 0
+		return reaper.Code(0)
 	}
 	cfg.Stderr = stderr
 	return reaper.Run(cfg)

@@ -37,8 +37,8 @@ var tiniNames = map[string]bool{
 const tiniVersion = "0.19.0"
 
 // mainFunc is a front end: it reads a command line and the environment and
-// returns the exit code.
-type mainFunc func(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int
+// returns how reaper ends.
+type mainFunc func(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) reaper.Exit
 
 // entryPoint returns the front end for the name reaper was invoked as:
 // tini's command line for the names in tiniNames, reaper's otherwise.
@@ -47,7 +47,7 @@ func entryPoint(argv0 string) mainFunc {
 	if !tiniNames[name] {
 		return run
 	}
-	return func(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	return func(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) reaper.Exit {
 		return runTini(name, args, lookupEnv, stdout, stderr)
 	}
 }
@@ -66,33 +66,33 @@ type tiniOptions struct {
 
 // runTini runs reaper with tini's command line. Usage errors exit 2, as
 // reaper's do (tini exits 1).
-func runTini(name string, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+func runTini(name string, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) reaper.Exit {
 	opts, err := parseTini(args, lookupEnv)
 	if err != nil {
 		fmt.Fprintf(stderr, "reaper: %v (see '%s -h')\n", err, name)
-		return reaper.ExitUsage
+		return reaper.Code(reaper.ExitUsage)
 	}
 	switch {
 	case opts.action == showVersion:
 		fmt.Fprintln(stdout, tiniVersionLine())
-		return 0
+		return reaper.Code(0)
 	case opts.action == showHelp:
 		printTiniHelp(stdout, name)
-		return 0
+		return reaper.Code(0)
 	case opts.license:
 		fmt.Fprintf(stdout, "reaper %s, running as %s: it reads tini's command line but shares no code with tini; "+
 			"see https://github.com/reaper-init/reaper for its licence\n", version, name)
-		return 0
+		return reaper.Code(0)
 	}
 	cfg, err := opts.config(lookupEnv)
 	if err != nil {
 		fmt.Fprintf(stderr, "reaper: %v (see '%s -h')\n", err, name)
-		return reaper.ExitUsage
+		return reaper.Code(reaper.ExitUsage)
 	}
 	if opts.parentDeath != 0 {
 		if err := setParentDeathSignal(opts.parentDeath); err != nil {
 			fmt.Fprintf(stderr, "reaper: -p %s: %v\n", signals.Name(opts.parentDeath), err)
-			return reaper.ExitInternal
+			return reaper.Code(reaper.ExitInternal)
 		}
 	}
 	cfg.Stderr = stderr

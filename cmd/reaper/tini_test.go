@@ -7,18 +7,20 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/reaper-init/reaper/reaper"
 )
 
 func TestEntryPointByName(t *testing.T) {
 	for _, argv0 := range []string{"tini", "/usr/bin/tini-static", "/sbin/docker-init", "/run/podman-init"} {
 		var out bytes.Buffer
-		if code := entryPoint(argv0)([]string{"--version"}, env(nil), &out, &out); code != 0 || !strings.HasPrefix(out.String(), "tini version ") {
+		if code := entryPoint(argv0)([]string{"--version"}, env(nil), &out, &out); code != reaper.Code(0) || !strings.HasPrefix(out.String(), "tini version ") {
 			t.Errorf("%s --version: %d %q, want tini's line", argv0, code, out.String())
 		}
 	}
 	for _, argv0 := range []string{"reaper", "/usr/local/bin/reaper", "init", "tini.sh"} {
 		var out bytes.Buffer
-		if code := entryPoint(argv0)([]string{"--version"}, env(nil), &out, &out); code != 0 || !strings.HasPrefix(out.String(), "reaper version ") {
+		if code := entryPoint(argv0)([]string{"--version"}, env(nil), &out, &out); code != reaper.Code(0) || !strings.HasPrefix(out.String(), "reaper version ") {
 			t.Errorf("%s --version: %d %q, want reaper's line", argv0, code, out.String())
 		}
 	}
@@ -54,7 +56,7 @@ func TestTiniUsageErrors(t *testing.T) {
 		{"-e"}, {"-e", "256", "cmd"}, {"-e", "x", "cmd"}, {"-p", "SIGNOPE", "cmd"}, {"-p"},
 	} {
 		var out, errOut bytes.Buffer
-		code := entryPoint("docker-init")(args, env(nil), &out, &errOut)
+		code := entryPoint("docker-init")(args, env(nil), &out, &errOut).Code
 		if code != 2 || out.Len() != 0 || strings.Count(errOut.String(), "\n") != 1 {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2 and one line on stderr", args, code, out.String(), errOut.String())
 		}
@@ -126,7 +128,7 @@ func dockerInitVersion(out string) (version, commit string, ok bool) {
 
 func TestTiniVersionParsesAsDockerExpects(t *testing.T) {
 	var out bytes.Buffer
-	if code := entryPoint("docker-init")([]string{"--version"}, env(nil), &out, &out); code != 0 {
+	if code := entryPoint("docker-init")([]string{"--version"}, env(nil), &out, &out); code != reaper.Code(0) {
 		t.Fatalf("exit %d", code)
 	}
 	if strings.Count(out.String(), "\n") != 1 {
@@ -145,7 +147,7 @@ func TestTiniVersionParsesAsDockerExpects(t *testing.T) {
 func TestTiniHelpAndLicence(t *testing.T) {
 	for _, args := range [][]string{{"-h"}, {"-l"}, {"-s", "-l", "cmd"}} {
 		var out, errOut bytes.Buffer
-		if code := entryPoint("tini")(args, env(nil), &out, &errOut); code != 0 || out.Len() == 0 || errOut.Len() != 0 {
+		if code := entryPoint("tini")(args, env(nil), &out, &errOut); code != reaper.Code(0) || out.Len() == 0 || errOut.Len() != 0 {
 			t.Errorf("tini %q: exit %d, stdout %q, stderr %q", args, code, out.String(), errOut.String())
 		}
 	}

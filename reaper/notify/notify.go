@@ -72,6 +72,8 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/logs"
 )
 
 // Variable is the environment variable that names the manager's socket,
@@ -97,15 +99,6 @@ var ErrUnsupportedAddress = errors.New("unsupported notification socket address"
 // ErrClosed is returned by Serve once Close has been called.
 var ErrClosed = errors.New("notification relay closed")
 
-// Logger receives the relay's log entries. The relay logs at debug level
-// the datagrams it refuses, at info level the first MAINPID= it removes,
-// and warnings for datagrams it cannot relay.
-type Logger interface {
-	Debug(msg string, fields ...zapcore.Field)
-	Info(msg string, fields ...zapcore.Field)
-	Warn(msg string, fields ...zapcore.Field)
-}
-
 // Stats counts datagrams received on COMMAND's socket.
 type Stats struct {
 	Relayed uint64 // sent on to the manager
@@ -119,7 +112,7 @@ type Relay struct {
 	addr     string
 	upstream string
 	accept   func(unix.Ucred) bool
-	log      Logger
+	log      *logs.Logger
 
 	in  *socket // COMMAND's, bound to addr
 	out *socket // connected to the manager's
@@ -141,9 +134,11 @@ type Relay struct {
 // name written "@name". Any other form is an error wrapping
 // ErrUnsupportedAddress; the caller should then leave NOTIFY_SOCKET as it
 // is. accept decides, from a sender's credentials, whether its datagram is
-// relayed; it is called from Serve's goroutine, once per datagram. log may
-// be nil.
-func Open(upstream string, accept func(unix.Ucred) bool, log Logger) (*Relay, error) {
+// relayed; it is called from Serve's goroutine, once per datagram. The
+// relay logs to log (nil: nowhere) at debug level the datagrams it refuses,
+// at info level the first MAINPID= it removes, and warnings for datagrams
+// it cannot relay.
+func Open(upstream string, accept func(unix.Ucred) bool, log *logs.Logger) (*Relay, error) {
 	if accept == nil {
 		return nil, errors.New("notify: Open with a nil accept")
 	}
@@ -152,7 +147,7 @@ func Open(upstream string, accept func(unix.Ucred) bool, log Logger) (*Relay, er
 		return nil, err
 	}
 	if log == nil {
-		log = nopLogger{}
+		log = logs.Discard()
 	}
 	out, err := dial(to)
 	if err != nil {
@@ -278,10 +273,10 @@ func (r *Relay) handle(d datagram) {
 	defer closeAll(d.fds)
 	switch {
 	case d.flags&unix.MSG_TRUNC != 0:
-		r.drop("notification dropped: longer than the relay takes", intField("max_bytes", maxDatagram), r.sender(d))
+		r.drop("notification dropped: longer than the relay takes", logs.Int("max_bytes", maxDatagram), r.sender(d))
 		return
 	case d.flags&unix.MSG_CTRUNC != 0:
-		r.drop("notification dropped: its control data (descriptors) did not fit", intField("fds_received", len(d.fds)), r.sender(d))
+		r.drop("notification dropped: its control data (descriptors) did not fit", logs.Int("fds_received", len(d.fds)), r.sender(d))
 		return
 	case d.cred == nil || d.cred.Pid <= 0:
 		r.refused.Add(1)
@@ -290,7 +285,7 @@ func (r *Relay) handle(d datagram) {
 	case !r.accept(*d.cred):
 		r.refused.Add(1)
 		r.log.Debug("notification refused: the sender is not accepted", r.sender(d),
-			intField("uid", int(d.cred.Uid)), intField("gid", int(d.cred.Gid)))
+			logs.Int("uid", int(d.cred.Uid)), logs.Int("gid", int(d.cred.Gid)))
 		return
 	}
 	msg, removed, pidfd := withoutMainPID(d.data)
@@ -313,7 +308,7 @@ func (r *Relay) handle(d datagram) {
 			r.dropped.Add(1)
 			return
 		}
-		r.drop("notification not relayed to the service manager", stringField("socket", r.upstream), r.sender(d), errorField(err))
+		r.drop("notification not relayed to the service manager", logs.String("socket", r.upstream), r.sender(d), logs.Err(err))
 		return
 	}
 	r.relayed.Add(1)
@@ -328,9 +323,9 @@ func (r *Relay) drop(msg string, fields ...zapcore.Field) {
 // sender is the log field that names a datagram's sender.
 func (r *Relay) sender(d datagram) zapcore.Field {
 	if d.cred == nil {
-		return stringField("sender", "unknown")
+		return logs.String("sender", "unknown")
 	}
-	return intField("sender", int(d.cred.Pid))
+	return logs.Int("sender", int(d.cred.Pid))
 }
 
 // send sends msg with fds to the manager. When the manager's queue is
@@ -362,24 +357,3 @@ func closeAll(fds []int) {
 		unix.Close(fd)
 	}
 }
-
-// Log field constructors, as zap's (the zap package proper would link more
-// than reaper needs).
-
-func intField(key string, v int) zapcore.Field {
-	return zapcore.Field{Key: key, Type: zapcore.Int64Type, Integer: int64(v)}
-}
-
-func stringField(key, v string) zapcore.Field {
-	return zapcore.Field{Key: key, Type: zapcore.StringType, String: v}
-}
-
-func errorField(err error) zapcore.Field {
-	return zapcore.Field{Key: "error", Type: zapcore.ErrorType, Interface: err}
-}
-
-type nopLogger struct{}
-
-func (nopLogger) Debug(string, ...zapcore.Field) {}
-func (nopLogger) Info(string, ...zapcore.Field)  {}
-func (nopLogger) Warn(string, ...zapcore.Field)  {}

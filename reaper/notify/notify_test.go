@@ -1,6 +1,8 @@
 package notify
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +15,8 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/logs"
 )
 
 // wait bounds every wait of these tests.
@@ -139,34 +143,34 @@ func (m *manager) drain(t *testing.T) []string {
 	}
 }
 
-// logEntry is one line the relay logged.
-type logEntry struct {
-	level zapcore.Level
-	msg   string
-}
-
-// testLogger records the relay's log.
+// testLogger records the relay's log: reaper's logger, writing JSON lines.
 type testLogger struct {
-	mu      sync.Mutex
-	entries []logEntry
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func (l *testLogger) add(level zapcore.Level, msg string) {
+func (l *testLogger) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.entries = append(l.entries, logEntry{level, msg})
+	return l.buf.Write(p)
 }
 
-func (l *testLogger) Debug(msg string, _ ...zapcore.Field) { l.add(zapcore.DebugLevel, msg) }
-func (l *testLogger) Info(msg string, _ ...zapcore.Field)  { l.add(zapcore.InfoLevel, msg) }
-func (l *testLogger) Warn(msg string, _ ...zapcore.Field)  { l.add(zapcore.WarnLevel, msg) }
+// logger is the *logs.Logger that writes to l, at debug level.
+func (l *testLogger) logger() *logs.Logger {
+	log, err := logs.New(l, logs.JSON, 2)
+	if err != nil {
+		panic(err)
+	}
+	return log
+}
 
 func (l *testLogger) count(level zapcore.Level, substr string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
-	for _, e := range l.entries {
-		if e.level == level && strings.Contains(e.msg, substr) {
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		var e struct{ Level, Msg string }
+		if json.Unmarshal([]byte(line), &e) == nil && e.Level == level.String() && strings.Contains(e.Msg, substr) {
 			n++
 		}
 	}
@@ -178,7 +182,7 @@ func (l *testLogger) count(level zapcore.Level, substr string) int {
 func relay(t *testing.T, upstream string, accept func(unix.Ucred) bool, before func(*Relay)) (*Relay, *testLogger) {
 	t.Helper()
 	log := &testLogger{}
-	r, err := Open(upstream, accept, log)
+	r, err := Open(upstream, accept, log.logger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -179,6 +179,21 @@ func Children(pid int, tids []int) []int {
 	return children
 }
 
+// Descends reports whether pid's chain of parents reaches ancestor.
+func Descends(pid, ancestor int) bool {
+	for depth := 0; depth < 4096 && pid > 1; depth++ {
+		p, err := Stat(pid)
+		if err != nil {
+			return false
+		}
+		if p.PPID == ancestor {
+			return true
+		}
+		pid = p.PPID
+	}
+	return false
+}
+
 // CommandLine returns /proc/PID/cmdline with its NULs turned into spaces, or
 // "" when it cannot be read (the process is gone, or is a zombie).
 func CommandLine(pid int) string {

@@ -135,7 +135,7 @@ func openListed(pid, parent, root int) (*handle.Handle, procfs.Process, error) {
 		if stat, err = procfs.Stat(pid); err != nil {
 			return errHidden // it lives (Open checks), yet /proc will not show it
 		}
-		if stat.PPID != parent && stat.PPID != root && !below(pid, root) {
+		if stat.PPID != parent && stat.PPID != root && !procfs.Descends(pid, root) {
 			return handle.ErrGone // its pid was reused by a process outside the tree
 		}
 		return nil
@@ -143,20 +143,6 @@ func openListed(pid, parent, root int) (*handle.Handle, procfs.Process, error) {
 	return h, stat, err
 }
 
-// below reports whether pid's chain of parents reaches ancestor.
-func below(pid, ancestor int) bool {
-	for depth := 0; depth < 4096 && pid > 1; depth++ {
-		p, err := procfs.Stat(pid)
-		if err != nil {
-			return false
-		}
-		if p.PPID == ancestor {
-			return true
-		}
-		pid = p.PPID
-	}
-	return false
-}
 
 // scanAll reads every /proc/PID/stat and visits the descendants of Root.
 func (p *Proc) scanAll(visit func(*handle.Handle)) {

@@ -45,6 +45,7 @@ func (c *cgroups) Set(s string) error { *c = append(*c, s); return nil }
 type result struct {
 	Code      int      `json:"code"`
 	Signal    int      `json:"signal"`
+	Core      bool     `json:"core"` // it dumped core
 	Survivors []string `json:"survivors"`
 	Zombies   []string `json:"zombies"`
 	// InCgroup lists the processes left in the first -cgroup group and its
@@ -108,7 +109,7 @@ func main() {
 		res.InCgroup = cgroupProcs(dirs[0])
 	}
 	if ws.Signaled() {
-		res.Signal = int(ws.Signal())
+		res.Signal, res.Core = int(ws.Signal()), ws.CoreDump()
 	}
 	for _, p := range descendants(os.Getpid()) {
 		if p.state == 'Z' {

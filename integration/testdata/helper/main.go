@@ -19,6 +19,10 @@
 //	helper listen [-ignore-term] ADDR FIFO
 //	    listens on TCP ADDR, writes "listening PID" to FIFO and serves until
 //	    a signal ends it (with -ignore-term SIGTERM is ignored).
+//	helper notify MESSAGE
+//	    sends MESSAGE ("\n" in it a newline) as one datagram to the socket
+//	    $NOTIFY_SOCKET names ("@name" abstract), as sd_notify(3) does, and
+//	    writes "sent PID" to stdout.
 //	helper orphans N FIFO
 //	    makes N orphans one after another and writes "orphan PID" for each,
 //	    then "done", to FIFO, and sleeps until a stop signal. Each orphan
@@ -69,6 +73,8 @@ func main() {
 		listen(os.Args[2:])
 	case "orphans":
 		orphans(os.Args[2], os.Args[3])
+	case "notify":
+		notify(os.Args[2])
 	case "orphan-parent":
 		orphanParent(os.Args[2])
 	case "orphan-child":
@@ -284,4 +290,20 @@ func blocked(list string, argv []string) {
 	}
 	fmt.Fprintln(os.Stderr, "helper:", err)
 	os.Exit(2)
+}
+
+func notify(message string) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if strings.HasPrefix(addr, "@") {
+		addr = "\x00" + addr[1:]
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err == nil {
+		_, err = conn.Write([]byte(strings.ReplaceAll(message, `\n`, "\n")))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		os.Exit(2)
+	}
+	fmt.Printf("sent %d\n", os.Getpid())
 }

@@ -1,0 +1,98 @@
+package reaper
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// commandEnv is COMMAND's environment: reaper's own, with the entries of
+// set ("NAME=value") replacing or adding theirs.
+func commandEnv(set ...string) []string {
+	names := make(map[string]bool, len(set))
+	for _, kv := range set {
+		name, _, _ := strings.Cut(kv, "=")
+		names[name] = true
+	}
+	env := os.Environ()
+	out := make([]string, 0, len(env)+len(set))
+	for _, kv := range env {
+		if name, _, _ := strings.Cut(kv, "="); !names[name] {
+			out = append(out, kv)
+		}
+	}
+	return append(out, set...)
+}
+
+// pidVariables returns the variables of reaper's environment that name
+// reaper's own pid and that COMMAND must see name its pid instead:
+// LISTEN_PID (socket activation: the descriptors from 3 on are meant for
+// it) and WATCHDOG_PID (the watchdog: COMMAND pings it).
+func pidVariables(self int) []string {
+	var vars []string
+	for _, name := range []string{"LISTEN_PID", "WATCHDOG_PID"} {
+		if v, ok := os.LookupEnv(name); ok && v == strconv.Itoa(self) {
+			vars = append(vars, name)
+		}
+	}
+	return vars
+}
+
+// COMMAND's own pid is known only once it is forked, and a variable that
+// names it must be in COMMAND's environment when it starts. So reaper then
+// forks a copy of itself, the trampoline, which sets those variables to
+// its pid and executes COMMAND in its own place: COMMAND keeps the pid,
+// and no process is added. The copy is told what to do in execVar, whose
+// value is "PPID:NAME,NAME:PATH": its parent's pid (the trampoline checks
+// that its parent is reaper, running its own file, so that a stray
+// variable cannot make reaper a trampoline), the variables, and COMMAND's
+// path. Its argv is COMMAND's.
+const execVar = "REAPER_EXEC_WITH_PID"
+
+// trampolineEnv is the environment of the trampoline that starts argv[0]
+// at path with the variables vars set to its pid.
+func trampolineEnv(env []string, self int, vars []string, path string) []string {
+	return append(env, execVar+"="+strconv.Itoa(self)+":"+strings.Join(vars, ",")+":"+path)
+}
+
+// Trampoline runs the trampoline when this process is one (see execVar):
+// it sets the variables it was given to its own pid and executes COMMAND,
+// and returns only when this process is no trampoline. Call it first in
+// main. If COMMAND cannot be executed, it exits as reaper would have: 127
+// or 126, with one line on stderr.
+func Trampoline() {
+	value, ok := os.LookupEnv(execVar)
+	if !ok {
+		return
+	}
+	os.Unsetenv(execVar)
+	parent, rest, _ := strings.Cut(value, ":")
+	vars, path, ok := strings.Cut(rest, ":")
+	if !ok || parent != strconv.Itoa(os.Getppid()) || !sameFile("/proc/self/exe", "/proc/"+parent+"/exe") {
+		return // not started by reaper: a stray variable, ignored
+	}
+	pid := strconv.Itoa(os.Getpid())
+	for _, name := range strings.Split(vars, ",") {
+		if name != "" {
+			os.Setenv(name, pid)
+		}
+	}
+	err := syscall.Exec(path, os.Args, os.Environ())
+	code := ExitCannotExec
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
+		code = ExitNotFound
+	}
+	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", os.Args[0], errnoOf(err))
+	os.Exit(code)
+}
+
+// sameFile reports whether two paths name the same file.
+func sameFile(a, b string) bool {
+	var sa, sb unix.Stat_t
+	return unix.Stat(a, &sa) == nil && unix.Stat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
+}
