@@ -143,7 +143,6 @@ func openListed(pid, parent, root int) (*handle.Handle, procfs.Process, error) {
 	return h, stat, err
 }
 
-
 // scanAll reads every /proc/PID/stat and visits the descendants of Root.
 func (p *Proc) scanAll(visit func(*handle.Handle)) {
 	pids, err := procfs.ListPIDs(procfs.Root)
