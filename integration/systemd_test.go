@@ -85,11 +85,16 @@ func nativeSocket(v nativeVariant) string { return "/run/reaper-native/socket-" 
 
 // nativeUnit is a service that runs testdata/native.py in mode, alone or
 // under reaper as v says, with the unit's own lines; its processes are
-// marked with name. A system unit's payload notes its events.
+// marked with name. A system unit's payload notes its events. A user unit
+// under reaper names its instance: its lock lives in the user's runtime
+// directory, and its cgroup below the user manager's delegated one.
 func nativeUnit(name, mode string, v nativeVariant, lines string, user bool) string {
 	env := "REAPER_TEST_PAYLOAD=" + name
 	if !user {
 		env += " REAPER_TEST_EVENTS=" + nativeEvents(name)
+	}
+	if user && v.wrap != "" {
+		v.wrap = strings.Replace(v.wrap, " -- ", " --instance="+name+" -- ", 1)
 	}
 	return fmt.Sprintf(`[Unit]
 StartLimitIntervalSec=0

@@ -67,10 +67,11 @@ type Config struct {
 	ReportPath string
 
 	// Instance names the run. A named instance is locked for reaper's life
-	// (a second live reaper of the name refuses to start), an earlier run's
-	// leftovers are swept before COMMAND starts, and its cgroup is named
-	// after it. Empty: a name unique to the run, no lock and no sweep.
-	// COMMAND gets it in instance.Var either way.
+	// (a second live reaper of the name refuses to start), the previous
+	// run's leftovers are swept before COMMAND starts, and its cgroup is
+	// named after it. Empty: a name unique to the run, no lock and no
+	// sweep. COMMAND gets it in instance.Var either way, with the run's
+	// token when named.
 	Instance string
 	// Replace stops a live reaper of the same instance, instead of refusing
 	// to start.
@@ -82,6 +83,11 @@ type Config struct {
 	// WaitPortTimeout bounds the wait for WaitPorts (0: no wait at all;
 	// the command line's default is 10s).
 	WaitPortTimeout time.Duration
+
+	// DropEnv names the variables of reaper's environment COMMAND does not
+	// get: reaper's own configuration (REAPER_GRACE and the others), which
+	// would otherwise configure a reaper started below this one.
+	DropEnv []string
 
 	// LogFormat is LogConsole or LogJSON.
 	LogFormat string

@@ -11,12 +11,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// commandEnv is COMMAND's environment: reaper's own, with the entries of
-// set ("NAME=value") replacing or adding theirs.
-func commandEnv(set ...string) []string {
-	names := make(map[string]bool, len(set))
+// commandEnv is COMMAND's environment: reaper's own without the variables
+// drop names (reaper's configuration: a reaper started below reaper is
+// configured by its own flags), and with the entries of set ("NAME=value")
+// replacing or adding theirs.
+func commandEnv(drop []string, set ...string) []string {
+	names := make(map[string]bool, len(set)+len(drop))
 	for _, kv := range set {
 		name, _, _ := strings.Cut(kv, "=")
+		names[name] = true
+	}
+	for _, name := range drop {
 		names[name] = true
 	}
 	env := os.Environ()

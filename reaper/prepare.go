@@ -26,27 +26,33 @@ func (s *supervisor) prepare() (int, bool) {
 	named := s.instance != ""
 	if !named {
 		s.instance = instance.Unique()
+		s.marker = s.instance
 	}
 	if named {
 		if code, ok := s.takeLock(); !ok {
 			return code, false
 		}
+		s.marker = instance.Value(s.instance, s.lock.Token)
 	}
 	var parentDir, parentPath string
 	var cgErr error
 	if s.cfg.Cgroup != CgroupOff {
 		_, parentDir, parentPath, cgErr = s.files.Group("")
 	}
+	var previous []byte // the previous run's marker: its leftovers carry it
 	if named {
-		sweep := &instance.Sweep{Name: s.instance, Self: s.self, StopSignal: s.cfg.StopSignal, Grace: s.cfg.Grace,
-			KillWait: killWait, Log: s.log, Stop: s.caught.stopRequested}
+		sweep := &instance.Sweep{Name: s.instance, Previous: s.lock.Previous, Self: s.self, StopSignal: s.cfg.StopSignal,
+			Grace: s.cfg.Grace, KillWait: killWait, Log: s.log, Stop: s.caught.stopRequested}
 		if cgErr == nil {
 			sweep.Stale, _ = cgroup.Open(parentDir, parentPath, instance.LeafName(s.instance))
 		}
 		sweep.Run()
+		if s.lock.Previous != "" {
+			previous = instance.Marker(instance.Value(s.instance, s.lock.Previous))
+		}
 	}
 	if len(s.cfg.WaitPorts) > 0 {
-		err := waitPorts(s.cfg.WaitPorts, s.cfg.WaitPortTimeout, instance.Marker(s.instance), s.log, s.caught.pause)
+		err := waitPorts(s.cfg.WaitPorts, s.cfg.WaitPortTimeout, previous, s.log, s.caught.pause)
 		if err != nil && s.caught.early == 0 {
 			s.log.Error(err.Error())
 			s.cleanUp()
@@ -117,14 +123,14 @@ func (s *supervisor) noCgroup(err error) (int, bool) {
 // --cgroup=auto, a kernel that cannot start a process in a cgroup (clone3
 // missing, or refusing CLONE_INTO_CGROUP) makes it start COMMAND outside.
 func (s *supervisor) start() (int, error) {
-	set := []string{instance.Var + "=" + s.instance}
+	set := []string{instance.Var + "=" + s.marker}
 	if s.relay = s.openRelay(); s.relay != nil {
 		set = append(set, notify.Variable+"="+s.relay.Address())
 	}
 	opts := spawnOptions{
 		foreground: s.tty != nil,
 		pdeathsig:  s.cfg.PdeathSignal,
-		env:        commandEnv(set...),
+		env:        commandEnv(s.cfg.DropEnv, set...),
 		pidVars:    pidVariables(s.self),
 		mask:       s.mask,
 		cgroupFD:   -1,

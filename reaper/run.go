@@ -60,7 +60,8 @@ type supervisor struct {
 	caught   *catcher
 	tty      *terminal // the terminal handed to COMMAND's group, or nil
 
-	instance string
+	instance string // the --instance name, or the run's unique one
+	marker   string // instance.Var's value: the name and this run's token
 	lock     *instance.Lock
 	leaf     *cgroup.Leaf  // the cgroup COMMAND was born in, or nil
 	relay    *notify.Relay // relays COMMAND's notifications to systemd, or nil

@@ -211,7 +211,20 @@ func parse(args []string, lookupEnv func(string) (string, bool)) (reaper.Config,
 		return cfg, act, errors.New("--replace needs --instance")
 	}
 	cfg.Command = fs.Args()
+	cfg.DropEnv = configVariables(opts)
 	return cfg, act, nil
+}
+
+// configVariables names reaper's configuration variables: COMMAND does not
+// get them (a reaper below this one is configured by its own flags).
+func configVariables(opts []option) []string {
+	var names []string
+	for _, o := range opts {
+		if !o.cliOnly {
+			names = append(names, o.envName())
+		}
+	}
+	return names
 }
 
 // applyEnv sets o from its REAPER_* variable, when that is set.

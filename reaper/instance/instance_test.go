@@ -1,8 +1,12 @@
 package instance
 
 import (
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCheck(t *testing.T) {
@@ -16,4 +20,123 @@ func TestCheck(t *testing.T) {
 			t.Errorf("Check(%q) accepted it", bad)
 		}
 	}
+}
+
+func TestCheckRefusesUnnamedRunNames(t *testing.T) {
+	for _, bad := range []string{"run-123-abc", "run-", Unique()} {
+		if err := Check(bad); err == nil {
+			t.Errorf("Check(%q) accepted the name of an unnamed run", bad)
+		}
+	}
+	if err := Check("runner"); err != nil {
+		t.Errorf("Check(runner): %v", err)
+	}
+}
+
+func TestParseLocks(t *testing.T) {
+	data := []byte(`1: POSIX  ADVISORY  WRITE 99 00:2d:5678 0 EOF
+2: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF
+2: -> FLOCK  ADVISORY  WRITE 4321 00:2d:5678 0 EOF
+3: FLOCK  ADVISORY  WRITE 77 103:02:42 0 EOF
+4: OFDLCK ADVISORY  READ  -1 00:05:9 0 EOF
+`)
+	for _, tc := range []struct {
+		major, minor uint32
+		ino          uint64
+		pid          int
+		found        bool
+	}{
+		{0, 0x2d, 5678, 1234, true}, // the flock, not the POSIX lock nor the waiter
+		{0x103, 2, 42, 77, true},    // device numbers written with three digits
+		{0, 0x2e, 42, 77, true},     // another device, the one flock on that inode
+		{0, 0x2d, 1, 0, false},
+		{0, 5, 9, 0, false}, // an OFD lock is no flock
+	} {
+		pid, found := parseLocks(data, tc.major, tc.minor, tc.ino)
+		if pid != tc.pid || found != tc.found {
+			t.Errorf("parseLocks(%x:%x:%d) = %d, %v; want %d, %v", tc.major, tc.minor, tc.ino, pid, found, tc.pid, tc.found)
+		}
+	}
+}
+
+// TestLockFileTrust: the lock file is opened without following a link and
+// without blocking, and must be a regular file of the user's own; its
+// flock's holder is named by the kernel.
+func TestLockFileTrust(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(dir+"/fifo.lock", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if fd, err := openLockFile(dir, "fifo"); err == nil {
+		unix.Close(fd)
+		t.Error("a FIFO was taken for a lock file")
+	}
+	os.WriteFile(dir+"/target", nil, 0o600)
+	os.Symlink(dir+"/target", dir+"/link.lock")
+	if fd, err := openLockFile(dir, "link"); err == nil {
+		unix.Close(fd)
+		t.Error("a symbolic link was followed")
+	}
+	os.Symlink(dir, dir+"/linked-dir")
+	if fd, err := openLockFile(dir+"/linked-dir", "x"); err == nil {
+		unix.Close(fd)
+		t.Error("a symbolic link to the directory was followed")
+	}
+	fd, err := openLockFile(dir, "ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if pid, held := holder(fd); !held || pid != os.Getpid() {
+		t.Errorf("holder = %d, %v; want this process, %d", pid, held, os.Getpid())
+	}
+	// Another descriptor of the file, closed, releases nothing.
+	other, err := openLockFile(dir, "ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(other)
+	other, _ = openLockFile(dir, "ok")
+	defer unix.Close(other)
+	if err := unix.Flock(other, unix.LOCK_EX|unix.LOCK_NB); err == nil {
+		t.Error("closing another descriptor released the lock")
+	}
+}
+
+func TestRecordCarriesTheToken(t *testing.T) {
+	dir := t.TempDir()
+	first := &Lock{Dir: dir, Name: "x", Token: "0123abcd"}
+	var err error
+	if first.fd, err = openLockFile(dir, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.writeRecord(); err != nil {
+		t.Fatal(err)
+	}
+	first.Release()
+	second := &Lock{Dir: dir, Name: "x"}
+	if second.fd, err = openLockFile(dir, "x"); err != nil {
+		t.Fatal(err)
+	}
+	defer second.Release()
+	if got := second.readRecord(); got != "0123abcd" {
+		t.Errorf("previous token %q, want 0123abcd", got)
+	}
+	os.WriteFile(dir+"/x.lock", []byte("pid 1\ntoken ../../etc\n"), 0o600)
+	if got := second.readRecord(); got != "" {
+		t.Errorf("a token that is no hex string was read: %q", got)
+	}
+}
+
+func FuzzParseLocks(f *testing.F) {
+	f.Add([]byte("2: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF\n"), uint64(5678))
+	f.Add([]byte("2: FLOCK x y z w:w:w\n"), uint64(1))
+	f.Fuzz(func(t *testing.T, data []byte, ino uint64) {
+		if pid, _ := parseLocks(data, 0, 0x2d, ino); pid < 0 {
+			t.Errorf("pid %d", pid)
+		}
+	})
 }

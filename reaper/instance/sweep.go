@@ -1,6 +1,7 @@
 package instance
 
 import (
+	"os"
 	"strconv"
 	"syscall"
 	"time"
@@ -11,38 +12,45 @@ import (
 	"github.com/reaper-init/reaper/reaper/procfs"
 )
 
-// Sweep tears down what an earlier run of an instance left behind.
+// Sweep tears down what the previous run of an instance left behind.
 type Sweep struct {
-	Name       string
-	Self       int          // reaper's pid: never swept
-	Stale      *cgroup.Leaf // the earlier run's cgroup, if it is still there
-	StopSignal syscall.Signal
-	Grace      time.Duration
-	KillWait   time.Duration
-	Log        *logs.Logger
+	Name string
+	// Previous is the previous run's token (Lock.Previous): only processes
+	// whose marker carries it are leftovers. Empty: none is sought by its
+	// marker.
+	Previous string
+	Self     int          // reaper's pid: it and its ancestors are never swept
+	Stale    *cgroup.Leaf // the previous run's cgroup, if it is still there
+	// StopSignal, Grace and KillWait are the stop's: the stop signal to
+	// all at once, one grace period, then SIGKILL, whose effect is awaited
+	// KillWait at most.
+	StopSignal      syscall.Signal
+	Grace, KillWait time.Duration
+	Log             *logs.Logger
 	// Stop reports whether reaper was asked to stop meanwhile; the sweep
 	// then ends at once.
 	Stop func() bool
 }
 
-// leftover is a process of an earlier run.
+// leftover is a process of the previous run.
 type leftover struct {
 	*handle.Handle
 	cmdline string
 }
 
 // Run sweeps: the processes in the stale cgroup and those carrying the
-// instance's marker, found while no live reaper holds the instance. The
-// policy is a stop's: the stop signal to all at once, one grace period,
-// then SIGKILL (cgroup.kill for the cgroup), again until nothing is left.
+// previous run's marker. The policy is a stop's: the stop signal to all at
+// once, one grace period, then SIGKILL (cgroup.kill for the cgroup), again
+// until nothing is left.
 func (s *Sweep) Run() {
 	began := time.Now()
 	seen := map[int]bool{}
+	spared := ancestors(s.Self)
 	signal := s.StopSignal
 	// A few rounds: each finds what appeared since (a leftover that forked
 	// while the previous round killed), and round one is the usual case.
 	for round := 0; round < 5 && !s.Stop(); round++ {
-		found := s.leftovers(seen)
+		found := s.leftovers(seen, spared)
 		if len(found) == 0 {
 			break
 		}
@@ -98,8 +106,9 @@ func (s *Sweep) removeStale() {
 }
 
 // leftovers returns the leftovers not seen yet: members of the stale
-// cgroup, and processes carrying the instance's marker.
-func (s *Sweep) leftovers(seen map[int]bool) []leftover {
+// cgroup, and processes carrying the previous run's marker that another
+// user could not have made so (see trusted). spared are never leftovers.
+func (s *Sweep) leftovers(seen, spared map[int]bool) []leftover {
 	var found []leftover
 	add := func(h *handle.Handle) {
 		if seen[h.PID] {
@@ -112,6 +121,9 @@ func (s *Sweep) leftovers(seen map[int]bool) []leftover {
 	if s.Stale != nil {
 		pids, _ := s.Stale.Procs()
 		for _, pid := range pids {
+			if spared[pid] {
+				continue
+			}
 			h, err := handle.Open(pid, func() error {
 				if !s.Stale.Contains(pid) {
 					return handle.ErrGone
@@ -123,34 +135,37 @@ func (s *Sweep) leftovers(seen map[int]bool) []leftover {
 			}
 		}
 	}
-	for _, h := range findMarked(Marker(s.Name), s.Self) {
-		add(h)
+	if s.Previous != "" {
+		for _, h := range findMarked(Marker(Value(s.Name, s.Previous)), spared) {
+			add(h)
+		}
 	}
 	return found
 }
 
-// findMarked returns handles on the processes outside reaper whose
-// environment carries marker. It looks in reaper's own PID and mount
-// namespaces only: a container that happens to run an instance of the same
-// name is not reaper's to sweep (its lock lives in its own /run).
-func findMarked(marker []byte, self int) []*handle.Handle {
+// findMarked returns handles on the processes whose environment carries
+// marker and that another user could not have made so, spared aside. It
+// looks in reaper's own PID and mount namespaces only: a container that
+// happens to run an instance of the same name is not reaper's to sweep.
+func findMarked(marker []byte, spared map[int]bool) []*handle.Handle {
 	pids, err := procfs.ListPIDs(procfs.Root)
 	if err != nil {
 		return nil
 	}
 	pidNS, mntNS := procfs.Namespace("self", "pid"), procfs.Namespace("self", "mnt")
+	euid := os.Geteuid()
 	var found []*handle.Handle
 	for _, pid := range pids {
-		if pid == self || !procfs.HasEnv(pid, marker) {
+		if spared[pid] || !procfs.HasEnv(pid, marker) {
 			continue
 		}
 		if id := strconv.Itoa(pid); procfs.Namespace(id, "pid") != pidNS || procfs.Namespace(id, "mnt") != mntNS {
 			continue
 		}
-		// pidfd first, marker again after: the pid may have been reused
-		// by a process that is no leftover.
+		// pidfd first, the owner and the marker again after: the pid may
+		// have been reused by a process that is no leftover.
 		h, err := handle.Open(pid, func() error {
-			if !procfs.HasEnv(pid, marker) {
+			if !trusted(pid, euid) || !procfs.HasEnv(pid, marker) {
 				return handle.ErrGone
 			}
 			return nil
@@ -160,4 +175,34 @@ func findMarked(marker []byte, self int) []*handle.Handle {
 		}
 	}
 	return found
+}
+
+// trusted reports whether the environment of pid can be believed by a
+// reaper running as euid: a process of the same user, started by it (its
+// real uid), and for root one whose every id is root's (a setuid program
+// another user started with a marker in its environment is that user's).
+func trusted(pid, euid int) bool {
+	ids, err := procfs.UIDs(pid)
+	if err != nil {
+		return false
+	}
+	if euid != 0 {
+		return ids[0] == euid
+	}
+	return ids == [4]int{}
+}
+
+// ancestors returns self and the chain of its parents: a sweep never
+// signals the processes reaper runs below, whatever their environment.
+func ancestors(self int) map[int]bool {
+	chain := map[int]bool{self: true, 1: true}
+	for pid, depth := self, 0; pid > 1 && depth < 4096; depth++ {
+		p, err := procfs.Stat(pid)
+		if err != nil {
+			break
+		}
+		chain[p.PPID] = true
+		pid = p.PPID
+	}
+	return chain
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/token"
 )
 
 // wait bounds every wait of these tests.
@@ -76,7 +77,7 @@ func newManager(t *testing.T, abstract bool) *manager {
 	}
 	addr := filepath.Join(t.TempDir(), "notify")
 	if abstract {
-		addr = fmt.Sprintf("@reaper-notify-test-%d-%s", os.Getpid(), randomHex(8))
+		addr = fmt.Sprintf("@reaper-notify-test-%d-%s", os.Getpid(), token.New(8))
 	}
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: addr}); err != nil {
 		t.Fatal(err)

@@ -1,14 +1,14 @@
 package notify
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/token"
 )
 
 // managerAddr parses NOTIFY_SOCKET's value as libsystemd does: an absolute
@@ -122,7 +122,7 @@ func listen() (*socket, string, error) {
 		}
 		var err error
 		for range bindTries {
-			addr = fmt.Sprintf("@reaper-notify-%d-%s", os.Getpid(), randomHex(16))
+			addr = fmt.Sprintf("@reaper-notify-%d-%s", os.Getpid(), token.New(16))
 			if err = unix.Bind(fd, &unix.SockaddrUnix{Name: addr}); !errors.Is(err, unix.EADDRINUSE) {
 				break
 			}
@@ -136,22 +136,4 @@ func listen() (*socket, string, error) {
 		return nil, "", err
 	}
 	return s, addr, nil
-}
-
-// randomHex returns n random bytes in hex. It never blocks, even early in
-// boot before the kernel's pool is ready: the name only needs to be hard to
-// guess, the credentials check is what keeps strangers out.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	got, err := unix.Getrandom(b, unix.GRND_INSECURE)
-	if err != nil { // GRND_INSECURE is Linux 5.6
-		got, err = unix.Getrandom(b, unix.GRND_NONBLOCK)
-	}
-	if err != nil || got != n {
-		now := uint64(time.Now().UnixNano())
-		for i := range b {
-			b[i] ^= byte(now >> (8 * (i % 8)))
-		}
-	}
-	return hex.EncodeToString(b)
 }

@@ -208,6 +208,9 @@ func CommandLine(pid int) string {
 // HasEnv reports whether the environment of pid, as /proc/PID/environ
 // shows it, holds the entry kv exactly ("NAME=value").
 func HasEnv(pid int, kv []byte) bool {
+	if len(kv) == 0 {
+		return false
+	}
 	var buf [4096]byte
 	data, err := ReadFile(Path(pid, "environ"), buf[:])
 	if err != nil {
@@ -246,6 +249,42 @@ func ListPIDs(dir string) ([]int, error) {
 		}
 	}
 	return pids, nil
+}
+
+// UIDs returns the real, effective, saved and file-system user ids of pid,
+// from /proc/PID/status.
+func UIDs(pid int) ([4]int, error) {
+	var buf [2048]byte
+	data, err := ReadFile(Path(pid, "status"), buf[:])
+	if err != nil {
+		return [4]int{}, err
+	}
+	return ParseUIDs(data)
+}
+
+// ParseUIDs reads the Uid line of /proc/PID/status: "Uid:\t0\t0\t0\t0".
+func ParseUIDs(status []byte) ([4]int, error) {
+	var ids [4]int
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("Uid:"))
+		if !ok {
+			continue
+		}
+		f := strings.Fields(string(rest))
+		if len(f) != 4 {
+			return ids, fmt.Errorf("status: bad Uid line %q", sc.Bytes())
+		}
+		for i := range ids {
+			n, err := strconv.Atoi(f[i])
+			if err != nil || n < 0 {
+				return ids, fmt.Errorf("status: bad uid %q", f[i])
+			}
+			ids[i] = n
+		}
+		return ids, nil
+	}
+	return ids, errors.New("status: no Uid line")
 }
 
 // StatusMask reads a hexadecimal signal mask line such as "SigIgn:

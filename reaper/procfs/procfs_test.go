@@ -64,6 +64,35 @@ func TestOwnProcess(t *testing.T) {
 	}
 }
 
+func TestParseUIDs(t *testing.T) {
+	ids, err := ParseUIDs([]byte("Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t5\t5\t5\t5\n"))
+	if err != nil || ids != [4]int{1000, 0, 0, 0} {
+		t.Errorf("ParseUIDs = %v, %v", ids, err)
+	}
+	for _, bad := range []string{"", "Uid:\t1\t2\n", "Uid:\ta\tb\tc\td\n", "Uid:\t-1\t0\t0\t0\n"} {
+		if ids, err := ParseUIDs([]byte(bad)); err == nil {
+			t.Errorf("ParseUIDs(%q) = %v, want an error", bad, ids)
+		}
+	}
+	if ids, err := UIDs(os.Getpid()); err != nil || ids[0] != os.Getuid() || ids[1] != os.Geteuid() {
+		t.Errorf("UIDs(self) = %v, %v", ids, err)
+	}
+}
+
+func FuzzParseUIDs(f *testing.F) {
+	f.Add([]byte("Uid:\t1000\t0\t0\t0\n"))
+	f.Add([]byte("Uid: x"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if ids, err := ParseUIDs(data); err == nil {
+			for _, id := range ids {
+				if id < 0 {
+					t.Errorf("ParseUIDs(%q) = %v", data, ids)
+				}
+			}
+		}
+	})
+}
+
 // Fuzz targets: bad input must give an error value, never a panic. The
 // seeds run as ordinary tests; .ci/run also fuzzes each target.
 

@@ -1,0 +1,273 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// --instance that nobody else can block, fool or turn against its own
+// caller: each attack of the security review, as it ran it.
+
+// asNobodyRun runs argv as user nobody (65534), with no supplementary groups,
+// and returns its combined output; it fails the test on a start error.
+func asNobodyRun(t *testing.T, env []string, argv ...string) (int, string) {
+	t.Helper()
+	requireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		skip(t, "setpriv (util-linux) is not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--"}, argv...)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	code, ok := shellStatus(err)
+	if !ok {
+		t.Fatalf("%v: %v", argv, err)
+	}
+	return code, string(out)
+}
+
+// plantedDir makes a directory in /tmp owned by nobody, as any local user
+// could, removed when the test ends.
+func plantedDir(t *testing.T, name string) string {
+	t.Helper()
+	dir := filepath.Join("/tmp", name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestPlantedLocksBlockNobody: another user's FIFO named after the instance,
+// and another user's lock held on a file of that name, in a directory of
+// theirs in /tmp: a root --instance neither hangs nor refuses to start,
+// with or without --replace. (Root used to look at every
+// $TMPDIR/reaper-*/NAME.lock.)
+func TestPlantedLocksBlockNobody(t *testing.T) {
+	requireRoot(t)
+	name := instanceName(t)
+	dir := plantedDir(t, fmt.Sprintf("reaper-planted-%d", os.Getpid()))
+	if code, out := asNobodyRun(t, nil, "mkfifo", filepath.Join(dir, name+".lock")); code != 0 {
+		t.Fatalf("mkfifo as nobody: %d %s", code, out)
+	}
+	other := instanceName(t)
+	held := filepath.Join(dir, other+".lock")
+	holder := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+		"flock", "-x", held, "-c", `echo held; exec sleep 300`)
+	stdout, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	buf := make([]byte, 5)
+	if n, err := stdout.Read(buf); err != nil || string(buf[:n]) != "held\n" {
+		t.Fatalf("nobody's flock: %q %v", buf[:n], err)
+	}
+	for _, args := range [][]string{
+		{"--instance=" + name, "sh", "-c", "exit 5"},
+		{"--instance=" + other, "sh", "-c", "exit 5"},
+		{"--instance=" + other, "--replace", "sh", "-c", "exit 5"},
+	} {
+		if code, _, stderr := runReaper(t, []string{"TMPDIR=/tmp"}, args...); code != 5 {
+			t.Errorf("reaper %v as root, with nobody's files in %s: exit %d, want 5\n%s", args, dir, code, stderr)
+		}
+	}
+}
+
+// TestOwnLockFileMustBeAFile: in the user's own lock directory, a lock
+// "file" that is a FIFO or a symbolic link is refused at once (125), never
+// opened blocking, never followed.
+func TestOwnLockFileMustBeAFile(t *testing.T) {
+	requireRoot(t)
+	fifo, link := instanceName(t), instanceName(t)
+	os.MkdirAll("/run/reaper", 0o700)
+	if err := syscall.Mkfifo("/run/reaper/"+fifo+".lock", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "target")
+	os.WriteFile(target, nil, 0o600)
+	if err := os.Symlink(target, "/run/reaper/"+link+".lock"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{fifo, link} {
+		code, _, stderr := runReaper(t, nil, "--instance="+name, "true")
+		if code != 125 || !strings.Contains(stderr, "instance lock") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("--instance=%s over a planted %s: exit %d, %q; want 125 and one line", name, "/run/reaper/"+name+".lock", code, stderr)
+		}
+	}
+}
+
+// TestSymlinkedLockDirectoryCannotDropALock: a directory another user made,
+// a symbolic link to /run/reaper, used to let root's scan close a
+// descriptor of its own lock file, which dropped its POSIX record lock: a
+// second root run of the instance then started beside the live one and
+// swept its COMMAND.
+func TestSymlinkedLockDirectoryCannotDropALock(t *testing.T) {
+	requireRoot(t)
+	name := instanceName(t)
+	link := fmt.Sprintf("/tmp/reaper-link-%d", os.Getpid())
+	if err := os.Symlink("/run/reaper", link); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(link) })
+	os.Lchown(link, 65534, 65534)
+	cg := sharedCgroup(t, 128)
+	rec := newFIFO(t, "first")
+	first := start(t, opts{cg: cg, env: []string{"TMPDIR=/tmp"}, args: []string{"--instance=" + name, bin().helper, "record", rec.path}})
+	rec.ready(t)
+	for i := 0; i < 2; i++ {
+		code, _, stderr := runReaper(t, []string{"TMPDIR=/tmp"}, "--instance="+name, "true")
+		if code != 2 || !strings.Contains(stderr, "is running as pid") {
+			t.Fatalf("second run %d beside a live first: exit %d, %q; want 2, refused", i, code, stderr)
+		}
+	}
+	first.signal(syscall.SIGUSR1)
+	if got := rec.next(t); got != "SIGUSR1" {
+		t.Fatalf("the first run's COMMAND recorded %q, want SIGUSR1: it was swept", got)
+	}
+	first.signal(syscall.SIGTERM)
+	first.wait()
+}
+
+// TestUnprivilegedLockIgnoresTMPDIR: two runs of one instance by one user,
+// with different TMPDIR (Slurm jobs, CI runners, PrivateTmp=): the second
+// is refused.
+func TestUnprivilegedLockIgnoresTMPDIR(t *testing.T) {
+	requireRoot(t)
+	name := instanceName(t)
+	t.Cleanup(func() { os.Remove(fmt.Sprintf("/tmp/reaper-65534/%s.lock", name)) })
+	events := newFIFO(t, "events")
+	first := start(t, opts{env: []string{"TMPDIR=" + t.TempDir(), "F=" + events.path}, command: []string{
+		"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+		bin().reaper, "--instance=" + name, "sh", "-c", `echo "command $$" > "$F"; exec sleep 300`}})
+	events.next(t)
+	code, out := asNobodyRun(t, []string{"TMPDIR=" + sharedDir(t)}, bin().reaper, "--instance="+name, "true")
+	if code != 2 || !strings.Contains(out, "is running as pid") {
+		t.Errorf("second run as the same user with another TMPDIR: exit %d, %q; want 2, refused", code, out)
+	}
+	first.signal(syscall.SIGTERM)
+	if r := first.wait(); r.status() != 143 {
+		t.Errorf("first run: exit %d\n%s", r.status(), r.Stderr)
+	}
+}
+
+// TestSweepSparesAncestorsAndStrangers: the marker in the environment of
+// the process that started reaper (the calling shell) or of another user's
+// process is no reason to signal it, even one with the previous run's
+// token; a leftover of the previous run, root's own, is swept.
+func TestSweepSparesAncestorsAndStrangers(t *testing.T) {
+	requireRoot(t)
+	name := instanceName(t)
+	// A first run leaves its token in the lock file.
+	if code, _, stderr := runReaper(t, nil, "--instance="+name, "true"); code != 0 {
+		t.Fatalf("first run: %d %s", code, stderr)
+	}
+	record, err := os.ReadFile("/run/reaper/" + name + ".lock")
+	token := ""
+	for _, line := range strings.Split(string(record), "\n") {
+		if v, ok := strings.CutPrefix(line, "token "); ok {
+			token = v
+		}
+	}
+	if err != nil || token == "" {
+		t.Fatalf("no token in the lock file: %q %v", record, err)
+	}
+	marker := "REAPER_INSTANCE=" + name + ":" + token
+
+	// Another user's process with the previous run's marker, and a root
+	// leftover with it.
+	stranger := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "sleep", "300")
+	stranger.Env = append(os.Environ(), marker)
+	leftover := exec.Command("sleep", "300")
+	leftover.Env = append(os.Environ(), marker)
+	for _, c := range []*exec.Cmd{stranger, leftover} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	}
+	waitExec(t, stranger.Process.Pid, "sleep")
+	// Ancestors: the shell that runs reaper, with the bare name, then
+	// with the previous run's marker.
+	for _, env := range []string{"REAPER_INSTANCE=" + name, marker} {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		sh := exec.CommandContext(ctx, "sh", "-c", `"$REAPER" --instance="$NAME" --grace=1s true; echo survived`)
+		sh.Env = append(os.Environ(), env, "REAPER="+bin().reaper, "NAME="+name)
+		out, err := sh.CombinedOutput()
+		cancel()
+		if err != nil || !strings.Contains(string(out), "survived") {
+			t.Errorf("the calling shell with %s: %v, %q; want it to survive", env, err, out)
+		}
+		marker = "" // the leftover was swept by the first of these runs
+	}
+	if err := leftover.Wait(); err == nil || !strings.Contains(err.Error(), "terminated") {
+		t.Errorf("root's leftover with the previous token: %v, want it swept (SIGTERM)", err)
+	}
+	if err := stranger.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("nobody's process with the previous token was swept: %v", err)
+	}
+}
+
+// waitExec waits until pid runs comm (its exec is done, its environment in
+// place).
+func waitExec(t *testing.T, pid int, comm string) {
+	t.Helper()
+	for end := time.Now().Add(deadline); readTrimmed(fmt.Sprintf("/proc/%d/comm", pid)) != comm; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("pid %d never ran %s", pid, comm)
+		}
+	}
+}
+
+// TestNamedRunCannotTakeAnUnnamedRunsName: --instance=run-PID-XXXX, the
+// value a live unnamed run exports, is refused (2): it would sweep that
+// run's COMMAND, and cgroup.kill its group.
+func TestNamedRunCannotTakeAnUnnamedRunsName(t *testing.T) {
+	events := newFIFO(t, "events")
+	s := start(t, opts{env: []string{"F=" + events.path}, args: []string{"sh", "-c", `echo "$REAPER_INSTANCE" > "$F"; exec sleep 300`}})
+	value := events.next(t)
+	if !strings.HasPrefix(value, "run-") {
+		t.Fatalf("an unnamed run exports %q", value)
+	}
+	code, _, stderr := runReaper(t, nil, "--instance="+value, "true")
+	if code != 2 || !strings.Contains(stderr, "runs without --instance") {
+		t.Errorf("--instance=%s: exit %d, %q; want 2", value, code, stderr)
+	}
+	if !s.running() {
+		t.Fatal("the unnamed run ended")
+	}
+	s.signal(syscall.SIGTERM)
+	if r := s.wait(); r.status() != 143 {
+		t.Errorf("the unnamed run: exit %d, want 143 from its SIGTERM", r.status())
+	}
+}
+
+// TestConfigurationDoesNotReachCommand: reaper's own variables configure
+// reaper, not a reaper COMMAND starts: COMMAND does not get them.
+func TestConfigurationDoesNotReachCommand(t *testing.T) {
+	env := []string{"REAPER_REPORT=" + filepath.Join(t.TempDir(), "r.json"), "REAPER_TIMEOUT=60s", "REAPER_WAIT_PORT=1",
+		"REAPER_GRACE=2s", "REAPER_STOP_ON=TERM", "REAPER_VERBOSE=0", "OTHER=kept"}
+	code, stdout, stderr := runReaper(t, env, "sh", "-c", `env | grep -E '^(REAPER|OTHER)' | sort`)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if len(lines) != 2 || lines[0] != "OTHER=kept" || !strings.HasPrefix(lines[1], "REAPER_INSTANCE=run-") {
+		t.Errorf("COMMAND's REAPER_ and OTHER variables: %q; want OTHER and the marker only", lines)
+	}
+}

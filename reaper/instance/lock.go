@@ -1,0 +1,348 @@
+package instance
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/handle"
+	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/procfs"
+	"github.com/reaper-init/reaper/reaper/token"
+)
+
+// Lock is held by the live reaper of a named instance for its whole life:
+// a flock on a file named after the instance, which the kernel releases
+// when its holder dies, however it dies, and which no other descriptor's
+// close can release (a POSIX record lock would be, by any close of any
+// descriptor of the file in the holding process). The file records the
+// run: its pid and its token, which the next run reads to sweep.
+type Lock struct {
+	Dir  string // where the lock file is
+	Name string // the instance
+	// Token is this run's, fresh; Previous is the token of the run that
+	// held the lock before (empty when none did, or it left no record).
+	Token, Previous string
+	fd              int
+}
+
+// Dir returns the directory where the locks of the user reaper runs as
+// live, and makes it if need be: /run/reaper for root; for another user,
+// reaper below the user's runtime directory (/run/user/UID, which systemd-
+// logind makes, or else $XDG_RUNTIME_DIR), and else /tmp/reaper-UID. None
+// moves with $TMPDIR. The directory, and the runtime directory holding it,
+// must be the user's own that nobody else may write, reached without a
+// symbolic link: anyone else's could name the process to signal.
+func Dir() (string, error) {
+	uid := os.Geteuid()
+	if uid == 0 {
+		return ensureDir("/run", "reaper", uid)
+	}
+	for _, runtime := range []string{"/run/user/" + strconv.Itoa(uid), os.Getenv("XDG_RUNTIME_DIR")} {
+		if runtime != "" && ownDir(runtime, uid) {
+			return ensureDir(runtime, "reaper", uid)
+		}
+	}
+	return ensureDir("/tmp", "reaper-"+strconv.Itoa(uid), uid)
+}
+
+// ownDir reports whether path is a directory of uid's that no one else may
+// write, reached without a symbolic link.
+func ownDir(path string, uid int) bool {
+	fd, err := openNoFollow(path)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	return checkOwn(fd, uid, unix.S_IFDIR) == nil
+}
+
+// ensureDir makes name in parent if it is missing and returns its path, once
+// checked to be a directory of uid's that no one else may write.
+func ensureDir(parent, name string, uid int) (string, error) {
+	path := parent + "/" + name
+	pfd, err := openNoFollow(parent)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(pfd)
+	if err := unix.Mkdirat(pfd, name, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return "", &os.PathError{Op: "mkdir", Path: path, Err: err}
+	}
+	fd, err := unix.Openat(pfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	if err := checkOwn(fd, uid, unix.S_IFDIR); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return path, nil
+}
+
+// openNoFollow opens path (absolute) with O_PATH, following no symbolic
+// link at any of its components.
+func openNoFollow(path string) (int, error) {
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	for _, part := range strings.Split(strings.Trim(path, "/"), "/") {
+		if part == "" || part == "." {
+			continue
+		}
+		if part == ".." {
+			unix.Close(fd)
+			return -1, &os.PathError{Op: "open", Path: path, Err: unix.EINVAL}
+		}
+		next, err := unix.Openat(fd, part, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		fd = next
+	}
+	return fd, nil
+}
+
+// errNotOwn is the error of a file that is not what a lock may trust.
+var errNotOwn = errors.New("not the user's own, or writable by others")
+
+// checkOwn checks that fd is a file of type kind (S_IFDIR, S_IFREG) owned
+// by uid that no one else may write.
+func checkOwn(fd, uid int, kind uint32) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != kind || int(st.Uid) != uid || st.Mode&0o022 != 0 {
+		return fmt.Errorf("%w (owner %d, mode %o; want user %d, %s)", errNotOwn, st.Uid, st.Mode, uid, kindName(kind))
+	}
+	return nil
+}
+
+func kindName(kind uint32) string {
+	if kind == unix.S_IFDIR {
+		return "a directory"
+	}
+	return "a regular file"
+}
+
+// ErrRunning says a live reaper holds the instance; PID is 0 when the
+// kernel cannot name it (it runs in a PID namespace this reaper cannot see
+// into).
+type ErrRunning struct {
+	Name string
+	PID  int
+}
+
+func (e *ErrRunning) Error() string {
+	if e.PID == 0 {
+		return fmt.Sprintf("instance %s is running in another PID namespace", e.Name)
+	}
+	return fmt.Sprintf("instance %s is running as pid %d (use --replace to take over)", e.Name, e.PID)
+}
+
+// Take takes the lock of instance name, or returns an *ErrRunning naming
+// the holder. It never blocks: the file is opened without following a
+// link and non-blocking (a FIFO planted there would block an open), and
+// must be a regular file of the user's own.
+func Take(name string) (*Lock, error) {
+	dir, err := Dir()
+	if err != nil {
+		return nil, fmt.Errorf("instance lock: %w", err)
+	}
+	fd, err := openLockFile(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		pid, _ := holder(fd)
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, &ErrRunning{Name: name, PID: pid}
+		}
+		return nil, fmt.Errorf("instance lock %s: %w", lockPath(dir, name), err)
+	}
+	l := &Lock{Dir: dir, Name: name, fd: fd, Token: token.New(16)}
+	l.Previous = l.readRecord()
+	if err := l.writeRecord(); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("instance lock %s: %w", lockPath(dir, name), err)
+	}
+	return l, nil
+}
+
+func lockPath(dir, name string) string { return dir + "/" + name + ".lock" }
+
+// openLockFile opens (or makes) the lock file of name in dir.
+func openLockFile(dir, name string) (int, error) {
+	dfd, err := openNoFollow(dir)
+	if err != nil {
+		return -1, fmt.Errorf("instance lock: %w", err)
+	}
+	defer unix.Close(dfd)
+	fd, err := unix.Openat(dfd, name+".lock", unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return -1, fmt.Errorf("instance lock: %w", &os.PathError{Op: "open", Path: lockPath(dir, name), Err: err})
+	}
+	if err := checkOwn(fd, os.Geteuid(), unix.S_IFREG); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("instance lock %s: %w", lockPath(dir, name), err)
+	}
+	return fd, nil
+}
+
+// The record in a lock file: "pid N\ntoken T\n".
+
+// readRecord returns the token of the run that wrote the file last.
+func (l *Lock) readRecord() string {
+	var buf [256]byte
+	n, err := unix.Pread(l.fd, buf[:], 0)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(buf[:n]), "\n") {
+		if v, ok := strings.CutPrefix(line, "token "); ok && isHex(v) {
+			return v
+		}
+	}
+	return ""
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !('0' <= s[i] && s[i] <= '9' || 'a' <= s[i] && s[i] <= 'f') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// writeRecord writes this run's record.
+func (l *Lock) writeRecord() error {
+	record := fmt.Sprintf("pid %d\ntoken %s\n", os.Getpid(), l.Token)
+	if err := unix.Ftruncate(l.fd, 0); err != nil {
+		return err
+	}
+	_, err := unix.Pwrite(l.fd, []byte(record), 0)
+	return err
+}
+
+// Release drops the lock; the file stays, with this run's token for the
+// next run.
+func (l *Lock) Release() error {
+	return unix.Close(l.fd)
+}
+
+// holder returns the pid of the process that holds the flock on the file
+// fd is open on, as the kernel lists it in /proc/locks (in the asker's PID
+// namespace: 0 when the holder is not visible from there).
+func holder(fd int) (int, bool) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, false
+	}
+	data, err := os.ReadFile(procfs.Root + "/locks")
+	if err != nil {
+		return 0, false
+	}
+	return parseLocks(data, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+}
+
+// parseLocks finds, in the text of /proc/locks, the flock on the file
+// (major, minor, inode) and returns its holder's pid (0 when the kernel
+// cannot name it here):
+//
+//	1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF
+//
+// The kernel writes the device of the file's superblock, which a stat of
+// the file may not show (btrfs subvolumes): failing an exact match, the one
+// flock on that inode is taken.
+func parseLocks(data []byte, major, minor uint32, ino uint64) (int, bool) {
+	want := fmt.Sprintf("%02x:%02x:%d", major, minor, ino)
+	var byInode []int
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 6 || f[1] != "FLOCK" || f[0] == "->" {
+			continue // a waiter ("->") or another kind of lock
+		}
+		pid, err := strconv.Atoi(f[4])
+		if err != nil || pid < 0 {
+			pid = 0
+		}
+		if sameDevIno(f[5], want) {
+			return pid, true
+		}
+		if parts := strings.Split(f[5], ":"); len(parts) == 3 && parts[2] == strconv.FormatUint(ino, 10) {
+			byInode = append(byInode, pid)
+		}
+	}
+	if len(byInode) == 1 {
+		return byInode[0], true
+	}
+	return 0, false
+}
+
+// sameDevIno compares "MAJ:MIN:INODE" fields whose hexadecimal device
+// numbers may be written with more digits than two.
+func sameDevIno(got, want string) bool {
+	g, w := strings.Split(got, ":"), strings.Split(want, ":")
+	if len(g) != 3 || len(w) != 3 {
+		return false
+	}
+	for i := 0; i < 2; i++ {
+		a, err1 := strconv.ParseUint(g[i], 16, 32)
+		b, err2 := strconv.ParseUint(w[i], 16, 32)
+		if err1 != nil || err2 != nil || a != b {
+			return false
+		}
+	}
+	return g[2] == w[2]
+}
+
+// Replace stops the live reaper holding instance name and waits for it to
+// go (SIGTERM; SIGKILL after wait), then takes the lock. It gives up
+// waiting when stop reports true. The pid to signal comes from the kernel
+// (/proc/locks), and is checked to hold the lock still after its pidfd is
+// open, so that a pid reused meanwhile is not signalled.
+func Replace(name string, pid int, wait, killWait time.Duration, log *logs.Logger, stop func() bool) (*Lock, error) {
+	if pid == 0 {
+		return nil, &ErrRunning{Name: name}
+	}
+	dir, err := Dir()
+	if err != nil {
+		return nil, err
+	}
+	fd, err := openLockFile(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	h, err := handle.Open(pid, func() error {
+		if holds, _ := holder(fd); holds != pid {
+			return handle.ErrGone
+		}
+		return nil
+	})
+	unix.Close(fd)
+	if err == nil {
+		log.Warn("replacing the running instance", logs.String("instance", name), logs.Int("pid", pid))
+		h.Signal(syscall.SIGTERM)
+		if !handle.WaitAll([]*handle.Handle{h}, time.Now().Add(wait), stop) && !stop() {
+			log.Warn("the running instance did not stop: killing it", logs.Int("pid", pid))
+			h.Signal(syscall.SIGKILL)
+			handle.WaitAll([]*handle.Handle{h}, time.Now().Add(killWait), nil)
+		}
+		h.Close()
+	}
+	return Take(name)
+}
