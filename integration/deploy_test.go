@@ -156,9 +156,11 @@ func TestExamplesKeepTheirTimeouts(t *testing.T) {
 			t.Errorf("examples/reaper-example.service: no %s", line)
 		}
 	}
-	pod := read("examples/kubernetes-pod.yaml")
-	if grace, period := seconds("pod", pod, `"--grace=(\S+)"`), seconds("pod", pod, `terminationGracePeriodSeconds: (\d+)`); period <= grace {
-		t.Errorf("examples/kubernetes-pod.yaml: terminationGracePeriodSeconds %v is not above --grace=%v", period, grace)
+	for _, name := range []string{"examples/kubernetes-pod.yaml", "examples/kubernetes-pod-shared-pid.yaml"} {
+		pod := read(name)
+		if grace, period := seconds(name, pod, `"--grace=(\S+)"`), seconds(name, pod, `terminationGracePeriodSeconds: (\d+)`); period <= grace {
+			t.Errorf("%s: terminationGracePeriodSeconds %v is not above --grace=%v", name, period, grace)
+		}
 	}
 	for _, name := range []string{"examples/github-actions.yml", "examples/gitlab-ci.yml"} {
 		if !regexp.MustCompile(`reaper --timeout=\S+ .*--report=reaper.json -- make test`).MatchString(read(name)) {
