@@ -96,10 +96,10 @@ func runKubePod(t *testing.T, e *podman, p kubePod, tini string, play *sync.Mute
 	pp := playPod(t, e, regexp.MustCompile(`(?m)^(\s+image: )\S+$`).ReplaceAllString(p.manifest, "${1}"+image), p.shared, play)
 	d := pp.deleteAsKubelet(t, e)
 	leftovers := markedProcesses(marker)
-	t.Logf("measured: %s: preStop %q %v, podman stop %v (exit code %s), kube down %v: %v in all; the worker got SIGTERM: %v; "+
-		"still running when %s exited: %v; left after the pod: %v",
-		p.name, d.hook, d.hookTook.Round(time.Millisecond), d.stopTook.Round(time.Millisecond), d.code, d.downTook.Round(time.Millisecond),
-		d.total.Round(time.Millisecond), d.workerTermed(), pp.procs.initName, d.outlived, leftovers)
+	t.Logf("measured: %s: preStop %q %v, %s exited %v after podman stop began (exit code %s), kube down %v: %v in all; "+
+		"the worker got SIGTERM: %v; still running when %s exited: %v; left after the pod: %v",
+		p.name, d.hook, d.hookTook.Round(time.Millisecond), pp.procs.initName, d.stopTook.Round(time.Millisecond), d.code,
+		d.downTook.Round(time.Millisecond), d.total.Round(time.Millisecond), d.workerTermed(), pp.procs.initName, d.outlived, leftovers)
 	if d.hook != "drain" {
 		t.Errorf("the preStop hook said %q, want drain", d.hook)
 	}
@@ -130,7 +130,8 @@ func checkReaperDeletion(t *testing.T, pp *playedPod, d *deletion) {
 		t.Errorf("preStop and stop took %v, not within terminationGracePeriodSeconds (%v)\n%s", d.hookTook+d.stopTook, period, d.log)
 	}
 	if d.stopTook < grace-time.Second {
-		t.Errorf("podman stop took %v: the process ignoring SIGTERM did not get reaper's --grace=%v\n%s", d.stopTook, grace, d.log)
+		t.Errorf("reaper exited %v after the stop began: the process ignoring SIGTERM did not get its --grace=%v\n%s",
+			d.stopTook, grace, d.log)
 	}
 	if len(d.outlived) > 0 {
 		t.Errorf("still running when reaper exited: %v\n%s", d.outlived, d.log)
@@ -198,11 +199,16 @@ func playPod(t *testing.T, e *podman, manifest string, shared bool, play *sync.M
 
 // deletion is how deleting a pod went.
 type deletion struct {
-	hook                                string // what the preStop hook said
-	hookTook, stopTook, downTook, total time.Duration
-	code                                string   // the container's exit code
-	outlived                            []string // processes still running when the container's init exited
-	log                                 string   // the container's output
+	hook     string // what the preStop hook said
+	hookTook time.Duration
+	// stopTook is from the stop's start to the init's exit, seen on its
+	// pidfd. (podman 4.3 sees it by polling kill(pid, 0) every 100 ms:
+	// late, when the pid is reused at once.)
+	stopTook        time.Duration
+	downTook, total time.Duration
+	code            string   // the container's exit code
+	outlived        []string // processes still running when the container's init exited
+	log             string   // the container's output
 }
 
 // workerTermed tells whether the worker noted a SIGTERM.
@@ -219,10 +225,14 @@ func (d *deletion) workerTermed() bool {
 func (pp *playedPod) deleteAsKubelet(t *testing.T, e *podman) *deletion {
 	t.Helper()
 	d := &deletion{}
-	outlived := make(chan []string, 1)
+	type exit struct {
+		at       time.Time
+		outlived []string
+	}
+	exited := make(chan exit, 1)
 	go func() {
 		allExit(pp.procs.fds[:1], time.Duration(pp.period)*time.Second+deadline)
-		outlived <- pp.procs.running()
+		exited <- exit{time.Now(), pp.procs.running()}
 	}()
 	began := time.Now()
 	d.hook = strings.TrimSpace(e.output(t, append([]string{"exec", pp.ctr}, pp.preStop...)...))
@@ -230,9 +240,9 @@ func (pp *playedPod) deleteAsKubelet(t *testing.T, e *podman) *deletion {
 	left := time.Duration(pp.period)*time.Second - d.hookTook
 	stopBegan := time.Now()
 	e.mustRun(t, "stop", fmt.Sprintf("--time=%d", int((left+time.Second-1)/time.Second)), pp.ctr)
-	d.stopTook = time.Since(stopBegan)
+	x := <-exited
+	d.stopTook, d.outlived = x.at.Sub(stopBegan), x.outlived
 	d.code = strings.TrimSpace(e.output(t, "inspect", "--format={{.State.ExitCode}}", pp.ctr))
-	d.outlived = <-outlived
 	downBegan := time.Now()
 	e.mustRun(t, "kube", "down", pp.file)
 	d.downTook = time.Since(downBegan)
