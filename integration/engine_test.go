@@ -30,8 +30,10 @@ import (
 // --cgroup-parent), lands below root. The memory hierarchy, which the
 // tests never write to, is not there (see mountScript).
 //
-// /var/lib and /opt are directories of the test in the namespace, and /run
-// a tmpfs of its own: podman keeps its blob cache in /var/lib/containers,
+// /var/lib and /opt are directories of the test in the namespace, /run and
+// /dev/shm tmpfs of their own: podman keeps its blob cache in
+// /var/lib/containers and its locks in /dev/shm/libpod_lock (which a
+// podman with a fresh run root frees all of, other podmans' included),
 // runc its state in /run/runc, containerd makes /opt/containerd and its
 // shims' sockets in /run/containerd, and dockerd /run/docker, whatever
 // their roots say.
@@ -188,7 +190,7 @@ exec "$@"`
 
 // mountScript is the shell code that makes the namespace's /sys/fs/cgroup
 // show root as the root of each hierarchy, binds the engine's own /var/lib
-// and /opt, and mounts a tmpfs on /run.
+// and /opt, and mounts a tmpfs on /run and /dev/shm.
 //
 // On this project's hybrid layout (v1 hierarchies and cgroup2 in
 // directories of one tmpfs), the groups are bound aside, every hierarchy
@@ -250,6 +252,7 @@ func (n *engineNS) mountScript() (string, error) {
 	add("mount --bind %s /var/lib", filepath.Join(n.dir, "varlib"))
 	add("mount --bind %s /opt", filepath.Join(n.dir, "opt"))
 	add("mount -t tmpfs -o mode=0755 reaper-test-run /run")
+	add("mount -t tmpfs -o mode=1777 reaper-test-shm /dev/shm")
 	return strings.Join(lines, "\n"), nil
 }
 
