@@ -6,7 +6,6 @@ package integration
 // systemd-nspawn, and reaper around a CI job.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"debug/buildinfo"
@@ -14,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -23,7 +21,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -162,9 +159,11 @@ func TestExamplesKeepTheirTimeouts(t *testing.T) {
 	if strings.Contains(unit, "\nSuccessExitStatus=") {
 		t.Error("examples/reaper-example.service: SuccessExitStatus= is not needed (reaper dies of the server's SIGTERM)")
 	}
-	pod := read("examples/kubernetes-pod.yaml")
-	if grace, period := seconds("pod", pod, `"--grace=(\S+)"`), seconds("pod", pod, `terminationGracePeriodSeconds: (\d+)`); period <= grace {
-		t.Errorf("examples/kubernetes-pod.yaml: terminationGracePeriodSeconds %v is not above --grace=%v", period, grace)
+	for _, name := range []string{"examples/kubernetes-pod.yaml", "examples/kubernetes-pod-shared-pid.yaml"} {
+		pod := read(name)
+		if grace, period := seconds(name, pod, `"--grace=(\S+)"`), seconds(name, pod, `terminationGracePeriodSeconds: (\d+)`); period <= grace {
+			t.Errorf("%s: terminationGracePeriodSeconds %v is not above --grace=%v", name, period, grace)
+		}
 	}
 	for _, name := range []string{"examples/github-actions.yml", "examples/gitlab-ci.yml"} {
 		if !regexp.MustCompile(`reaper --timeout=\S+ .*--report=reaper.json -- make test`).MatchString(read(name)) {
@@ -237,36 +236,31 @@ func allExit(fds []int, timeout time.Duration) bool {
 // ---- podman ----------------------------------------------------------------
 
 // podman is a private podman engine: its storage, state, temporary files and
-// configuration under one temporary directory, and every command run in a
-// mount namespace of its own (see newPodman). Containers run with no
-// network, in cgroups below a parent the test makes and removes.
+// configuration under one temporary directory, and every command run in
+// mount and cgroup namespaces of its own (see engineNS). Containers run
+// with no network, in cgroups below a group the test makes and removes.
 type podman struct {
-	dir    string
-	holder *exec.Cmd      // keeps the mount namespace alive: unshare ... cat
-	hold   io.WriteCloser // closing it ends the holder
-	parent string         // --cgroup-parent, from each hierarchy's root
-	cli    *cgroup        // where podman itself runs (builds included), below parent
-	env    []string
+	dir string
+	ns  *engineNS
+	cli []string // the groups podman itself runs in (builds included), below the namespace's root
+	env []string
 }
 
-var podmanSeq atomic.Int64
-
 // newPodman starts a private podman, or skips the test when podman cannot
-// run here. Its commands run in a mount namespace where the v1 memory
-// hierarchy is not mounted, so that neither podman nor runc makes a cgroup
-// there, and where /var/lib is an empty directory of the test (podman keeps
-// its blob cache in /var/lib/containers, whatever --root says). The
-// namespace, and every mount podman made in it, ends with the test.
+// run here. Every mount and cgroup podman and runc make stays in the
+// engine's namespaces (no v1 memory hierarchy, /var/lib an empty directory
+// of the test: podman keeps its blob cache in /var/lib/containers,
+// whatever --root says), and ends with the test.
 func newPodman(t *testing.T) *podman {
 	t.Helper()
 	requireRoot(t)
-	for _, tool := range []string{"podman", "runc", "unshare", "nsenter"} {
+	for _, tool := range []string{"podman", "runc"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skip(t, "%s not installed (apt-get install podman runc util-linux): %v", tool, err)
+			skip(t, "%s not installed (apt-get install podman runc): %v", tool, err)
 		}
 	}
-	e := &podman{dir: t.TempDir(), parent: fmt.Sprintf("/reaper-deploy-%d-%d", os.Getpid(), podmanSeq.Add(1))}
-	for _, d := range []string{"root", "run", "tmp", "vartmp", "net", "varlib"} {
+	e := &podman{dir: t.TempDir()}
+	for _, d := range []string{"root", "run", "tmp", "vartmp", "net"} {
 		if err := os.Mkdir(filepath.Join(e.dir, d), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -286,136 +280,24 @@ network_config_dir = "%[1]s/net"
 		t.Fatal(err)
 	}
 	e.env = append(os.Environ(), "CONTAINERS_CONF="+e.dir+"/containers.conf", "TMPDIR="+e.dir+"/vartmp")
+	e.ns = newEngineNS(t, e.dir, "deploy")
 	t.Cleanup(func() { e.close(t) })
-	e.makeParent(t)
-	e.startHolder(t)
+	e.cli = e.ns.group(t, "cli")
 	return e
 }
 
-// makeParent makes the containers' parent cgroup in every hierarchy podman
-// will use, with a pids.max bound, and below it the group podman's own
-// commands run in (a build's steps are their children), bounded with it.
-func (e *podman) makeParent(t *testing.T) {
-	t.Helper()
-	e.cli = &cgroup{}
-	for _, h := range cgroupHierarchies() {
-		if h.memory {
-			continue
-		}
-		for _, dir := range []string{h.mount + e.parent, h.mount + e.parent + "/cli"} {
-			if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-				t.Fatalf("cgroup parent: %v", err)
-			}
-		}
-		os.WriteFile(h.mount+e.parent+"/pids.max", []byte("512"), 0) // where the pids controller is
-		switch {
-		case h.v2 && e.cli.v2 == "":
-			e.cli.v2 = h.mount + e.parent + "/cli"
-		case h.pids:
-			e.cli.pids = h.mount + e.parent + "/cli"
-		}
-	}
-	if e.cli.v2 == "" {
-		skip(t, "no cgroup2 to bound podman's processes in")
-	}
-}
-
-// startHolder starts the process that owns podman's mount namespace.
-func (e *podman) startHolder(t *testing.T) {
-	t.Helper()
-	script := `for m; do umount "$m" || exit 1; done
-mount --bind "$VARLIB" /var/lib || exit 1
-echo ready
-exec cat`
-	var memory []string
-	for _, h := range cgroupHierarchies() {
-		if h.memory {
-			memory = append(memory, h.mount)
-		}
-	}
-	e.holder = exec.Command("unshare", append([]string{"--mount", "--propagation=private", "--", "sh", "-c", script, "sh"}, memory...)...)
-	e.holder.Env = append(os.Environ(), "VARLIB="+e.dir+"/varlib")
-	e.holder.Stderr = os.Stderr
-	out, err := e.holder.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.hold, err = e.holder.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan string, 1)
-	go func() { line, _ := bufio.NewReader(out).ReadString('\n'); ready <- line }()
-	select {
-	case line := <-ready:
-		if line != "ready\n" {
-			e.holder.Wait()
-			skip(t, "cannot set up a mount namespace for podman (unshare, umount of the memory cgroup): %q", line)
-		}
-	case <-time.After(deadline):
-		e.holder.Process.Kill()
-		t.Fatal("the mount namespace holder did not start")
-	}
-}
-
-// close removes every container and image, ends the mount namespace and
-// removes the cgroups.
+// close removes every pod, container and image, then ends the namespaces and
+// removes the cgroups once podman's last process (conmon, `podman
+// container cleanup`) is gone.
 func (e *podman) close(t *testing.T) {
-	if e.holder != nil && e.holder.Process != nil {
+	if e.cli != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		e.run(ctx, "pod", "rm", "--all", "--force", "--time=0")
 		e.run(ctx, "rm", "--all", "--force", "--time=0")
 		e.run(ctx, "rmi", "--all", "--force")
 		cancel()
-		e.hold.Close()
-		done := make(chan struct{})
-		go func() { e.holder.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(deadline):
-			e.holder.Process.Kill()
-			<-done
-		}
 	}
-	e.waitForItsProcesses(t)
-	for _, h := range cgroupHierarchies() {
-		if !h.memory {
-			removeCgroupTree(t, h.mount+e.parent)
-		}
-	}
-}
-
-// waitForItsProcesses waits until no process this engine started is left:
-// conmon and the `podman container cleanup` it runs when a container ends
-// outlive the podman command, and one still running would make the
-// containers' parent cgroup again after the test removed it. They are
-// known by the engine's private directory on their command line.
-func (e *podman) waitForItsProcesses(t *testing.T) {
-	end := time.Now().Add(deadline)
-	for {
-		var fds []int
-		for _, pid := range allPIDs() {
-			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			if !bytes.Contains(cmdline, []byte(e.dir)) {
-				continue
-			}
-			if fd, err := unix.PidfdOpen(pid, 0); err == nil {
-				fds = append(fds, fd)
-			}
-		}
-		if len(fds) == 0 {
-			return
-		}
-		exited := allExit(fds, time.Until(end))
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-		if !exited {
-			t.Errorf("processes of the test's podman still run after %v", deadline)
-			return
-		}
-	}
+	e.ns.close(t)
 }
 
 // run runs one podman command in the namespace and returns its output.
@@ -427,13 +309,11 @@ func (e *podman) run(ctx context.Context, args ...string) (string, error) {
 	return out.String(), err
 }
 
-// command is a podman command line, run in the namespace and in e.cli.
+// command is a podman command line, run in the namespaces and in e.cli.
 func (e *podman) command(ctx context.Context, args ...string) *exec.Cmd {
-	argv := joinArgv(append([]string{"nsenter", "-t", strconv.Itoa(e.holder.Process.Pid), "--mount", "--", "podman",
+	cmd := e.ns.command(ctx, e.cli, append([]string{"podman",
 		"--root=" + e.dir + "/root", "--runroot=" + e.dir + "/run", "--tmpdir=" + e.dir + "/tmp"}, args...)...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(e.env, e.cli.joinEnv()...)
-	cmd.WaitDelay = time.Second
+	cmd.Env = e.env
 	return cmd
 }
 
@@ -450,12 +330,32 @@ func (e *podman) mustRun(t *testing.T, args ...string) string {
 	return out
 }
 
-// importGolang makes the builder stage's base image from this machine's Go
-// toolchain and busybox, as no registry is reachable: a Go tree at
-// /usr/local/go, GOPATH /go, a root user whose HOME is /root.
+// importGolang imports the builder stage's base image (see golangRoot).
 func (e *podman) importGolang(t *testing.T, name string) {
 	t.Helper()
-	goroot := goEnv(t, "GOROOT")
+	root := golangRoot(t, name)
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	args := []string{"import"}
+	for _, c := range golangChanges {
+		args = append(args, "--change="+c)
+	}
+	pipeInto(t, golangTar(ctx, t, root), e.command(ctx, append(args, "-", "docker.io/library/"+name)...))
+	t.Logf("%s imported from %s in %v", name, goEnv(t, "GOROOT"), time.Since(began).Round(time.Millisecond))
+}
+
+// golangChanges is the configuration of the golang base image, as in
+// Docker's official image.
+var golangChanges = []string{"ENV PATH=/usr/local/go/bin:/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"ENV GOPATH=/go", "ENV GOTOOLCHAIN=local", "WORKDIR /go"}
+
+// golangRoot makes the root file system, but for the Go tree (see
+// golangTar), of the builder stage's base image name ("golang:1.26"), as no
+// registry is reachable: busybox, a root user whose HOME is /root, /tmp. It
+// skips the test when this machine's Go is not the image's release.
+func golangRoot(t *testing.T, name string) string {
+	t.Helper()
 	want, _, _ := strings.Cut(strings.TrimPrefix(name, "golang:"), "-")
 	if v := strings.TrimPrefix(runtime.Version(), "go"); v != want && !strings.HasPrefix(v, want+".") {
 		skip(t, "the Dockerfile builds with %s; this machine's Go is %s", name, runtime.Version())
@@ -467,34 +367,48 @@ func (e *podman) importGolang(t *testing.T, name string) {
 	}
 	os.Chmod(filepath.Join(root, "tmp"), 0o1777)
 	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
-	began := time.Now()
-	// What building a program needs: not the toolchain's own sources and
-	// tests, nor the tools go build never runs.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	tar := exec.CommandContext(ctx, "tar", "-c", "--exclude=testdata", "--exclude=*_test.go", "--exclude=./test", "--exclude=./doc",
-		"--exclude=./api", "--exclude=./src/cmd", "--exclude=./pkg/tool/*/pprof", "--exclude=./pkg/tool/*/trace",
-		"--exclude=./pkg/tool/*/fix", "--exclude=./pkg/tool/*/vet", "--exclude=./pkg/tool/*/doc",
-		"--transform=s,^\\.,usr/local/go,", "-C", goroot, ".", "-C", root, "bin", "etc", "root", "tmp")
-	var tarErr bytes.Buffer
-	tar.Stderr = &tarErr
-	tarOut, err := tar.StdoutPipe()
+	return root
+}
+
+// golangTar is the tar command that writes the golang image's root file
+// system to its stdout: root's entries, and this machine's Go tree at
+// /usr/local/go without what building a program does not need (the
+// toolchain's own sources and tests, the tools go build never runs).
+func golangTar(ctx context.Context, t *testing.T, root string) *exec.Cmd {
+	t.Helper()
+	entries, err := os.ReadDir(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	imp := e.command(ctx, "import", "--change=ENV PATH=/usr/local/go/bin:/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"--change=ENV GOPATH=/go", "--change=ENV GOTOOLCHAIN=local", "--change=WORKDIR /go", "-", "docker.io/library/"+name)
-	imp.Stdin = tarOut
-	var impOut bytes.Buffer
-	imp.Stdout, imp.Stderr = &impOut, &impOut
-	if err := tar.Start(); err != nil {
+	args := []string{"-c", "--exclude=testdata", "--exclude=*_test.go", "--exclude=./test", "--exclude=./doc",
+		"--exclude=./api", "--exclude=./src/cmd", "--exclude=./pkg/tool/*/pprof", "--exclude=./pkg/tool/*/trace",
+		"--exclude=./pkg/tool/*/fix", "--exclude=./pkg/tool/*/vet", "--exclude=./pkg/tool/*/doc",
+		"--transform=s,^\\.,usr/local/go,", "-C", goEnv(t, "GOROOT"), ".", "-C", root}
+	for _, e := range entries {
+		args = append(args, e.Name())
+	}
+	return exec.CommandContext(ctx, "tar", args...)
+}
+
+// pipeInto runs src with its stdout as dst's stdin, and fails the test
+// when either fails.
+func pipeInto(t *testing.T, src, dst *exec.Cmd) {
+	t.Helper()
+	var srcErr, dstOut bytes.Buffer
+	src.Stderr = &srcErr
+	out, err := src.StdoutPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	err = imp.Run()
-	if tarWait := tar.Wait(); err != nil || tarWait != nil {
-		t.Fatalf("podman import %s: %v, tar: %v\n%s%s", name, err, tarWait, impOut.String(), tarErr.String())
+	dst.Stdin = out
+	dst.Stdout, dst.Stderr = &dstOut, &dstOut
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("%s imported from %s in %v", name, goroot, time.Since(began).Round(time.Millisecond))
+	err = dst.Run()
+	if srcWait := src.Wait(); err != nil || srcWait != nil {
+		t.Fatalf("%s: %v; %s: %v\n%s%s", strings.Join(dst.Args, " "), err, src.Args[0], srcWait, dstOut.String(), srcErr.String())
+	}
 }
 
 // container is one `podman run` of containerPayload.
@@ -525,7 +439,7 @@ func (e *podman) runPayload(t *testing.T, name string, flags []string, image str
 	c.dir = filepath.Dir(c.events.path)
 	// No --rm: with it, `podman run` races the removal that `podman stop`
 	// starts for the container's exit code, and now and then reports 0.
-	args := []string{"run", "--name=" + c.name, "--network=none", "--cgroup-parent=" + e.parent,
+	args := []string{"run", "--name=" + c.name, "--network=none",
 		"-v", c.dir + ":/w", "-e", "REAPER_REPORT=/w/report.json"}
 	args = append(append(append(args, flags...), image), "sh", "-c", containerPayload)
 	c.cmd = e.command(context.Background(), args...)
