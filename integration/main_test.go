@@ -18,6 +18,7 @@ type binSet struct {
 	plain   string // the same built by a bare "go build", also named reaper
 	helper  string // payload: records signals, lists fds
 	harness string // observer: counts what reaper leaves behind
+	floor   string // the least a Go init can do, for the benchmarks
 }
 
 var (
@@ -88,6 +89,7 @@ func buildAll(dir string) error {
 		{&binaries.plain, "plain/reaper", "../cmd/reaper", nil},
 		{&binaries.helper, "helper", "./testdata/helper", []string{preemptOff}},
 		{&binaries.harness, "harness", "./testdata/harness", nil},
+		{&binaries.floor, "floor", "./testdata/floor", []string{preemptOff}},
 	} {
 		*b.out = filepath.Join(dir, b.name)
 		args := append(append([]string{"build", "-o", *b.out}, b.flags...), b.pkg)

@@ -93,6 +93,10 @@ type Config struct {
 	LogFormat string
 	// Verbosity 0 logs warnings and errors, 1 adds info, 2 adds debug.
 	Verbosity int
+	// Signals are the signals caught since main began (CatchSignals); nil:
+	// Run starts catching them itself.
+	Signals *Signals
+
 	// Stderr receives the logs (default os.Stderr).
 	Stderr io.Writer
 }

@@ -40,9 +40,12 @@ type forwarder struct {
 // errors) goes there, and so does every signal behind one still waiting
 // there, so that none of these overtakes another. Stop requests are not
 // ordered against them, in either direction.
-func (f *forwarder) fastForward(sigs <-chan os.Signal) {
+func (f *forwarder) fastForward(sigs <-chan os.Signal, isStop func(syscall.Signal) bool) {
 	for v := range sigs {
 		sig := v.(syscall.Signal)
+		if isStop(sig) {
+			continue // it came on the stop requests' channel too: the event loop has it
+		}
 		if f.pending.Load() == 0 && f.forwardNow(sig) {
 			continue
 		}

@@ -57,7 +57,7 @@ type supervisor struct {
 	walkable bool
 	mask     unix.Sigset_t   // the signal mask reaper was started with
 	spares   <-chan struct{} // closed once the spare threads exist
-	caught   *catcher
+	caught   *Signals
 	tty      *terminal // the terminal handed to COMMAND's group, or nil
 
 	instance string // the --instance name, or the run's unique one
@@ -123,7 +123,7 @@ func Run(cfg Config) Exit {
 	// runtime's own handler would end reaper on a SIGTERM (and, as PID 1,
 	// exit with status 2), so nothing outside reaper changes before that.
 	s.cfg = withDefaults(cfg)
-	s.caught = catchSignals(s.cfg.Policy)
+	s.caught = s.cfg.Signals
 	s.files = cgroup.ReadFiles()
 	spares, room := plannedSpares(s.files)
 	s.spares = reserveThreads(spares)
@@ -134,19 +134,23 @@ func Run(cfg Config) Exit {
 	}
 	defer log.Sync()
 	s.log, s.caught.log = log, log
-	if spares < spareThreads {
+	if room >= 0 && spares < spareThreads {
 		log.Warn("pids.max leaves little room: fewer spare threads, so a tree that fills it may crash reaper",
 			logs.Int("room", room), logs.Int("spare_threads", spares))
 	}
+	<-s.caught.fatalCaught // until then a SIGTERM would end reaper: before it has changed anything
 	for _, sig := range s.caught.ignored {
 		log.Debug("inherited as ignored: not forwarded", logs.Signal("signal", sig))
 	}
-	<-s.caught.fatalCaught // until then a SIGTERM would end reaper: before it has changed anything
+	s.caught.route(s.cfg.Policy)
 	return s.run()
 }
 
 // withDefaults fills in what cfg leaves at its zero value.
 func withDefaults(cfg Config) Config {
+	if cfg.Signals == nil {
+		cfg.Signals = CatchSignals()
+	}
 	if cfg.Stderr == nil || cfg.Stderr == os.Stderr {
 		cfg.Stderr = logs.FD(2)
 	}
@@ -204,7 +208,7 @@ func (s *supervisor) run() Exit {
 	s.loop = make(chan syscall.Signal, 64)
 	s.fwd = &forwarder{policy: s.cfg.Policy, log: s.log, cmd: &s.cmd, tree: s.tree, tty: s.tty, self: s.self,
 		procIsOurs: s.walkable, loop: s.loop}
-	go s.fwd.fastForward(s.caught.sigs)
+	go s.fwd.fastForward(s.caught.sigs, s.caught.isStop)
 	s.log.Info("started", logs.Int("pid", pid), logs.String("command", strings.Join(s.cfg.Command, " ")))
 	if s.cfg.Timeout > 0 {
 		s.timers.timeout = time.NewTimer(s.cfg.Timeout)
@@ -264,7 +268,9 @@ func (s *supervisor) step() {
 	case <-s.caught.chld:
 		s.reap()
 	case sig := <-s.caught.stops:
-		s.onStopRequest(sig.(syscall.Signal))
+		if s.caught.isStop(sig.(syscall.Signal)) { // else it came on sigs too, to be forwarded
+			s.onStopRequest(sig.(syscall.Signal))
+		}
 	case sig := <-s.loop:
 		s.fwd.onSignal(sig)
 		s.fwd.pending.Add(-1) // after: a signal behind it must not overtake it

@@ -17,35 +17,44 @@ import (
 // calls os/signal.
 var signalNotify = signal.Notify
 
-// catcher holds the channels os/signal delivers reaper's caught signals
-// to, and what came before COMMAND existed.
-type catcher struct {
+// Signals are the signals reaper catches: the channels os/signal delivers
+// them to, and what came before COMMAND existed. Make them with
+// CatchSignals, first thing in main.
+type Signals struct {
 	chld  chan os.Signal // SIGCHLD alone: one pending is enough, reaping drains
 	stops chan os.Signal // the stop requests
 	sigs  chan os.Signal // every other caught signal, read by the forwarder once COMMAND runs
-	// fatalCaught is closed once no signal can end reaper uncaught; all
-	// once every signal reaper forwards is caught.
+	// fatalCaught is closed once no signal can end reaper uncaught (and
+	// ignored is set); all once every signal reaper forwards is caught.
 	fatalCaught, all <-chan struct{}
 	ignored          []syscall.Signal // left ignored by reaper's caller: not caught, not forwarded
+	policy           signals.Policy   // which are stop requests (see route)
 	early            syscall.Signal   // a stop request that came before COMMAND started
 	log              *logs.Logger
 }
 
-// catchSignals installs handlers for SIGCHLD and every forwardable signal
-// before COMMAND exists (PID 1 gets no signal it has no handler for). A
-// signal reaper's caller left ignored stays ignored, for reaper and for
-// COMMAND, and is not forwarded.
+// defaultStop is the stop request of the default policy: catching starts
+// before the command line is read, and routes SIGTERM to the stop
+// requests' channel, every other signal to the others' (see route).
+const defaultStop = syscall.SIGTERM
+
+// CatchSignals starts catching SIGCHLD and every signal reaper forwards
+// (PID 1 gets no signal it has no handler for). A signal reaper's caller
+// left ignored stays ignored, for reaper and for COMMAND, and is not
+// forwarded. Call it first thing in main, and give the result to Run in
+// Config.Signals.
 //
-// Catching a signal takes a round trip to a runtime thread, so a goroutine
-// does it while the rest of start-up runs: first SIGCHLD and the signals
-// that would end reaper uncaught (fatalUncaught), then fatalCaught is
-// closed, and Run waits for it before it changes anything outside reaper;
-// then the others, and all is closed, which run waits for before it starts
-// COMMAND. Until caught, such a signal has no handler and the runtime drops
-// it; once caught, it waits in sigs and reaches COMMAND when COMMAND runs.
-func catchSignals(policy signals.Policy) *catcher {
-	inherited := inheritedIgnored()
-	c := &catcher{
+// Catching a signal takes a round trip to a runtime thread (60 of them
+// took 3 ms), so a goroutine does it while the rest of start-up runs,
+// reading the command line included: first SIGCHLD and the signals that
+// would end reaper uncaught (fatalUncaught), then fatalCaught is closed,
+// and Run waits for it before it changes anything outside reaper; then the
+// others, and all is closed, which Run waits for before it starts COMMAND.
+// Until caught, such a signal has no handler and the runtime drops it;
+// once caught, it waits in its channel and reaches COMMAND when COMMAND
+// runs.
+func CatchSignals() *Signals {
+	c := &Signals{
 		chld: make(chan os.Signal, 1),
 		// os/signal drops what a full channel cannot take. A storm of other
 		// signals can fill sigs while the forwarder works through it, so
@@ -54,37 +63,69 @@ func catchSignals(policy signals.Policy) *catcher {
 		// one kills).
 		sigs:  make(chan os.Signal, 64),
 		stops: make(chan os.Signal, 8),
+		log:   logs.Discard(),
 	}
-	var stops, first, rest []os.Signal
-	for _, sig := range signals.Forwardable() {
-		switch {
-		case inherited[sig]:
-			c.ignored = append(c.ignored, sig)
-		case policy.IsStop(sig):
-			stops = append(stops, sig)
-		case fatalUncaught[sig]:
-			first = append(first, sig)
-		default:
-			rest = append(rest, sig)
-		}
-	}
-	// Each signal.Notify is a round trip to the runtime's signal goroutine:
-	// a goroutine switch from an unlocked goroutine, but from a locked
-	// thread a wake-up of another OS thread each time (60 of them took
-	// 8 ms). So a goroutine does it, and the locked thread waits on
-	// fatalCaught and all, once each.
 	fatalCaught, all := make(chan struct{}), make(chan struct{})
+	c.fatalCaught, c.all = fatalCaught, all
 	go func() {
+		inherited := inheritedIgnored()
+		var first, rest []os.Signal
+		for _, sig := range signals.Forwardable() {
+			switch {
+			case inherited[sig]:
+				c.ignored = append(c.ignored, sig)
+			case fatalUncaught[sig]:
+				first = append(first, sig)
+			default:
+				rest = append(rest, sig)
+			}
+		}
 		signalNotify(c.chld, syscall.SIGCHLD)
-		notifySome(c.stops, stops)
-		notifySome(c.sigs, first)
+		c.notify(first)
 		close(fatalCaught)
-		notifySome(c.sigs, rest)
+		c.notify(rest)
 		close(all)
 	}()
-	c.fatalCaught, c.all = fatalCaught, all
 	return c
 }
+
+// notify catches sigs: the default policy's stop request on stops, the
+// others on sigs.
+func (c *Signals) notify(sigs []os.Signal) {
+	for _, sig := range sigs {
+		if sig == defaultStop {
+			signalNotify(c.stops, sig)
+		} else {
+			signalNotify(c.sigs, sig)
+		}
+	}
+}
+
+// route makes policy's stop requests reach the stops channel and every
+// other signal the sigs channel, where they differ from the default
+// policy: a signal caught on one more channel (Notify again, which costs
+// no round trip once the signal is caught). Such a signal then arrives on
+// both, and each reader passes over what is not its own (isStop). Call it
+// once fatalCaught is closed.
+func (c *Signals) route(policy signals.Policy) {
+	c.policy = policy
+	ignored := map[syscall.Signal]bool{}
+	for _, sig := range c.ignored {
+		ignored[sig] = true
+	}
+	for _, sig := range signals.Forwardable() {
+		switch {
+		case ignored[sig]:
+		case policy.IsStop(sig) && sig != defaultStop:
+			signalNotify(c.stops, sig)
+		case !policy.IsStop(sig) && sig == defaultStop:
+			signalNotify(c.sigs, sig)
+		}
+	}
+}
+
+// isStop reports whether sig is a stop request.
+func (c *Signals) isStop(sig syscall.Signal) bool { return c.policy.IsStop(sig) }
 
 // fatalUncaught are the forwardable signals for which the Go runtime ends
 // reaper as long as nobody catches them (SIGQUIT, SIGABRT, SIGSTKFLT and
@@ -98,19 +139,10 @@ var fatalUncaught = map[syscall.Signal]bool{
 	syscall.SIGSEGV: true, syscall.SIGSYS: true,
 }
 
-// notifySome relays sigs to c, and nothing when sigs is empty (every stop
-// request left ignored by reaper's caller, say): signal.Notify with no
-// signals would relay every signal.
-func notifySome(c chan<- os.Signal, sigs []os.Signal) {
-	if len(sigs) > 0 {
-		signalNotify(c, sigs...)
-	}
-}
-
 // pause waits d, or less when a stop request arrives before COMMAND exists:
 // it then records the signal in early and returns true. Other signals
 // have nobody to go to yet, and are dropped.
-func (c *catcher) pause(d time.Duration) bool {
+func (c *Signals) pause(d time.Duration) bool {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for {
@@ -118,34 +150,48 @@ func (c *catcher) pause(d time.Duration) bool {
 		case <-timer.C:
 			return false
 		case sig := <-c.stops:
-			c.earlyStop(sig.(syscall.Signal))
-			return true
+			if c.earlyStop(sig.(syscall.Signal)) {
+				return true
+			}
 		case sig := <-c.sigs:
-			c.log.Debug("no COMMAND yet: not forwarded", logs.Signal("signal", sig.(syscall.Signal)))
+			c.dropEarly(sig.(syscall.Signal))
 		}
 	}
 }
 
 // stopRequested reports, without waiting, whether a stop request arrived
 // before COMMAND exists (see pause).
-func (c *catcher) stopRequested() bool {
+func (c *Signals) stopRequested() bool {
 	for {
 		select {
 		case sig := <-c.stops:
-			c.earlyStop(sig.(syscall.Signal))
-			return true
+			if c.earlyStop(sig.(syscall.Signal)) {
+				return true
+			}
 		case sig := <-c.sigs:
-			c.log.Debug("no COMMAND yet: not forwarded", logs.Signal("signal", sig.(syscall.Signal)))
+			c.dropEarly(sig.(syscall.Signal))
 		default:
 			return c.early != 0
 		}
 	}
 }
 
-// earlyStop records a stop request that came before COMMAND started.
-func (c *catcher) earlyStop(sig syscall.Signal) {
+// earlyStop records a stop request that came before COMMAND started, and
+// reports whether sig was one.
+func (c *Signals) earlyStop(sig syscall.Signal) bool {
+	if !c.isStop(sig) {
+		return false // it came on the sigs channel too: dropped there
+	}
 	c.log.Info("stop signal before COMMAND started: not starting it", logs.Signal("signal", sig))
 	c.early = sig
+	return true
+}
+
+// dropEarly drops a signal that came before COMMAND started.
+func (c *Signals) dropEarly(sig syscall.Signal) {
+	if !c.isStop(sig) {
+		c.log.Debug("no COMMAND yet: not forwarded", logs.Signal("signal", sig))
+	}
 }
 
 // The terminal driver answers a foreground change (or a write) by a
@@ -183,7 +229,8 @@ func setThreadMask(mask unix.Sigset_t) {
 // For the other signals the runtime has already replaced an inherited
 // SIG_IGN with its handler before any Go code runs; nothing can recover it.
 func inheritedIgnored() map[syscall.Signal]bool {
-	data, err := os.ReadFile(procfs.Root + "/self/status")
+	var buf [2048]byte
+	data, err := procfs.ReadFile(procfs.Root+"/self/status", buf[:])
 	if err != nil {
 		return nil
 	}

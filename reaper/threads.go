@@ -1,8 +1,11 @@
 package reaper
 
 import (
+	"os"
 	"runtime"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper/cgroup"
 )
@@ -18,6 +21,12 @@ import (
 // one slot of pids.max each: under a pids.max with little room left,
 // reaper starts fewer (see sparesFor), or it would die starting them.
 //
+// A limit is what makes them needed: where neither pids.max (in the
+// cgroup2 tree or a v1 pids hierarchy, in reaper's group or above) nor, for
+// a user other than root, RLIMIT_NPROC bounds reaper's tasks, no tree can
+// leave reaper without a thread, and reaper starts none (they cost about a
+// millisecond at start and exit).
+//
 // Measured with a fork bomb that fills pids.max while strace slows every
 // system call of reaper's (which makes the runtime want more threads),
 // counting thread clones after COMMAND's: with no spares there were some in
@@ -29,10 +38,20 @@ const spareThreads = 8
 // pids.max leaves (-1 when no limit applies).
 func plannedSpares(f cgroup.Files) (n, room int) {
 	room, limited := f.PidsRoom()
-	if !limited {
+	switch {
+	case limited:
+		return sparesFor(room), room
+	case processLimited():
 		return spareThreads, -1
 	}
-	return sparesFor(room), room
+	return 0, -1
+}
+
+// processLimited reports whether RLIMIT_NPROC bounds the tasks of reaper's
+// user (root's are not: it may go past the limit).
+func processLimited() bool {
+	var lim unix.Rlimit
+	return os.Geteuid() != 0 && unix.Getrlimit(unix.RLIMIT_NPROC, &lim) == nil && lim.Cur != unix.RLIM_INFINITY
 }
 
 // sparesFor returns how many spare threads to start when the pids

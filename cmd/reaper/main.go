@@ -26,6 +26,7 @@ import (
 func main() {
 	reaper.Trampoline() // returns unless this process is the one that starts COMMAND
 	ensurePreemptOff()
+	caught = reaper.CatchSignals() // while the command line is read
 	entryPoint(os.Args[0])(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr).Do()
 }
 
@@ -44,6 +45,9 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 		fmt.Fprintf(stdout, "reaper version %s\n", version)
 		return reaper.Code(0)
 	}
-	cfg.Stderr = stderr
+	cfg.Stderr, cfg.Signals = stderr, caught
 	return reaper.Run(cfg)
 }
+
+// caught are the signals reaper catches from the start of main.
+var caught *reaper.Signals

@@ -95,7 +95,7 @@ func runTini(name string, args []string, lookupEnv func(string) (string, bool), 
 			return reaper.Code(reaper.ExitInternal)
 		}
 	}
-	cfg.Stderr = stderr
+	cfg.Stderr, cfg.Signals = stderr, caught
 	return reaper.Run(cfg)
 }
 

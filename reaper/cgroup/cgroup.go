@@ -107,10 +107,10 @@ type Files struct {
 // ReadFiles reads /proc/self/mountinfo and /proc/self/cgroup.
 func ReadFiles() Files {
 	var f Files
-	if f.Mountinfo, f.Err = os.ReadFile(procfs.Root + "/self/mountinfo"); f.Err != nil {
+	if f.Mountinfo, f.Err = procfs.ReadFile(procfs.Root+"/self/mountinfo", make([]byte, 8192)); f.Err != nil {
 		return f
 	}
-	f.Own, f.Err = os.ReadFile(procfs.Root + "/self/cgroup")
+	f.Own, f.Err = procfs.ReadFile(procfs.Root+"/self/cgroup", make([]byte, 1024))
 	return f
 }
 
@@ -294,6 +294,9 @@ func (c *Leaf) Close() {
 // first. It fails while a process lives in any of them.
 func (c *Leaf) Remove() error {
 	c.Close()
+	if err := unix.Rmdir(c.Dir); err == nil || errors.Is(err, unix.ENOENT) {
+		return nil // no group below it: the usual case
+	}
 	var dirs []string
 	filepath.WalkDir(c.Dir, func(path string, d os.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
