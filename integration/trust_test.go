@@ -262,7 +262,7 @@ func TestNamedRunCannotTakeAnUnnamedRunsName(t *testing.T) {
 func TestConfigurationDoesNotReachCommand(t *testing.T) {
 	env := []string{"REAPER_REPORT=" + filepath.Join(t.TempDir(), "r.json"), "REAPER_TIMEOUT=60s", "REAPER_WAIT_PORT=1",
 		"REAPER_GRACE=2s", "REAPER_STOP_ON=TERM", "REAPER_VERBOSE=0", "OTHER=kept"}
-	code, stdout, stderr := runReaper(t, env, "sh", "-c", `env | grep -E '^(REAPER|OTHER)' | sort`)
+	code, stdout, stderr := runReaper(t, env, "sh", "-c", `env | grep -E '^(REAPER_(REPORT|TIMEOUT|WAIT_PORT|GRACE|STOP_ON|VERBOSE|INSTANCE)|OTHER)=' | sort`)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

@@ -119,9 +119,10 @@ func Run(cfg Config) Exit {
 		s.threads = append(s.threads, tid)
 	}
 	s.mask = blockThreadSignals() // terminal work happens on this thread
-	// Start catching signals next: until the fatal ones are caught the Go
-	// runtime's own handler would end reaper on a SIGTERM (and, as PID 1,
-	// exit with status 2), so nothing outside reaper changes before that.
+	// Signals are being caught since main began (CatchSignals). Until the
+	// fatal ones are, the Go runtime's own handler would end reaper on a
+	// SIGTERM (and, as PID 1, exit with status 2): nothing outside reaper
+	// changes before that.
 	s.cfg = withDefaults(cfg)
 	s.caught = s.cfg.Signals
 	s.files = cgroup.ReadFiles()

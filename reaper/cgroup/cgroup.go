@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/reaper-init/reaper/reaper/handle"
 	"github.com/reaper-init/reaper/reaper/poll"
 	"github.com/reaper-init/reaper/reaper/procfs"
 )
@@ -254,6 +255,20 @@ func (c *Leaf) Contains(pid int) bool {
 	}
 	path, err := ParsePath(data, "")
 	return err == nil && (path == c.Path || strings.HasPrefix(path, c.Path+"/"))
+}
+
+// Member opens a handle on pid, listed in the group's cgroup.procs: a
+// pidfd, opened before the membership is read from /proc/PID/cgroup (a pid
+// listed could have died and been reused by a process elsewhere
+// meanwhile). It returns handle.ErrGone when the process is gone or in
+// another group now.
+func (c *Leaf) Member(pid int) (*handle.Handle, error) {
+	return handle.Open(pid, func() error {
+		if !c.Contains(pid) {
+			return handle.ErrGone
+		}
+		return nil
+	})
 }
 
 // Kill SIGKILLs every process in the group and below, at once (Linux 5.14

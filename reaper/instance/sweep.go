@@ -124,13 +124,7 @@ func (s *Sweep) leftovers(seen, spared map[int]bool) []leftover {
 			if spared[pid] {
 				continue
 			}
-			h, err := handle.Open(pid, func() error {
-				if !s.Stale.Contains(pid) {
-					return handle.ErrGone
-				}
-				return nil
-			})
-			if err == nil {
+			if h, err := s.Stale.Member(pid); err == nil {
 				add(h)
 			}
 		}

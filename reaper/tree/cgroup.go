@@ -44,10 +44,9 @@ func (c *Cgroup) drained() bool {
 }
 
 // Walk visits the leaf's members: reaper's own children through waitid
-// alone (see handle.Child), the others through a pidfd opened before their
-// membership is read from /proc/PID/cgroup (a pid listed in cgroup.procs
-// could have died and been reused by a process elsewhere meanwhile). Once
-// the leaf is empty, it walks /proc.
+// alone (see handle.Child), the others through a pidfd checked for
+// membership (see cgroup.Leaf.Member). Once the leaf is empty, it walks
+// /proc.
 func (c *Cgroup) Walk(visit func(*handle.Handle)) {
 	if c.drained() {
 		c.proc.Walk(visit)
@@ -59,13 +58,7 @@ func (c *Cgroup) Walk(visit func(*handle.Handle)) {
 			visit(h)
 			continue
 		}
-		h, err := handle.Open(pid, func() error {
-			if !c.Leaf.Contains(pid) {
-				return handle.ErrGone
-			}
-			return nil
-		})
-		if err == nil {
+		if h, err := c.Leaf.Member(pid); err == nil {
 			visit(h)
 		}
 	}
