@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -123,6 +124,20 @@ func TestDuplicateInstanceIsRefusedAndReplaceTakesOver(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, want) {
 		t.Errorf("second instance: exit %d, %q; want 2 and %q", code, stderr, want)
 	}
+	// From a PID namespace whose /proc is the parent's, the holder's pid
+	// (/proc/locks) is not one to signal: --replace is refused.
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	out, err := exec.CommandContext(ctx, "unshare", "--pid", "--fork", "--kill-child", "--",
+		bin().reaper, "--instance="+name, "--replace", "true").CombinedOutput()
+	cancel()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "--replace needs a /proc") {
+		t.Errorf("--replace with a foreign /proc: %v, %q; want exit 2, refused", err, out)
+	}
+	select {
+	case <-first.ended:
+		t.Fatalf("the first instance ended on a refused --replace\n%s", first.stderr)
+	default:
+	}
 	// --replace stops the first (its COMMAND gets SIGTERM) and runs.
 	code, _, stderr = runReaper(t, nil, "--instance="+name, "--replace", "sh", "-c", "exit 4")
 	if code != 4 {
@@ -233,23 +248,34 @@ func TestWaitPort(t *testing.T) {
 
 func TestStaleCgroupIsSweptWithoutTheMarker(t *testing.T) {
 	// A leftover that dropped its environment (env -i) carries no marker:
-	// only the stale cgroup of the killed run can find it.
-	cg := sharedCgroup(t, 128)
-	name := instanceName(t)
-	first := plant(t, false, tree{flags: []string{"--instance=" + name, "--cgroup=on"}, ups: 1, cgroup: cg, leave: true,
-		body: `setsid env -i F="$F" sh -c 'echo "up $$" > "$F"; exec sleep 300' &`})
-	left := pidfds(t, first.ups)
-	first.signal(syscall.SIGKILL)
-	first.wait()
-	if alive := running(left, first.ups); len(alive) != 1 {
-		t.Fatalf("the escapee did not survive the killed reaper: %v", alive)
-	}
-	r := start(t, opts{cg: cg, args: []string{"--instance=" + name, "--cgroup=on", "--grace=1s", "true"}}).wait()
-	if alive := running(left, first.ups); len(alive) > 0 {
-		t.Errorf("the marker-less leftover %v still runs\n%s", alive, r.Stderr)
-	}
-	if !strings.Contains(r.Stderr, fmt.Sprintf("leftover of an earlier run instance=%s pid=%d", name, first.ups[0])) {
-		t.Errorf("no warning names the leftover:\n%s", r.Stderr)
+	// only the stale cgroup of the killed run can find it. Where /proc is
+	// another PID namespace's, whose pids are not reaper's to signal, the
+	// cgroup is still swept (cgroup.kill).
+	for _, foreign := range []bool{false, true} {
+		t.Run(map[bool]string{false: "own /proc", true: "foreign /proc"}[foreign], func(t *testing.T) {
+			cg := sharedCgroup(t, 128)
+			name := instanceName(t)
+			first := plant(t, false, tree{flags: []string{"--instance=" + name, "--cgroup=on"}, ups: 1, cgroup: cg, leave: true,
+				body: `setsid env -i F="$F" sh -c 'echo "up $$" > "$F"; exec sleep 300' &`})
+			left := pidfds(t, first.ups)
+			first.signal(syscall.SIGKILL)
+			first.wait()
+			if alive := running(left, first.ups); len(alive) != 1 {
+				t.Fatalf("the escapee did not survive the killed reaper: %v", alive)
+			}
+			r := start(t, opts{cg: cg, pid1: foreign, noMountProc: foreign,
+				args: []string{"--instance=" + name, "--cgroup=on", "--grace=1s", "true"}}).wait()
+			if alive := running(left, first.ups); len(alive) > 0 {
+				t.Errorf("the marker-less leftover %v still runs\n%s", alive, r.Stderr)
+			}
+			want := fmt.Sprintf("leftover of an earlier run instance=%s pid=%d", name, first.ups[0])
+			if foreign {
+				want = "only the earlier run's cgroup is swept"
+			}
+			if !strings.Contains(r.Stderr, want) {
+				t.Errorf("no warning says %q:\n%s", want, r.Stderr)
+			}
+		})
 	}
 }
 

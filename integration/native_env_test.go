@@ -32,7 +32,7 @@ func TestPidVariablesNameCommand(t *testing.T) {
 		{"naming another process", `LISTEN_PID=1 WATCHDOG_PID=1`, func(pid string) string { return pid + " 1 1" }},
 		// A stray trampoline variable (its parent is no reaper) is ignored,
 		// and removed.
-		{"stray trampoline variable", `LISTEN_PID=$$ WATCHDOG_PID=$$ REAPER_EXEC_WITH_PID=$PPID:LISTEN_PID:/bin/false`,
+		{"stray trampoline variable", `LISTEN_PID=$$ WATCHDOG_PID=$$ REAPER_EXEC_WITH_PID=$PPID:1:2:LISTEN_PID:/bin/false`,
 			func(pid string) string { return pid + " " + pid + " " + pid }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -62,7 +62,88 @@ func TestPidVariablesNameCommand(t *testing.T) {
 	}
 }
 
+// TestPidVariablesInAForeignProc: in a PID namespace whose /proc is still
+// the parent's (unshare --pid without --mount-proc), the trampoline still
+// recognises reaper (it compares its own file, not /proc/PPID's), so
+// COMMAND gets its own pid in LISTEN_PID and WATCHDOG_PID.
+func TestPidVariablesInAForeignProc(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	// The namespace's pid 1 is a shell; the caller of reaper is pid 2.
+	cmd := exec.CommandContext(ctx, "unshare", "--pid", "--fork", "--kill-child", "sh", "-c",
+		`sh -c 'LISTEN_PID=$$ WATCHDOG_PID=$$ LISTEN_FDS=1 exec "$REAPER" sh -c "echo \$\$ \$LISTEN_PID \$WATCHDOG_PID"'`)
+	cmd.Env = append(os.Environ(), "REAPER="+bin().reaper)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	f := strings.Fields(stdout.String())
+	if len(f) != 3 || f[0] != f[1] || f[0] != f[2] {
+		t.Errorf("COMMAND (pid, LISTEN_PID, WATCHDOG_PID) = %q, want its own pid three times\nstderr: %s", stdout.String(), stderr.String())
+	}
+}
+
+// TestNotificationsRelayed: COMMAND's notifications reach the manager from
+// reaper, the main process; also as PID 1 of a namespace whose /proc is
+// the parent's, where the relay cannot walk /proc and accepts COMMAND's
+// process group.
 func TestNotificationsRelayed(t *testing.T) {
+	t.Run("own /proc", func(t *testing.T) { notificationsRelayed(t, false) })
+	t.Run("foreign /proc", func(t *testing.T) { notificationsRelayed(t, true) })
+	t.Run("sender gone before it is read", notificationOfAGoneSender)
+}
+
+// notificationOfAGoneSender: systemd-notify in a script sends and exits at
+// once, often before reaper reads the datagram. With reaper stopped, the
+// sender sends, exits and is reaped; once reaper runs again, its
+// notification is still relayed.
+func notificationOfAGoneSender(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify")
+	manager, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer manager.Close()
+	goR, goW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer goW.Close()
+	events := newFIFO(t, "events")
+	s := start(t, opts{env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.path, "HELPER=" + bin().helper}, stdin: goR,
+		args: []string{"sh", "-c", `echo waiting > "$F"; read go; "$HELPER" notify READY=1 > "$F"; echo reaped > "$F"; exec sleep 300`}})
+	goR.Close()
+	if line := events.next(t); line != "waiting" {
+		t.Fatalf("COMMAND wrote %q", line)
+	}
+	reaper := s.reaperPID()
+	if err := syscall.Kill(reaper, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, reaper, 'T')
+	goW.WriteString("go\n")
+	if line := events.next(t); !strings.HasPrefix(line, "sent ") {
+		t.Fatalf("the sender wrote %q", line)
+	}
+	if line := events.next(t); line != "reaped" { // the shell waited for it
+		t.Fatalf("COMMAND wrote %q", line)
+	}
+	syscall.Kill(reaper, syscall.SIGCONT)
+	buf := make([]byte, 4096)
+	manager.SetReadDeadline(time.Now().Add(deadline))
+	n, err := manager.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Errorf("the manager got %q (%v), want READY=1 from the sender gone meanwhile", buf[:n], err)
+	}
+	s.signal(syscall.SIGTERM)
+	if r := s.wait(); r.status() != 143 || r.leftovers() != "" {
+		t.Errorf("exit %d, left %s\n%s", r.status(), r.leftovers(), r.Stderr)
+	}
+}
+
+func notificationsRelayed(t *testing.T, foreign bool) {
 	// A stand-in for systemd's socket, which learns each sender's pid.
 	path := filepath.Join(t.TempDir(), "notify")
 	manager, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
@@ -77,7 +158,7 @@ func TestNotificationsRelayed(t *testing.T) {
 	raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_PASSCRED, 1) })
 
 	events := newFIFO(t, "events")
-	s := start(t, opts{env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.path, "HELPER=" + bin().helper},
+	s := start(t, opts{pid1: foreign, noMountProc: foreign, env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.path, "HELPER=" + bin().helper},
 		args: []string{"sh", "-c", `echo "command $NOTIFY_SOCKET" > "$F"; "$HELPER" notify 'READY=1\nMAINPID=1\nSTATUS=up' > /dev/null; exec sleep 300`},
 	})
 	line := events.next(t)

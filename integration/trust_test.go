@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -177,17 +178,7 @@ func TestSweepSparesAncestorsAndStrangers(t *testing.T) {
 	if code, _, stderr := runReaper(t, nil, "--instance="+name, "true"); code != 0 {
 		t.Fatalf("first run: %d %s", code, stderr)
 	}
-	record, err := os.ReadFile("/run/reaper/" + name + ".lock")
-	token := ""
-	for _, line := range strings.Split(string(record), "\n") {
-		if v, ok := strings.CutPrefix(line, "token "); ok {
-			token = v
-		}
-	}
-	if err != nil || token == "" {
-		t.Fatalf("no token in the lock file: %q %v", record, err)
-	}
-	marker := "REAPER_INSTANCE=" + name + ":" + token
+	marker := "REAPER_INSTANCE=" + name + ":" + lockToken(t, name)
 
 	// Another user's process with the previous run's marker, and a root
 	// leftover with it.
@@ -270,4 +261,58 @@ func TestConfigurationDoesNotReachCommand(t *testing.T) {
 	if len(lines) != 2 || lines[0] != "OTHER=kept" || !strings.HasPrefix(lines[1], "REAPER_INSTANCE=run-") {
 		t.Errorf("COMMAND's REAPER_ and OTHER variables: %q; want OTHER and the marker only", lines)
 	}
+}
+
+// TestInterruptedSweepIsFinishedLater: a run killed while it sweeps the
+// leftovers of the run before (a stop request would only cut the grace
+// period short) hands their token on, so the run after it sweeps them.
+func TestInterruptedSweepIsFinishedLater(t *testing.T) {
+	requireRoot(t)
+	name := instanceName(t)
+	if code, _, stderr := runReaper(t, nil, "--instance="+name, "--cgroup=off", "true"); code != 0 {
+		t.Fatalf("first run: %d %s", code, stderr)
+	}
+	// The first run's leftover, which ignores SIGTERM.
+	leftover := exec.Command("sh", "-c", `trap "" TERM; exec sleep 300`)
+	leftover.Env = append(os.Environ(), "REAPER_INSTANCE="+name+":"+lockToken(t, name))
+	if err := leftover.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { leftover.Process.Kill(); leftover.Wait() })
+	waitExec(t, leftover.Process.Pid, "sleep")
+	// The second run finds it, and is killed within the grace period.
+	second := start(t, opts{args: []string{"--instance=" + name, "--cgroup=off", "--grace=300s", "true"}, leave: true})
+	second.stderr.waitFor(t, regexp.MustCompile(fmt.Sprintf(`leftover of an earlier run .*pid=%d `, leftover.Process.Pid)))
+	second.signal(syscall.SIGKILL)
+	if r := second.wait(); r.Signal != int(syscall.SIGKILL) {
+		t.Fatalf("second run killed in its sweep: exit %d, want SIGKILL\n%s", r.status(), r.Stderr)
+	}
+	pids := []int{leftover.Process.Pid}
+	fds := pidfds(t, pids)
+	if len(running(fds, pids)) == 0 {
+		t.Fatal("the leftover is gone after the interrupted sweep: the test needs it")
+	}
+	// The third run sweeps it: SIGTERM is ignored, SIGKILL after 1 s.
+	if code, _, stderr := runReaper(t, nil, "--instance="+name, "--cgroup=off", "--grace=1s", "true"); code != 0 {
+		t.Fatalf("third run: %d %s", code, stderr)
+	}
+	if len(running(fds, pids)) > 0 {
+		t.Fatal("the third run left the leftover of the first running: the interrupted sweep's token was lost")
+	}
+	if err := leftover.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("the leftover after the third run: %v, want it swept (SIGKILL)", err)
+	}
+}
+
+// lockToken returns the token the last run of instance name recorded.
+func lockToken(t *testing.T, name string) string {
+	t.Helper()
+	record, err := os.ReadFile("/run/reaper/" + name + ".lock")
+	for _, line := range strings.Split(string(record), "\n") {
+		if v, ok := strings.CutPrefix(line, "token "); ok {
+			return v
+		}
+	}
+	t.Fatalf("no token in the lock file: %q %v", record, err)
+	return ""
 }

@@ -53,8 +53,9 @@ func pidVariables(self int) []string {
 // forks a copy of itself, the trampoline, which sets those variables to
 // its pid and executes COMMAND in its own place: COMMAND keeps the pid,
 // and no process is added. The copy is told what to do in execVar, whose
-// value is "PPID:NAME,NAME:PATH": its parent's pid (the trampoline checks
-// that its parent is reaper, running its own file, so that a stray
+// value is "PPID:DEV:INO:NAME,NAME:PATH": its parent's pid and the device
+// and inode of reaper's file (the trampoline checks both against its own
+// parent and its own file, which it can always read, so that a stray
 // variable cannot make reaper a trampoline), the variables, and COMMAND's
 // path. Its argv is COMMAND's.
 const execVar = "REAPER_EXEC_WITH_PID"
@@ -62,7 +63,17 @@ const execVar = "REAPER_EXEC_WITH_PID"
 // trampolineEnv is the environment of the trampoline that starts argv[0]
 // at path with the variables vars set to its pid.
 func trampolineEnv(env []string, self int, vars []string, path string) []string {
-	return append(env, execVar+"="+strconv.Itoa(self)+":"+strings.Join(vars, ",")+":"+path)
+	return append(env, execVar+"="+strconv.Itoa(self)+":"+ownFile()+":"+strings.Join(vars, ",")+":"+path)
+}
+
+// ownFile is "DEV:INO" of the running executable, "" when it cannot be
+// told.
+func ownFile() string {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &st); err != nil {
+		return ""
+	}
+	return strconv.FormatUint(st.Dev, 10) + ":" + strconv.FormatUint(st.Ino, 10)
 }
 
 // Trampoline runs the trampoline when this process is one (see execVar):
@@ -76,11 +87,12 @@ func Trampoline() {
 		return
 	}
 	os.Unsetenv(execVar)
-	parent, rest, _ := strings.Cut(value, ":")
-	vars, path, ok := strings.Cut(rest, ":")
-	if !ok || parent != strconv.Itoa(os.Getppid()) || !sameFile("/proc/self/exe", "/proc/"+parent+"/exe") {
+	fields := strings.SplitN(value, ":", 5)
+	if len(fields) != 5 || fields[0] != strconv.Itoa(os.Getppid()) ||
+		fields[1]+":"+fields[2] != ownFile() || ownFile() == "" {
 		return // not started by reaper: a stray variable, ignored
 	}
+	vars, path := fields[3], fields[4]
 	pid := strconv.Itoa(os.Getpid())
 	for _, name := range strings.Split(vars, ",") {
 		if name != "" {
@@ -94,10 +106,4 @@ func Trampoline() {
 	}
 	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", os.Args[0], errnoOf(err))
 	os.Exit(code)
-}
-
-// sameFile reports whether two paths name the same file.
-func sameFile(a, b string) bool {
-	var sa, sb unix.Stat_t
-	return unix.Stat(a, &sa) == nil && unix.Stat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }

@@ -59,7 +59,7 @@ func parseNetTCP(data []byte, port int) ([]uint64, error) {
 type portHolder struct {
 	pid      int // 0 when no visible process holds the socket
 	cmdline  string
-	leftover bool // it carries this instance's marker
+	leftover bool // it carries a marker of this instance's earlier runs
 }
 
 func (h portHolder) String() string {
@@ -75,7 +75,7 @@ func (h portHolder) String() string {
 
 // listeners returns who listens on TCP port, through /proc/net/tcp{,6} and
 // the socket inodes in /proc/PID/fd; nil when nobody does.
-func listeners(port int, marker []byte) []portHolder {
+func listeners(port int, markers [][]byte) []portHolder {
 	want := map[uint64]bool{}
 	for _, file := range []string{"/net/tcp", "/net/tcp6"} {
 		data, err := os.ReadFile(procfs.Root + file)
@@ -105,7 +105,7 @@ func listeners(port int, marker []byte) []portHolder {
 			}
 			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
 			if err == nil && want[ino] {
-				holders = append(holders, portHolder{pid: pid, cmdline: procfs.CommandLine(pid), leftover: procfs.HasEnv(pid, marker)})
+				holders = append(holders, portHolder{pid: pid, cmdline: procfs.CommandLine(pid), leftover: procfs.HasEnv(pid, markers...)})
 				delete(want, ino)
 				break
 			}
@@ -119,12 +119,12 @@ func listeners(port int, marker []byte) []portHolder {
 
 // waitPorts waits until nobody listens on ports, naming the holders it
 // finds; it fails when timeout passes, or when pause reports a stop request.
-func waitPorts(ports []int, timeout time.Duration, marker []byte, log *logs.Logger, pause func(time.Duration) bool) error {
+func waitPorts(ports []int, timeout time.Duration, markers [][]byte, log *logs.Logger, pause func(time.Duration) bool) error {
 	end := time.Now().Add(timeout)
 	for _, port := range ports {
 		named := false
 		for {
-			holders := listeners(port, marker)
+			holders := listeners(port, markers)
 			if len(holders) == 0 {
 				break
 			}

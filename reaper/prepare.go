@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -39,19 +40,26 @@ func (s *supervisor) prepare() (int, bool) {
 	if s.cfg.Cgroup != CgroupOff {
 		_, parentDir, parentPath, cgErr = s.files.Group("")
 	}
-	var previous []byte // the previous run's marker: its leftovers carry it
+	var previous [][]byte // the earlier runs' markers: their leftovers carry them
 	if named {
 		sweep := &instance.Sweep{Name: s.instance, Previous: s.lock.Previous, Self: s.self, StopSignal: s.cfg.StopSignal,
 			Grace: s.cfg.Grace, KillWait: killWait, Log: s.log, Stop: s.caught.stopRequested}
 		if cgErr == nil {
 			sweep.Stale, _ = cgroup.Open(parentDir, parentPath, instance.LeafName(s.instance))
 		}
-		sweep.Run()
-		if s.lock.Previous != "" {
-			previous = instance.Marker(instance.Value(s.instance, s.lock.Previous))
+		if !s.walkable {
+			sweep.Blind = true
+			s.log.Warn("/proc belongs to another PID namespace: only the earlier run's cgroup is swept, if any",
+				logs.String("instance", s.instance))
 		}
+		if sweep.Run() && s.walkable {
+			if err := s.lock.Swept(); err != nil {
+				s.log.Warn("cannot record the sweep: the next run sweeps again", logs.Err(err))
+			}
+		}
+		previous = sweep.Markers()
 	}
-	if len(s.cfg.WaitPorts) > 0 {
+	if len(s.cfg.WaitPorts) > 0 && s.caught.early == 0 {
 		err := waitPorts(s.cfg.WaitPorts, s.cfg.WaitPortTimeout, previous, s.log, s.caught.pause)
 		if err != nil && s.caught.early == 0 {
 			s.log.Error(err.Error())
@@ -83,8 +91,14 @@ func (s *supervisor) prepare() (int, bool) {
 func (s *supervisor) takeLock() (int, bool) {
 	lock, err := instance.Take(s.instance)
 	var running *instance.ErrRunning
+	if errors.As(err, &running) && s.cfg.Replace && !s.walkable {
+		// /proc/locks names the holder in another PID namespace: not a pid
+		// to signal from here.
+		s.log.Error("--replace needs a /proc of reaper's own PID namespace (e.g. unshare --mount-proc)")
+		return ExitUsage, false
+	}
 	if errors.As(err, &running) && s.cfg.Replace {
-		lock, err = instance.Replace(s.instance, running.PID, 2*s.cfg.Grace+killWait, killWait, s.log, s.caught.stopRequested)
+		lock, err = instance.Replace(s.instance, running.PID, 2*s.cfg.Grace+2*killWait, killWait, s.log, s.caught.stopRequested)
 	}
 	if err == nil {
 		s.lock = lock
@@ -124,7 +138,8 @@ func (s *supervisor) noCgroup(err error) (int, bool) {
 // missing, or refusing CLONE_INTO_CGROUP) makes it start COMMAND outside.
 func (s *supervisor) start() (int, error) {
 	set := []string{instance.Var + "=" + s.marker}
-	if s.relay = s.openRelay(); s.relay != nil {
+	var commandPID atomic.Int64
+	if s.relay = s.openRelay(&commandPID); s.relay != nil {
 		set = append(set, notify.Variable+"="+s.relay.Address())
 	}
 	opts := spawnOptions{
@@ -150,26 +165,63 @@ func (s *supervisor) start() (int, error) {
 	if err == nil && s.leaf != nil {
 		s.log.Info("contained", logs.String("cgroup", s.leaf.Dir))
 	}
+	commandPID.Store(int64(pid))
 	return pid, err
 }
 
 // openRelay starts relaying the notifications of COMMAND's tree to systemd
 // when reaper runs with NOTIFY_SOCKET (Type=notify units, the watchdog),
-// and returns the relay, or nil. A datagram is relayed when its sender
-// descends from reaper.
-func (s *supervisor) openRelay() *notify.Relay {
+// and returns the relay, or nil. commandPID is COMMAND's pid once it runs.
+// See acceptSender for who is relayed.
+func (s *supervisor) openRelay(commandPID *atomic.Int64) *notify.Relay {
 	upstream, ok := os.LookupEnv(notify.Variable)
 	if !ok {
 		return nil
 	}
-	self := s.self
-	relay, err := notify.Open(upstream, func(c unix.Ucred) bool { return procfs.Descends(int(c.Pid), self) }, s.log)
+	self, walkable, euid := s.self, s.walkable, os.Geteuid()
+	accept := func(c unix.Ucred) bool {
+		return acceptSender(c, self, int(commandPID.Load()), walkable, euid)
+	}
+	relay, err := notify.Open(upstream, accept, s.log)
 	if err != nil {
 		s.log.Warn("cannot relay notifications: COMMAND gets the service manager's socket as it is", logs.Err(err))
 		return nil
 	}
 	go relay.Serve()
 	return relay
+}
+
+// acceptSender decides whether a notification from sender (as the kernel
+// attests it) is relayed: when the sender descends from reaper (self), or,
+// where /proc shows another PID namespace (walkable false) and cannot
+// tell, when it is COMMAND (cmd) or in COMMAND's process group. A sender
+// that is gone before its datagram is read (systemd-notify in a script
+// exits at once) can no longer be placed: it is relayed when its user is
+// reaper's (euid) or COMMAND's, whom no other user can act as.
+func acceptSender(sender unix.Ucred, self, cmd int, walkable bool, euid int) bool {
+	pid := int(sender.Pid)
+	if pid <= 0 {
+		return false
+	}
+	if walkable && procfs.Descends(pid, self) {
+		return true
+	}
+	if !walkable && cmd != 0 {
+		if pgid, err := unix.Getpgid(pid); pid == cmd || err == nil && pgid == cmd {
+			return true
+		}
+	}
+	if unix.Kill(pid, 0) != unix.ESRCH {
+		return false // alive, and not in COMMAND's tree
+	}
+	if int(sender.Uid) == euid {
+		return true
+	}
+	if walkable && cmd != 0 {
+		ids, err := procfs.UIDs(cmd)
+		return err == nil && ids[0] == int(sender.Uid)
+	}
+	return false
 }
 
 // startFailed reports why COMMAND did not start and returns the exit code.

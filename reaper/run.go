@@ -24,10 +24,11 @@ import (
 	"github.com/reaper-init/reaper/signals"
 )
 
-// killWait bounds how long reaper waits for SIGKILLed processes to go. Only a
+// killWait bounds how long reaper waits for SIGKILLed processes to go; a
+// teardown waits it twice, killing what is left again in between. Only a
 // process stuck in uninterruptible sleep, or one reaper may not signal (a
-// setuid program under an unprivileged reaper), outlives it.
-const killWait = 10 * time.Second
+// setuid program under an unprivileged reaper), outlives both.
+const killWait = 5 * time.Second
 
 // command is COMMAND, as the event loop knows it. The fast forwarder reads
 // it too, under mu: kill(2) on COMMAND's pid or group must not follow

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -115,4 +116,34 @@ func pending(pid int, sig syscall.Signal) bool {
 		}
 	}
 	return false
+}
+
+// TestRouteMovesWhatCameEarly: a signal caught before route went where
+// the default policy sends it; route moves it where the parsed policy
+// gives it (with --stop-on=INT, a SIGINT is a stop request, and a SIGTERM
+// is not), and one that reached both channels counts once.
+func TestRouteMovesWhatCameEarly(t *testing.T) {
+	saved := signalNotify
+	signalNotify = func(chan<- os.Signal, ...os.Signal) {} // the test's signals are put in by hand
+	defer func() { signalNotify = saved }()
+	c := &Signals{sigs: make(chan os.Signal, 64), stops: make(chan os.Signal, 8)}
+	c.sigs <- syscall.SIGINT // before route: the default policy's place
+	c.sigs <- syscall.SIGHUP // not a stop request under either policy
+	c.stops <- syscall.SIGTERM
+	c.sigs <- syscall.SIGUSR1 // after route's Notify: on both channels
+	c.stops <- syscall.SIGUSR1
+	c.route(signals.Policy{StopOn: []syscall.Signal{syscall.SIGINT}})
+	drain := func(ch chan os.Signal) []syscall.Signal {
+		var got []syscall.Signal
+		for len(ch) > 0 {
+			got = append(got, (<-ch).(syscall.Signal))
+		}
+		return got
+	}
+	if got := drain(c.stops); !slices.Equal(got, []syscall.Signal{syscall.SIGINT}) {
+		t.Errorf("stop requests %v, want [interrupt]", got)
+	}
+	if got := drain(c.sigs); !slices.Equal(got, []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM}) {
+		t.Errorf("signals to forward %v, want [hangup user defined signal 1 terminated]", got)
+	}
 }

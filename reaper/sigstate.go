@@ -105,8 +105,9 @@ func (c *Signals) notify(sigs []os.Signal) {
 // other signal the sigs channel, where they differ from the default
 // policy: a signal caught on one more channel (Notify again, which costs
 // no round trip once the signal is caught). Such a signal then arrives on
-// both, and each reader passes over what is not its own (isStop). Call it
-// once fatalCaught is closed.
+// both, and each reader passes over what is not its own (isStop). What
+// came before is moved to where the policy says it goes (see reroute).
+// Call it once fatalCaught is closed.
 func (c *Signals) route(policy signals.Policy) {
 	c.policy = policy
 	ignored := map[syscall.Signal]bool{}
@@ -120,6 +121,44 @@ func (c *Signals) route(policy signals.Policy) {
 			signalNotify(c.stops, sig)
 		case !policy.IsStop(sig) && sig == defaultStop:
 			signalNotify(c.sigs, sig)
+		}
+	}
+	c.reroute()
+}
+
+// reroute moves the signals waiting in the channels to those the policy
+// gives them: one caught before route went where the default policy sends
+// it, where its new reader would pass over it (a SIGINT with --stop-on=INT
+// would be lost). One caught since route went to both channels, and
+// counts once.
+func (c *Signals) reroute() {
+	var waiting []syscall.Signal
+	seen := [2]map[syscall.Signal]int{{}, {}}
+	for i, ch := range []chan os.Signal{c.sigs, c.stops} {
+	drain:
+		for {
+			select {
+			case sig := <-ch:
+				waiting = append(waiting, sig.(syscall.Signal))
+				seen[i][sig.(syscall.Signal)]++
+			default:
+				break drain
+			}
+		}
+	}
+	placed := map[syscall.Signal]int{}
+	for _, sig := range waiting {
+		if placed[sig] == max(seen[0][sig], seen[1][sig]) {
+			continue
+		}
+		placed[sig]++
+		ch := c.sigs
+		if c.isStop(sig) {
+			ch = c.stops
+		}
+		select {
+		case ch <- sig:
+		default: // as os/signal does with a full channel
 		}
 	}
 }

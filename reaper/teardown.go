@@ -114,7 +114,7 @@ func (s *supervisor) killTree() {
 	}
 }
 
-// giveUp ends a run whose SIGKILLed processes did not go within killWait.
+// giveUp ends a run whose SIGKILLed processes did not go within two kill waits.
 func (s *supervisor) giveUp() {
 	var pids []int
 	s.tree.Walk(func(h *handle.Handle) {
@@ -122,7 +122,7 @@ func (s *supervisor) giveUp() {
 		h.Close()
 	})
 	s.log.Error("processes still run after SIGKILL (uninterruptible sleep, or not reaper's to signal); giving up on them",
-		logs.Ints("pids", pids), logs.Duration("waited", killWait))
+		logs.Ints("pids", pids), logs.Duration("waited", 2*killWait))
 	if !s.cmd.reaped {
 		s.cmd.lost = true
 	}
@@ -157,7 +157,7 @@ type teardown struct {
 	byToken   map[int32]*tracked // processes the watcher still watches
 	nextToken int32
 	watcher   *handle.Watcher // nil until the first pidfd, and when none can be made
-	noWatcher bool            // making the watcher failed: exits of non-children are not seen
+	noWatcher bool            // making or filling the watcher failed: exits of non-children are not seen
 	alive     int             // tracked processes not seen to exit yet
 	quiet     bool            // alive dropped to 0 since the last walk
 	// wantCommands reads every tracked process's command line (for the
@@ -230,6 +230,9 @@ func (td *teardown) watch(t *tracked) {
 	}
 	td.nextToken++
 	if err := td.watcher.Add(t.h, td.nextToken); err != nil {
+		// An exit it cannot see would keep the stop waiting for quiet.
+		td.log.Warn("cannot watch for exits: walking again at every event", logs.Int("pid", t.h.PID), logs.Err(err))
+		td.noWatcher = true
 		return
 	}
 	t.token = td.nextToken

@@ -238,11 +238,22 @@ func (c *Leaf) Procs() ([]int, error) {
 		if err != nil {
 			return nil
 		}
-		listed, _ := procfs.ParseChildren(data) // the same format: pids and white space
-		pids = append(pids, listed...)
+		pids = append(pids, ParseProcs(data)...)
 		return nil
 	})
 	return pids, err
+}
+
+// ParseProcs reads a cgroup.procs file: one pid a line. A process of a
+// PID namespace the reader cannot see is listed as 0, and skipped.
+func ParseProcs(data []byte) []int {
+	var pids []int
+	for _, f := range strings.Fields(string(data)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // Contains reports whether pid is in the group or below it, per

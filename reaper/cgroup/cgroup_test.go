@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -104,4 +105,13 @@ func FuzzParseMount(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, controller string) {
 		ParseMount(data, controller)
 	})
+}
+
+// TestParseProcs: a 0 (a process of a PID namespace the reader cannot see)
+// or a bad line is skipped, and the rest of the list kept.
+func TestParseProcs(t *testing.T) {
+	got := ParseProcs([]byte("12\n0\n34\nx\n-5\n56\n"))
+	if !slices.Equal(got, []int{12, 34, 56}) {
+		t.Errorf("ParseProcs = %v, want [12 34 56]", got)
+	}
 }

@@ -1,7 +1,9 @@
 package instance
 
 import (
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,7 +50,7 @@ func TestParseLocks(t *testing.T) {
 	}{
 		{0, 0x2d, 5678, 1234, true}, // the flock, not the POSIX lock nor the waiter
 		{0x103, 2, 42, 77, true},    // device numbers written with three digits
-		{0, 0x2e, 42, 77, true},     // another device, the one flock on that inode
+		{0, 0x2e, 42, 0, false},     // the same inode on another device is another file
 		{0, 0x2d, 1, 0, false},
 		{0, 5, 9, 0, false}, // an OFD lock is no flock
 	} {
@@ -106,27 +108,54 @@ func TestLockFileTrust(t *testing.T) {
 	}
 }
 
-func TestRecordCarriesTheToken(t *testing.T) {
+// TestRecordCarriesTheTokens: a run's record names its token and, until
+// its sweep ends, the tokens it has yet to sweep; a later run reads them
+// all, and nothing that is not a token.
+func TestRecordCarriesTheTokens(t *testing.T) {
 	dir := t.TempDir()
-	first := &Lock{Dir: dir, Name: "x", Token: "0123abcd"}
-	var err error
-	if first.fd, err = openLockFile(dir, "x"); err != nil {
-		t.Fatal(err)
+	open := func(token string) *Lock {
+		t.Helper()
+		l := &Lock{Dir: dir, Name: "x", Token: token}
+		var err error
+		if l.fd, err = openLockFile(dir, "x"); err != nil {
+			t.Fatal(err)
+		}
+		l.Previous = l.readRecord()
+		if err := l.writeRecord(l.Previous); err != nil {
+			t.Fatal(err)
+		}
+		return l
 	}
-	if err := first.writeRecord(); err != nil {
-		t.Fatal(err)
-	}
+	first := open("01")
 	first.Release()
-	second := &Lock{Dir: dir, Name: "x"}
-	if second.fd, err = openLockFile(dir, "x"); err != nil {
+	second := open("02") // stopped in its sweep: it never calls Swept
+	if !slices.Equal(second.Previous, []string{"01"}) {
+		t.Errorf("second run sweeps %q, want [01]", second.Previous)
+	}
+	second.Release()
+	third := open("03")
+	if !slices.Equal(third.Previous, []string{"02", "01"}) {
+		t.Errorf("third run sweeps %q, want [02 01]: the unswept token was lost", third.Previous)
+	}
+	if err := third.Swept(); err != nil {
 		t.Fatal(err)
 	}
-	defer second.Release()
-	if got := second.readRecord(); got != "0123abcd" {
-		t.Errorf("previous token %q, want 0123abcd", got)
+	third.Release()
+	fourth := open("04")
+	if !slices.Equal(fourth.Previous, []string{"03"}) {
+		t.Errorf("fourth run sweeps %q, want [03]", fourth.Previous)
 	}
-	os.WriteFile(dir+"/x.lock", []byte("pid 1\ntoken ../../etc\n"), 0o600)
-	if got := second.readRecord(); got != "" {
+	fourth.Release()
+	for i := 0; i < 3*maxUnswept; i++ { // runs that never finish a sweep
+		open(fmt.Sprintf("%x", 0x100+i)).Release()
+	}
+	last := open("ff")
+	defer last.Release()
+	if len(last.Previous) != maxUnswept+1 || last.Previous[0] != fmt.Sprintf("%x", 0x100+3*maxUnswept-1) {
+		t.Errorf("after many unswept runs the record holds %q, want the newest %d", last.Previous, maxUnswept+1)
+	}
+	os.WriteFile(dir+"/x.lock", []byte("pid 1\ntoken ../../etc\nunswept 12 34\n"), 0o600)
+	if got := last.readRecord(); len(got) != 0 {
 		t.Errorf("a token that is no hex string was read: %q", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,15 +25,23 @@ import (
 // when its holder dies, however it dies, and which no other descriptor's
 // close can release (a POSIX record lock would be, by any close of any
 // descriptor of the file in the holding process). The file records the
-// run: its pid and its token, which the next run reads to sweep.
+// run: its pid, its token, and the tokens of earlier runs whose sweep has
+// not ended yet, which the next run reads to sweep.
 type Lock struct {
 	Dir  string // where the lock file is
 	Name string // the instance
-	// Token is this run's, fresh; Previous is the token of the run that
-	// held the lock before (empty when none did, or it left no record).
-	Token, Previous string
-	fd              int
+	// Token is this run's, fresh.
+	Token string
+	// Previous holds the tokens whose leftovers are to be swept: the run
+	// that held the lock before, and those whose sweep a stop or a crash
+	// cut short (empty when no run left a record).
+	Previous []string
+	fd       int
 }
+
+// maxUnswept bounds the tokens a record carries: runs that each stopped
+// in their own sweep, again and again, are not remembered for ever.
+const maxUnswept = 8
 
 // Dir returns the directory where the locks of the user reaper runs as
 // live, and makes it if need be: /run/reaper for root; for another user,
@@ -164,17 +173,18 @@ func Take(name string) (*Lock, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		pid, _ := holder(fd)
+	if err := lockOrName(fd); err != nil {
 		unix.Close(fd)
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, &ErrRunning{Name: name, PID: pid}
+		var running *ErrRunning
+		if errors.As(err, &running) {
+			running.Name = name
+			return nil, running
 		}
 		return nil, fmt.Errorf("instance lock %s: %w", lockPath(dir, name), err)
 	}
 	l := &Lock{Dir: dir, Name: name, fd: fd, Token: token.New(16)}
 	l.Previous = l.readRecord()
-	if err := l.writeRecord(); err != nil {
+	if err := l.writeRecord(l.Previous); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("instance lock %s: %w", lockPath(dir, name), err)
 	}
@@ -182,6 +192,22 @@ func Take(name string) (*Lock, error) {
 }
 
 func lockPath(dir, name string) string { return dir + "/" + name + ".lock" }
+
+// lockOrName takes the flock on fd, or returns an *ErrRunning naming its
+// holder. A holder that let go between the two (a replaced instance
+// exiting) is no holder: the lock is tried once more.
+func lockOrName(fd int) error {
+	for try := 0; ; try++ {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		pid, held := holder(fd)
+		if held || try > 0 {
+			return &ErrRunning{PID: pid}
+		}
+	}
+}
 
 // openLockFile opens (or makes) the lock file of name in dir.
 func openLockFile(dir, name string) (int, error) {
@@ -201,21 +227,31 @@ func openLockFile(dir, name string) (int, error) {
 	return fd, nil
 }
 
-// The record in a lock file: "pid N\ntoken T\n".
+// The record in a lock file:
+//
+//	pid N
+//	token T
+//	unswept U
+//
+// with one "unswept" line per token whose leftovers this run has yet to
+// sweep, until its sweep ends (Swept).
 
-// readRecord returns the token of the run that wrote the file last.
-func (l *Lock) readRecord() string {
-	var buf [256]byte
+// readRecord returns the tokens of the run that wrote the file last, its
+// own first and then those it had not swept, at most maxUnswept+1.
+func (l *Lock) readRecord() []string {
+	var buf [4096]byte
 	n, err := unix.Pread(l.fd, buf[:], 0)
 	if err != nil {
-		return ""
+		return nil
 	}
+	var tokens []string
 	for _, line := range strings.Split(string(buf[:n]), "\n") {
-		if v, ok := strings.CutPrefix(line, "token "); ok && isHex(v) {
-			return v
+		key, v, _ := strings.Cut(line, " ")
+		if (key == "token" || key == "unswept") && isHex(v) && !slices.Contains(tokens, v) && len(tokens) <= maxUnswept {
+			tokens = append(tokens, v)
 		}
 	}
-	return ""
+	return tokens
 }
 
 func isHex(s string) bool {
@@ -227,14 +263,26 @@ func isHex(s string) bool {
 	return s != ""
 }
 
-// writeRecord writes this run's record.
-func (l *Lock) writeRecord() error {
+// writeRecord writes this run's record, with the tokens in unswept.
+func (l *Lock) writeRecord(unswept []string) error {
 	record := fmt.Sprintf("pid %d\ntoken %s\n", os.Getpid(), l.Token)
+	for _, t := range unswept {
+		record += "unswept " + t + "\n"
+	}
 	if err := unix.Ftruncate(l.fd, 0); err != nil {
 		return err
 	}
 	_, err := unix.Pwrite(l.fd, []byte(record), 0)
 	return err
+}
+
+// Swept records that the leftovers of Previous are gone: a later run need
+// only sweep this run's.
+func (l *Lock) Swept() error {
+	if len(l.Previous) == 0 {
+		return nil
+	}
+	return l.writeRecord(nil)
 }
 
 // Release drops the lock; the file stays, with this run's token for the
@@ -265,30 +313,25 @@ func holder(fd int) (int, bool) {
 //	1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF
 //
 // The kernel writes the device of the file's superblock, which a stat of
-// the file may not show (btrfs subvolumes): failing an exact match, the one
-// flock on that inode is taken.
+// the file may not show (btrfs subvolumes): then nothing matches, and the
+// holder is not named, rather than named wrongly (an inode number alone
+// could be another file's, on another device).
 func parseLocks(data []byte, major, minor uint32, ino uint64) (int, bool) {
 	want := fmt.Sprintf("%02x:%02x:%d", major, minor, ino)
-	var byInode []int
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 6 || f[1] != "FLOCK" || f[0] == "->" {
-			continue // a waiter ("->") or another kind of lock
+		if len(f) < 6 || f[1] != "FLOCK" {
+			continue // a waiter ("2: -> FLOCK ...") or another kind of lock
+		}
+		if !sameDevIno(f[5], want) {
+			continue
 		}
 		pid, err := strconv.Atoi(f[4])
 		if err != nil || pid < 0 {
 			pid = 0
 		}
-		if sameDevIno(f[5], want) {
-			return pid, true
-		}
-		if parts := strings.Split(f[5], ":"); len(parts) == 3 && parts[2] == strconv.FormatUint(ino, 10) {
-			byInode = append(byInode, pid)
-		}
-	}
-	if len(byInode) == 1 {
-		return byInode[0], true
+		return pid, true
 	}
 	return 0, false
 }

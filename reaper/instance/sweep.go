@@ -2,7 +2,6 @@ package instance
 
 import (
 	"os"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -15,12 +14,16 @@ import (
 // Sweep tears down what the previous run of an instance left behind.
 type Sweep struct {
 	Name string
-	// Previous is the previous run's token (Lock.Previous): only processes
-	// whose marker carries it are leftovers. Empty: none is sought by its
-	// marker.
-	Previous string
+	// Previous holds the tokens of the runs to sweep (Lock.Previous): only
+	// processes whose marker carries one of them are leftovers. Empty:
+	// none is sought by its marker.
+	Previous []string
 	Self     int          // reaper's pid: it and its ancestors are never swept
 	Stale    *cgroup.Leaf // the previous run's cgroup, if it is still there
+	// Blind says /proc shows another PID namespace, whose pids are not
+	// reaper's to signal: nothing is sought by its marker, and the stale
+	// cgroup is killed whole (cgroup.kill) without a grace period.
+	Blind bool
 	// StopSignal, Grace and KillWait are the stop's: the stop signal to
 	// all at once, one grace period, then SIGKILL, whose effect is awaited
 	// KillWait at most.
@@ -41,17 +44,21 @@ type leftover struct {
 // Run sweeps: the processes in the stale cgroup and those carrying the
 // previous run's marker. The policy is a stop's: the stop signal to all at
 // once, one grace period, then SIGKILL (cgroup.kill for the cgroup), again
-// until nothing is left.
-func (s *Sweep) Run() {
+// until nothing is left. It reports whether it ran to its end: false when
+// a stop request cut it short, or leftovers kept appearing, and some may
+// remain.
+func (s *Sweep) Run() bool {
 	began := time.Now()
 	seen := map[int]bool{}
 	spared := ancestors(s.Self)
 	signal := s.StopSignal
 	// A few rounds: each finds what appeared since (a leftover that forked
 	// while the previous round killed), and round one is the usual case.
+	complete := false
 	for round := 0; round < 5 && !s.Stop(); round++ {
 		found := s.leftovers(seen, spared)
 		if len(found) == 0 {
+			complete = true
 			break
 		}
 		hs := make([]*handle.Handle, 0, len(found))
@@ -84,6 +91,7 @@ func (s *Sweep) Run() {
 		}
 	}
 	s.removeStale()
+	return complete && !s.Stop()
 }
 
 // removeStale empties the stale cgroup and removes it.
@@ -109,6 +117,9 @@ func (s *Sweep) removeStale() {
 // cgroup, and processes carrying the previous run's marker that another
 // user could not have made so (see trusted). spared are never leftovers.
 func (s *Sweep) leftovers(seen, spared map[int]bool) []leftover {
+	if s.Blind {
+		return nil
+	}
 	var found []leftover
 	add := func(h *handle.Handle) {
 		if seen[h.PID] {
@@ -129,37 +140,44 @@ func (s *Sweep) leftovers(seen, spared map[int]bool) []leftover {
 			}
 		}
 	}
-	if s.Previous != "" {
-		for _, h := range findMarked(Marker(Value(s.Name, s.Previous)), spared) {
+	if markers := s.Markers(); len(markers) > 0 {
+		for _, h := range findMarked(markers, spared) {
 			add(h)
 		}
 	}
 	return found
 }
 
+// Markers returns the environment entries that leftovers carry: one for
+// each of the Previous tokens.
+func (s *Sweep) Markers() [][]byte {
+	var markers [][]byte
+	for _, t := range s.Previous {
+		markers = append(markers, Marker(Value(s.Name, t)))
+	}
+	return markers
+}
+
 // findMarked returns handles on the processes whose environment carries
-// marker and that another user could not have made so, spared aside. It
-// looks in reaper's own PID and mount namespaces only: a container that
-// happens to run an instance of the same name is not reaper's to sweep.
-func findMarked(marker []byte, spared map[int]bool) []*handle.Handle {
+// one of markers and that another user could not have made so, spared
+// aside. It looks in every namespace /proc shows: a marker's token is
+// fresh for each run, so only that run's processes carry it, in whatever
+// namespaces they entered (a PrivateTmp= unit, a container it started).
+func findMarked(markers [][]byte, spared map[int]bool) []*handle.Handle {
 	pids, err := procfs.ListPIDs(procfs.Root)
 	if err != nil {
 		return nil
 	}
-	pidNS, mntNS := procfs.Namespace("self", "pid"), procfs.Namespace("self", "mnt")
 	euid := os.Geteuid()
 	var found []*handle.Handle
 	for _, pid := range pids {
-		if spared[pid] || !procfs.HasEnv(pid, marker) {
-			continue
-		}
-		if id := strconv.Itoa(pid); procfs.Namespace(id, "pid") != pidNS || procfs.Namespace(id, "mnt") != mntNS {
+		if spared[pid] || !procfs.HasEnv(pid, markers...) {
 			continue
 		}
 		// pidfd first, the owner and the marker again after: the pid may
 		// have been reused by a process that is no leftover.
 		h, err := handle.Open(pid, func() error {
-			if !trusted(pid, euid) || !procfs.HasEnv(pid, marker) {
+			if !trusted(pid, euid) || !procfs.HasEnv(pid, markers...) {
 				return handle.ErrGone
 			}
 			return nil

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,7 +61,7 @@ func New(w io.Writer, format string, verbosity int) (*Logger, error) {
 	default:
 		return nil, fmt.Errorf("log format %q is neither console nor json", format)
 	}
-	return &Logger{core: zapcore.NewCore(enc, zapcore.AddSync(&quitOnError{w: w}), level)}, nil
+	return &Logger{core: zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(&quitOnError{w: w})), level)}, nil
 }
 
 // Discard returns a Logger that writes nothing.
@@ -147,18 +148,20 @@ func (v ints) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 	return nil
 }
 
-// quitOnError passes writes on until one fails, then drops them all.
+// quitOnError passes writes on until one fails, then drops them all. The
+// logger serialises writes (zapcore.Lock): the event loop and the
+// notification relay log from goroutines of their own.
 type quitOnError struct {
 	w      io.Writer
-	broken bool
+	broken atomic.Bool
 }
 
 func (q *quitOnError) Write(p []byte) (int, error) {
-	if q.broken {
+	if q.broken.Load() {
 		return len(p), nil
 	}
 	if _, err := q.w.Write(p); err != nil {
-		q.broken = true
+		q.broken.Store(true)
 	}
 	return len(p), nil
 }

@@ -38,9 +38,9 @@
 //     wrapper's); accept decides from them. A datagram without credentials
 //     never reaches accept. Refused datagrams are counted (Stats) and
 //     logged at debug level. The sender's pid is the one it had when it
-//     sent: accept sees it when the datagram is relayed, so a sender that
-//     has exited since may no longer be recognised (the manager's own
-//     NotifyAccess=all has the same limit; sd_notify_barrier avoids it).
+//     sent: accept sees it when the datagram is relayed, when the sender
+//     may have exited (systemd-notify in a script does at once); accept
+//     must decide such a case from the credentials alone.
 //     A sender with CAP_SYS_ADMIN can claim another pid.
 //   - Datagrams longer than 16 KiB (systemd 252 itself accepts 4 KiB), or
 //     whose control data did not fit: dropped with a warning, never relayed

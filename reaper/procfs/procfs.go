@@ -206,9 +206,9 @@ func CommandLine(pid int) string {
 }
 
 // HasEnv reports whether the environment of pid, as /proc/PID/environ
-// shows it, holds the entry kv exactly ("NAME=value").
-func HasEnv(pid int, kv []byte) bool {
-	if len(kv) == 0 {
+// shows it, holds one of the entries kvs exactly ("NAME=value").
+func HasEnv(pid int, kvs ...[]byte) bool {
+	if len(kvs) == 0 {
 		return false
 	}
 	var buf [4096]byte
@@ -217,18 +217,13 @@ func HasEnv(pid int, kv []byte) bool {
 		return false
 	}
 	for _, entry := range bytes.Split(data, []byte{0}) {
-		if bytes.Equal(entry, kv) {
-			return true
+		for _, kv := range kvs {
+			if len(kv) > 0 && bytes.Equal(entry, kv) {
+				return true
+			}
 		}
 	}
 	return false
-}
-
-// Namespace returns the namespace link of process (a pid, or "self") for
-// kind ("pid", "mnt"), "" when it cannot be read.
-func Namespace(process, kind string) string {
-	link, _ := os.Readlink(Root + "/" + process + "/ns/" + kind)
-	return link
 }
 
 // ListPIDs returns the numeric entries of a /proc directory.

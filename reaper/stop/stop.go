@@ -99,12 +99,13 @@ func (a Action) String() string { return actionNames[a] }
 
 // Machine is one run's stop.
 type Machine struct {
-	grace    time.Duration
-	wait     bool
-	phase    Phase
-	reason   Reason
-	requests int // stop requests received since the stop began
-	timedOut bool
+	grace       time.Duration
+	wait        bool
+	phase       Phase
+	reason      Reason
+	requests    int // stop requests received since the stop began
+	timedOut    bool
+	killedTwice bool // the kill wait expired once, and the tree was killed again
 }
 
 // New returns the machine of a run with this grace period; wait is --wait
@@ -200,6 +201,13 @@ func (m *Machine) killing(ev Event) []Action {
 		m.phase = Done
 		return []Action{Finish}
 	case KillWaitExpired:
+		if !m.killedTwice {
+			// One more kill for what came since the last walk without the
+			// tree going quiet (a process stuck in the kernel keeps it from
+			// it), then a last wait.
+			m.killedTwice = true
+			return []Action{ArmKillWait, KillTree}
+		}
 		m.phase = Done
 		return []Action{GiveUp}
 	}

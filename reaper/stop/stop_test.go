@@ -91,6 +91,7 @@ func TestMachine(t *testing.T) {
 			steps: []step{
 				{CommandExit, []Action{SignalTree, ArmGrace}},
 				{GraceExpired, []Action{ArmKillWait, KillTree}},
+				{KillWaitExpired, []Action{ArmKillWait, KillTree}}, // once more, for what came since
 				{KillWaitExpired, []Action{GiveUp}},
 				{TreeEmpty, nil},
 			}, phase: Done, reason: CommandExited},
