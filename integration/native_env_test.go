@@ -34,6 +34,9 @@ func TestPidVariablesNameCommand(t *testing.T) {
 		// and removed.
 		{"stray trampoline variable", `LISTEN_PID=$$ WATCHDOG_PID=$$ REAPER_EXEC_WITH_PID=$PPID:1:2:LISTEN_PID:/bin/false`,
 			func(pid string) string { return pid + " " + pid + " " + pid }},
+		// reaper's own file, but another parent: still stray.
+		{"stray trampoline variable naming reaper's file", `LISTEN_PID=$$ WATCHDOG_PID=$$ REAPER_EXEC_WITH_PID=1:$(stat -L -c %d:%i "$REAPER"):LISTEN_PID:/bin/false`,
+			func(pid string) string { return pid + " " + pid + " " + pid }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), deadline)

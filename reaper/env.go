@@ -88,8 +88,8 @@ func Trampoline() {
 	}
 	os.Unsetenv(execVar)
 	fields := strings.SplitN(value, ":", 5)
-	if len(fields) != 5 || fields[0] != strconv.Itoa(os.Getppid()) ||
-		fields[1]+":"+fields[2] != ownFile() || ownFile() == "" {
+	own := ownFile()
+	if len(fields) != 5 || fields[0] != strconv.Itoa(os.Getppid()) || own == "" || fields[1]+":"+fields[2] != own {
 		return // not started by reaper: a stray variable, ignored
 	}
 	vars, path := fields[3], fields[4]

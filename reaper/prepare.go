@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -138,8 +137,7 @@ func (s *supervisor) noCgroup(err error) (int, bool) {
 // missing, or refusing CLONE_INTO_CGROUP) makes it start COMMAND outside.
 func (s *supervisor) start() (int, error) {
 	set := []string{instance.Var + "=" + s.marker}
-	var commandPID atomic.Int64
-	if s.relay = s.openRelay(&commandPID); s.relay != nil {
+	if s.relay = s.openRelay(); s.relay != nil {
 		set = append(set, notify.Variable+"="+s.relay.Address())
 	}
 	opts := spawnOptions{
@@ -165,22 +163,23 @@ func (s *supervisor) start() (int, error) {
 	if err == nil && s.leaf != nil {
 		s.log.Info("contained", logs.String("cgroup", s.leaf.Dir))
 	}
-	commandPID.Store(int64(pid))
+	if err == nil {
+		s.relayCommand.Store(int64(pid))
+	}
 	return pid, err
 }
 
 // openRelay starts relaying the notifications of COMMAND's tree to systemd
 // when reaper runs with NOTIFY_SOCKET (Type=notify units, the watchdog),
-// and returns the relay, or nil. commandPID is COMMAND's pid once it runs.
-// See acceptSender for who is relayed.
-func (s *supervisor) openRelay(commandPID *atomic.Int64) *notify.Relay {
+// and returns the relay, or nil. See acceptSender for who is relayed.
+func (s *supervisor) openRelay() *notify.Relay {
 	upstream, ok := os.LookupEnv(notify.Variable)
 	if !ok {
 		return nil
 	}
 	self, walkable, euid := s.self, s.walkable, os.Geteuid()
 	accept := func(c unix.Ucred) bool {
-		return acceptSender(c, self, int(commandPID.Load()), walkable, euid)
+		return acceptSender(c, self, int(s.relayCommand.Load()), walkable, euid)
 	}
 	relay, err := notify.Open(upstream, accept, s.log)
 	if err != nil {
@@ -194,10 +193,13 @@ func (s *supervisor) openRelay(commandPID *atomic.Int64) *notify.Relay {
 // acceptSender decides whether a notification from sender (as the kernel
 // attests it) is relayed: when the sender descends from reaper (self), or,
 // where /proc shows another PID namespace (walkable false) and cannot
-// tell, when it is COMMAND (cmd) or in COMMAND's process group. A sender
-// that is gone before its datagram is read (systemd-notify in a script
-// exits at once) can no longer be placed: it is relayed when its user is
-// reaper's (euid) or COMMAND's, whom no other user can act as.
+// tell, when it is COMMAND (cmd, 0 once reaped) or in COMMAND's process
+// group. A sender that is gone before its datagram is read (systemd-notify
+// in a script exits at once) can no longer be placed: it is relayed when
+// its user is reaper's (euid), who could act as reaper anyway. Never on
+// the word of another user: anyone in the network namespace can find the
+// relay's abstract name, and a process that shares COMMAND's user (nobody,
+// www-data) is not COMMAND's.
 func acceptSender(sender unix.Ucred, self, cmd int, walkable bool, euid int) bool {
 	pid := int(sender.Pid)
 	if pid <= 0 {
@@ -211,17 +213,8 @@ func acceptSender(sender unix.Ucred, self, cmd int, walkable bool, euid int) boo
 			return true
 		}
 	}
-	if unix.Kill(pid, 0) != unix.ESRCH {
-		return false // alive, and not in COMMAND's tree
-	}
-	if int(sender.Uid) == euid {
-		return true
-	}
-	if walkable && cmd != 0 {
-		ids, err := procfs.UIDs(cmd)
-		return err == nil && ids[0] == int(sender.Uid)
-	}
-	return false
+	gone := unix.Kill(pid, 0) == unix.ESRCH
+	return gone && int(sender.Uid) == euid
 }
 
 // startFailed reports why COMMAND did not start and returns the exit code.

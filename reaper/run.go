@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,7 +67,11 @@ type supervisor struct {
 	lock     *instance.Lock
 	leaf     *cgroup.Leaf  // the cgroup COMMAND was born in, or nil
 	relay    *notify.Relay // relays COMMAND's notifications to systemd, or nil
-	tree     tree.Tree
+	// relayCommand is COMMAND's pid for the relay's goroutine (see
+	// acceptSender): 0 before COMMAND runs and once it is reaped, when its
+	// pid may be another process's.
+	relayCommand atomic.Int64
+	tree         tree.Tree
 
 	cmd     command
 	request syscall.Signal // the last stop request reaper received
@@ -396,6 +401,7 @@ func (s *supervisor) reapAll() (commandExited bool) {
 		}
 		if pid == s.cmd.pid && !s.cmd.reaped {
 			s.cmd.reaped, s.cmd.status, commandExited = true, status, true
+			s.relayCommand.Store(0)
 		}
 	}
 }

@@ -134,15 +134,22 @@ func (c *Signals) route(policy signals.Policy) {
 func (c *Signals) reroute() {
 	var waiting []syscall.Signal
 	seen := [2]map[syscall.Signal]int{{}, {}}
-	for i, ch := range []chan os.Signal{c.sigs, c.stops} {
-	drain:
-		for {
-			select {
-			case sig := <-ch:
-				waiting = append(waiting, sig.(syscall.Signal))
-				seen[i][sig.(syscall.Signal)]++
-			default:
-				break drain
+	// Until a pass finds both empty: a signal that reaches both channels
+	// while sigs is drained and stops is not yet is found in the next pass
+	// in sigs, and counted once still.
+	for more := true; more; {
+		more = false
+		for i, ch := range []chan os.Signal{c.sigs, c.stops} {
+		drain:
+			for {
+				select {
+				case sig := <-ch:
+					waiting = append(waiting, sig.(syscall.Signal))
+					seen[i][sig.(syscall.Signal)]++
+					more = true
+				default:
+					break drain
+				}
 			}
 		}
 	}

@@ -37,8 +37,8 @@ func TestCheckRefusesUnnamedRunNames(t *testing.T) {
 
 func TestParseLocks(t *testing.T) {
 	data := []byte(`1: POSIX  ADVISORY  WRITE 99 00:2d:5678 0 EOF
-2: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF
 2: -> FLOCK  ADVISORY  WRITE 4321 00:2d:5678 0 EOF
+2: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF
 3: FLOCK  ADVISORY  WRITE 77 103:02:42 0 EOF
 4: OFDLCK ADVISORY  READ  -1 00:05:9 0 EOF
 `)
@@ -47,16 +47,20 @@ func TestParseLocks(t *testing.T) {
 		ino          uint64
 		pid          int
 		found        bool
+		sameInode    []int
 	}{
-		{0, 0x2d, 5678, 1234, true}, // the flock, not the POSIX lock nor the waiter
-		{0x103, 2, 42, 77, true},    // device numbers written with three digits
-		{0, 0x2e, 42, 0, false},     // the same inode on another device is another file
-		{0, 0x2d, 1, 0, false},
-		{0, 5, 9, 0, false}, // an OFD lock is no flock
+		{0, 0x2d, 5678, 1234, true, nil}, // the flock, not the POSIX lock nor the waiter before it
+		{0x103, 2, 42, 77, true, nil},    // device numbers written with three digits
+		// The same inode on another device may be another file: only a
+		// candidate, for holder to check.
+		{0, 0x2e, 42, 0, false, []int{77}},
+		{0, 0x2d, 1, 0, false, nil},
+		{0, 5, 9, 0, false, nil}, // an OFD lock is no flock
 	} {
-		pid, found := parseLocks(data, tc.major, tc.minor, tc.ino)
-		if pid != tc.pid || found != tc.found {
-			t.Errorf("parseLocks(%x:%x:%d) = %d, %v; want %d, %v", tc.major, tc.minor, tc.ino, pid, found, tc.pid, tc.found)
+		pid, found, sameInode := parseLocks(data, tc.major, tc.minor, tc.ino)
+		if pid != tc.pid || found != tc.found || !slices.Equal(sameInode, tc.sameInode) {
+			t.Errorf("parseLocks(%x:%x:%d) = %d, %v, %v; want %d, %v, %v",
+				tc.major, tc.minor, tc.ino, pid, found, sameInode, tc.pid, tc.found, tc.sameInode)
 		}
 	}
 }
@@ -160,11 +164,32 @@ func TestRecordCarriesTheTokens(t *testing.T) {
 	}
 }
 
+// TestHasOpen: the check that confirms a flock found by inode number alone
+// names the very file (same device and inode) among the holder's open
+// descriptors.
+func TestHasOpen(t *testing.T) {
+	f, err := os.Create(t.TempDir() + "/x.lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !hasOpen(os.Getpid(), st.Dev, st.Ino) {
+		t.Error("this process's open file was not found")
+	}
+	if hasOpen(os.Getpid(), st.Dev+1, st.Ino) {
+		t.Error("the same inode number on another device was taken for the file")
+	}
+}
+
 func FuzzParseLocks(f *testing.F) {
 	f.Add([]byte("2: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF\n"), uint64(5678))
 	f.Add([]byte("2: FLOCK x y z w:w:w\n"), uint64(1))
 	f.Fuzz(func(t *testing.T, data []byte, ino uint64) {
-		if pid, _ := parseLocks(data, 0, 0x2d, ino); pid < 0 {
+		if pid, _, _ := parseLocks(data, 0, 0x2d, ino); pid < 0 {
 			t.Errorf("pid %d", pid)
 		}
 	})

@@ -39,8 +39,9 @@ type Lock struct {
 	fd       int
 }
 
-// maxUnswept bounds the tokens a record carries: runs that each stopped
-// in their own sweep, again and again, are not remembered for ever.
+// maxUnswept bounds the unswept tokens a run takes on, besides the token
+// of the run before: runs that each died in their own sweep, again and
+// again, are not remembered for ever.
 const maxUnswept = 8
 
 // Dir returns the directory where the locks of the user reaper runs as
@@ -147,7 +148,7 @@ func kindName(kind uint32) string {
 
 // ErrRunning says a live reaper holds the instance; PID is 0 when the
 // kernel cannot name it (it runs in a PID namespace this reaper cannot see
-// into).
+// into, or /proc/locks does not name its file).
 type ErrRunning struct {
 	Name string
 	PID  int
@@ -155,7 +156,8 @@ type ErrRunning struct {
 
 func (e *ErrRunning) Error() string {
 	if e.PID == 0 {
-		return fmt.Sprintf("instance %s is running in another PID namespace", e.Name)
+		return fmt.Sprintf("instance %s is running, and its pid cannot be told from here (another PID namespace's, "+
+			"or not named by /proc/locks): --replace cannot stop it", e.Name)
 	}
 	return fmt.Sprintf("instance %s is running as pid %d (use --replace to take over)", e.Name, e.PID)
 }
@@ -269,11 +271,12 @@ func (l *Lock) writeRecord(unswept []string) error {
 	for _, t := range unswept {
 		record += "unswept " + t + "\n"
 	}
-	if err := unix.Ftruncate(l.fd, 0); err != nil {
+	// Written over the old one, then cut to its length: a reaper killed in
+	// between leaves a record that still names every token to sweep.
+	if _, err := unix.Pwrite(l.fd, []byte(record), 0); err != nil {
 		return err
 	}
-	_, err := unix.Pwrite(l.fd, []byte(record), 0)
-	return err
+	return unix.Ftruncate(l.fd, int64(len(record)))
 }
 
 // Swept records that the leftovers of Previous are gone: a later run need
@@ -303,7 +306,35 @@ func holder(fd int) (int, bool) {
 	if err != nil {
 		return 0, false
 	}
-	return parseLocks(data, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	pid, found, sameInode := parseLocks(data, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	if found {
+		return pid, true
+	}
+	// The kernel writes the device of the file's superblock, which a stat
+	// may not show (btrfs subvolumes): a flock on the same inode number is
+	// the file's when its holder has the very file open.
+	for _, pid := range sameInode {
+		if hasOpen(pid, st.Dev, st.Ino) {
+			return pid, true
+		}
+	}
+	return 0, false
+}
+
+// hasOpen reports whether process pid has the file (dev, ino) open.
+func hasOpen(pid int, dev, ino uint64) bool {
+	dir := procfs.Path(pid, "fd")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		var st unix.Stat_t
+		if unix.Stat(dir+"/"+e.Name(), &st) == nil && st.Dev == dev && st.Ino == ino {
+			return true
+		}
+	}
+	return false
 }
 
 // parseLocks finds, in the text of /proc/locks, the flock on the file
@@ -312,11 +343,10 @@ func holder(fd int) (int, bool) {
 //
 //	1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF
 //
-// The kernel writes the device of the file's superblock, which a stat of
-// the file may not show (btrfs subvolumes): then nothing matches, and the
-// holder is not named, rather than named wrongly (an inode number alone
-// could be another file's, on another device).
-func parseLocks(data []byte, major, minor uint32, ino uint64) (int, bool) {
+// Failing an exact match, it returns the holders of flocks on the same
+// inode number on other devices, for the caller to check (see holder): an
+// inode number alone could be another file's.
+func parseLocks(data []byte, major, minor uint32, ino uint64) (pid int, found bool, sameInode []int) {
 	want := fmt.Sprintf("%02x:%02x:%d", major, minor, ino)
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
@@ -324,16 +354,18 @@ func parseLocks(data []byte, major, minor uint32, ino uint64) (int, bool) {
 		if len(f) < 6 || f[1] != "FLOCK" {
 			continue // a waiter ("2: -> FLOCK ...") or another kind of lock
 		}
-		if !sameDevIno(f[5], want) {
-			continue
-		}
 		pid, err := strconv.Atoi(f[4])
 		if err != nil || pid < 0 {
 			pid = 0
 		}
-		return pid, true
+		if sameDevIno(f[5], want) {
+			return pid, true, nil
+		}
+		if parts := strings.Split(f[5], ":"); len(parts) == 3 && parts[2] == strconv.FormatUint(ino, 10) && pid > 0 {
+			sameInode = append(sameInode, pid)
+		}
 	}
-	return 0, false
+	return 0, false, sameInode
 }
 
 // sameDevIno compares "MAJ:MIN:INODE" fields whose hexadecimal device

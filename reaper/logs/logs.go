@@ -149,8 +149,9 @@ func (v ints) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 }
 
 // quitOnError passes writes on until one fails, then drops them all. The
-// logger serialises writes (zapcore.Lock): the event loop and the
-// notification relay log from goroutines of their own.
+// logger serialises writes to it (zapcore.Lock: the event loop and the
+// notification relay log from goroutines of their own); broken is atomic
+// for Sync and any reader outside that lock.
 type quitOnError struct {
 	w      io.Writer
 	broken atomic.Bool
