@@ -206,19 +206,27 @@ func TestStopOn(t *testing.T) {
 		env   []string
 		sig   syscall.Signal
 		stops bool
+		// intIgnored: the caller leaves SIGINT ignored, as a shell does for
+		// a background job; --stop-on=INT still makes it a stop request.
+		intIgnored bool
 	}{
-		{"flag-INT", []string{"--stop-on=TERM,INT"}, nil, syscall.SIGINT, true},
-		{"variable-INT", nil, []string{"REAPER_STOP_ON=TERM,INT"}, syscall.SIGINT, true},
-		{"flag-TERM", []string{"--stop-on=TERM,INT"}, nil, syscall.SIGTERM, true},
-		{"default-TERM", nil, nil, syscall.SIGTERM, true},
-		{"default-INT", nil, nil, syscall.SIGINT, false},
-		{"stop-signal-QUIT", []string{"--stop-signal=QUIT"}, nil, syscall.SIGQUIT, true},
+		{"flag-INT", []string{"--stop-on=TERM,INT"}, nil, syscall.SIGINT, true, false},
+		{"variable-INT", nil, []string{"REAPER_STOP_ON=TERM,INT"}, syscall.SIGINT, true, false},
+		{"flag-INT-inherited-ignored", []string{"--stop-on=TERM,INT"}, nil, syscall.SIGINT, true, true},
+		{"flag-TERM", []string{"--stop-on=TERM,INT"}, nil, syscall.SIGTERM, true, false},
+		{"default-TERM", nil, nil, syscall.SIGTERM, true, false},
+		{"default-INT", nil, nil, syscall.SIGINT, false, false},
+		{"stop-signal-QUIT", []string{"--stop-signal=QUIT"}, nil, syscall.SIGQUIT, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			events := newFIFO(t, "events")
-			s := start(t, opts{env: append([]string{"F=" + events.path}, tc.env...),
-				args: append(append([]string{"-v", "--grace=1s"}, tc.flags...), "sh", "-c", ignoring)})
+			o := opts{env: append([]string{"F=" + events.path}, tc.env...),
+				args: append(append([]string{"-v", "--grace=1s"}, tc.flags...), "sh", "-c", ignoring)}
+			if tc.intIgnored { // the shell becomes reaper: same pid
+				o.command = append([]string{"sh", "-c", `trap '' INT; exec "$0" "$@"`, bin().reaper}, o.args...)
+			}
+			s := start(t, o)
 			events.next(t)
 			s.signal(tc.sig)
 			if !tc.stops {

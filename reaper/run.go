@@ -146,10 +146,10 @@ func Run(cfg Config) Exit {
 			logs.Int("room", room), logs.Int("spare_threads", spares))
 	}
 	<-s.caught.fatalCaught // until then a SIGTERM would end reaper: before it has changed anything
+	s.caught.route(s.cfg.Policy)
 	for _, sig := range s.caught.ignored {
 		log.Debug("inherited as ignored: not forwarded", logs.Signal("signal", sig))
 	}
-	s.caught.route(s.cfg.Policy)
 	return s.run()
 }
 

@@ -27,7 +27,9 @@ const bareChild = "REAPER_TEST_BARE_CHILD"
 // member of fatalUncaught must end the program, and the other forwardable
 // signals, sent one after another to one program, must leave it running.
 // The job-control signals are left out: uncaught, the kernel's default
-// stops or continues the program.
+// stops or continues the program. So are signals the test's caller left
+// ignored (SIGHUP under nohup): the runtime keeps them ignored, and reaper
+// neither catches nor forwards them.
 func TestFatalUncaughtMatchesTheRuntime(t *testing.T) {
 	if os.Getenv(bareChild) != "" {
 		fmt.Println("ready")
@@ -35,8 +37,11 @@ func TestFatalUncaughtMatchesTheRuntime(t *testing.T) {
 		os.Exit(0)
 	}
 	survivor, stdin, stderr := startBare(t)
+	ignored := inheritedIgnored()
 	for _, sig := range signals.Forwardable() {
 		switch {
+		case ignored[sig]:
+			t.Logf("%v: ignored by the test's caller, left out", sig)
 		case sig == syscall.SIGTSTP || sig == syscall.SIGTTIN || sig == syscall.SIGTTOU || sig == syscall.SIGCONT:
 		case fatalUncaught[sig]:
 			child, _, _ := startBare(t)

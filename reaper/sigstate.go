@@ -107,13 +107,23 @@ func (c *Signals) notify(sigs []os.Signal) {
 // no round trip once the signal is caught). Such a signal then arrives on
 // both, and each reader passes over what is not its own (isStop). What
 // came before is moved to where the policy says it goes (see reroute).
-// Call it once fatalCaught is closed.
+// A stop request the caller left ignored (the SIGINT of a background job)
+// is caught all the same: the user named it. Call it once fatalCaught is
+// closed.
 func (c *Signals) route(policy signals.Policy) {
 	c.policy = policy
 	ignored := map[syscall.Signal]bool{}
+	kept := c.ignored[:0:0]
 	for _, sig := range c.ignored {
+		if policy.IsStop(sig) {
+			c.log.Info("inherited as ignored, caught as a stop request", logs.Signal("signal", sig))
+			signalNotify(c.stops, sig)
+			continue
+		}
 		ignored[sig] = true
+		kept = append(kept, sig)
 	}
+	c.ignored = kept
 	for _, sig := range signals.Forwardable() {
 		switch {
 		case ignored[sig]:

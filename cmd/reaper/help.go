@@ -56,14 +56,16 @@ List variables separate values with commas: REAPER_REWRITE=TERM:QUIT,HUP:0.
 
 Exit codes:
   N     COMMAND exited with N (0 when listed in --success-exit)
-  128+S COMMAND was killed by signal S (143 for SIGTERM, 137 for SIGKILL),
-        or stop signal S came before COMMAND started
+  128+S COMMAND was killed by signal S (143 for SIGTERM, 137 for SIGKILL):
+        reaper dies of S too (a shell shows 128+S), or exits 128+S as PID 1;
+        likewise when stop signal S came before COMMAND started
   %-5d usage error: unknown flag, bad value, unknown signal, no COMMAND;
         also a live reaper holds the --instance, or a --wait-port stays held
   %-5d --timeout expired
   %-5d reaper could not do its own work: fork failed, --cgroup=on impossible,
         instance lock not taken, or COMMAND survived SIGKILL
-  %-5d COMMAND found but not executable, or exec failed
+  %-5d COMMAND found but not executable, or not reachable (a directory
+        on its path that may not be searched), or exec failed
   %-5d COMMAND not found
 `, reaper.ExitUsage, reaper.ExitTimeout, reaper.ExitInternal, reaper.ExitCannotExec, reaper.ExitNotFound)
 }
