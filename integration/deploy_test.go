@@ -302,11 +302,7 @@ func (e *podman) close(t *testing.T) {
 
 // run runs one podman command in the namespace and returns its output.
 func (e *podman) run(ctx context.Context, args ...string) (string, error) {
-	cmd := e.command(ctx, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	return outputOf(e.command(ctx, args...))
 }
 
 // command is a podman command line, run in the namespaces and in e.cli.
@@ -317,17 +313,10 @@ func (e *podman) command(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// mustRun runs podman with a deadline of a few minutes (builds are slow
-// under load) and fails the test on an error.
+// mustRun runs podman and fails the test on an error.
 func (e *podman) mustRun(t *testing.T, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := e.run(ctx, args...)
-	if err != nil {
-		t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return mustSucceed(t, "podman", e.run, args...)
 }
 
 // importGolang imports the builder stage's base image (see golangRoot).
@@ -337,11 +326,7 @@ func (e *podman) importGolang(t *testing.T, name string) {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	args := []string{"import"}
-	for _, c := range golangChanges {
-		args = append(args, "--change="+c)
-	}
-	pipeInto(t, golangTar(ctx, t, root), e.command(ctx, append(args, "-", "docker.io/library/"+name)...))
+	pipeInto(t, golangTar(ctx, t, root), e.command(ctx, importArgs("docker.io/library/"+name, golangChanges)...))
 	t.Logf("%s imported from %s in %v", name, goEnv(t, "GOROOT"), time.Since(began).Round(time.Millisecond))
 }
 

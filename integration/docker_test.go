@@ -7,7 +7,6 @@ package integration
 // alongside. Everything goes through the Docker API, with Debian's client.
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -184,24 +183,13 @@ func (d *dockerd) docker(ctx context.Context, args ...string) *exec.Cmd {
 
 // run runs a client command and returns its output.
 func (d *dockerd) run(ctx context.Context, args ...string) (string, error) {
-	var out bytes.Buffer
-	cmd := d.docker(ctx, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	return outputOf(d.docker(ctx, args...))
 }
 
-// mustRun runs a client command with a deadline of a few minutes (builds
-// are slow under load) and fails the test on an error.
+// mustRun runs a client command and fails the test on an error.
 func (d *dockerd) mustRun(t *testing.T, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := d.run(ctx, args...)
-	if err != nil {
-		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return mustSucceed(t, "docker", d.run, args...)
 }
 
 // importRoot imports the directory root as the image name.
@@ -209,11 +197,7 @@ func (d *dockerd) importRoot(t *testing.T, root, name string, changes ...string)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	args := []string{"import"}
-	for _, c := range changes {
-		args = append(args, "--change="+c)
-	}
-	pipeInto(t, tarCommand(ctx, root), d.docker(ctx, append(args, "-", name)...))
+	pipeInto(t, tarCommand(ctx, root), d.docker(ctx, importArgs(name, changes)...))
 }
 
 // tarCommand is a tar command that writes the directory root to its stdout.
@@ -561,11 +545,7 @@ func buildDockerImages(t *testing.T, d *dockerd, busybox string) string {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	args := []string{"import"}
-	for _, c := range changes {
-		args = append(args, "--change="+c)
-	}
-	pipeInto(t, golangTar(ctx, t, root), d.docker(ctx, append(args, "-", golang)...))
+	pipeInto(t, golangTar(ctx, t, root), d.docker(ctx, importArgs(golang, changes)...))
 	t.Logf("%s imported in %v", golang, time.Since(began).Round(time.Millisecond))
 
 	began = time.Now()

@@ -7,6 +7,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -303,4 +304,38 @@ func (n *engineNS) removeGroups(t *testing.T) {
 		removeCgroupTree(t, dir)
 	}
 	n.groups = nil
+}
+
+// An engine's client: how a test runs it, shared by podman and dockerd.
+
+// outputOf runs cmd and returns its stdout and stderr, interleaved.
+func outputOf(cmd *exec.Cmd) (string, error) {
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// mustSucceed runs the client tool with args through run, with a deadline
+// of a few minutes (builds are slow under load), and fails the test on an
+// error.
+func mustSucceed(t *testing.T, tool string, run func(context.Context, ...string) (string, error), args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := run(ctx, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", tool, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// importArgs is the client's command line that imports a tarball on its
+// stdin as image name, with Dockerfile instructions changes.
+func importArgs(name string, changes []string) []string {
+	args := []string{"import"}
+	for _, c := range changes {
+		args = append(args, "--change="+c)
+	}
+	return append(args, "-", name)
 }

@@ -291,8 +291,8 @@ func importExampleWeb(t *testing.T, e *podman, name, marker, tini string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	pipeInto(t, tarCommand(ctx, root), e.command(ctx, "import", "--change=ENV REAPER_TEST_PAYLOAD="+marker,
-		`--change=ENTRYPOINT ["/reaper", "--"]`, "-", name))
+	pipeInto(t, tarCommand(ctx, root), e.command(ctx, importArgs(name,
+		[]string{"ENV REAPER_TEST_PAYLOAD=" + marker, `ENTRYPOINT ["/reaper", "--"]`})...))
 }
 
 // output runs podman with a deadline and returns its standard output,

@@ -1,7 +1,6 @@
 package reaper
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -100,10 +99,6 @@ func Trampoline() {
 		}
 	}
 	err := syscall.Exec(path, os.Args, os.Environ())
-	code := ExitCannotExec
-	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
-		code = ExitNotFound
-	}
 	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", os.Args[0], errnoOf(err))
-	os.Exit(code)
+	os.Exit(execCode(err))
 }

@@ -40,10 +40,10 @@ type forwarder struct {
 // errors) goes there, and so does every signal behind one still waiting
 // there, so that none of these overtakes another. Stop requests are not
 // ordered against them, in either direction.
-func (f *forwarder) fastForward(sigs <-chan os.Signal, isStop func(syscall.Signal) bool) {
+func (f *forwarder) fastForward(sigs <-chan os.Signal) {
 	for v := range sigs {
 		sig := v.(syscall.Signal)
-		if isStop(sig) {
+		if f.policy.IsStop(sig) {
 			continue // it came on the stop requests' channel too: the event loop has it
 		}
 		if f.pending.Load() == 0 && f.forwardNow(sig) {
@@ -70,11 +70,17 @@ func (f *forwarder) forwardNow(sig syscall.Signal) bool {
 	if f.cmd.reaped {
 		return false
 	}
-	target := f.cmd.pid
+	return f.killCommand(out) == nil // on failure the loop tries again, and says why
+}
+
+// killCommand sends sig to COMMAND's group, or to COMMAND alone, as the
+// policy says. COMMAND must not be reaped yet: its pid and group id are
+// reserved until then.
+func (f *forwarder) killCommand(sig syscall.Signal) error {
 	if f.policy.Target == signals.Group {
-		target = -f.cmd.pid
+		return syscall.Kill(-f.cmd.pid, sig)
 	}
-	return syscall.Kill(target, out) == nil // on failure the loop tries again, and says why
+	return syscall.Kill(f.cmd.pid, sig)
 }
 
 // onSignal handles, on the event loop, a caught signal other than a stop
@@ -102,10 +108,8 @@ func (f *forwarder) forward(sig syscall.Signal) syscall.Signal {
 	var err error
 	reached := 1
 	switch {
-	case !f.cmd.reaped && group:
-		err = syscall.Kill(-f.cmd.pid, out)
 	case !f.cmd.reaped:
-		err = syscall.Kill(f.cmd.pid, out)
+		err = f.killCommand(out)
 	case group:
 		reached = f.signalGroupMembers(out)
 	default:
@@ -198,15 +202,13 @@ func groupOrphaned(self int) bool {
 	if err != nil {
 		return false
 	}
-	for pid, depth := me.PPID, 0; pid > 0 && depth < 4096; depth++ {
-		p, err := procfs.Stat(pid)
-		if err != nil {
-			return false
+	orphaned := true
+	err = procfs.WalkUp(me.PPID, func(p procfs.Process) bool {
+		if p.PGID == me.PGID {
+			return true
 		}
-		if p.PGID != me.PGID {
-			return p.Session != me.Session
-		}
-		pid = p.PPID
-	}
-	return true
+		orphaned = p.Session != me.Session
+		return false
+	})
+	return err == nil && orphaned
 }

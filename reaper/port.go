@@ -73,12 +73,13 @@ func (h portHolder) String() string {
 	return s
 }
 
-// listeners returns who listens on TCP port, through /proc/net/tcp{,6} and
-// the socket inodes in /proc/PID/fd; nil when nobody does.
-func listeners(port int, markers [][]byte) []portHolder {
+// listening returns the inodes of the sockets listening on TCP port, from
+// /proc/net/tcp{,6}; none when nobody listens.
+func listening(port int) map[uint64]bool {
 	want := map[uint64]bool{}
 	for _, file := range []string{"/net/tcp", "/net/tcp6"} {
-		data, err := os.ReadFile(procfs.Root + file)
+		var buf [4096]byte
+		data, err := procfs.ReadFile(procfs.Root+file, buf[:])
 		if err != nil {
 			continue
 		}
@@ -87,10 +88,18 @@ func listeners(port int, markers [][]byte) []portHolder {
 			want[ino] = true
 		}
 	}
-	if len(want) == 0 {
-		return nil
+	return want
+}
+
+// holders names who holds the listening sockets inodes, through the
+// socket inodes in /proc/PID/fd: a walk of every process's descriptors,
+// done only to name them in a warning or an error.
+func holders(inodes map[uint64]bool, markers [][]byte) []portHolder {
+	want := make(map[uint64]bool, len(inodes))
+	for ino := range inodes {
+		want[ino] = true
 	}
-	var holders []portHolder
+	var found []portHolder
 	pids, _ := procfs.ListPIDs(procfs.Root)
 	for _, pid := range pids {
 		dir := procfs.Path(pid, "fd")
@@ -105,37 +114,39 @@ func listeners(port int, markers [][]byte) []portHolder {
 			}
 			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
 			if err == nil && want[ino] {
-				holders = append(holders, portHolder{pid: pid, cmdline: procfs.CommandLine(pid), leftover: procfs.HasEnv(pid, markers...)})
+				found = append(found, portHolder{pid: pid, cmdline: procfs.CommandLine(pid), leftover: procfs.HasEnv(pid, markers...)})
 				delete(want, ino)
 				break
 			}
 		}
 	}
 	if len(want) > 0 {
-		holders = append(holders, portHolder{})
+		found = append(found, portHolder{})
 	}
-	return holders
+	return found
 }
 
 // waitPorts waits until nobody listens on ports, naming the holders it
 // finds; it fails when timeout passes, or when pause reports a stop request.
+// Each look reads /proc/net/tcp{,6} alone; the holders are looked for
+// once, to name them, and again if the timeout passes.
 func waitPorts(ports []int, timeout time.Duration, markers [][]byte, log *logs.Logger, pause func(time.Duration) bool) error {
 	end := time.Now().Add(timeout)
 	for _, port := range ports {
 		named := false
 		for {
-			holders := listeners(port, markers)
-			if len(holders) == 0 {
+			inodes := listening(port)
+			if len(inodes) == 0 {
 				break
 			}
 			if !named {
-				for _, h := range holders {
+				for _, h := range holders(inodes, markers) {
 					log.Warn("port is held: waiting for it", logs.Int("port", port), logs.String("holder", h.String()))
 				}
 				named = true
 			}
 			if time.Now().After(end) {
-				return fmt.Errorf("port %d is still held by %s after %v", port, holders[0], timeout)
+				return fmt.Errorf("port %d is still held by %s after %v", port, holders(inodes, markers)[0], timeout)
 			}
 			if pause(portPoll) {
 				return errors.New("stopped")

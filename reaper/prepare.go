@@ -163,9 +163,6 @@ func (s *supervisor) start() (int, error) {
 	if err == nil && s.leaf != nil {
 		s.log.Info("contained", logs.String("cgroup", s.leaf.Dir))
 	}
-	if err == nil {
-		s.relayCommand.Store(int64(pid))
-	}
 	return pid, err
 }
 
@@ -179,7 +176,7 @@ func (s *supervisor) openRelay() *notify.Relay {
 	}
 	self, walkable, euid := s.self, s.walkable, os.Geteuid()
 	accept := func(c unix.Ucred) bool {
-		return acceptSender(c, self, int(s.relayCommand.Load()), walkable, euid)
+		return acceptSender(c, self, s.cmd.livePID(), walkable, euid)
 	}
 	relay, err := notify.Open(upstream, accept, s.log)
 	if err != nil {

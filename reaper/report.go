@@ -91,6 +91,7 @@ func (td *teardown) report(grace time.Duration) *TeardownReport {
 		GraceMS: millis(grace), TotalMS: millis(td.ended.Sub(td.began)),
 		Descendants: []DescendantReport{},
 	}
+	tr.Exited, tr.Killed, tr.Survived = td.outcomes()
 	if td.received != 0 {
 		tr.Received = signals.Name(td.received)
 	}
@@ -99,16 +100,7 @@ func (td *teardown) report(grace time.Duration) *TeardownReport {
 		if t.signal != 0 {
 			d.Signal = signals.Name(t.signal)
 		}
-		switch {
-		case t.survived:
-			d.Outcome = "survived"
-			tr.Survived++
-		case t.killed:
-			d.Outcome = "killed"
-			tr.Killed++
-		default:
-			tr.Exited++
-		}
+		d.Outcome = t.outcome()
 		if !t.survived {
 			gone := millis(t.exitedAt.Sub(td.began))
 			d.GoneMS = &gone

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,6 +41,18 @@ type command struct {
 	lost   bool // COMMAND outlived SIGKILL: its status is unknown
 }
 
+// livePID returns COMMAND's pid while it runs: 0 before it starts and
+// once it is reaped, when the pid may be another process's. For readers
+// outside the event loop.
+func (c *command) livePID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reaped {
+		return 0
+	}
+	return c.pid
+}
+
 // supervisor is the event loop: it wires the parts (the signals caught, the
 // process tree, the stop machine, the record of a stop) and owns every
 // piece of process state. Only the goroutine in Run touches it, except for
@@ -67,11 +78,7 @@ type supervisor struct {
 	lock     *instance.Lock
 	leaf     *cgroup.Leaf  // the cgroup COMMAND was born in, or nil
 	relay    *notify.Relay // relays COMMAND's notifications to systemd, or nil
-	// relayCommand is COMMAND's pid for the relay's goroutine (see
-	// acceptSender): 0 before COMMAND runs and once it is reaped, when its
-	// pid may be another process's.
-	relayCommand atomic.Int64
-	tree         tree.Tree
+	tree     tree.Tree
 
 	cmd     command
 	request syscall.Signal // the last stop request reaper received
@@ -203,7 +210,9 @@ func (s *supervisor) run() Exit {
 		s.cleanUp()
 		return Code(code)
 	}
+	s.cmd.mu.Lock() // the relay's goroutine reads it (livePID)
 	s.cmd.pid = pid
+	s.cmd.mu.Unlock()
 	// COMMAND starts in the caller's directory; reaper itself moves to /,
 	// so that it never keeps a mount busy.
 	if err := unix.Chdir("/"); err != nil {
@@ -215,7 +224,7 @@ func (s *supervisor) run() Exit {
 	s.loop = make(chan syscall.Signal, 64)
 	s.fwd = &forwarder{policy: s.cfg.Policy, log: s.log, cmd: &s.cmd, tree: s.tree, tty: s.tty, self: s.self,
 		procIsOurs: s.walkable, loop: s.loop}
-	go s.fwd.fastForward(s.caught.sigs, s.caught.isStop)
+	go s.fwd.fastForward(s.caught.sigs)
 	s.log.Info("started", logs.Int("pid", pid), logs.String("command", strings.Join(s.cfg.Command, " ")))
 	if s.cfg.Timeout > 0 {
 		s.timers.timeout = time.NewTimer(s.cfg.Timeout)
@@ -401,7 +410,6 @@ func (s *supervisor) reapAll() (commandExited bool) {
 		}
 		if pid == s.cmd.pid && !s.cmd.reaped {
 			s.cmd.reaped, s.cmd.status, commandExited = true, status, true
-			s.relayCommand.Store(0)
 		}
 	}
 }

@@ -115,9 +115,8 @@ func (c *Signals) route(policy signals.Policy) {
 	ignored := map[syscall.Signal]bool{}
 	kept := c.ignored[:0:0]
 	for _, sig := range c.ignored {
-		if policy.IsStop(sig) {
+		if policy.IsStop(sig) { // caught below, as any stop request
 			c.log.Info("inherited as ignored, caught as a stop request", logs.Signal("signal", sig))
-			signalNotify(c.stops, sig)
 			continue
 		}
 		ignored[sig] = true

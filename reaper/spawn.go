@@ -42,11 +42,7 @@ func lookPath(name string) (string, error) {
 		if _, err := os.Stat(name); err != nil {
 			// As sh and bash: a path that exists but cannot be reached (a
 			// directory on the way that may not be searched) is 126.
-			code := ExitCannotExec
-			if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
-				code = ExitNotFound
-			}
-			return "", &StartError{Command: name, Code: code, Err: errnoOf(err)}
+			return "", &StartError{Command: name, Code: execCode(err), Err: errnoOf(err)}
 		}
 		return name, nil
 	}
@@ -64,7 +60,7 @@ func lookPath(name string) (string, error) {
 		if err == nil {
 			return candidate, nil
 		}
-		if denied == nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENOTDIR) {
+		if denied == nil && execCode(err) != ExitNotFound {
 			denied = err
 		}
 	}
@@ -87,6 +83,16 @@ func executable(path string) error {
 	// Faccessat emulates AT_EACCESS where faccessat2 is missing or refused
 	// (ENOSYS, or EPERM from an old container seccomp profile).
 	return unix.Faccessat(unix.AT_FDCWD, path, unix.X_OK, unix.AT_EACCESS)
+}
+
+// execCode is the exit code of a COMMAND that could not be reached or
+// executed because of err, as a shell's: 127 when it does not exist (ENOENT,
+// ENOTDIR), 126 otherwise.
+func execCode(err error) int {
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
+		return ExitNotFound
+	}
+	return ExitCannotExec
 }
 
 // errnoOf returns the errno inside err, so that messages read like a

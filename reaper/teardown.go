@@ -274,20 +274,24 @@ func (td *teardown) send(t *tracked, sig syscall.Signal) error {
 
 // kill sends SIGKILL to t, with a warning that names it.
 func (td *teardown) kill(t *tracked) {
-	if td.send(t, syscall.SIGKILL) != nil {
-		return
+	if td.send(t, syscall.SIGKILL) == nil {
+		td.markKilled(t)
 	}
-	t.killed = true
-	td.log.Warn("killed", logs.Int("pid", t.h.PID), logs.String("command", t.describe()))
 }
 
 // killedAll records that victims were SIGKILLed at once (cgroup.kill),
 // with a warning for each. Their command lines must have been read before.
 func (td *teardown) killedAll(victims []*tracked) {
 	for _, t := range victims {
-		t.killed = true
-		td.log.Warn("killed", logs.Int("pid", t.h.PID), logs.String("command", t.describe()))
+		td.markKilled(t)
 	}
+}
+
+// markKilled records that SIGKILL was sent to t, with a warning that names
+// it.
+func (td *teardown) markKilled(t *tracked) {
+	t.killed = true
+	td.log.Warn("killed", logs.Int("pid", t.h.PID), logs.String("command", t.describe()))
 }
 
 // wentQuiet reports, once, that every process the stop tracks has exited
@@ -363,16 +367,28 @@ func (td *teardown) finish(now time.Time, gaveUp bool) {
 // SIGKILL ended, and those that survived it.
 func (td *teardown) outcomes() (exited, killed, survived int) {
 	for _, t := range td.procs {
-		switch {
-		case t.survived:
+		switch t.outcome() {
+		case "survived":
 			survived++
-		case t.killed:
+		case "killed":
 			killed++
 		default:
 			exited++
 		}
 	}
 	return exited, killed, survived
+}
+
+// outcome is how t ended, as the report names it: "exited" without
+// SIGKILL, "killed" by it, or "survived" it.
+func (t *tracked) outcome() string {
+	switch {
+	case t.survived:
+		return "survived"
+	case t.killed:
+		return "killed"
+	}
+	return "exited"
 }
 
 // sentNames names the signals the stop sent first to the processes that

@@ -302,7 +302,8 @@ func holder(fd int) (int, bool) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return 0, false
 	}
-	data, err := os.ReadFile(procfs.Root + "/locks")
+	var buf [4096]byte
+	data, err := procfs.ReadFile(procfs.Root+"/locks", buf[:])
 	if err != nil {
 		return 0, false
 	}

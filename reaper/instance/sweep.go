@@ -208,13 +208,9 @@ func trusted(pid, euid int) bool {
 // signals the processes reaper runs below, whatever their environment.
 func ancestors(self int) map[int]bool {
 	chain := map[int]bool{self: true, 1: true}
-	for pid, depth := self, 0; pid > 1 && depth < 4096; depth++ {
-		p, err := procfs.Stat(pid)
-		if err != nil {
-			break
-		}
+	procfs.WalkUp(self, func(p procfs.Process) bool {
 		chain[p.PPID] = true
-		pid = p.PPID
-	}
+		return true
+	})
 	return chain
 }

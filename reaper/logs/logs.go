@@ -69,10 +69,6 @@ func Discard() *Logger {
 	return &Logger{core: zapcore.NewNopCore()}
 }
 
-// Enabled reports whether entries at level are written: callers check it
-// before building costly fields.
-func (l *Logger) Enabled(level zapcore.Level) bool { return l.core.Enabled(level) }
-
 // DebugEnabled reports whether debug entries are written (-vv).
 func (l *Logger) DebugEnabled() bool { return l.core.Enabled(zapcore.DebugLevel) }
 
@@ -115,14 +111,14 @@ func Duration(key string, d time.Duration) zapcore.Field {
 	return zapcore.Field{Key: key, Type: zapcore.DurationType, Integer: int64(d)}
 }
 
-// Stringer is a field written with v's String method.
-func Stringer(key string, v fmt.Stringer) zapcore.Field {
+// stringer is a field written with v's String method.
+func stringer(key string, v fmt.Stringer) zapcore.Field {
 	return zapcore.Field{Key: key, Type: zapcore.StringerType, Interface: v}
 }
 
 // Signal is a field that names a signal: signal=SIGTERM.
 func Signal(key string, sig syscall.Signal) zapcore.Field {
-	return Stringer(key, signalName(sig))
+	return stringer(key, signalName(sig))
 }
 
 // Err is the error field.

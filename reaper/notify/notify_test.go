@@ -194,16 +194,23 @@ func relay(t *testing.T, upstream string, accept func(unix.Ucred) bool, before f
 	go func() { served <- r.Serve() }()
 	t.Cleanup(func() {
 		r.Close()
-		select {
-		case err := <-served:
-			if !errors.Is(err, ErrClosed) {
-				t.Errorf("Serve returned %v, want ErrClosed", err)
-			}
-		case <-time.After(wait):
-			t.Errorf("Serve still runs after Close")
-		}
+		expectServeEnded(t, served)
 	})
 	return r, log
+}
+
+// expectServeEnded checks that Serve, run by the relay's test, returned
+// ErrClosed.
+func expectServeEnded(t *testing.T, served <-chan error) {
+	t.Helper()
+	select {
+	case err := <-served:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("Serve returned %v, want ErrClosed", err)
+		}
+	case <-time.After(wait):
+		t.Errorf("Serve still runs after Close")
+	}
 }
 
 func acceptAll(unix.Ucred) bool { return true }
@@ -628,14 +635,7 @@ func TestCloseEndsServeAndLeaksNothing(t *testing.T) {
 		t.Errorf("a second Serve: %v, want an error", err)
 	}
 	r.Close()
-	select {
-	case err := <-served:
-		if !errors.Is(err, ErrClosed) {
-			t.Errorf("Serve returned %v, want ErrClosed", err)
-		}
-	case <-time.After(wait):
-		t.Fatal("Serve still runs after Close")
-	}
+	expectServeEnded(t, served)
 	r.Close() // again: nothing happens
 	expectEOF(t, pr, "")
 	pr.Close()

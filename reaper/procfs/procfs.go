@@ -135,7 +135,7 @@ func Stat(pid int) (Process, error) {
 }
 
 // ParseChildren parses /proc/PID/task/TID/children: pids separated by
-// spaces. cgroup.procs has the same form, one pid a line.
+// spaces.
 func ParseChildren(data []byte) ([]int, error) {
 	fields := strings.Fields(string(data))
 	pids := make([]int, 0, len(fields))
@@ -179,19 +179,32 @@ func Children(pid int, tids []int) []int {
 	return children
 }
 
-// Descends reports whether pid's chain of parents reaches ancestor.
-func Descends(pid, ancestor int) bool {
-	for depth := 0; depth < 4096 && pid > 1; depth++ {
+// WalkUp calls visit with the stat of pid, then of its parent, and so on up
+// the chain of parents, until visit returns false or the chain ends (a
+// parent 0: beyond the PID namespace's root); 4096 steps at most. It
+// returns the error of a stat it could not read.
+func WalkUp(pid int, visit func(Process) bool) error {
+	for depth := 0; pid > 0 && depth < 4096; depth++ {
 		p, err := Stat(pid)
 		if err != nil {
-			return false
+			return err
 		}
-		if p.PPID == ancestor {
-			return true
+		if !visit(p) {
+			return nil
 		}
 		pid = p.PPID
 	}
-	return false
+	return nil
+}
+
+// Descends reports whether pid's chain of parents reaches ancestor.
+func Descends(pid, ancestor int) bool {
+	found := false
+	WalkUp(pid, func(p Process) bool {
+		found = p.PPID == ancestor
+		return !found
+	})
+	return found
 }
 
 // CommandLine returns /proc/PID/cmdline with its NULs turned into spaces, or

@@ -103,8 +103,7 @@ type Machine struct {
 	wait        bool
 	phase       Phase
 	reason      Reason
-	requests    int // stop requests received since the stop began
-	timedOut    bool
+	requests    int  // stop requests received since the stop began
 	killedTwice bool // the kill wait expired once, and the tree was killed again
 }
 
@@ -124,7 +123,7 @@ func (m *Machine) Reason() Reason { return m.reason }
 func (m *Machine) Stopping() bool { return m.phase >= Stopping }
 
 // TimedOut reports whether --timeout began the stop.
-func (m *Machine) TimedOut() bool { return m.timedOut }
+func (m *Machine) TimedOut() bool { return m.reason == TimedOut }
 
 // Handle takes one event and returns what to do about it.
 func (m *Machine) Handle(ev Event) []Action {
@@ -152,7 +151,6 @@ func (m *Machine) beforeStop(ev Event) []Action {
 	case ev == StopRequest:
 		return m.begin(Requested)
 	case ev == TimeoutExpired:
-		m.timedOut = true
 		return m.begin(TimedOut)
 	}
 	return nil

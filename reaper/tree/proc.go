@@ -38,12 +38,16 @@ type Proc struct {
 	// list and open are procfs.Children and openListed, replaced in tests.
 	list func(pid int, tids []int) []int
 	open func(pid, parent, root int) (*handle.Handle, procfs.Process, error)
+	// noChildrenFiles: the kernel has no children files (looked at once).
+	noChildrenFiles bool
 }
 
 // NewProc returns the /proc walk from root, reading root's children from
 // the threads given.
 func NewProc(root int, threads []int, hidden func(pid int)) *Proc {
-	return &Proc{Root: root, Threads: threads, Hidden: hidden, list: procfs.Children, open: openListed}
+	err := unix.Access(procfs.ChildrenPath(root, root), unix.R_OK)
+	return &Proc{Root: root, Threads: threads, Hidden: hidden, list: procfs.Children, open: openListed,
+		noChildrenFiles: errors.Is(err, unix.ENOENT)}
 }
 
 // errHidden means a listed process lives but /proc will not show it.
@@ -54,7 +58,7 @@ var errHidden = errors.New("process cannot be read")
 // newcomer (an orphan that moved up while a parent was read), at most
 // maxPasses times in all.
 func (p *Proc) Walk(visit func(*handle.Handle)) {
-	if err := unix.Access(procfs.ChildrenPath(p.Root, p.Root), unix.R_OK); errors.Is(err, unix.ENOENT) {
+	if p.noChildrenFiles {
 		p.scanAll(visit)
 		return
 	}
