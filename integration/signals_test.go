@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -323,5 +326,24 @@ func TestReaperLeavesTheCallersDirectory(t *testing.T) {
 	s.wait()
 	if _, err := os.Stat(dir + "/report.json"); err != nil {
 		t.Errorf("the report named relative to the caller's directory: %v", err)
+	}
+}
+
+// TestForgedSavedStateKeepsPreemptionOff: a caller that sets the plain
+// build's saved state to its own pid (which reaper keeps after an exec)
+// cannot make it skip the re-execution that turns async preemption off:
+// reaper's own environment then holds GODEBUG=asyncpreemptoff=1.
+func TestForgedSavedStateKeepsPreemptionOff(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c",
+		`REAPER_SAVED_GODEBUG="$$:\"reaper\":unset" exec "$PLAIN" -- sh -c 'tr "\0" "\n" < /proc/$PPID/environ'`)
+	cmd.Env = append(os.Environ(), "PLAIN="+bin().plain)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !slices.Contains(strings.Split(string(out), "\n"), "GODEBUG=asyncpreemptoff=1") {
+		t.Errorf("reaper's environment, with a forged saved state:\n%s\nwant GODEBUG=asyncpreemptoff=1 (re-executed)", out)
 	}
 }

@@ -194,8 +194,12 @@ func TestSweepSparesAncestorsAndStrangers(t *testing.T) {
 	}
 	waitExec(t, stranger.Process.Pid, "sleep")
 	// Ancestors: the shell that runs reaper, with the bare name, then
-	// with the previous run's marker.
-	for _, env := range []string{"REAPER_INSTANCE=" + name, marker} {
+	// with the marker of the run before (each run of the loop is one: the
+	// second sweeps the first's token, which its calling shell carries).
+	for i, env := range []string{"REAPER_INSTANCE=" + name, ""} {
+		if i > 0 {
+			env = "REAPER_INSTANCE=" + name + ":" + lockToken(t, name)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), deadline)
 		sh := exec.CommandContext(ctx, "sh", "-c", `"$REAPER" --instance="$NAME" --grace=1s true; echo survived`)
 		sh.Env = append(os.Environ(), env, "REAPER="+bin().reaper, "NAME="+name)
@@ -204,7 +208,6 @@ func TestSweepSparesAncestorsAndStrangers(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "survived") {
 			t.Errorf("the calling shell with %s: %v, %q; want it to survive", env, err, out)
 		}
-		marker = "" // the leftover was swept by the first of these runs
 	}
 	if err := leftover.Wait(); err == nil || !strings.Contains(err.Error(), "terminated") {
 		t.Errorf("root's leftover with the previous token: %v, want it swept (SIGTERM)", err)

@@ -60,7 +60,8 @@ Exit codes:
         reaper dies of S too (a shell shows 128+S), or exits 128+S as PID 1;
         likewise when stop signal S came before COMMAND started
   %-5d usage error: unknown flag, bad value, unknown signal, no COMMAND;
-        also a live reaper holds the --instance, or a --wait-port stays held
+        also a live reaper holds the --instance (and --replace cannot stop
+        it), or a --wait-port stays held
   %-5d --timeout expired
   %-5d reaper could not do its own work: fork failed, --cgroup=on impossible,
         instance lock not taken, or COMMAND survived SIGKILL

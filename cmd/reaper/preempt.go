@@ -53,9 +53,9 @@ func ensurePreemptOff() {
 		}
 		return
 	}
-	if ours {
-		return // re-executed once already, and still on: go on as it is
-	}
+	// Not off, whatever the saved state says: a re-execution always is (its
+	// GODEBUG ends with asyncpreemptoff=1), so a state that names this pid
+	// was made by the caller, and is no reason to stay as it is.
 	saved = strconv.Itoa(os.Getpid()) + ":" + strconv.Quote(ownName()) + ":unset"
 	next := "asyncpreemptoff=1"
 	if godebugSet {
