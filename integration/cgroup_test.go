@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,13 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/reaper/cgroup"
 	"golang.org/x/sys/unix"
 )
 
-// cgroup is a pair of groups made for one test run: a cgroup v2 group to
+// testGroup is a pair of groups made for one test run: a cgroup v2 group to
 // count and kill its processes, and, where the pids controller lives in a v1
 // hierarchy (as on this project's machines), a v1 group for pids.max.
-type cgroup struct {
+type testGroup struct {
 	v2   string
 	pids string // "" when pids.max is set on the v2 group itself
 }
@@ -26,7 +26,7 @@ var cgroupSeq atomic.Int64
 
 // newCgroup makes a cgroup bounded to pidsMax processes, or skips the test
 // when cgroups cannot be made here.
-func newCgroup(t testing.TB, pidsMax int) *cgroup {
+func newCgroup(t testing.TB, pidsMax int) *testGroup {
 	t.Helper()
 	requireRoot(t)
 	v2root, pidsRoot := cgroupMounts()
@@ -34,7 +34,7 @@ func newCgroup(t testing.TB, pidsMax int) *cgroup {
 		skip(t, "no cgroup2 hierarchy mounted")
 	}
 	name := fmt.Sprintf("reaper-test-%d-%d", os.Getpid(), cgroupSeq.Add(1))
-	cg := &cgroup{v2: filepath.Join(v2root, ownCgroup("0::"), name)}
+	cg := &testGroup{v2: filepath.Join(v2root, ownCgroup("0::"), name)}
 	if err := os.Mkdir(cg.v2, 0o755); err != nil {
 		skip(t, "cannot make a cgroup2 group: %v", err)
 	}
@@ -58,7 +58,7 @@ func newCgroup(t testing.TB, pidsMax int) *cgroup {
 }
 
 // dirs are the groups a process joins to be in this cgroup.
-func (c *cgroup) dirs() []string {
+func (c *testGroup) dirs() []string {
 	if c.pids == "" {
 		return []string{c.v2}
 	}
@@ -77,23 +77,23 @@ func joinArgv(argv ...string) []string {
 }
 
 // joinEnv is the environment joinCgroup needs to join c.
-func (c *cgroup) joinEnv() []string {
+func (c *testGroup) joinEnv() []string {
 	return []string{"CG1=" + c.v2, "CG2=" + c.pids}
 }
 
 // kill SIGKILLs everything in the group, atomically.
-func (c *cgroup) kill() {
+func (c *testGroup) kill() {
 	os.WriteFile(c.v2+"/cgroup.kill", []byte("1"), 0)
 }
 
 // remove kills what is left, waits for the group to empty and removes it,
 // child groups first.
-func (c *cgroup) remove(t testing.TB) {
+func (c *testGroup) remove(t testing.TB) {
 	c.kill()
 	if err := waitEmpty(c.v2); err != nil {
 		t.Errorf("cgroup %s: %v", c.v2, err)
 	}
-	if err := removeDirTree(c.v2); err != nil {
+	if err := cgroup.RemoveTree(c.v2); err != nil {
 		t.Errorf("remove cgroup: %v", err)
 	}
 	if c.pids != "" {
@@ -101,26 +101,6 @@ func (c *cgroup) remove(t testing.TB) {
 			t.Errorf("remove pids cgroup: %v", err)
 		}
 	}
-}
-
-// removeDirTree removes dir and every directory below it, deepest first (a
-// cgroup tree: its files go with their directory), and returns the last
-// error other than a directory already gone.
-func removeDirTree(dir string) error {
-	var dirs []string
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, path)
-		}
-		return nil
-	})
-	var last error
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
-			last = err
-		}
-	}
-	return last
 }
 
 // waitEmpty blocks until cgroup.events says "populated 0", woken by inotify.

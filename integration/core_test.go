@@ -6,7 +6,6 @@ import (
 	"debug/buildinfo"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -711,13 +710,9 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 func TestStopSignalBeforeCommandStarts(t *testing.T) {
 	// reaper waits for a port: SIGTERM then must end reaper at once, with
 	// 128+15, without starting COMMAND only to stop it.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	ran := sharedDir(t) + "/ran"
-	s := start(t, opts{args: []string{"-v", "--wait-port=" + portOf(l.Addr().String()), "--wait-port-timeout=60s", "touch", ran}})
+	port, _ := heldPort(t)
+	s := start(t, opts{args: []string{"-v", "--wait-port=" + port, "--wait-port-timeout=60s", "touch", ran}})
 	s.stderr.waitFor(t, regexp.MustCompile(`port is held`))
 	s.signal(syscall.SIGTERM)
 	r := s.wait()

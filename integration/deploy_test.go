@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper"
+	"github.com/reaper-init/reaper/reaper/cgroup"
 )
 
 // Payload of the container tests: COMMAND exits 7 on SIGTERM; it leaves a
@@ -681,7 +682,7 @@ func removeCgroupTree(t *testing.T, dir string) {
 	}
 	end := time.Now().Add(deadline)
 	for {
-		err := removeDirTree(dir)
+		err := cgroup.RemoveTree(dir)
 		if err == nil {
 			return
 		}

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,7 +126,7 @@ echo "up $$" > "$F"`})
 
 // startInCgroup starts argv outside reaper's tree, in cg, and kills it when
 // the test ends.
-func startInCgroup(t *testing.T, cg *cgroup, env []string, argv ...string) *exec.Cmd {
+func startInCgroup(t *testing.T, cg *testGroup, env []string, argv ...string) *exec.Cmd {
 	t.Helper()
 	cmd := inCgroup(cg, env, argv...)
 	if err := cmd.Start(); err != nil {
@@ -138,7 +137,7 @@ func startInCgroup(t *testing.T, cg *cgroup, env []string, argv ...string) *exec
 }
 
 // inCgroup is a command that joins cg, then executes argv.
-func inCgroup(cg *cgroup, env []string, argv ...string) *exec.Cmd {
+func inCgroup(cg *testGroup, env []string, argv ...string) *exec.Cmd {
 	join := joinArgv(argv...)
 	cmd := exec.Command(join[0], join[1:]...)
 	cmd.Env = append(append(os.Environ(), cg.joinEnv()...), env...)
@@ -155,7 +154,7 @@ type bystanders struct {
 // startBystanders starts, every 250 ms until stop is closed, a helper in cg
 // (under the command line prefix) that records each signal it gets to log;
 // the returned channel then yields them all.
-func startBystanders(cg *cgroup, prefix []string, log string, stop <-chan struct{}) <-chan bystanders {
+func startBystanders(cg *testGroup, prefix []string, log string, stop <-chan struct{}) <-chan bystanders {
 	started := make(chan bystanders, 1)
 	go func() {
 		var all bystanders
@@ -183,7 +182,7 @@ func startBystanders(cg *cgroup, prefix []string, log string, stop <-chan struct
 // kernel.pid_max is pidMax, and returns the command line that runs a
 // program in it (and in its mount namespace, whose /proc is its own). It
 // returns nil where pid_max is not kept per namespace (before Linux 6.14).
-func pidNamespace(t *testing.T, cg *cgroup, pidMax int) []string {
+func pidNamespace(t *testing.T, cg *testGroup, pidMax int) []string {
 	t.Helper()
 	init := inCgroup(cg, nil, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
 		bin().harness, "-init", "-pid-max", strconv.Itoa(pidMax))
@@ -425,11 +424,8 @@ func TestForkFailureAtStart(t *testing.T) {
 	if cg.pids != "" {
 		limit, current = filepath.Join(cg.pids, "pids.max"), filepath.Join(cg.pids, "pids.current")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := start(t, opts{cg: cg, args: []string{"-v", "--cgroup=off", "--wait-port=" + portOf(l.Addr().String()),
+	port, release := heldPort(t)
+	s := start(t, opts{cg: cg, args: []string{"-v", "--cgroup=off", "--wait-port=" + port,
 		"--wait-port-timeout=60s", "sh", "-c", "exit 0"}})
 	s.stderr.waitFor(t, regexp.MustCompile(`port is held`))
 	now, err := os.ReadFile(current)
@@ -439,7 +435,7 @@ func TestForkFailureAtStart(t *testing.T) {
 	if err := os.WriteFile(limit, []byte(strings.TrimSpace(string(now))), 0); err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
+	release()
 	r := s.wait()
 	os.WriteFile(limit, []byte("512"), 0)
 	if r.status() != 125 || !regexp.MustCompile(`reaper: sh: cannot fork: resource temporarily unavailable`).MatchString(r.Stderr) {

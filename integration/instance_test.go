@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +17,7 @@ import (
 
 // sharedCgroup makes a cgroup for several runs of one test, removed (with
 // whatever is left in it) when the test ends.
-func sharedCgroup(t *testing.T, pidsMax int) *cgroup {
+func sharedCgroup(t *testing.T, pidsMax int) *testGroup {
 	t.Helper()
 	cg := newCgroup(t, pidsMax)
 	t.Cleanup(func() { cg.remove(t) })
@@ -104,11 +103,6 @@ setsid "$HELPER" listen -ignore-term %s "$F" &`, addr)
 			}
 		})
 	}
-}
-
-func portOf(addr string) string {
-	_, port, _ := net.SplitHostPort(addr)
-	return port
 }
 
 func TestDuplicateInstanceIsRefusedAndReplaceTakesOver(t *testing.T) {
@@ -213,11 +207,7 @@ func TestCgroupAutoFallsBackWhereCgroupsAreReadOnly(t *testing.T) {
 
 func TestWaitPort(t *testing.T) {
 	// A foreign holder: this test process. reaper names it and gives up.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := portOf(l.Addr().String())
+	port, release := heldPort(t)
 	code, _, stderr := runReaper(t, nil, "--wait-port="+port, "--wait-port-timeout=500ms", "true")
 	holder := fmt.Sprintf("pid %d (", os.Getpid())
 	if code != 2 || !strings.Contains(stderr, "port "+port+" is still held by "+holder) {
@@ -235,8 +225,8 @@ func TestWaitPort(t *testing.T) {
 	}
 	go lines.readFrom(pipe)
 	lines.waitFor(t, regexp.MustCompile(`port is held`))
-	l.Close()
-	err = cmd.Wait()
+	release()
+	err := cmd.Wait()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 6 {
 		t.Errorf("after the port was freed: %v, want COMMAND's exit 6\n%s", err, lines)
 	}

@@ -36,10 +36,10 @@ type opts struct {
 	env     []string // added to the environment
 	stdin   io.Reader
 	stdout  io.Writer
-	binary  string   // reaper binary to run (default bin().reaper)
-	cg      *cgroup  // run in this cgroup, which the test owns (default: a fresh one)
-	leave   bool     // leave what reaper leaves running (the test's cgroup cleans up)
-	command []string // run this instead of reaper with args (benchmarks: the peers)
+	binary  string     // reaper binary to run (default bin().reaper)
+	cg      *testGroup // run in this cgroup, which the test owns (default: a fresh one)
+	leave   bool       // leave what reaper leaves running (the test's cgroup cleans up)
+	command []string   // run this instead of reaper with args (benchmarks: the peers)
 	// prefix runs the harness itself under this command line (nsenter into
 	// a namespace of the test's).
 	prefix []string
@@ -82,7 +82,7 @@ type session struct {
 	cmd    *exec.Cmd
 	report *bufio.Reader
 	stderr *lines
-	cg     *cgroup
+	cg     *testGroup
 	child  int // the harness's child: reaper, or unshare with pid1
 	pid1   bool
 	result *result

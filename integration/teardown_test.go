@@ -40,7 +40,7 @@ type tree struct {
 	// as tini) instead of reaper with flags and --report.
 	shim []string
 	// cgroup and leave are passed on to start (see opts).
-	cgroup *cgroup
+	cgroup *testGroup
 	leave  bool
 	// noReport runs reaper without --report, as the benchmarks do: the
 	// report reads every descendant's command line.
@@ -355,17 +355,6 @@ func TestTeardownFreesTheListenersPort(t *testing.T) {
 			})
 		})
 	}
-}
-
-// freeAddr returns a loopback address with a port nobody listens on.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func TestWaitLetsDescendantsFinish(t *testing.T) {

@@ -323,8 +323,15 @@ func (c *Leaf) Remove() error {
 	if err := unix.Rmdir(c.Dir); err == nil || errors.Is(err, unix.ENOENT) {
 		return nil // no group below it: the usual case
 	}
+	return RemoveTree(c.Dir)
+}
+
+// RemoveTree removes the cgroup dir and every group below it, deepest first
+// (a group's files go with its directory), and returns the last error other
+// than a group already gone. It fails while a process lives in any of them.
+func RemoveTree(dir string) error {
 	var dirs []string
-	filepath.WalkDir(c.Dir, func(path string, d os.DirEntry, err error) error {
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
 			dirs = append(dirs, path)
 		}

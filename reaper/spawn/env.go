@@ -1,4 +1,4 @@
-package reaper
+package spawn
 
 import (
 	"fmt"
@@ -10,11 +10,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// commandEnv is COMMAND's environment: reaper's own without the variables
+// Env is COMMAND's environment: reaper's own without the variables
 // drop names (reaper's configuration: a reaper started below reaper is
 // configured by its own flags), and with the entries of set ("NAME=value")
 // replacing or adding theirs.
-func commandEnv(drop []string, set ...string) []string {
+func Env(drop []string, set ...string) []string {
 	names := make(map[string]bool, len(set)+len(drop))
 	for _, kv := range set {
 		name, _, _ := strings.Cut(kv, "=")
@@ -33,11 +33,11 @@ func commandEnv(drop []string, set ...string) []string {
 	return append(out, set...)
 }
 
-// pidVariables returns the variables of reaper's environment that name
+// PIDVariables returns the variables of reaper's environment that name
 // reaper's own pid and that COMMAND must see name its pid instead:
 // LISTEN_PID (socket activation: the descriptors from 3 on are meant for
 // it) and WATCHDOG_PID (the watchdog: COMMAND pings it).
-func pidVariables(self int) []string {
+func PIDVariables(self int) []string {
 	var vars []string
 	for _, name := range []string{"LISTEN_PID", "WATCHDOG_PID"} {
 		if v, ok := os.LookupEnv(name); ok && v == strconv.Itoa(self) {
@@ -99,6 +99,6 @@ func Trampoline() {
 		}
 	}
 	err := syscall.Exec(path, os.Args, os.Environ())
-	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", os.Args[0], errnoOf(err))
+	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", os.Args[0], ErrnoOf(err))
 	os.Exit(execCode(err))
 }

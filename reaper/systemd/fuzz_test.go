@@ -1,4 +1,4 @@
-package reaper
+package systemd
 
 import (
 	"strings"
@@ -8,16 +8,6 @@ import (
 // Fuzz targets for every parser of what the kernel or the user hands
 // reaper. The seeds run as ordinary tests; .ci/run also fuzzes each target
 // for a few seconds. Bad input must give an error value, never a panic.
-
-func FuzzParseNetTCP(f *testing.F) {
-	header := "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
-	f.Add([]byte(header+"   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n"), 8080)
-	f.Add([]byte(header+"   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 77 1\n"), 80)
-	f.Add([]byte(header+" x"), 1)
-	f.Fuzz(func(t *testing.T, data []byte, port int) {
-		parseNetTCP(data, port)
-	})
-}
 
 // FuzzParseTimespan feeds what `systemctl show -p TimeoutStopUSec` may
 // print: a unit's stop timeout must parse or give an error, never a

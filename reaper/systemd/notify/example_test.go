@@ -6,7 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/reaper-init/reaper/reaper/notify"
+	"github.com/reaper-init/reaper/reaper/systemd/notify"
 )
 
 // A wrapper relays when it was given a NOTIFY_SOCKET, and hands COMMAND

@@ -1,4 +1,7 @@
-package reaper
+// Package ports is --wait-port: before COMMAND starts, wait until nobody
+// listens on the TCP ports named, naming who holds them (a leftover of an
+// earlier run of the instance, or someone else) from /proc.
+package ports
 
 import (
 	"bufio"
@@ -126,11 +129,11 @@ func holders(inodes map[uint64]bool, markers [][]byte) []portHolder {
 	return found
 }
 
-// waitPorts waits until nobody listens on ports, naming the holders it
+// Wait waits until nobody listens on ports, naming the holders it
 // finds; it fails when timeout passes, or when pause reports a stop request.
 // Each look reads /proc/net/tcp{,6} alone; the holders are looked for
 // once, to name them, and again if the timeout passes.
-func waitPorts(ports []int, timeout time.Duration, markers [][]byte, log *logs.Logger, pause func(time.Duration) bool) error {
+func Wait(ports []int, timeout time.Duration, markers [][]byte, log *logs.Logger, pause func(time.Duration) bool) error {
 	end := time.Now().Add(timeout)
 	for _, port := range ports {
 		named := false

@@ -1,14 +1,11 @@
-package reaper
+package systemd
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
+	"errors"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 func TestParseTimespan(t *testing.T) {
@@ -85,66 +82,23 @@ func TestOutputWaitsForItsChildAlone(t *testing.T) {
 	}
 }
 
-// TestAcceptSender: a notification is relayed from reaper's descendants;
-// from a sender gone before it is read, only when the sender was of
-// reaper's user; never from a live process outside the tree, nor from
-// another user's gone process, whichever user COMMAND runs as.
-func TestAcceptSender(t *testing.T) {
-	self := os.Getpid()
-	child := exec.Command("sleep", "60")
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
+// TestOutputHasADeadline runs a program that closes its stdout and goes on:
+// output must return within its bound, and leave no child behind.
+func TestOutputHasADeadline(t *testing.T) {
+	began := time.Now()
+	_, err := output("/bin/sh", []string{"sh", "-c", "exec >&-; exec sleep 100"}, 200*time.Millisecond)
+	if err == nil {
+		t.Fatal("output of a program that never exits: no error")
 	}
-	defer func() { child.Process.Kill(); child.Wait() }()
-	gone := exec.Command("true")
-	if err := gone.Run(); err != nil {
-		t.Fatal(err)
+	if took := time.Since(began); took > time.Minute {
+		t.Errorf("output took %v", took)
 	}
-	euid := os.Geteuid()
-	other := uint32(euid + 1)
-	cred := func(pid int, uid uint32) unix.Ucred { return unix.Ucred{Pid: int32(pid), Uid: uid} }
-	for _, tc := range []struct {
-		name   string
-		sender unix.Ucred
-		want   bool
-	}{
-		{"a descendant", cred(child.Process.Pid, other), true},
-		{"a live process outside the tree", cred(os.Getppid(), uint32(euid)), false},
-		{"a gone sender of reaper's user", cred(gone.Process.Pid, uint32(euid)), true},
-		{"a gone sender of another user", cred(gone.Process.Pid, other), false},
-		{"no pid", cred(0, uint32(euid)), false},
-	} {
-		if got := acceptSender(tc.sender, self, child.Process.Pid, true, euid); got != tc.want {
-			t.Errorf("%s: accepted %v, want %v", tc.name, got, tc.want)
-		}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); !errors.Is(err, syscall.ECHILD) {
+		t.Errorf("a child is left: %v", err)
 	}
-	// COMMAND running as another user (nobody) vouches for no process of
-	// that user: anyone else's nobody process could have sent it.
-	if euid == 0 {
-		nobody := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "60")
-		if err := nobody.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { nobody.Process.Kill(); nobody.Wait() }()
-		comm := fmt.Sprintf("/proc/%d/comm", nobody.Process.Pid)
-		for end := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) { // until setpriv has become nobody's sleep
-			if data, _ := os.ReadFile(comm); string(data) == "sleep\n" {
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatal("setpriv never ran sleep")
-			}
-		}
-		if acceptSender(cred(gone.Process.Pid, 65534), self, nobody.Process.Pid, true, euid) {
-			t.Error("a gone sender of COMMAND's user (nobody) was accepted")
-		}
-	}
-	// Where /proc cannot be walked: COMMAND while it runs, not its pid
-	// once it is reaped (cmd 0).
-	if !acceptSender(cred(child.Process.Pid, other), self, child.Process.Pid, false, euid) {
-		t.Error("foreign /proc: COMMAND refused")
-	}
-	if acceptSender(cred(child.Process.Pid, other), self, 0, false, euid) {
-		t.Error("foreign /proc: a process accepted after COMMAND was reaped")
+	out, err := output("/bin/sh", []string{"sh", "-c", "echo 90s"}, time.Minute)
+	if err != nil || out != "90s\n" {
+		t.Errorf("output = %q, %v", out, err)
 	}
 }

@@ -1,12 +1,10 @@
-package reaper
+package supervisor
 
 import (
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/procfs"
@@ -247,32 +245,6 @@ func (c *Signals) dropEarly(sig syscall.Signal) {
 	if !c.isStop(sig) {
 		c.log.Debug("no COMMAND yet: not forwarded", logs.Signal("signal", sig))
 	}
-}
-
-// The terminal driver answers a foreground change (or a write) by a
-// background process with SIGTTOU, and reaper catches SIGTTOU to forward it:
-// it would take its own for one sent from outside, and the driver would
-// repeat the interrupted call for ever. So the thread that hands the
-// terminal over, the event loop's, keeps SIGTTOU blocked: the driver then
-// lets it go ahead without a signal, and a SIGTTOU sent to the process from
-// outside is delivered to another thread and forwarded as usual.
-var threadSignals = func() *unix.Sigset_t {
-	var set unix.Sigset_t
-	set.Val[(unix.SIGTTOU-1)/64] |= 1 << ((unix.SIGTTOU - 1) % 64)
-	return &set
-}()
-
-// blockThreadSignals blocks SIGTTOU on the calling thread, which must be
-// locked to its goroutine, and returns the mask the thread had before.
-func blockThreadSignals() unix.Sigset_t {
-	var old unix.Sigset_t
-	unix.PthreadSigmask(unix.SIG_BLOCK, threadSignals, &old)
-	return old
-}
-
-// setThreadMask gives the calling thread the signal mask mask.
-func setThreadMask(mask unix.Sigset_t) {
-	unix.PthreadSigmask(unix.SIG_SETMASK, &mask, nil)
 }
 
 // inheritedIgnored returns the signals whose disposition is SIG_IGN right

@@ -1,4 +1,4 @@
-package reaper
+package supervisor
 
 import (
 	"os"
@@ -25,7 +25,7 @@ type forwarder struct {
 	// procIsOurs is false when /proc shows another PID namespace: nothing
 	// read there is about reaper's processes.
 	procIsOurs bool
-	loop       chan<- syscall.Signal // to the event loop
+	loop       chan syscall.Signal // to the event loop, which reads it
 	// pending counts the signals handed to the event loop and not handled
 	// there yet: while any is, later ones go the same way, in order.
 	pending atomic.Int32

@@ -1,4 +1,4 @@
-package reaper
+package supervisor
 
 import "golang.org/x/sys/unix"
 
@@ -48,7 +48,7 @@ func (t *terminal) foreground() int {
 
 // giveTo makes pgrp the foreground group. reaper is then in a background
 // group itself: the terminal driver allows that only because the calling
-// thread, the event loop's, keeps SIGTTOU blocked (see blockThreadSignals);
+// thread, the event loop's, keeps SIGTTOU blocked (see spawn.BlockThreadSignals);
 // otherwise it would answer with a SIGTTOU that reaper catches, and the call
 // would fail and repeat for ever.
 func (t *terminal) giveTo(pgrp int) error {

@@ -1,4 +1,7 @@
-package reaper
+// Package systemd is reaper's side of systemd: which unit reaper runs in,
+// that unit's stop timeout (from systemctl, bounded), and systemd's time
+// spans. The notification relay is its sub-package notify.
+package systemd
 
 import (
 	"errors"
@@ -14,14 +17,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper/cgroup"
+	"github.com/reaper-init/reaper/reaper/exitcode"
 	"github.com/reaper-init/reaper/reaper/handle"
 	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/spawn"
 )
 
 // systemctlWait bounds how long reaper waits for systemctl at start-up.
 const systemctlWait = time.Second
 
-// checkStopTimeout warns when reaper runs in a systemd service whose stop
+// CheckStopTimeout warns when reaper runs in a systemd service whose stop
 // timeout is not above the grace period: systemd then SIGKILLs reaper (or,
 // with KillMode=process, reaper alone) before its teardown has sent its own
 // SIGKILLs, and what ignored SIGTERM survives the stop. systemd exports
@@ -29,7 +34,7 @@ const systemctlWait = time.Second
 // /proc/self/cgroup, and `systemctl show` gives its TimeoutStopUSec. Anything
 // missing (no systemctl, no unit, no answer within a second) ends the check
 // without a word above debug.
-func checkStopTimeout(grace time.Duration, files cgroup.Files, log *logs.Logger) {
+func CheckStopTimeout(grace time.Duration, files cgroup.Files, log *logs.Logger) {
 	if _, ok := os.LookupEnv("INVOCATION_ID"); !ok || grace == 0 || files.Err != nil {
 		return
 	}
@@ -76,7 +81,7 @@ func unitFromCgroup(data string) (unit string, user bool) {
 // unitStopTimeout asks systemctl for the unit's TimeoutStopUSec. 0 means
 // none (infinity).
 func unitStopTimeout(unit string, user bool) (time.Duration, error) {
-	path, err := lookPath("systemctl")
+	path, err := spawn.LookPath("systemctl")
 	if err != nil {
 		return 0, err
 	}
@@ -138,7 +143,7 @@ func output(path string, argv []string, wait time.Duration) (string, error) {
 	case readErr != nil:
 		return "", fmt.Errorf("%s: %w", argv[0], readErr)
 	case !ws.Exited() || ws.ExitStatus() != 0:
-		return "", fmt.Errorf("%s: %s", argv[0], describeStatus(unix.WaitStatus(ws)))
+		return "", fmt.Errorf("%s: %s", argv[0], exitcode.Describe(unix.WaitStatus(ws)))
 	}
 	return string(out), nil
 }

@@ -1,4 +1,11 @@
-package reaper
+// Package spawn starts COMMAND: looked up as execvp does, the leader of a
+// process group of its own, with the caller's signal mask, the terminal's
+// foreground where reaper has it, a parent-death signal, and, where asked,
+// born in a cgroup. Its failures carry the exit code a shell would give
+// (127 not found, 126 not executable), and a failure of the kernel to make
+// the process is told apart from one to execute COMMAND. It never waits:
+// the supervisor's event loop reaps.
+package spawn
 
 import (
 	"errors"
@@ -9,40 +16,45 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/exitcode"
 )
 
 // StartError says why COMMAND could not be started, and with which exit code
 // reaper reports it.
 type StartError struct {
-	Command string
-	Code    int // ExitNotFound, ExitCannotExec or ExitInternal
+	Command string // argv[0], as given
+	Code    int    // exitcode.NotFound, exitcode.CannotExec or exitcode.Internal
 	Err     error
-	// fromClone is set when the kernel refused to make the process (clone3
-	// with CLONE_INTO_CGROUP), not to execute COMMAND.
-	fromClone bool
+	// FromClone is set when the kernel refused to make the process (clone3
+	// with CLONE_INTO_CGROUP), not to execute COMMAND: starting it outside
+	// the cgroup may work.
+	FromClone bool
 }
 
+// Error returns "COMMAND: reason", as a shell words it.
 func (e *StartError) Error() string {
 	return e.Command + ": " + e.Err.Error()
 }
 
+// Unwrap returns the underlying error.
 func (e *StartError) Unwrap() error { return e.Err }
 
 // defaultPath is what execvp searches when PATH is unset.
 const defaultPath = "/usr/local/bin:/usr/bin:/bin"
 
-// lookPath finds name the way execvp does: a name with a slash is used as
+// LookPath finds name the way execvp does: a name with a slash is used as
 // it is; otherwise each PATH entry is tried, and a file that exists but may
 // not be executed is reported only when no later entry has an executable.
-func lookPath(name string) (string, error) {
+func LookPath(name string) (string, error) {
 	if name == "" {
-		return "", &StartError{Command: name, Code: ExitNotFound, Err: errors.New("empty command name")}
+		return "", &StartError{Command: name, Code: exitcode.NotFound, Err: errors.New("empty command name")}
 	}
 	if strings.Contains(name, "/") {
 		if _, err := os.Stat(name); err != nil {
 			// As sh and bash: a path that exists but cannot be reached (a
 			// directory on the way that may not be searched) is 126.
-			return "", &StartError{Command: name, Code: execCode(err), Err: errnoOf(err)}
+			return "", &StartError{Command: name, Code: execCode(err), Err: ErrnoOf(err)}
 		}
 		return name, nil
 	}
@@ -60,14 +72,14 @@ func lookPath(name string) (string, error) {
 		if err == nil {
 			return candidate, nil
 		}
-		if denied == nil && execCode(err) != ExitNotFound {
+		if denied == nil && execCode(err) != exitcode.NotFound {
 			denied = err
 		}
 	}
 	if denied != nil {
-		return "", &StartError{Command: name, Code: ExitCannotExec, Err: denied}
+		return "", &StartError{Command: name, Code: exitcode.CannotExec, Err: denied}
 	}
-	return "", &StartError{Command: name, Code: ExitNotFound, Err: errors.New("command not found")}
+	return "", &StartError{Command: name, Code: exitcode.NotFound, Err: errors.New("command not found")}
 }
 
 // executable checks that path is a regular file reaper's effective ids may
@@ -90,14 +102,14 @@ func executable(path string) error {
 // ENOTDIR), 126 otherwise.
 func execCode(err error) int {
 	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
-		return ExitNotFound
+		return exitcode.NotFound
 	}
-	return ExitCannotExec
+	return exitcode.CannotExec
 }
 
-// errnoOf returns the errno inside err, so that messages read like a
+// ErrnoOf returns the errno inside err, so that messages read like a
 // shell's: "no such file or directory", not "stat x: no such file...".
-func errnoOf(err error) error {
+func ErrnoOf(err error) error {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		return errno
@@ -105,32 +117,32 @@ func errnoOf(err error) error {
 	return err
 }
 
-// spawnOptions are the per-run choices that shape how COMMAND starts.
-type spawnOptions struct {
-	foreground bool           // give COMMAND's group the terminal on fd 0
-	pdeathsig  syscall.Signal // sent to COMMAND when reaper's thread dies; 0 for none
-	env        []string       // COMMAND's environment
-	pidVars    []string       // variables of env to set to COMMAND's pid (through the trampoline)
-	mask       unix.Sigset_t  // COMMAND's signal mask: the one reaper was started with
-	cgroupFD   int            // the cgroup COMMAND is born in (clone3), or -1
+// Options are the per-run choices that shape how COMMAND starts.
+type Options struct {
+	Foreground bool           // give COMMAND's group the terminal on fd 0
+	Pdeathsig  syscall.Signal // sent to COMMAND when reaper's thread dies; 0 for none
+	Env        []string       // COMMAND's environment
+	PIDVars    []string       // variables of Env to set to COMMAND's pid (through the trampoline)
+	Mask       unix.Sigset_t  // COMMAND's signal mask: the one reaper was started with
+	CgroupFD   int            // the cgroup COMMAND is born in (clone3), or -1
 }
 
-// spawn starts COMMAND as the leader of a new process group and returns its
-// pid. The child gets opts.mask, default dispositions for every signal
+// Start starts COMMAND as the leader of a new process group and returns its
+// pid. The child gets opts.Mask, default dispositions for every signal
 // reaper catches (ignored ones stay ignored), fds 0-2 and whatever reaper's
 // caller passed without close-on-exec, and the original RLIMIT_NOFILE
 // (syscall.ForkExec restores it). spawn never waits for the child: the
 // event loop reaps it. It must run on the thread that stays for reaper's
 // whole life: the parent-death signal fires when the forking thread exits,
 // and the child's signal mask is that thread's.
-func spawn(argv []string, opts spawnOptions) (int, error) {
-	path, err := lookPath(argv[0])
+func Start(argv []string, opts Options) (int, error) {
+	path, err := LookPath(argv[0])
 	if err != nil {
 		return 0, err
 	}
-	env := opts.env
-	if len(opts.pidVars) > 0 {
-		env = trampolineEnv(env, os.Getpid(), opts.pidVars, path)
+	env := opts.Env
+	if len(opts.PIDVars) > 0 {
+		env = trampolineEnv(env, os.Getpid(), opts.PIDVars, path)
 		path = "/proc/self/exe" // in the child: reaper's own file
 	}
 	attr := &syscall.ProcAttr{
@@ -138,18 +150,18 @@ func spawn(argv []string, opts spawnOptions) (int, error) {
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
 			Setpgid:    true,
-			Foreground: opts.foreground,
+			Foreground: opts.Foreground,
 			Ctty:       0,
-			Pdeathsig:  opts.pdeathsig,
+			Pdeathsig:  opts.Pdeathsig,
 		},
 	}
-	if opts.cgroupFD >= 0 {
-		attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, opts.cgroupFD
+	if opts.CgroupFD >= 0 {
+		attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, opts.CgroupFD
 	}
 	// The child gets the forking thread's mask: the caller's, for the fork
 	// alone (nothing on this thread may raise SIGTTOU meanwhile).
-	own := blockThreadSignals()
-	setThreadMask(opts.mask)
+	own := BlockThreadSignals()
+	setThreadMask(opts.Mask)
 	pid, err := syscall.ForkExec(path, argv, attr)
 	setThreadMask(own)
 	if err != nil {
@@ -166,23 +178,23 @@ func spawn(argv []string, opts spawnOptions) (int, error) {
 // clone_args). execve says E2BIG only for arguments and environment larger
 // than the kernel's minimum limit of 32 pages; below that, E2BIG is
 // clone3's.
-func startError(argv []string, opts spawnOptions, err error) error {
-	code := ExitCannotExec
+func startError(argv []string, opts Options, err error) error {
+	code := exitcode.CannotExec
 	var fromClone bool
 	switch {
 	case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOMEM):
-		code = ExitInternal
+		code = exitcode.Internal
 		err = fmt.Errorf("cannot fork: %w", err)
-	case opts.cgroupFD >= 0 && errors.Is(err, syscall.ENOSYS):
+	case opts.CgroupFD >= 0 && errors.Is(err, syscall.ENOSYS):
 		fromClone = true
-	case opts.cgroupFD >= 0 && errors.Is(err, syscall.E2BIG) && argSize(argv, opts.env) < execMinArgMax:
+	case opts.CgroupFD >= 0 && errors.Is(err, syscall.E2BIG) && argSize(argv, opts.Env) < execMinArgMax:
 		fromClone = true
 	}
 	if fromClone {
-		code = ExitInternal
+		code = exitcode.Internal
 		err = fmt.Errorf("cannot start a process in a cgroup (clone3: %w)", err)
 	}
-	return &StartError{Command: argv[0], Code: code, Err: err, fromClone: fromClone}
+	return &StartError{Command: argv[0], Code: code, Err: err, FromClone: fromClone}
 }
 
 // execMinArgMax is the least room execve gives arguments and environment
@@ -200,4 +212,31 @@ func argSize(argv, env []string) int {
 		}
 	}
 	return n
+}
+
+// The terminal driver answers a foreground change (or a write) by a
+// background process with SIGTTOU, and reaper catches SIGTTOU to forward it:
+// it would take its own for one sent from outside, and the driver would
+// repeat the interrupted call for ever. So the thread that hands the
+// terminal over, the event loop's, which also forks COMMAND, keeps SIGTTOU
+// blocked: the driver then lets it go ahead without a signal, and a SIGTTOU
+// sent to the process from outside is delivered to another thread and
+// forwarded as usual.
+var threadSignals = func() *unix.Sigset_t {
+	var set unix.Sigset_t
+	set.Val[(unix.SIGTTOU-1)/64] |= 1 << ((unix.SIGTTOU - 1) % 64)
+	return &set
+}()
+
+// BlockThreadSignals blocks SIGTTOU on the calling thread, which must be
+// locked to its goroutine, and returns the mask the thread had before.
+func BlockThreadSignals() unix.Sigset_t {
+	var old unix.Sigset_t
+	unix.PthreadSigmask(unix.SIG_BLOCK, threadSignals, &old)
+	return old
+}
+
+// setThreadMask gives the calling thread the signal mask mask.
+func setThreadMask(mask unix.Sigset_t) {
+	unix.PthreadSigmask(unix.SIG_SETMASK, &mask, nil)
 }

@@ -1,0 +1,105 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/record"
+)
+
+// report assembles the record.Report of a run that ends with code.
+func (s *supervisor) report(code int) record.Report {
+	r := record.Report{Command: s.cfg.Command, ExitCode: code,
+		TimedOut: s.stop.machine != nil && s.stop.machine.TimedOut()}
+	if s.startErr != nil {
+		r.StartError = s.startErr.Error()
+	}
+	if s.cmd.reaped {
+		r.CommandStatus = record.StatusOf(s.cmd.pid, s.cmd.status)
+	}
+	if s.stop.record != nil {
+		r.Teardown = s.stop.record.Report(s.cfg.Grace)
+	}
+	return r
+}
+
+// writeReport writes the --report file, if one was asked for.
+func (s *supervisor) writeReport(code int) error {
+	if s.cfg.ReportPath == "" {
+		return nil
+	}
+	return record.Write(s.cfg.ReportPath, s.report(code))
+}
+
+// end writes the report and releases what the run took. The failures met
+// at the end of a run (processes that outlived SIGKILL, the report, the
+// cgroup, the lock) are collected and logged together.
+func (s *supervisor) end(code int) {
+	var errs *multierror.Error
+	if s.stop.record != nil {
+		for _, p := range s.stop.record.Processes {
+			if p.Survived {
+				errs = multierror.Append(errs, fmt.Errorf("pid %d (%s) still runs after SIGKILL", p.Handle.PID, p.Describe()))
+			}
+		}
+	}
+	errs = multierror.Append(errs, s.writeReport(code))
+	errs = multierror.Append(errs, s.release())
+	logErrors(s.log, errs)
+}
+
+// cleanUp releases what prepare took, when COMMAND does not start.
+func (s *supervisor) cleanUp() {
+	logErrors(s.log, s.release())
+}
+
+// release stops relaying notifications, removes the cgroup (once empty) and
+// drops the instance's lock.
+func (s *supervisor) release() error {
+	var errs *multierror.Error
+	if s.held.relay != nil {
+		s.held.relay.Close()
+		s.held.relay = nil
+	}
+	if s.held.leaf != nil {
+		if err := s.held.leaf.Remove(); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("cannot remove the cgroup %s: %w", s.held.leaf.Dir, err))
+		}
+		s.held.leaf = nil
+	}
+	if s.held.lock != nil {
+		if err := s.held.lock.Release(); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("cannot release the instance lock: %w", err))
+		}
+		s.held.lock = nil
+	}
+	return errs.ErrorOrNil()
+}
+
+// logErrors logs err, one error or several, as one error line.
+func logErrors(log *logs.Logger, err error) {
+	var errs *multierror.Error
+	if errors.As(err, &errs) {
+		errs.ErrorFormat = oneLine
+		err = errs.ErrorOrNil()
+	}
+	if err != nil {
+		log.Error("the run ended with errors", logs.Err(err))
+	}
+}
+
+// oneLine formats several errors on one line: a log line is one line.
+func oneLine(errs []error) string {
+	parts := make([]string, len(errs))
+	for i, err := range errs {
+		parts[i] = err.Error()
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return fmt.Sprintf("%d errors: %s", len(parts), strings.Join(parts, "; "))
+}

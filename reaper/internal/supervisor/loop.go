@@ -1,0 +1,235 @@
+package supervisor
+
+import (
+	"errors"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/exitcode"
+	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/stop"
+)
+
+// loop handles events until the stop machine is done: nothing is left
+// below reaper, or reaper gave up on what is. It then gives the terminal
+// back.
+func (s *supervisor) loop() {
+	for s.stop.machine.Phase() != stop.Done {
+		s.step()
+	}
+	s.stop.timers.stopAll()
+	if s.tty != nil {
+		s.tty.restore()
+	}
+}
+
+// step waits for one event and handles it.
+func (s *supervisor) step() {
+	select {
+	case <-s.caught.chld:
+		s.reap()
+	case sig := <-s.caught.stops:
+		if s.caught.isStop(sig.(syscall.Signal)) { // else it came on sigs too, to be forwarded
+			s.onStopRequest(sig.(syscall.Signal))
+		}
+	case sig := <-s.forwarder.loop:
+		s.forwarder.onSignal(sig)
+		s.forwarder.pending.Add(-1) // after: a signal behind it must not overtake it
+	case tokens := <-s.stop.exits.c():
+		s.stop.exits.noteExits(s.stop.record, tokens, time.Now())
+	case <-s.stop.timers.graceC:
+		s.stop.timers.graceC = nil
+		s.log.Info("grace period over", logs.Duration("grace", s.cfg.Grace))
+		s.feed(stop.GraceExpired)
+	case <-s.stop.timers.timeoutC:
+		s.stop.timers.timeoutC = nil
+		if !s.stop.machine.Stopping() {
+			s.log.Warn("timeout expired: stopping everything", logs.Duration("timeout", s.cfg.Timeout))
+		}
+		s.feed(stop.TimeoutExpired)
+	case <-s.stop.timers.killC:
+		s.stop.timers.killC = nil
+		s.feed(stop.KillWaitExpired)
+	case <-s.stop.emptied:
+		s.stop.emptied = nil // what is left, if anything, left the leaf: walk /proc for it
+		s.stop.walkDue = s.stop.record != nil
+	}
+	s.advance()
+}
+
+// advance tells the stop machine what the event changed: the tree is
+// empty, or everything the stop signalled is gone while something is left.
+func (s *supervisor) advance() {
+	machine := s.stop.machine
+	if !machine.Stopping() && machine.Phase() != stop.Draining {
+		return
+	}
+	if s.cmd.reaped && s.tree.Done(s.children.none) {
+		s.feed(stop.TreeEmpty)
+		return
+	}
+	if s.wentQuiet() {
+		s.feed(stop.Quiet)
+	}
+}
+
+// wentQuiet reports, once, that every process the stop tracks has exited
+// since the last walk, or that the tree asked for a walk. If reaper still
+// has children then, they are processes the last walk did not see. Without
+// an exit watcher it cannot tell, and always says so.
+func (s *supervisor) wentQuiet() bool {
+	if s.stop.record == nil {
+		return false
+	}
+	due := s.stop.walkDue
+	s.stop.walkDue = false
+	return s.stop.record.TakeQuiet() || due || s.stop.exits.broken
+}
+
+// feed hands an event to the stop machine, carries out its actions and
+// returns them.
+func (s *supervisor) feed(ev stop.Event) []stop.Action {
+	actions := s.stop.machine.Handle(ev)
+	for _, action := range actions {
+		switch action {
+		case stop.SignalTree:
+			s.signalTree()
+		case stop.SignalMissed:
+			s.signalMissed()
+		case stop.ArmGrace:
+			s.stop.timers.armGrace(s.cfg.Grace, s.stop.record.Began)
+		case stop.ArmKillWait:
+			s.stop.timers.armKillWait()
+		case stop.KillTree:
+			s.killTree()
+		case stop.GiveUp:
+			s.giveUp()
+		case stop.Finish:
+			s.finishRecord(false)
+		}
+	}
+	return actions
+}
+
+// reap drains wait4 until no exited child is left, and tells the stop
+// machine when COMMAND was among the reaped. It is the only caller of
+// wait4.
+func (s *supervisor) reap() {
+	exited := s.reapAll()
+	if !exited {
+		return
+	}
+	s.log.Info("command exited", logs.Int("pid", s.cmd.pid), logs.String("status", exitcode.Describe(s.cmd.status)))
+	if s.tree.Done(s.children.none) {
+		s.feed(stop.CommandExitLast)
+	} else {
+		s.feed(stop.CommandExit)
+	}
+}
+
+// reapAll drains wait4 and reports whether COMMAND was reaped.
+func (s *supervisor) reapAll() (commandExited bool) {
+	s.cmd.mu.Lock()
+	defer s.cmd.mu.Unlock()
+	for {
+		var status unix.WaitStatus
+		pid, err := unix.Wait4(-1, &status, unix.WNOHANG|unix.WUNTRACED|unix.WCONTINUED, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ECHILD):
+			s.children.none = true
+			return commandExited
+		case err != nil:
+			s.log.Error("wait4 failed", logs.Err(err))
+			return commandExited
+		case pid == 0:
+			s.children.none = false
+			return commandExited
+		case status.Stopped():
+			s.children.stopped[pid] = true
+			if pid == s.cmd.pid {
+				s.forwarder.onCommandStopped(status.StopSignal(), s.stop.machine.Phase() == stop.Running)
+			}
+			continue
+		case status.Continued():
+			delete(s.children.stopped, pid)
+			continue
+		}
+		delete(s.children.stopped, pid)
+		if s.log.DebugEnabled() {
+			s.log.Debug("reaped", logs.Int("pid", pid), logs.String("status", exitcode.Describe(status)))
+		}
+		if s.stop.record != nil {
+			s.stop.record.NoteReaped(pid, time.Now())
+		}
+		if pid == s.cmd.pid && !s.cmd.reaped {
+			s.cmd.reaped, s.cmd.status, commandExited = true, status, true
+		}
+	}
+}
+
+// onStopRequest handles a stop request: before a stop, it begins one (the
+// request is forwarded there, after the walk); during one, a second
+// request ends the grace period.
+func (s *supervisor) onStopRequest(sig syscall.Signal) {
+	s.stop.request = sig
+	during := s.stop.machine.Phase() == stop.Stopping
+	actions := s.feed(stop.StopRequest)
+	switch {
+	case during && len(actions) > 0:
+		s.log.Info("second stop signal: killing now", logs.Signal("signal", sig))
+	case during:
+		// The stop began without a signal (COMMAND exited, or --timeout):
+		// everyone already got the stop signal, and the deadline stands.
+		s.log.Info("stop already under way", logs.Signal("signal", sig))
+	}
+}
+
+// exitCode is COMMAND's status as a shell reports it (0 for codes listed in
+// --success-exit), exitcode.Timeout when --timeout fired, exitcode.Internal
+// when COMMAND outlived SIGKILL.
+func (s *supervisor) exitCode() int {
+	switch {
+	case s.stop.machine.TimedOut():
+		return exitcode.Timeout
+	case s.cmd.lost:
+		return exitcode.Internal
+	}
+	code := exitcode.Of(s.cmd.status)
+	for _, ok := range s.cfg.SuccessExit {
+		if code == ok {
+			return 0
+		}
+	}
+	return code
+}
+
+// armGrace arms the grace deadline, which counts from began, the start of
+// the stop, not from the end of its walk.
+func (t *timers) armGrace(grace time.Duration, began time.Time) {
+	t.grace = time.NewTimer(max(grace-time.Since(began), 0))
+	t.graceC = t.grace.C
+}
+
+// armKillWait disarms the grace deadline and arms the kill wait.
+func (t *timers) armKillWait() {
+	if t.grace != nil {
+		t.grace.Stop()
+		t.graceC = nil
+	}
+	t.kill = time.NewTimer(killWait)
+	t.killC = t.kill.C
+}
+
+// stopAll stops every timer.
+func (t *timers) stopAll() {
+	for _, timer := range []*time.Timer{t.grace, t.timeout, t.kill} {
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+	t.graceC, t.timeoutC, t.killC = nil, nil, nil
+}
