@@ -22,6 +22,7 @@ import (
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/record"
 	"github.com/reaper-init/reaper/reaper/spawn"
+	"github.com/reaper-init/reaper/reaper/stop"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -33,6 +34,18 @@ const (
 	ExitInternal   = exitcode.Internal   // reaper could not do its own work (fork failed)
 	ExitCannotExec = exitcode.CannotExec // COMMAND found but could not be executed
 	ExitNotFound   = exitcode.NotFound   // COMMAND not found
+)
+
+// GraceAuto is Config.Grace's "as the manager allows" (see Config.Grace).
+const GraceAuto = supervisor.GraceAuto
+
+// DefaultGrace is the grace period where nobody gives one.
+const DefaultGrace = stop.DefaultGrace
+
+// Kill modes (--kill-mode).
+const (
+	KillModeMixed        = supervisor.KillModeMixed        // COMMAND first, the others once it has exited
+	KillModeControlGroup = supervisor.KillModeControlGroup // every descendant at once
 )
 
 // Cgroup modes (--cgroup).
@@ -49,7 +62,8 @@ const (
 )
 
 // Config is everything Run needs. The zero value of each field is a usable
-// default except Command, which must not be empty.
+// default except Command, which must not be empty, and Grace, whose zero
+// kills at once (the command line's default is GraceAuto).
 type Config struct {
 	// Command is COMMAND and its arguments; Command[0] is looked up on PATH.
 	Command []string
@@ -62,12 +76,21 @@ type Config struct {
 	// (0: none).
 	PdeathSignal syscall.Signal
 
-	// StopSignal is sent to every descendant when a stop begins
-	// (default SIGTERM).
+	// StopSignal is sent to the descendants when a stop begins (default
+	// SIGTERM).
 	StopSignal syscall.Signal
 	// Grace is how long a stop waits for descendants to exit before
-	// SIGKILL; zero kills at once. One deadline for the whole stop.
+	// SIGKILL, one deadline for the whole stop; zero kills at once.
+	// GraceAuto gives a stop request as long as the manager that asked for
+	// it allows (a systemd unit's stop timeout, less a margin; as PID 1 no
+	// deadline of reaper's own, the engine's SIGKILL ending the namespace)
+	// and DefaultGrace elsewhere, and what is left once COMMAND has exited
+	// on its own DefaultGrace.
 	Grace time.Duration
+	// KillMode says who a stop request reaches first: KillModeMixed (the
+	// default: COMMAND, then the others once it has exited, as systemd's
+	// KillMode=mixed) or KillModeControlGroup (every descendant at once).
+	KillMode string
 	// Timeout, when positive, stops everything that long after COMMAND
 	// started; reaper then exits with ExitTimeout.
 	Timeout time.Duration

@@ -11,29 +11,32 @@ import (
 type Target int
 
 const (
-	// Group sends forwarded signals to COMMAND's whole process group.
-	Group Target = iota
-	// Child sends forwarded signals to COMMAND alone.
+	// Auto sends a stop request to COMMAND's process group (a shell's
+	// children learn of the stop, as they would from a terminal's Ctrl-C),
+	// and every other signal to COMMAND alone (a reload's SIGHUP reaches
+	// gunicorn's or nginx's master, not its workers, which it manages).
+	Auto Target = iota
+	// Group sends every forwarded signal to COMMAND's whole process group
+	// (as dumb-init does).
+	Group
+	// Child sends every forwarded signal to COMMAND alone (as tini and
+	// catatonit do).
 	Child
 )
 
-// String returns the flag value that selects t.
-func (t Target) String() string {
-	if t == Child {
-		return "child"
-	}
-	return "group"
-}
+var targetNames = [...]string{"auto", "group", "child"}
 
-// ParseTarget reads "group" or "child".
+// String returns the flag value that selects t.
+func (t Target) String() string { return targetNames[t] }
+
+// ParseTarget reads "auto", "group" or "child".
 func ParseTarget(s string) (Target, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "group":
-		return Group, nil
-	case "child":
-		return Child, nil
+	for t, name := range targetNames {
+		if strings.EqualFold(strings.TrimSpace(s), name) {
+			return Target(t), nil
+		}
 	}
-	return Group, fmt.Errorf("%q is neither group nor child", s)
+	return Auto, fmt.Errorf("%q is not auto, group or child", s)
 }
 
 // notForwarded lists the signals reaper would catch but leaves alone:
@@ -114,7 +117,7 @@ func (r Rewrite) String() string {
 // forwarded, after rewrites; and when it is a stop request, it also begins
 // a stop.
 type Policy struct {
-	// Target says who receives forwarded signals.
+	// Target says who receives forwarded signals (see TargetOf).
 	Target Target
 	// Rewrites apply before forwarding; a later rewrite of the same
 	// signal wins.
@@ -123,6 +126,19 @@ type Policy struct {
 	// default SIGTERM, and the stop signal). Whether a signal is one
 	// depends on the signal received, not on what a rewrite forwards.
 	StopOn []syscall.Signal
+}
+
+// TargetOf returns where the signal forwarded for a received sig goes:
+// Group or Child. Under Auto, that depends on whether sig is a stop
+// request.
+func (p Policy) TargetOf(sig syscall.Signal) Target {
+	switch {
+	case p.Target != Auto:
+		return p.Target
+	case p.IsStop(sig):
+		return Group
+	}
+	return Child
 }
 
 // Forward returns the signal to forward when sig is received, and false

@@ -50,7 +50,7 @@ func (o option) envName() string {
 // options returns reaper's flags, each bound to its field in cfg.
 func options(cfg *reaper.Config, act *action) []option {
 	return []option{
-		{name: "forward", arg: "group|child", usage: "send forwarded signals to COMMAND's process group, or to COMMAND alone (default group)",
+		{name: "forward", arg: "auto|group|child", usage: "where forwarded signals go: auto sends a stop request to COMMAND's process group and any other signal to COMMAND alone; group and child send all there (default auto)",
 			value: funcValue(func(s string) error {
 				t, err := signals.ParseTarget(s)
 				cfg.Policy.Target = t
@@ -93,8 +93,17 @@ func options(cfg *reaper.Config, act *action) []option {
 				cfg.PdeathSignal = sig
 				return err
 			})},
-		{name: "grace", arg: "DURATION", usage: "how long a stop waits before SIGKILL; 0: the stop signal, then SIGKILL at once (default 5s)",
+		{name: "grace", arg: "DURATION", usage: "how long a stop waits before SIGKILL; 0: the stop signal, then SIGKILL at once (default: as the manager allows: a systemd unit's stop timeout, no deadline as PID 1, else 5s)",
 			value: durationValue(&cfg.Grace)},
+		{name: "kill-mode", arg: "mixed|control-group", usage: "who a stop request reaches first: COMMAND, then the others once it has exited (mixed), or every descendant at once (default mixed)",
+			value: funcValue(func(s string) error {
+				switch s {
+				case reaper.KillModeMixed, reaper.KillModeControlGroup:
+					cfg.KillMode = s
+					return nil
+				}
+				return fmt.Errorf("%q is neither mixed nor control-group", s)
+			})},
 		{name: "timeout", arg: "DURATION", usage: "stop everything this long after COMMAND starts, then exit 124 (default none)",
 			value: durationValue(&cfg.Timeout)},
 		{name: "wait", usage: "when COMMAND exits, wait for the other descendants to exit on their own instead of stopping them",
@@ -164,7 +173,8 @@ func defaults() reaper.Config {
 		PdeathSignal:    syscall.SIGKILL,
 		Cgroup:          reaper.CgroupAuto,
 		WaitPortTimeout: 10 * time.Second,
-		Grace:           5 * time.Second,
+		Grace:           reaper.GraceAuto,
+		KillMode:        reaper.KillModeMixed,
 		LogFormat:       reaper.LogConsole,
 	}
 }

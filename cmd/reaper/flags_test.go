@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/reaper"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -34,8 +35,8 @@ func TestParseFlagsAndEnvironment(t *testing.T) {
 
 func TestParseDefaults(t *testing.T) {
 	cfg, _, err := parse([]string{"true"}, env(nil))
-	if err != nil || cfg.Grace != 5*time.Second || cfg.PdeathSignal != syscall.SIGKILL || cfg.LogFormat != "console" ||
-		cfg.Policy.Target != signals.Group || cfg.Timeout != 0 {
+	if err != nil || cfg.Grace != reaper.GraceAuto || cfg.PdeathSignal != syscall.SIGKILL || cfg.LogFormat != "console" ||
+		cfg.Policy.Target != signals.Auto || cfg.Timeout != 0 || cfg.KillMode != reaper.KillModeMixed {
 		t.Errorf("defaults: %+v %v", cfg, err)
 	}
 }

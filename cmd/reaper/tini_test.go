@@ -74,15 +74,15 @@ func TestTiniConfig(t *testing.T) {
 	}{
 		// tini forwards to the child alone unless -g; reaper's stop still
 		// reaches every descendant.
-		{[]string{"--", "cmd"}, nil, "child v0 [] 5s [cmd]"},
-		{[]string{"-g", "cmd"}, nil, "group v0 [] 5s [cmd]"},
-		{[]string{"cmd"}, map[string]string{"TINI_KILL_PROCESS_GROUP": ""}, "group v0 [] 5s [cmd]"},
-		{[]string{"cmd"}, map[string]string{"REAPER_FORWARD": "group"}, "group v0 [] 5s [cmd]"},
-		{[]string{"-v", "cmd"}, nil, "child v1 [] 5s [cmd]"},
-		{[]string{"-vvv", "cmd"}, map[string]string{"REAPER_VERBOSE": "0"}, "child v2 [] 5s [cmd]"},
-		{[]string{"-vv", "cmd"}, map[string]string{"TINI_VERBOSITY": "1"}, "child v0 [] 5s [cmd]"},
-		{[]string{"-w", "cmd"}, nil, "child v2 [] 5s [cmd]"},
-		{[]string{"cmd"}, map[string]string{"REAPER_VERBOSE": "1"}, "child v1 [] 5s [cmd]"},
+		{[]string{"--", "cmd"}, nil, "child v0 [] -1ns [cmd]"},
+		{[]string{"-g", "cmd"}, nil, "group v0 [] -1ns [cmd]"},
+		{[]string{"cmd"}, map[string]string{"TINI_KILL_PROCESS_GROUP": ""}, "group v0 [] -1ns [cmd]"},
+		{[]string{"cmd"}, map[string]string{"REAPER_FORWARD": "group"}, "group v0 [] -1ns [cmd]"},
+		{[]string{"-v", "cmd"}, nil, "child v1 [] -1ns [cmd]"},
+		{[]string{"-vvv", "cmd"}, map[string]string{"REAPER_VERBOSE": "0"}, "child v2 [] -1ns [cmd]"},
+		{[]string{"-vv", "cmd"}, map[string]string{"TINI_VERBOSITY": "1"}, "child v0 [] -1ns [cmd]"},
+		{[]string{"-w", "cmd"}, nil, "child v2 [] -1ns [cmd]"},
+		{[]string{"cmd"}, map[string]string{"REAPER_VERBOSE": "1"}, "child v1 [] -1ns [cmd]"},
 		// REAPER_* settings are reaper's own behaviour, tini's options go on top.
 		{[]string{"-e", "143", "-e", "3", "cmd", "a"}, map[string]string{"REAPER_SUCCESS_EXIT": "1", "REAPER_GRACE": "2s"},
 			"child v0 [1 143 3] 2s [cmd a]"},

@@ -3,6 +3,8 @@ package spawn
 import (
 	"fmt"
 	"os"
+	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,22 +49,66 @@ func PIDVariables(self int) []string {
 	return vars
 }
 
-// COMMAND's own pid is known only once it is forked, and a variable that
-// names it must be in COMMAND's environment when it starts. So reaper then
-// forks a copy of itself, the trampoline, which sets those variables to
-// its pid and executes COMMAND in its own place: COMMAND keeps the pid,
-// and no process is added. The copy is told what to do in execVar, whose
-// value is "PPID:DEV:INO:NAME,NAME:PATH": its parent's pid and the device
-// and inode of reaper's file (the trampoline checks both against its own
-// parent and its own file, which it can always read, so that a stray
-// variable cannot make reaper a trampoline), the variables, and COMMAND's
-// path. Its argv is COMMAND's.
+// Some of COMMAND's start cannot be done from reaper: a variable that
+// names COMMAND's own pid must be in COMMAND's environment when it
+// starts, and a signal reaper catches cannot be left ignored for COMMAND
+// by a Go program's fork (the runtime resets every signal it handles in
+// the child). So reaper then forks a copy of itself, the trampoline, which
+// sets those variables to its pid, ignores those signals, sets the signal
+// mask COMMAND must start with, and executes COMMAND in its own place:
+// COMMAND keeps the pid, and no process is added. The copy is told what to
+// do in execVar, whose value is "PPID:DEV:INO:NAME,...:SIG,...:MASK:PATH":
+// its parent's pid and the device and inode of reaper's file (the
+// trampoline checks both against its own parent and its own file, which it
+// can always read, so that a stray variable cannot make reaper a
+// trampoline), the variables, the signals to ignore, the mask (hexadecimal)
+// and COMMAND's path. Its argv is COMMAND's.
 const execVar = "REAPER_EXEC_WITH_PID"
 
-// trampolineEnv is the environment of the trampoline that starts argv[0]
-// at path with the variables vars set to its pid.
-func trampolineEnv(env []string, self int, vars []string, path string) []string {
-	return append(env, execVar+"="+strconv.Itoa(self)+":"+ownFile()+":"+strings.Join(vars, ",")+":"+path)
+// trampoline is what the trampoline does before it executes COMMAND.
+type trampoline struct {
+	pidVars []string         // variables to set to COMMAND's pid
+	ignore  []syscall.Signal // signals COMMAND starts with ignored
+	mask    uint64           // COMMAND's signal mask (signals 1 to 64)
+}
+
+// needed reports whether COMMAND must start through the trampoline.
+func (t trampoline) needed() bool { return len(t.pidVars) > 0 || len(t.ignore) > 0 }
+
+// env is the environment of the trampoline that starts COMMAND at path,
+// for reaper (self).
+func (t trampoline) env(env []string, self int, path string) []string {
+	sigs := make([]string, len(t.ignore))
+	for i, sig := range t.ignore {
+		sigs[i] = strconv.Itoa(int(sig))
+	}
+	value := strings.Join([]string{strconv.Itoa(self), ownFile(), strings.Join(t.pidVars, ","),
+		strings.Join(sigs, ","), strconv.FormatUint(t.mask, 16), path}, ":")
+	return append(env, execVar+"="+value)
+}
+
+// parseTrampoline reads execVar's value, and reports whether it was made
+// for this process: by its parent, from this very file.
+func parseTrampoline(value string) (t trampoline, path string, ok bool) {
+	fields := strings.SplitN(value, ":", 7)
+	own := ownFile()
+	if len(fields) != 7 || fields[0] != strconv.Itoa(os.Getppid()) || own == "" || fields[1]+":"+fields[2] != own {
+		return t, "", false
+	}
+	for _, name := range strings.Split(fields[3], ",") {
+		if name != "" {
+			t.pidVars = append(t.pidVars, name)
+		}
+	}
+	for _, s := range strings.Split(fields[4], ",") {
+		n, err := strconv.Atoi(s)
+		if err == nil && n > 0 && n <= 64 {
+			t.ignore = append(t.ignore, syscall.Signal(n))
+		}
+	}
+	mask, err := strconv.ParseUint(fields[5], 16, 64)
+	t.mask = mask
+	return t, fields[6], err == nil
 }
 
 // ownFile is "DEV:INO" of the running executable, "" when it cannot be
@@ -76,28 +122,33 @@ func ownFile() string {
 }
 
 // Trampoline runs the trampoline when this process is one (see execVar):
-// it sets the variables it was given to its own pid and executes COMMAND,
-// and returns only when this process is no trampoline. Call it first in
-// main. If COMMAND cannot be executed, it exits as reaper would have: 127
-// or 126, with one line on stderr.
+// it does what it was given to do and executes COMMAND, and returns only
+// when this process is no trampoline. Call it first in main. If COMMAND
+// cannot be executed, it exits as reaper would have: 127 or 126, with one
+// line on stderr.
 func Trampoline() {
 	value, ok := os.LookupEnv(execVar)
 	if !ok {
 		return
 	}
 	os.Unsetenv(execVar)
-	fields := strings.SplitN(value, ":", 5)
-	own := ownFile()
-	if len(fields) != 5 || fields[0] != strconv.Itoa(os.Getppid()) || own == "" || fields[1]+":"+fields[2] != own {
+	t, path, ok := parseTrampoline(value)
+	if !ok {
 		return // not started by reaper: a stray variable, ignored
 	}
-	vars, path := fields[3], fields[4]
 	pid := strconv.Itoa(os.Getpid())
-	for _, name := range strings.Split(vars, ",") {
-		if name != "" {
-			os.Setenv(name, pid)
-		}
+	for _, name := range t.pidVars {
+		os.Setenv(name, pid)
 	}
+	for _, sig := range t.ignore {
+		signal.Ignore(sig)
+	}
+	// The Go runtime unblocked the signals it needs on this thread:
+	// COMMAND gets the mask reaper's caller gave reaper.
+	runtime.LockOSThread()
+	var mask unix.Sigset_t
+	setMaskBits(&mask, t.mask)
+	setThreadMask(mask)
 	err := syscall.Exec(path, os.Args, os.Environ())
 	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", os.Args[0], ErrnoOf(err))
 	os.Exit(execCode(err))

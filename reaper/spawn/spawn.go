@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -119,33 +120,32 @@ func ErrnoOf(err error) error {
 
 // Options are the per-run choices that shape how COMMAND starts.
 type Options struct {
-	Foreground bool           // give COMMAND's group the terminal on fd 0
-	Pdeathsig  syscall.Signal // sent to COMMAND when reaper's thread dies; 0 for none
-	Env        []string       // COMMAND's environment
-	PIDVars    []string       // variables of Env to set to COMMAND's pid (through the trampoline)
-	Mask       unix.Sigset_t  // COMMAND's signal mask: the one reaper was started with
-	CgroupFD   int            // the cgroup COMMAND is born in (clone3), or -1
+	Foreground bool             // give COMMAND's group the terminal on fd 0
+	Pdeathsig  syscall.Signal   // sent to COMMAND when reaper's thread dies; 0 for none
+	Env        []string         // COMMAND's environment
+	PIDVars    []string         // variables of Env to set to COMMAND's pid (through the trampoline)
+	Ignore     []syscall.Signal // signals COMMAND starts with ignored (through the trampoline)
+	Mask       unix.Sigset_t    // COMMAND's signal mask: the one reaper was started with
+	CgroupFD   int              // the cgroup COMMAND is born in (clone3), or -1
+	Dir        string           // the directory COMMAND starts in; "": reaper's
 }
 
-// Start starts COMMAND as the leader of a new process group and returns its
-// pid. The child gets opts.Mask, default dispositions for every signal
-// reaper catches (ignored ones stay ignored), fds 0-2 and whatever reaper's
-// caller passed without close-on-exec, and the original RLIMIT_NOFILE
-// (syscall.ForkExec restores it). spawn never waits for the child: the
-// event loop reaps it. It must run on the thread that stays for reaper's
+// Start starts COMMAND, found at path (see LookPath), as the leader of a
+// new process group and returns its pid. The child gets opts.Mask, default
+// dispositions for every signal reaper catches but those opts.Ignore
+// names, fds 0-2 and whatever reaper's caller passed without
+// close-on-exec, and the original RLIMIT_NOFILE (syscall.ForkExec restores
+// it). Start never waits for the child: the event loop reaps it. It must run on the thread that stays for reaper's
 // whole life: the parent-death signal fires when the forking thread exits,
 // and the child's signal mask is that thread's.
-func Start(argv []string, opts Options) (int, error) {
-	path, err := LookPath(argv[0])
-	if err != nil {
-		return 0, err
-	}
+func Start(path string, argv []string, opts Options) (int, error) {
 	env := opts.Env
-	if len(opts.PIDVars) > 0 {
-		env = trampolineEnv(env, os.Getpid(), opts.PIDVars, path)
+	if t := (trampoline{pidVars: opts.PIDVars, ignore: opts.Ignore, mask: maskBits(opts.Mask)}); t.needed() {
+		env = t.env(env, os.Getpid(), path)
 		path = "/proc/self/exe" // in the child: reaper's own file
 	}
 	attr := &syscall.ProcAttr{
+		Dir:   opts.Dir,
 		Env:   env,
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
@@ -224,7 +224,7 @@ func argSize(argv, env []string) int {
 // forwarded as usual.
 var threadSignals = func() *unix.Sigset_t {
 	var set unix.Sigset_t
-	set.Val[(unix.SIGTTOU-1)/64] |= 1 << ((unix.SIGTTOU - 1) % 64)
+	setMaskBits(&set, 1<<(unix.SIGTTOU-1))
 	return &set
 }()
 
@@ -240,3 +240,27 @@ func BlockThreadSignals() unix.Sigset_t {
 func setThreadMask(mask unix.Sigset_t) {
 	unix.PthreadSigmask(unix.SIG_SETMASK, &mask, nil)
 }
+
+// maskBits returns signals 1 to 64 of mask as bits 0 to 63.
+func maskBits(mask unix.Sigset_t) uint64 {
+	var bits uint64
+	for sig := 1; sig <= 64; sig++ {
+		if mask.Val[(sig-1)/wordBits]&(1<<((sig-1)%wordBits)) != 0 {
+			bits |= 1 << (sig - 1)
+		}
+	}
+	return bits
+}
+
+// setMaskBits sets in mask the signals 1 to 64 of bits (see maskBits).
+func setMaskBits(mask *unix.Sigset_t, bits uint64) {
+	for sig := 1; sig <= 64; sig++ {
+		if bits&(1<<(sig-1)) != 0 {
+			mask.Val[(sig-1)/wordBits] |= 1 << ((sig - 1) % wordBits)
+		}
+	}
+}
+
+// wordBits is the width of a word of unix.Sigset_t (32 bits on 32-bit
+// architectures).
+const wordBits = int(unsafe.Sizeof(unix.Sigset_t{}.Val[0]) * 8)

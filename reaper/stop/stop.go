@@ -5,16 +5,44 @@
 // table, without processes.
 //
 // A stop begins when COMMAND exits, on a stop request (a signal reaper
-// received that is a stop request), or when --timeout expires. Every
-// descendant gets the stop signal at once; one grace period runs for all
-// of them; whatever is left then gets SIGKILL, and so does whatever appears
-// after, until nothing is left. A second stop request ends the grace period
-// early; a first one, when the stop began without a signal, changes
+// received that is a stop request), or when --timeout expires.
+//
+// When COMMAND exited (or --timeout fired), every descendant gets the stop
+// signal at once, and one grace period runs for all of them.
+//
+// A stop request goes to COMMAND first (Mixed, as systemd's
+// KillMode=mixed): COMMAND stops its own workers in its own order, and the
+// other descendants get the stop signal once COMMAND has exited, or when
+// three quarters of the deadline have passed (whichever comes first). The
+// deadline is the manager's (see Budget); with none, the leftovers get the
+// grace period once COMMAND has exited. All (KillMode=control-group)
+// signals every descendant at once, as on COMMAND's exit.
+//
+// Whatever is left at the deadline gets SIGKILL, and so does whatever
+// appears after, until nothing is left. A second stop request ends the
+// wait early; a first one, when the stop began without a signal, changes
 // nothing (docker stop's SIGTERM during a stop that already signalled
 // everyone).
 package stop
 
 import "time"
+
+// Order says who a stop request reaches first.
+type Order int
+
+// Orders.
+const (
+	// Mixed: COMMAND first; the other descendants once COMMAND has exited,
+	// or three quarters into the deadline (systemd's KillMode=mixed, with
+	// a grace for what is left).
+	Mixed Order = iota
+	// All: every descendant at once (systemd's KillMode=control-group).
+	All
+)
+
+var orderNames = [...]string{"mixed", "control-group"}
+
+func (o Order) String() string { return orderNames[o] }
 
 // Phase is where a run stands; it only moves forward.
 type Phase int
@@ -55,14 +83,15 @@ const (
 	CommandExitLast              // COMMAND was reaped, and nothing is left below reaper
 	StopRequest                  // reaper received a stop request
 	TimeoutExpired               // --timeout passed
-	GraceExpired                 // the grace period passed
+	GraceExpired                 // the deadline passed (the grace period, or a stop request's)
 	KillWaitExpired              // SIGKILLed processes did not go within the kill wait
 	TreeEmpty                    // nothing is left below reaper
 	Quiet                        // every process the stop signalled is gone, yet the tree is not empty
+	OthersDue                    // three quarters of a stop request's deadline passed
 )
 
 var eventNames = [...]string{"command exit", "command exit (last)", "stop request", "timeout expired",
-	"grace expired", "kill wait expired", "tree empty", "quiet"}
+	"grace expired", "kill wait expired", "tree empty", "quiet", "others due"}
 
 func (e Event) String() string { return eventNames[e] }
 
@@ -75,14 +104,27 @@ const (
 	// request began the stop, the request is forwarded first, as any
 	// signal is, and the processes it reached get nothing more.
 	SignalTree Action = iota
+	// SignalCommand forwards the stop request that began the stop, as any
+	// signal is: to COMMAND, or its process group.
+	SignalCommand
+	// SignalOthers sends the stop signal to every descendant the stop has
+	// not signalled yet.
+	SignalOthers
+	// ArmOthers arms the time at which the others get the stop signal
+	// whether COMMAND has exited or not: OthersAfter from the start of the
+	// stop.
+	ArmOthers
+	// ArmLeftovers arms the deadline for what is left once COMMAND has
+	// exited: the grace period, from now.
+	ArmLeftovers
 	// SignalMissed sends the stop signal to the descendants the stop has
 	// not signalled yet that were running when it began: the walk missed
 	// them. Those forked since wait for the SIGKILL.
 	SignalMissed
 	// KillTree SIGKILLs every descendant not killed yet.
 	KillTree
-	// ArmGrace arms the grace deadline, counted from the start of the
-	// stop.
+	// ArmGrace arms the deadline, counted from the start of the stop:
+	// DeadlineAfter.
 	ArmGrace
 	// ArmKillWait arms the deadline for SIGKILLed processes to go, and
 	// disarms the grace deadline.
@@ -93,25 +135,44 @@ const (
 	GiveUp
 )
 
-var actionNames = [...]string{"signal tree", "signal missed", "kill tree", "arm grace", "arm kill wait", "finish", "give up"}
+var actionNames = [...]string{"signal tree", "signal command", "signal others", "arm others", "arm leftovers",
+	"signal missed", "kill tree", "arm grace", "arm kill wait", "finish", "give up"}
 
 func (a Action) String() string { return actionNames[a] }
 
 // Machine is one run's stop.
 type Machine struct {
-	grace       time.Duration
+	budget      Budget
+	order       Order
 	wait        bool
 	phase       Phase
 	reason      Reason
-	requests    int  // stop requests received since the stop began
-	killedTwice bool // the kill wait expired once, and the tree was killed again
+	deadline    time.Duration // the stop's, from its start
+	requests    int           // stop requests received since the stop began
+	commandGone bool          // COMMAND has exited
+	othersSent  bool          // every descendant got the stop signal (or the request)
+	leftovers   bool          // the leftovers' grace period is armed
+	killedTwice bool          // the kill wait expired once, and the tree was killed again
 }
 
-// New returns the machine of a run with this grace period; wait is --wait
-// (when COMMAND exits, let the rest finish on their own).
-func New(grace time.Duration, wait bool) *Machine {
-	return &Machine{grace: grace, wait: wait}
+// New returns the machine of a run with this budget and order; wait is
+// --wait (when COMMAND exits, let the rest finish on their own).
+func New(budget Budget, order Order, wait bool) *Machine {
+	return &Machine{budget: budget, order: order, wait: wait}
 }
+
+// DeadlineAfter returns the stop's deadline, counted from its start: what
+// ArmGrace arms.
+func (m *Machine) DeadlineAfter() time.Duration { return m.deadline }
+
+// OthersAfter returns when the other descendants get the stop signal even
+// though COMMAND runs on, counted from the start of the stop: what
+// ArmOthers arms.
+func (m *Machine) OthersAfter() time.Duration { return m.budget.OthersAfter() }
+
+// LeftoversGrace returns the grace period of what is left once COMMAND has
+// exited, where a stop request has no deadline: what ArmLeftovers arms.
+func (m *Machine) LeftoversGrace() time.Duration { return m.budget.Grace }
 
 // Phase returns where the run stands.
 func (m *Machine) Phase() Phase { return m.phase }
@@ -144,26 +205,79 @@ func (m *Machine) beforeStop(ev Event) []Action {
 		m.phase = Done
 		return []Action{Finish}
 	case ev == CommandExit && m.phase == Running && m.wait:
-		m.phase = Draining
+		m.phase, m.commandGone = Draining, true
 		return nil
 	case ev == CommandExit && m.phase == Running:
+		m.commandGone = true
 		return m.begin(CommandExited)
+	case ev == StopRequest && (m.commandGone || m.order == All):
+		return m.beginAll(Requested)
 	case ev == StopRequest:
-		return m.begin(Requested)
+		return m.beginMixed()
 	case ev == TimeoutExpired:
 		return m.begin(TimedOut)
 	}
 	return nil
 }
 
-// begin starts a stop: the stop signal to all, then the grace period, or
-// SIGKILL at once without one.
+// begin starts a stop without a request: the stop signal to all, then the
+// grace period, or SIGKILL at once without one.
 func (m *Machine) begin(r Reason) []Action {
-	m.phase, m.reason = Stopping, r
-	if m.grace <= 0 {
+	m.phase, m.reason, m.othersSent = Stopping, r, true
+	m.deadline = m.budget.Grace
+	if m.deadline <= 0 {
 		return append([]Action{SignalTree}, m.kill()...)
 	}
 	return []Action{SignalTree, ArmGrace}
+}
+
+// beginAll starts a stop request's stop with every descendant at once:
+// the request's deadline, or, with none, the grace period for what is
+// left once COMMAND has exited.
+func (m *Machine) beginAll(r Reason) []Action {
+	m.phase, m.reason, m.othersSent = Stopping, r, true
+	m.deadline = m.budget.Deadline
+	switch {
+	case m.budget.NoDeadline && m.commandGone:
+		m.leftovers = true
+		return []Action{SignalTree, ArmLeftovers}
+	case m.budget.NoDeadline:
+		return []Action{SignalTree}
+	case m.deadline <= 0:
+		return append([]Action{SignalTree}, m.kill()...)
+	}
+	return []Action{SignalTree, ArmGrace}
+}
+
+// beginMixed starts a stop request's stop with COMMAND alone: the others
+// when it exits, or when ArmOthers fires.
+func (m *Machine) beginMixed() []Action {
+	if !m.budget.NoDeadline && m.budget.Deadline <= 0 {
+		return m.beginAll(Requested) // no time for an order: SIGKILL follows at once
+	}
+	m.phase, m.reason = Stopping, Requested
+	if m.budget.NoDeadline {
+		return []Action{SignalCommand}
+	}
+	m.deadline = m.budget.Deadline
+	return []Action{SignalCommand, ArmOthers, ArmGrace}
+}
+
+// commandExited handles COMMAND's exit during a stop: the others get the
+// stop signal now, if they have not yet, and without a deadline the
+// leftovers get the grace period.
+func (m *Machine) commandExited() []Action {
+	m.commandGone = true
+	var actions []Action
+	if !m.othersSent {
+		m.othersSent = true
+		actions = append(actions, SignalOthers)
+	}
+	if m.budget.NoDeadline && m.reason == Requested && !m.leftovers {
+		m.leftovers = true
+		actions = append(actions, ArmLeftovers)
+	}
+	return actions
 }
 
 // kill ends the grace period.
@@ -174,6 +288,14 @@ func (m *Machine) kill() []Action {
 
 func (m *Machine) stopping(ev Event) []Action {
 	switch ev {
+	case CommandExit, CommandExitLast:
+		return m.commandExited()
+	case OthersDue:
+		if m.othersSent {
+			return nil
+		}
+		m.othersSent = true
+		return []Action{SignalOthers}
 	case StopRequest:
 		m.requests++
 		if m.reason == Requested || m.requests > 1 {
@@ -181,8 +303,14 @@ func (m *Machine) stopping(ev Event) []Action {
 		}
 		return nil // everyone got the stop signal already: the deadline stands
 	case GraceExpired:
+		if m.reason == Requested && m.budget.NoDeadline && !m.leftovers {
+			return nil // no deadline was armed
+		}
 		return m.kill()
 	case Quiet:
+		if !m.othersSent {
+			return nil // the others are not due yet
+		}
 		return []Action{SignalMissed}
 	case TreeEmpty:
 		m.phase = Done

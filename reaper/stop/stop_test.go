@@ -18,8 +18,12 @@ func TestMachine(t *testing.T) {
 		name  string
 		grace time.Duration
 		wait  bool
-		steps []step
-		phase Phase // at the end
+		// budget, when set, replaces Fixed(grace); mixed asks for the Mixed
+		// order (the others: All).
+		budget *Budget
+		mixed  bool
+		steps  []step
+		phase  Phase // at the end
 		// reason and timedOut at the end, when a stop began
 		reason   Reason
 		timedOut bool
@@ -123,6 +127,72 @@ func TestMachine(t *testing.T) {
 				{GraceExpired, nil},
 				{KillWaitExpired, nil},
 			}, phase: Running},
+		{name: "mixed: COMMAND first, the others when it exits", grace: 4 * time.Second, mixed: true,
+			steps: []step{
+				{StopRequest, []Action{SignalCommand, ArmOthers, ArmGrace}},
+				{Quiet, nil}, // what the request reached is gone: the others are not due
+				{CommandExit, []Action{SignalOthers}},
+				{OthersDue, nil},
+				{Quiet, []Action{SignalMissed}},
+				{TreeEmpty, []Action{Finish}},
+			}, phase: Done, reason: Requested},
+		{name: "mixed: the others at three quarters, SIGKILL at the deadline", grace: 4 * time.Second, mixed: true,
+			steps: []step{
+				{StopRequest, []Action{SignalCommand, ArmOthers, ArmGrace}},
+				{OthersDue, []Action{SignalOthers}},
+				{CommandExit, nil},
+				{GraceExpired, []Action{ArmKillWait, KillTree}},
+				{TreeEmpty, []Action{Finish}},
+			}, phase: Done, reason: Requested},
+		{name: "mixed: COMMAND is the last, nothing else to signal", grace: 4 * time.Second, mixed: true,
+			steps: []step{
+				{StopRequest, []Action{SignalCommand, ArmOthers, ArmGrace}},
+				{CommandExitLast, []Action{SignalOthers}},
+				{TreeEmpty, []Action{Finish}},
+			}, phase: Done, reason: Requested},
+		{name: "mixed: a second request kills everything", grace: 4 * time.Second, mixed: true,
+			steps: []step{
+				{StopRequest, []Action{SignalCommand, ArmOthers, ArmGrace}},
+				{StopRequest, []Action{ArmKillWait, KillTree}},
+				{OthersDue, nil},
+				{TreeEmpty, []Action{Finish}},
+			}, phase: Done, reason: Requested},
+		{name: "mixed with --grace=0: SIGKILL at once", mixed: true,
+			steps: []step{
+				{StopRequest, []Action{SignalTree, ArmKillWait, KillTree}},
+				{TreeEmpty, []Action{Finish}},
+			}, phase: Done, reason: Requested},
+		{name: "PID 1: no deadline for COMMAND; its leftovers get the grace", budget: &Budget{NoDeadline: true, Grace: time.Second}, mixed: true,
+			steps: []step{
+				{StopRequest, []Action{SignalCommand}},
+				{GraceExpired, nil},
+				{CommandExit, []Action{SignalOthers, ArmLeftovers}},
+				{GraceExpired, []Action{ArmKillWait, KillTree}},
+				{TreeEmpty, []Action{Finish}},
+			}, phase: Done, reason: Requested},
+		{name: "no deadline, all at once: the leftovers get the grace once COMMAND is gone",
+			budget: &Budget{NoDeadline: true, Grace: time.Second},
+			steps: []step{
+				{StopRequest, []Action{SignalTree}},
+				{Quiet, []Action{SignalMissed}},
+				{CommandExit, []Action{ArmLeftovers}},
+				{CommandExit, nil},
+				{GraceExpired, []Action{ArmKillWait, KillTree}},
+				{TreeEmpty, []Action{Finish}},
+			}, phase: Done, reason: Requested},
+		{name: "no deadline, --wait: a request after COMMAND's exit gets the grace", budget: &Budget{NoDeadline: true, Grace: time.Second},
+			mixed: true, wait: true,
+			steps: []step{
+				{CommandExit, nil},
+				{StopRequest, []Action{SignalTree, ArmLeftovers}},
+				{TreeEmpty, []Action{Finish}},
+			}, phase: Done, reason: Requested},
+		{name: "mixed: COMMAND's own exit stops the rest at once, as always", grace: time.Second, mixed: true,
+			steps: []step{
+				{CommandExit, []Action{SignalTree, ArmGrace}},
+				{StopRequest, nil},
+				{TreeEmpty, []Action{Finish}},
+			}, phase: Done, reason: CommandExited},
 		{name: "nothing after done", grace: time.Second,
 			steps: []step{
 				{CommandExitLast, []Action{Finish}},
@@ -132,7 +202,14 @@ func TestMachine(t *testing.T) {
 			}, phase: Done},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := New(tc.grace, tc.wait)
+			budget, order := Fixed(tc.grace), All
+			if tc.budget != nil {
+				budget = *tc.budget
+			}
+			if tc.mixed {
+				order = Mixed
+			}
+			m := New(budget, order, tc.wait)
 			for i, s := range tc.steps {
 				if got := m.Handle(s.ev); !slices.Equal(got, s.want) {
 					t.Fatalf("step %d, %v: actions %v, want %v", i, s.ev, got, s.want)
@@ -149,38 +226,55 @@ func TestMachine(t *testing.T) {
 }
 
 // TestPhasesOnlyMoveForward feeds every sequence of three events to a
-// machine in each configuration: the phase never goes back, and Finish or
-// GiveUp come once at most, as the last action, when the machine is done.
+// machine in each configuration: the phase never goes back, Finish or
+// GiveUp come once at most, as the last action, when the machine is done,
+// and the stop signal goes to the others once at most.
 func TestPhasesOnlyMoveForward(t *testing.T) {
-	events := []Event{CommandExit, CommandExitLast, StopRequest, TimeoutExpired, GraceExpired, KillWaitExpired, TreeEmpty, Quiet}
-	for _, grace := range []time.Duration{0, time.Second} {
-		for _, wait := range []bool{false, true} {
-			for _, a := range events {
-				for _, b := range events {
-					for _, c := range events {
-						seq := []Event{a, b, c}
-						m := New(grace, wait)
-						last := m.Phase()
-						ends := 0
-						for _, ev := range seq {
-							acts := m.Handle(ev)
-							for i, act := range acts {
-								if act == Finish || act == GiveUp {
-									ends++
-									if i != len(acts)-1 || m.Phase() != Done {
-										t.Fatalf("%v grace %v wait %v: %v not last, or not done", seq, grace, wait, acts)
-									}
-								}
+	events := []Event{CommandExit, CommandExitLast, StopRequest, TimeoutExpired, GraceExpired, KillWaitExpired, TreeEmpty, Quiet, OthersDue}
+	budgets := []Budget{Fixed(0), Fixed(time.Second), ForPID1(), ForUnit(30 * time.Second)}
+	for _, budget := range budgets {
+		for _, order := range []Order{Mixed, All} {
+			for _, wait := range []bool{false, true} {
+				checkEverySequence(t, events, budget, order, wait)
+			}
+		}
+	}
+}
+
+// checkEverySequence feeds every sequence of three events to one machine
+// configuration (see TestPhasesOnlyMoveForward).
+func checkEverySequence(t *testing.T, events []Event, budget Budget, order Order, wait bool) {
+	config := fmt.Sprintf("budget %+v order %v wait %v", budget, order, wait)
+	for _, a := range events {
+		for _, b := range events {
+			for _, c := range events {
+				seq := []Event{a, b, c}
+				m := New(budget, order, wait)
+				last := m.Phase()
+				ends, signalledOthers := 0, 0
+				for _, ev := range seq {
+					actions := m.Handle(ev)
+					for i, action := range actions {
+						switch action {
+						case Finish, GiveUp:
+							ends++
+							if i != len(actions)-1 || m.Phase() != Done {
+								t.Fatalf("%v %s: %v not last, or not done", seq, config, actions)
 							}
-							if m.Phase() < last {
-								t.Fatalf("%v grace %v wait %v: phase went back from %v to %v", seq, grace, wait, last, m.Phase())
-							}
-							last = m.Phase()
-						}
-						if ends > 1 {
-							t.Fatalf("%v: ended %d times", seq, ends)
+						case SignalOthers, SignalTree:
+							signalledOthers++
 						}
 					}
+					if m.Phase() < last {
+						t.Fatalf("%v %s: phase went back from %v to %v", seq, config, last, m.Phase())
+					}
+					last = m.Phase()
+				}
+				if ends > 1 {
+					t.Fatalf("%v %s: ended %d times", seq, config, ends)
+				}
+				if signalledOthers > 1 {
+					t.Fatalf("%v %s: the others were signalled %d times", seq, config, signalledOthers)
 				}
 			}
 		}
@@ -188,7 +282,7 @@ func TestPhasesOnlyMoveForward(t *testing.T) {
 }
 
 func ExampleMachine() {
-	m := New(5*time.Second, false)
+	m := New(Fixed(5*time.Second), All, false)
 	for _, ev := range []Event{CommandExit, GraceExpired, Quiet, TreeEmpty} {
 		fmt.Println(ev, "->", m.Handle(ev))
 	}

@@ -1,5 +1,6 @@
 // Package systemd is reaper's side of systemd: which unit reaper runs in,
-// that unit's stop timeout (from systemctl, bounded), and systemd's time
+// that unit's stop timeout and whether its cgroup is delegated (from
+// systemctl, bounded, and the cgroup's attributes), and systemd's time
 // spans. The notification relay is its sub-package notify.
 package systemd
 
@@ -9,6 +10,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,32 +28,84 @@ import (
 // systemctlWait bounds how long reaper waits for systemctl at start-up.
 const systemctlWait = time.Second
 
-// CheckStopTimeout warns when reaper runs in a systemd service whose stop
-// timeout is not above the grace period: systemd then SIGKILLs reaper (or,
-// with KillMode=process, reaper alone) before its teardown has sent its own
-// SIGKILLs, and what ignored SIGTERM survives the stop. systemd exports
-// INVOCATION_ID to the processes of a unit; the unit is the last one named in
-// /proc/self/cgroup, and `systemctl show` gives its TimeoutStopUSec. Anything
-// missing (no systemctl, no unit, no answer within a second) ends the check
-// without a word above debug.
-func CheckStopTimeout(grace time.Duration, files cgroup.Files, log *logs.Logger) {
-	if _, ok := os.LookupEnv("INVOCATION_ID"); !ok || grace == 0 || files.Err != nil {
-		return
+// Unit is the systemd unit reaper runs in, as far as reaper can tell.
+type Unit struct {
+	Name string // foo.service, session-2.scope
+	User bool   // a user manager's unit (below user@UID.service)
+	// Service is set when systemd started reaper as a process of a
+	// service (it exported INVOCATION_ID): systemd then stops it, and its
+	// stop timeout applies.
+	Service bool
+	// StopTimeout is the unit's TimeoutStopUSec, 0 for infinity; known
+	// when TimeoutKnown.
+	StopTimeout  time.Duration
+	TimeoutKnown bool
+	// Delegated: the unit's cgroup is delegated (Delegate=yes), so that a
+	// process of the unit may make groups below it. Otherwise systemd owns
+	// the whole subtree, and nobody else may create or move anything there.
+	Delegated bool
+}
+
+// Find returns the unit reaper runs in: the last service or scope on
+// reaper's path in systemd's cgroup hierarchy. For a service, systemctl is
+// asked for its stop timeout and delegation (bounded by a second); the
+// cgroup's trusted.delegate or user.delegate attribute (systemd 251 and
+// later) also says a unit is delegated. ok is false outside a unit.
+// Anything missing (no systemctl, no answer) is logged at debug level.
+func Find(files cgroup.Files, log *logs.Logger) (u Unit, ok bool) {
+	if files.Err != nil {
+		return u, false
 	}
-	unit, user := unitFromCgroup(string(files.Own))
-	if unit == "" {
-		return
+	u.Name, u.User = unitFromCgroup(string(files.Own))
+	if u.Name == "" {
+		return u, false
 	}
-	timeout, err := unitStopTimeout(unit, user)
+	_, u.Service = os.LookupEnv("INVOCATION_ID")
+	u.Delegated = delegatedByAttribute(files, u.Name)
+	if !u.Service {
+		return u, true
+	}
+	props, err := unitProperties(u.Name, u.User, "TimeoutStopUSec", "Delegate")
 	if err != nil {
-		log.Debug("cannot learn the unit's stop timeout", logs.String("unit", unit), logs.Err(err))
-		return
+		log.Debug("cannot ask systemctl about the unit", logs.String("unit", u.Name), logs.Err(err))
+		return u, true
 	}
-	if timeout > 0 && grace >= timeout {
-		log.Warn("the grace period is not below the unit's stop timeout: systemd will SIGKILL reaper before its teardown ends "+
-			"(give the unit a larger TimeoutStopSec=, or reaper a smaller --grace)",
-			logs.String("unit", unit), logs.Duration("grace", grace), logs.Duration("timeout_stop", timeout))
+	if d, err := parseTimespan(props["TimeoutStopUSec"]); err == nil {
+		u.StopTimeout, u.TimeoutKnown = d, true
 	}
+	u.Delegated = u.Delegated || props["Delegate"] == "yes"
+	return u, true
+}
+
+// delegatedByAttribute reports whether systemd marked the cgroup of unit
+// delegated: "1" in its trusted.delegate (system manager) or user.delegate
+// (user manager) attribute, in systemd's own hierarchy (name=systemd on a
+// hybrid layout) or in cgroup2.
+func delegatedByAttribute(files cgroup.Files, unit string) bool {
+	for _, controller := range []string{"name=systemd", ""} {
+		_, dir, _, err := files.Group(controller)
+		if err != nil {
+			continue
+		}
+		for d := dir; strings.Contains(d, unit) && d != "/"; d = filepath.Dir(d) {
+			if filepath.Base(d) == unit && hasDelegateAttribute(d) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hasDelegateAttribute reports whether the cgroup directory dir carries
+// systemd's mark of a delegated cgroup.
+func hasDelegateAttribute(dir string) bool {
+	for _, attr := range []string{"trusted.delegate", "user.delegate"} {
+		var buf [8]byte
+		if n, err := unix.Getxattr(dir, attr, buf[:]); err == nil && string(buf[:n]) == "1" {
+			return true
+		}
+	}
+	return false
 }
 
 // unitFromCgroup returns the systemd unit a process belongs to, given the text
@@ -78,22 +132,31 @@ func unitFromCgroup(data string) (unit string, user bool) {
 	return "", false
 }
 
-// unitStopTimeout asks systemctl for the unit's TimeoutStopUSec. 0 means
-// none (infinity).
-func unitStopTimeout(unit string, user bool) (time.Duration, error) {
+// unitProperties asks systemctl for properties of the unit (of the user
+// manager when user), as NAME=value lines.
+func unitProperties(unit string, user bool, names ...string) (map[string]string, error) {
 	path, err := spawn.LookPath("systemctl")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	args := []string{"systemctl", "--system", "show", "--property=TimeoutStopUSec", "--value", unit}
+	args := []string{"systemctl", "--system", "show"}
 	if user {
 		args[1] = "--user"
 	}
-	out, err := output(path, args, systemctlWait)
-	if err != nil {
-		return 0, err
+	for _, name := range names {
+		args = append(args, "--property="+name)
 	}
-	return parseTimespan(strings.TrimSpace(out))
+	out, err := output(path, append(args, "--", unit), systemctlWait)
+	if err != nil {
+		return nil, err
+	}
+	props := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if name, value, ok := strings.Cut(line, "="); ok {
+			props[name] = strings.TrimSpace(value)
+		}
+	}
+	return props, nil
 }
 
 // output runs a program and returns its standard output; stdin and stderr

@@ -8,6 +8,7 @@ import (
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/record"
 	"github.com/reaper-init/reaper/reaper/stop"
+	"go.uber.org/zap/zapcore"
 )
 
 // The actions of the stop machine, carried out on the tree and noted in
@@ -27,6 +28,58 @@ import (
 // children must learn why they die before they do (a shell would report
 // the child's SIGTERM instead of running its own trap).
 func (s *supervisor) signalTree() {
+	rec := s.openRecord()
+	if rec.Reason != stop.Requested {
+		s.tree.Walk(func(h *handle.Handle) { s.askToStop(s.track(h), s.cfg.StopSignal) })
+	} else {
+		reached, rest := s.walkReach(true)
+		s.forwardRequest(reached)
+		for _, p := range rest {
+			s.askToStop(p, s.cfg.StopSignal)
+		}
+	}
+	s.log.Info("stopping", logs.String("reason", rec.Reason.String()), logs.Int("descendants", len(rec.Processes)),
+		logs.Duration("grace", s.stopDeadline()))
+}
+
+// signalCommand forwards the stop request that began the stop to COMMAND
+// alone (or its process group, as the policy says), and opens the record
+// of the stop: COMMAND stops its own workers, in its own order, and the
+// others wait for SignalOthers.
+func (s *supervisor) signalCommand() {
+	rec := s.openRecord()
+	reached, _ := s.walkReach(false)
+	s.forwardRequest(reached)
+	fields := []zapcore.Field{logs.String("reason", rec.Reason.String()), logs.Int("reached", len(reached))}
+	if s.stop.budget.NoDeadline {
+		fields = append(fields, logs.String("deadline", "none: the manager's"))
+	} else {
+		fields = append(fields, logs.Duration("grace", s.stopDeadline()),
+			logs.Duration("others_after", s.stop.machine.OthersAfter()))
+	}
+	s.log.Info("stopping: COMMAND first", fields...)
+}
+
+// signalOthers sends the stop signal to every descendant the stop has not
+// signalled yet: what COMMAND left, or what it has not stopped three
+// quarters into the deadline.
+func (s *supervisor) signalOthers() {
+	n := 0
+	s.tree.Walk(func(h *handle.Handle) {
+		if s.stop.record.Tracks(h) {
+			h.Close()
+			return
+		}
+		s.askToStop(s.track(h), s.cfg.StopSignal)
+		n++
+	})
+	if n > 0 {
+		s.log.Info("stopping the other descendants", logs.Int("descendants", n), logs.Signal("signal", s.cfg.StopSignal))
+	}
+}
+
+// openRecord opens the record of the stop the machine began.
+func (s *supervisor) openRecord() *record.Stop {
 	reason := s.stop.machine.Reason()
 	var received syscall.Signal
 	if reason == stop.Requested {
@@ -36,35 +89,41 @@ func (s *supervisor) signalTree() {
 	// Killed processes are named by their command lines; with no grace,
 	// all of them are, and the SIGTERM just sent may have ended one before
 	// its command line could be read.
-	rec.WantCommands = s.cfg.ReportPath != "" || s.cfg.Grace <= 0
+	rec.WantCommands = s.cfg.ReportPath != "" || s.stop.machine.Phase() == stop.Killing
 	s.stop.record = rec
-	if reason != stop.Requested {
-		s.tree.Walk(func(h *handle.Handle) { s.askToStop(s.track(h), s.cfg.StopSignal) })
-	} else {
-		var reached, rest []*record.Process
-		s.tree.Walk(func(h *handle.Handle) {
-			p := s.track(h)
-			if s.forwarder.reaches(h) {
-				reached = append(reached, p)
-			} else {
-				rest = append(rest, p)
-			}
-		})
-		forwarded := s.forwarder.forward(received)
-		for _, p := range reached {
-			if forwarded != 0 {
-				rec.NoteSignal(p, forwarded)
-				s.continueStopped(p)
-			} else {
-				s.askToStop(p, s.cfg.StopSignal)
-			}
+	return rec
+}
+
+// walkReach walks the tree and tracks the processes the stop request
+// reaches when forwarded; with all, the others too, returned apart.
+func (s *supervisor) walkReach(all bool) (reached, rest []*record.Process) {
+	target := s.forwarder.policy.TargetOf(s.stop.request)
+	s.tree.Walk(func(h *handle.Handle) {
+		switch {
+		case s.forwarder.reaches(h, target):
+			reached = append(reached, s.track(h))
+		case all:
+			rest = append(rest, s.track(h))
+		default:
+			h.Close()
 		}
-		for _, p := range rest {
+	})
+	return reached, rest
+}
+
+// forwardRequest forwards the stop request as any signal is, and notes it
+// for the processes it reached. A request that forwards nothing (a
+// rewrite to 0) sends them the stop signal instead.
+func (s *supervisor) forwardRequest(reached []*record.Process) {
+	forwarded := s.forwarder.forward(s.stop.request)
+	for _, p := range reached {
+		if forwarded != 0 {
+			s.stop.record.NoteSignal(p, forwarded)
+			s.continueStopped(p)
+		} else {
 			s.askToStop(p, s.cfg.StopSignal)
 		}
 	}
-	s.log.Info("stopping", logs.String("reason", reason.String()), logs.Int("descendants", len(rec.Processes)),
-		logs.Duration("grace", s.cfg.Grace))
 }
 
 // signalMissed sends the stop signal to descendants the stop has not

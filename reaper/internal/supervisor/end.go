@@ -22,7 +22,7 @@ func (s *supervisor) report(code int) record.Report {
 		r.CommandStatus = record.StatusOf(s.cmd.pid, s.cmd.status)
 	}
 	if s.stop.record != nil {
-		r.Teardown = s.stop.record.Report(s.cfg.Grace)
+		r.Teardown = s.stop.record.Report(s.stopDeadline())
 	}
 	return r
 }

@@ -70,14 +70,13 @@ func (f *forwarder) forwardNow(sig syscall.Signal) bool {
 	if f.cmd.reaped {
 		return false
 	}
-	return f.killCommand(out) == nil // on failure the loop tries again, and says why
+	return f.killCommand(out, f.policy.TargetOf(sig)) == nil // on failure the loop tries again, and says why
 }
 
-// killCommand sends sig to COMMAND's group, or to COMMAND alone, as the
-// policy says. COMMAND must not be reaped yet: its pid and group id are
-// reserved until then.
-func (f *forwarder) killCommand(sig syscall.Signal) error {
-	if f.policy.Target == signals.Group {
+// killCommand sends sig to COMMAND's group, or to COMMAND alone. COMMAND
+// must not be reaped yet: its pid and group id are reserved until then.
+func (f *forwarder) killCommand(sig syscall.Signal, target signals.Target) error {
+	if target == signals.Group {
 		return syscall.Kill(-f.cmd.pid, sig)
 	}
 	return syscall.Kill(f.cmd.pid, sig)
@@ -93,7 +92,8 @@ func (f *forwarder) onSignal(sig syscall.Signal) {
 }
 
 // forward passes a received signal on, after rewrites, to COMMAND's group or
-// to COMMAND alone, and returns the signal it sent (0 if none). COMMAND's
+// to COMMAND alone, as the policy says for it, and returns the signal it
+// sent (0 if none). COMMAND's
 // pid and group id stay reserved until reaper reaps it, so kill(2) is safe
 // until then; afterwards the group's remaining members are signalled one by
 // one through their handles. It runs on the event loop, which reaps: no
@@ -104,13 +104,13 @@ func (f *forwarder) forward(sig syscall.Signal) syscall.Signal {
 		f.log.Debug("dropped", logs.Signal("signal", sig))
 		return 0
 	}
-	group := f.policy.Target == signals.Group
+	target := f.policy.TargetOf(sig)
 	var err error
 	reached := 1
 	switch {
 	case !f.cmd.reaped:
-		err = f.killCommand(out)
-	case group:
+		err = f.killCommand(out, target)
+	case target == signals.Group:
 		reached = f.signalGroupMembers(out)
 	default:
 		reached = 0
@@ -121,7 +121,7 @@ func (f *forwarder) forward(sig syscall.Signal) syscall.Signal {
 	}
 	if f.log.DebugEnabled() {
 		f.log.Debug("forwarded", logs.Signal("received", sig), logs.Signal("signal", out),
-			logs.String("to", f.policy.Target.String()), logs.Int("pgid", f.cmd.pid), logs.Int("processes", reached))
+			logs.String("to", target.String()), logs.Int("pgid", f.cmd.pid), logs.Int("processes", reached))
 	}
 	return out
 }
@@ -131,7 +131,7 @@ func (f *forwarder) forward(sig syscall.Signal) syscall.Signal {
 func (f *forwarder) signalGroupMembers(sig syscall.Signal) int {
 	n := 0
 	f.tree.Walk(func(h *handle.Handle) {
-		if f.reaches(h) && h.Signal(sig) == nil {
+		if f.reaches(h, signals.Group) && h.Signal(sig) == nil {
 			n++
 		}
 		h.Close()
@@ -139,10 +139,10 @@ func (f *forwarder) signalGroupMembers(sig syscall.Signal) int {
 	return n
 }
 
-// reaches reports whether a forwarded signal goes to h's process: a member
-// of COMMAND's process group, or COMMAND alone with --forward=child.
-func (f *forwarder) reaches(h *handle.Handle) bool {
-	if f.policy.Target == signals.Group {
+// reaches reports whether a signal forwarded to target goes to h's
+// process: a member of COMMAND's process group, or COMMAND alone.
+func (f *forwarder) reaches(h *handle.Handle, target signals.Target) bool {
+	if target == signals.Group {
 		pgid, err := h.PGID()
 		return err == nil && pgid == f.cmd.pid
 	}

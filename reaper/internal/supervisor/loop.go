@@ -41,8 +41,11 @@ func (s *supervisor) step() {
 		s.stop.exits.noteExits(s.stop.record, tokens, time.Now())
 	case <-s.stop.timers.graceC:
 		s.stop.timers.graceC = nil
-		s.log.Info("grace period over", logs.Duration("grace", s.cfg.Grace))
+		s.log.Info("grace period over", logs.Duration("grace", s.stopDeadline()))
 		s.feed(stop.GraceExpired)
+	case <-s.stop.timers.othersC:
+		s.stop.timers.othersC = nil
+		s.feed(stop.OthersDue)
 	case <-s.stop.timers.timeoutC:
 		s.stop.timers.timeoutC = nil
 		if !s.stop.machine.Stopping() {
@@ -96,10 +99,18 @@ func (s *supervisor) feed(ev stop.Event) []stop.Action {
 		switch action {
 		case stop.SignalTree:
 			s.signalTree()
+		case stop.SignalCommand:
+			s.signalCommand()
+		case stop.SignalOthers:
+			s.signalOthers()
 		case stop.SignalMissed:
 			s.signalMissed()
 		case stop.ArmGrace:
-			s.stop.timers.armGrace(s.cfg.Grace, s.stop.record.Began)
+			s.stop.timers.armGrace(s.stop.machine.DeadlineAfter(), s.stop.record.Began)
+		case stop.ArmLeftovers:
+			s.stop.timers.armGrace(s.stop.machine.LeftoversGrace(), time.Now())
+		case stop.ArmOthers:
+			s.stop.timers.armOthers(s.stop.machine.OthersAfter(), s.stop.record.Began)
 		case stop.ArmKillWait:
 			s.stop.timers.armKillWait()
 		case stop.KillTree:
@@ -207,29 +218,49 @@ func (s *supervisor) exitCode() int {
 	return code
 }
 
-// armGrace arms the grace deadline, which counts from began, the start of
-// the stop, not from the end of its walk.
-func (t *timers) armGrace(grace time.Duration, began time.Time) {
-	t.grace = time.NewTimer(max(grace-time.Since(began), 0))
+// stopDeadline is the deadline of the stop under way: from its start, or,
+// for a stop request without one, the grace period of what is left once
+// COMMAND has exited.
+func (s *supervisor) stopDeadline() time.Duration {
+	if s.stop.machine.Reason() == stop.Requested && s.stop.budget.NoDeadline {
+		return s.stop.machine.LeftoversGrace()
+	}
+	return s.stop.machine.DeadlineAfter()
+}
+
+// armGrace arms the deadline d after from (the start of the stop, not the
+// end of its walk; or now).
+func (t *timers) armGrace(d time.Duration, from time.Time) {
+	t.grace = time.NewTimer(max(d-time.Since(from), 0))
 	t.graceC = t.grace.C
 }
 
-// armKillWait disarms the grace deadline and arms the kill wait.
+// armOthers arms the time the others get the stop signal, d after the
+// start of the stop.
+func (t *timers) armOthers(d time.Duration, began time.Time) {
+	t.others = time.NewTimer(max(d-time.Since(began), 0))
+	t.othersC = t.others.C
+}
+
+// armKillWait disarms the grace deadline and the others' time, and arms
+// the kill wait.
 func (t *timers) armKillWait() {
-	if t.grace != nil {
-		t.grace.Stop()
-		t.graceC = nil
+	for _, timer := range []*time.Timer{t.grace, t.others} {
+		if timer != nil {
+			timer.Stop()
+		}
 	}
+	t.graceC, t.othersC = nil, nil
 	t.kill = time.NewTimer(killWait)
 	t.killC = t.kill.C
 }
 
 // stopAll stops every timer.
 func (t *timers) stopAll() {
-	for _, timer := range []*time.Timer{t.grace, t.timeout, t.kill} {
+	for _, timer := range []*time.Timer{t.grace, t.others, t.timeout, t.kill} {
 		if timer != nil {
 			timer.Stop()
 		}
 	}
-	t.graceC, t.timeoutC, t.killC = nil, nil, nil
+	t.graceC, t.othersC, t.timeoutC, t.killC = nil, nil, nil, nil
 }

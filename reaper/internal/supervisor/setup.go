@@ -16,6 +16,7 @@ import (
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/ports"
 	"github.com/reaper-init/reaper/reaper/procfs"
+	"github.com/reaper-init/reaper/reaper/stop"
 	"github.com/reaper-init/reaper/reaper/systemd"
 )
 
@@ -39,7 +40,7 @@ func (s *supervisor) setUp() bool {
 	<-s.caught.fatalCaught // until then a SIGTERM would end reaper: before it has changed anything
 	s.caught.route(s.cfg.Policy)
 	for _, sig := range s.caught.ignored {
-		log.Debug("inherited as ignored: not forwarded", logs.Signal("signal", sig))
+		log.Debug("inherited as ignored: caught and forwarded, ignored by COMMAND when it starts", logs.Signal("signal", sig))
 	}
 	return true
 }
@@ -74,7 +75,8 @@ func procIsOurs(self int, log *logs.Logger) bool {
 // false and the exit code when reaper must not go on (and has released
 // what it took).
 func (s *supervisor) prepare() (int, bool) {
-	systemd.CheckStopTimeout(s.cfg.Grace, s.self.files, s.log)
+	unit, inUnit := systemd.Find(s.self.files, s.log)
+	s.stop.budget = s.chooseBudget(unit, inUnit)
 	s.held.instance = s.cfg.Instance
 	named := s.held.instance != ""
 	if !named {
@@ -91,11 +93,16 @@ func (s *supervisor) prepare() (int, bool) {
 	var cgErr error
 	if s.cfg.Cgroup != CgroupOff {
 		_, parentDir, parentPath, cgErr = s.self.files.Group("")
+		if cgErr == nil && inUnit && !unit.Delegated {
+			// systemd owns a unit's cgroup subtree unless the unit
+			// delegates it: nobody else may make or move anything there.
+			cgErr = fmt.Errorf("the systemd unit %s does not delegate its cgroup (Delegate=yes)", unit.Name)
+		}
 	}
 	var previous [][]byte // the earlier runs' markers: their leftovers carry them
 	if named {
 		sweep := &instance.Sweep{Name: s.held.instance, Previous: s.held.lock.Previous, Self: s.self.pid, StopSignal: s.cfg.StopSignal,
-			Grace: s.cfg.Grace, KillWait: killWait, Log: s.log, Stop: s.caught.stopRequested}
+			Grace: s.stop.budget.Grace, KillWait: killWait, Log: s.log, Stop: s.caught.stopRequested}
 		if cgErr == nil {
 			sweep.Stale, _ = cgroup.Open(parentDir, parentPath, instance.LeafName(s.held.instance))
 		}
@@ -138,6 +145,37 @@ func (s *supervisor) prepare() (int, bool) {
 	return 0, true
 }
 
+// chooseBudget decides how long a stop may take (see stop.Budget): as
+// --grace says, or as long as whoever stops reaper allows: the stop
+// timeout of the systemd service reaper runs in, or the container engine
+// whose SIGKILL ends the namespace of a PID 1.
+func (s *supervisor) chooseBudget(unit systemd.Unit, inUnit bool) stop.Budget {
+	service := inUnit && unit.Service && unit.TimeoutKnown
+	var b stop.Budget
+	switch {
+	case s.cfg.Grace >= 0:
+		b = stop.Fixed(s.cfg.Grace)
+		if service && unit.StopTimeout > 0 && s.cfg.Grace > 0 && s.cfg.Grace >= unit.StopTimeout {
+			s.log.Warn("the grace period is not below the unit's stop timeout: systemd will SIGKILL reaper before its teardown ends "+
+				"(give the unit a larger TimeoutStopSec=, or reaper a smaller --grace, or none: it then follows the unit's)",
+				logs.String("unit", unit.Name), logs.Duration("grace", s.cfg.Grace), logs.Duration("timeout_stop", unit.StopTimeout))
+		}
+	case s.self.pid == 1:
+		b = stop.ForPID1()
+	case service:
+		b = stop.ForUnit(unit.StopTimeout)
+	default:
+		b = stop.Default()
+	}
+	if b.NoDeadline {
+		s.log.Info("a stop request has no deadline of reaper's own", logs.String("from", b.Source),
+			logs.Duration("leftovers_grace", b.Grace))
+	} else {
+		s.log.Info("grace period", logs.Duration("grace", b.Deadline), logs.String("from", b.Source))
+	}
+	return b
+}
+
 // takeLock takes the named instance's lock, or stops its live holder first
 // with --replace.
 func (s *supervisor) takeLock() (int, bool) {
@@ -150,7 +188,8 @@ func (s *supervisor) takeLock() (int, bool) {
 		return exitcode.Usage, false
 	}
 	if errors.As(err, &running) && s.cfg.Replace {
-		lock, err = instance.Replace(s.held.instance, running.PID, 2*s.cfg.Grace+2*killWait, killWait, s.log, s.caught.stopRequested)
+		wait := 2*max(s.stop.budget.Deadline, s.stop.budget.Grace) + 2*killWait
+		lock, err = instance.Replace(s.held.instance, running.PID, wait, killWait, s.log, s.caught.stopRequested)
 	}
 	if err == nil {
 		s.held.lock = lock

@@ -25,10 +25,12 @@ type Signals struct {
 	// fatalCaught is closed once no signal can end reaper uncaught (and
 	// ignored is set); all once every signal reaper forwards is caught.
 	fatalCaught, all <-chan struct{}
-	ignored          []syscall.Signal // left ignored by reaper's caller: not caught, not forwarded
-	policy           signals.Policy   // which are stop requests (see route)
-	early            syscall.Signal   // a stop request that came before COMMAND started
-	log              *logs.Logger
+	// ignored are the signals reaper's caller left ignored: caught and
+	// forwarded all the same, and ignored by COMMAND when it starts.
+	ignored []syscall.Signal
+	policy  signals.Policy // which are stop requests (see route)
+	early   syscall.Signal // a stop request that came before COMMAND started
+	log     *logs.Logger
 }
 
 // defaultStop is the stop request of the default policy: catching starts
@@ -38,9 +40,11 @@ const defaultStop = syscall.SIGTERM
 
 // CatchSignals starts catching SIGCHLD and every signal reaper forwards
 // (PID 1 gets no signal it has no handler for). A signal reaper's caller
-// left ignored stays ignored, for reaper and for COMMAND, and is not
-// forwarded. Call it first thing in main, and give the result to Run in
-// Config.Signals.
+// left ignored (nohup's SIGHUP, a script's background job's SIGINT) is
+// caught and forwarded too, as tini and dumb-init do: a COMMAND that
+// installs its own handler gets it, as it would without reaper; COMMAND
+// starts with it ignored, as it would without reaper. Call it first thing
+// in main, and give the result to Run in Config.Signals.
 //
 // Catching a signal takes a round trip to a runtime thread (60 of them
 // took 3 ms), so a goroutine does it while the rest of start-up runs,
@@ -70,8 +74,9 @@ func CatchSignals() *Signals {
 		var first, rest []os.Signal
 		for _, sig := range signals.Forwardable() {
 			switch {
-			case inherited[sig]:
+			case inherited[sig]: // not fatal while it stays ignored
 				c.ignored = append(c.ignored, sig)
+				rest = append(rest, sig)
 			case fatalUncaught[sig]:
 				first = append(first, sig)
 			default:
@@ -105,25 +110,11 @@ func (c *Signals) notify(sigs []os.Signal) {
 // no round trip once the signal is caught). Such a signal then arrives on
 // both, and each reader passes over what is not its own (isStop). What
 // came before is moved to where the policy says it goes (see reroute).
-// A stop request the caller left ignored (the SIGINT of a background job)
-// is caught all the same: the user named it. Call it once fatalCaught is
-// closed.
+// Call it once fatalCaught is closed.
 func (c *Signals) route(policy signals.Policy) {
 	c.policy = policy
-	ignored := map[syscall.Signal]bool{}
-	kept := c.ignored[:0:0]
-	for _, sig := range c.ignored {
-		if policy.IsStop(sig) { // caught below, as any stop request
-			c.log.Info("inherited as ignored, caught as a stop request", logs.Signal("signal", sig))
-			continue
-		}
-		ignored[sig] = true
-		kept = append(kept, sig)
-	}
-	c.ignored = kept
 	for _, sig := range signals.Forwardable() {
 		switch {
-		case ignored[sig]:
 		case policy.IsStop(sig) && sig != defaultStop:
 			signalNotify(c.stops, sig)
 		case !policy.IsStop(sig) && sig == defaultStop:

@@ -35,14 +35,13 @@ func (s *supervisor) start() error {
 	s.cmd.mu.Lock() // the relay's goroutine reads it (livePID)
 	s.cmd.pid = pid
 	s.cmd.mu.Unlock()
-	// COMMAND starts in the caller's directory; reaper itself moves to /,
-	// so that it never keeps a mount busy.
-	if err := unix.Chdir("/"); err != nil {
-		s.log.Warn("cannot leave the working directory", logs.Err(err))
-	}
 	s.tree = s.newTree()
 	s.stop.emptied = s.tree.Emptied()
-	s.stop.machine = stop.New(s.cfg.Grace, s.cfg.Wait)
+	order := stop.Mixed
+	if s.cfg.KillMode == KillModeControlGroup {
+		order = stop.All
+	}
+	s.stop.machine = stop.New(s.stop.budget, order, s.cfg.Wait)
 	s.forwarder = &forwarder{policy: s.cfg.Policy, log: s.log, cmd: &s.cmd, tree: s.tree, tty: s.tty,
 		self: s.self.pid, procIsOurs: s.self.ownProc, loop: make(chan syscall.Signal, 64)}
 	go s.forwarder.fastForward(s.caught.sigs)
@@ -57,7 +56,22 @@ func (s *supervisor) start() error {
 // spawn starts COMMAND, in the leaf cgroup if there is one. With
 // --cgroup=auto, a kernel that cannot start a process in a cgroup (clone3
 // missing, or refusing CLONE_INTO_CGROUP) makes it start COMMAND outside.
+// COMMAND starts in the caller's directory; reaper itself moves to / first
+// (once COMMAND's path is found there), so that it never keeps a mount
+// busy.
 func (s *supervisor) spawn() (int, error) {
+	path, err := spawn.LookPath(s.cfg.Command[0])
+	if err != nil {
+		return 0, err
+	}
+	dir, err := os.Getwd()
+	if err == nil {
+		err = unix.Chdir("/")
+	}
+	if err != nil {
+		s.log.Warn("cannot leave the working directory", logs.Err(err))
+		dir = ""
+	}
 	set := []string{instance.Var + "=" + s.held.marker}
 	if s.held.relay = s.openRelay(); s.held.relay != nil {
 		set = append(set, notify.Variable+"="+s.held.relay.Address())
@@ -67,20 +81,22 @@ func (s *supervisor) spawn() (int, error) {
 		Pdeathsig:  s.cfg.PdeathSignal,
 		Env:        spawn.Env(s.cfg.DropEnv, set...),
 		PIDVars:    spawn.PIDVariables(s.self.pid),
+		Ignore:     s.caught.ignored,
 		Mask:       s.self.mask,
 		CgroupFD:   -1,
+		Dir:        dir,
 	}
 	if s.held.leaf != nil {
 		opts.CgroupFD = s.held.leaf.FD()
 	}
-	pid, err := spawn.Start(s.cfg.Command, opts)
+	pid, err := spawn.Start(path, s.cfg.Command, opts)
 	var se *spawn.StartError
 	if err != nil && s.held.leaf != nil && s.cfg.Cgroup == CgroupAuto && errors.As(err, &se) && se.FromClone {
 		leaf := s.held.leaf
 		s.noCgroup(fmt.Errorf("cannot start COMMAND in %s: %w", leaf.Dir, se.Err))
 		leaf.Remove()
 		opts.CgroupFD = -1
-		pid, err = spawn.Start(s.cfg.Command, opts)
+		pid, err = spawn.Start(path, s.cfg.Command, opts)
 	}
 	if err == nil && s.held.leaf != nil {
 		s.log.Info("contained", logs.String("cgroup", s.held.leaf.Dir))

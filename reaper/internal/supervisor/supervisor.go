@@ -54,6 +54,7 @@ type Config struct {
 
 	StopSignal syscall.Signal
 	Grace      time.Duration
+	KillMode   string
 	Timeout    time.Duration
 	Wait       bool
 	ReportPath string
@@ -72,6 +73,15 @@ type Config struct {
 
 	Stderr io.Writer
 }
+
+// GraceAuto is Config.Grace's "as the manager allows".
+const GraceAuto time.Duration = -1
+
+// Kill modes (Config.KillMode).
+const (
+	KillModeMixed        = "mixed"         // COMMAND first, the others once it has exited
+	KillModeControlGroup = "control-group" // every descendant at once
+)
 
 // Cgroup modes (Config.Cgroup).
 const (
@@ -148,6 +158,7 @@ type children struct {
 // stopping is the state of the stop: the machine that decides, and what
 // carries its decisions out.
 type stopping struct {
+	budget  stop.Budget // how long a stop may take
 	machine *stop.Machine
 	request syscall.Signal // the last stop request reaper received
 	record  *record.Stop   // the record of the stop, once one began
@@ -184,8 +195,8 @@ func (c *command) livePID() int {
 
 // timers are the deadlines of a run; a nil channel never fires.
 type timers struct {
-	grace, timeout, kill    *time.Timer
-	graceC, timeoutC, killC <-chan time.Time
+	grace, others, timeout, kill     *time.Timer
+	graceC, othersC, timeoutC, killC <-chan time.Time
 }
 
 // Run starts cfg.Command, supervises it until it and every other descendant

@@ -1,0 +1,136 @@
+package integration
+
+// How a stop request stops a service: COMMAND first, in the time its
+// manager gives it; its own workers by COMMAND, in its own order; the
+// others once COMMAND has exited (see docs/stopping.md).
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// orderly is a run of testdata/orderly.py under reaper: a service that
+// drains for a while on SIGTERM, then stops its worker (in a session of
+// its own) and exits 0, and an escapee it does not manage.
+type orderly struct {
+	*session
+	events  *fifo
+	pids    map[string]int // command, worker, escapee: as the payload sees them
+	reaper  int            // reaper's pid as the payload sees it
+	senders map[string]int // who sent each its SIGTERM, once the run ended
+}
+
+// startOrderly starts the service under reaper with flags, draining for
+// drain seconds, and waits until its three processes announced themselves.
+func startOrderly(t *testing.T, pid1 bool, drain string, flags ...string) *orderly {
+	t.Helper()
+	python := requirePython(t)
+	o := &orderly{events: newFIFO(t, "events"), pids: map[string]int{}, senders: map[string]int{}}
+	script, err := filepath.Abs("testdata/orderly.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append(append([]string{"-v"}, flags...), python, script)
+	o.session = start(t, opts{pid1: pid1, args: args, env: []string{"F=" + o.events.path, "DRAIN=" + drain}})
+	for len(o.pids) < 3 {
+		var who string
+		var pid int
+		if _, err := fmt.Sscanf(o.events.next(t), "%s %d", &who, &pid); err != nil {
+			t.Fatal(err)
+		}
+		o.pids[who] = pid
+	}
+	o.reaper = 1
+	if !pid1 {
+		o.reaper = o.reaperPID()
+	}
+	return o
+}
+
+// finish waits for reaper and reads who sent each process its SIGTERM.
+func (o *orderly) finish(t *testing.T) *result {
+	t.Helper()
+	r := o.wait()
+	for _, line := range o.events.rest() {
+		var who string
+		var from int
+		if _, err := fmt.Sscanf(line, "term %s %d", &who, &from); err == nil {
+			o.senders[who] = from
+		}
+	}
+	return r
+}
+
+// requirePython returns Debian's python3, or skips.
+func requirePython(t *testing.T) string {
+	t.Helper()
+	const python = "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		skip(t, "no %s (apt-get install python3): %v", python, err)
+	}
+	return python
+}
+
+// TestStopRequestReachesCommandFirst: by default a stop request goes to
+// COMMAND alone (its group), which stops its worker itself: the worker's
+// SIGTERM comes from COMMAND, not from reaper. The escapee COMMAND does not
+// manage gets reaper's SIGTERM once COMMAND has exited. With
+// --kill-mode=control-group everyone gets reaper's at once.
+func TestStopRequestReachesCommandFirst(t *testing.T) {
+	for _, mode := range []string{"mixed", "control-group"} {
+		t.Run(mode, func(t *testing.T) {
+			modes(t, func(t *testing.T, pid1 bool) {
+				o := startOrderly(t, pid1, "0.5", "--grace=30s", "--kill-mode="+mode)
+				o.signal(syscall.SIGTERM)
+				r := o.finish(t)
+				if r.status() != 0 || r.leftovers() != "" || strings.Contains(r.Stderr, "warning: killed") {
+					t.Errorf("exit %d, left %s; want the service's 0, nothing left, nothing killed\n%s", r.status(), r.leftovers(), r.Stderr)
+				}
+				wantWorker := o.pids["command"]
+				if mode == "control-group" {
+					wantWorker = o.reaper
+				}
+				want := map[string]int{"command": o.reaper, "worker": wantWorker, "escapee": o.reaper}
+				if fmt.Sprint(o.senders) != fmt.Sprint(want) {
+					t.Errorf("SIGTERM senders %v, want %v (command %d, reaper %d)\n%s", o.senders, want, o.pids["command"], o.reaper, r.Stderr)
+				}
+			})
+		})
+	}
+}
+
+// TestStopGivesCommandTheManagersTime: as PID 1, where the container
+// engine's SIGKILL is the deadline, reaper never SIGKILLs COMMAND on a stop
+// request of its own accord: a drain longer than the default grace period
+// ends with the service's own exit. Elsewhere, with no manager's deadline,
+// the default grace period applies, and an explicit --grace always wins.
+func TestStopGivesCommandTheManagersTime(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		pid1   bool
+		flags  []string
+		killed bool
+	}{
+		{"pid1-default", true, nil, false},
+		{"child-default", false, nil, true},
+		{"pid1-explicit-grace", true, []string{"--grace=1s"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o := startOrderly(t, tc.pid1, "6.5", tc.flags...) // longer than the default 5 s
+			o.signal(syscall.SIGTERM)
+			r := o.finish(t)
+			if r.leftovers() != "" {
+				t.Errorf("left %s\n%s", r.leftovers(), r.Stderr)
+			}
+			killed := strings.Contains(r.Stderr, "warning: killed")
+			if killed != tc.killed || (!tc.killed && r.status() != 0) || (tc.killed && r.status() != 128+9) {
+				t.Errorf("exit %d, killed %v; want killed %v (exit 137), else the service's 0\n%s", r.status(), killed, tc.killed, r.Stderr)
+			}
+		})
+	}
+}
