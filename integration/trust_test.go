@@ -65,20 +65,8 @@ func TestPlantedLocksBlockNobody(t *testing.T) {
 	}
 	other := instanceName(t)
 	held := filepath.Join(dir, other+".lock")
-	holder := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+	startReady(t, "held", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
 		"flock", "-x", held, "-c", `echo held; exec sleep 300`)
-	stdout, err := holder.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
-	buf := make([]byte, 5)
-	if n, err := stdout.Read(buf); err != nil || string(buf[:n]) != "held\n" {
-		t.Fatalf("nobody's flock: %q %v", buf[:n], err)
-	}
 	for _, args := range [][]string{
 		{"--instance=" + name, "sh", "-c", "exit 5"},
 		{"--instance=" + other, "sh", "-c", "exit 5"},
