@@ -5,8 +5,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -164,5 +166,138 @@ func TestReplaceGivesUpAtOnceOnAnotherUsersHolder(t *testing.T) {
 		"its open files cannot be read (another user's process)", holder.Process.Pid)
 	if code != 2 || !strings.Contains(out, want) || strings.Contains(out, "replacing") || strings.Contains(out, "kill") {
 		t.Errorf("nobody's --replace of root's holder: exit %d, %q; want 2 and only %q", code, out, want)
+	}
+}
+
+// privateRun starts a mount namespace of the test's with a /run of its own
+// (a tmpfs), as a container or a unit with a private /run has, and returns
+// the command line that runs a program in it.
+func privateRun(t *testing.T) []string {
+	t.Helper()
+	cmd := startReady(t, "ready", "unshare", "--mount", "--propagation", "private", "--",
+		"sh", "-c", "mount -t tmpfs tmpfs /run && echo ready && exec sleep 1000")
+	return []string{"nsenter", "-t", strconv.Itoa(cmd.Process.Pid), "--mount", "--"}
+}
+
+// conflictWarning is the line of a run that leaves another run's cgroup of
+// its instance's name alone.
+func conflictWarning(name, madeBy string) *regexp.Regexp {
+	return regexp.MustCompile(`warning: the instance's cgroup is another run's, which this run cannot prove ended .* instance=` +
+		regexp.QuoteMeta(name) + ` cgroup=\S*/reaper-instance-` + regexp.QuoteMeta(name) + ` made_by="` + madeBy +
+		`[^"]*" own=reaper-instance-` + regexp.QuoteMeta(name) + `\+[0-9a-f]{8}`)
+}
+
+// expectUntouched fails the test unless the live run of record's COMMAND
+// still forwards signals to it and has seen none but the test's: then
+// stops it.
+func expectUntouched(t *testing.T, live *session, rec *fifo) {
+	t.Helper()
+	live.signal(syscall.SIGUSR1)
+	if got := rec.next(t); got != "SIGUSR1" {
+		t.Errorf("the live run's COMMAND recorded %s, want the test's SIGUSR1: another run signalled it", got)
+	}
+	live.signal(syscall.SIGTERM)
+	if r := live.wait(); r.status() != 0 {
+		t.Errorf("the live run: exit %d, want 0 (its COMMAND's, after the test's SIGTERM)\n%s", r.status(), r.Stderr)
+	}
+}
+
+// TestRunsOfOneNameUnderTwoLocks: two root runs of one name from one
+// cgroup, one in a mount namespace with a /run of its own, hold two locks.
+// Neither sweeps the other's cgroup, whichever started first: the second
+// leaves the first's alone, runs in a cgroup of its own, and says so; a
+// later run under the second's lock sweeps the second's leftovers from
+// that cgroup (a leftover without the marker: only the cgroup finds it),
+// and still nothing of the first.
+func TestRunsOfOneNameUnderTwoLocks(t *testing.T) {
+	requireRoot(t)
+	for _, privateFirst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "host first", true: "private /run first"}[privateFirst], func(t *testing.T) {
+			cg := sharedCgroup(t, 256)
+			name := instanceName(t)
+			private := privateRun(t)
+			live, other := []string(nil), private
+			if privateFirst {
+				live, other = private, nil
+			}
+			rec := newFIFO(t, "live")
+			first := start(t, opts{cg: cg, prefix: live, args: []string{"--instance=" + name, "--cgroup=on", bin().helper, "record", rec.path}})
+			rec.ready(t)
+
+			second := plant(t, false, tree{prefix: other, flags: []string{"--instance=" + name, "--cgroup=on"}, ups: 1, cgroup: cg, leave: true,
+				body: `setsid env -i F="$F" sh -c 'echo "up $$" > "$F"; exec sleep 300' &`})
+			left := pidfds(t, second.ups)
+			second.signal(syscall.SIGKILL)
+			r := second.wait()
+			if !conflictWarning(name, "a run under another lock").MatchString(r.Stderr) {
+				t.Errorf("the second run does not say it left the first's cgroup alone:\n%s", r.Stderr)
+			}
+			if alive := running(left, second.ups); len(alive) != 1 {
+				t.Fatalf("the killed second run's leftover is gone: %v; the test needs it", alive)
+			}
+
+			r = start(t, opts{cg: cg, prefix: other, args: []string{"--instance=" + name, "--cgroup=on", "--grace=1s", "sh", "-c", "exit 7"}}).wait()
+			if r.status() != 7 || !conflictWarning(name, "a run under another lock").MatchString(r.Stderr) {
+				t.Errorf("third run: exit %d (want 7), and a warning naming the conflict:\n%s", r.status(), r.Stderr)
+			}
+			if !strings.Contains(r.Stderr, fmt.Sprintf("leftover of an earlier run instance=%s pid=%d ", name, second.ups[0])) {
+				t.Errorf("the third run does not name its own lock's leftover %d:\n%s", second.ups[0], r.Stderr)
+			}
+			if alive := running(left, second.ups); len(alive) > 0 {
+				t.Errorf("the second run's leftover %v still runs", alive)
+			}
+			if strings.Count(r.Stderr, "leftover of an earlier run") != 1 {
+				t.Errorf("the third run took more than its own lock's leftover for one:\n%s", r.Stderr)
+			}
+			expectUntouched(t, first, rec)
+			if leaves, _ := filepath.Glob(filepath.Join(cg.v2, "reaper-instance-*")); len(leaves) > 0 {
+				t.Errorf("cgroups left behind: %v", leaves)
+			}
+		})
+	}
+}
+
+// delegate gives cg to nobody, as systemd's Delegate=yes gives a unit's
+// cgroup to its user: nobody may make groups in it and start processes
+// in them.
+func delegate(t *testing.T, cg *testGroup) {
+	t.Helper()
+	for _, path := range []string{cg.v2, cg.v2 + "/cgroup.procs"} {
+		if err := os.Chown(path, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRunsOfOneNameOfTwoUsers: root's run and nobody's run of one name,
+// from one cgroup, hold two locks: neither sweeps the other's cgroup,
+// whichever is live, and no line claims a leftover found or killed.
+func TestRunsOfOneNameOfTwoUsers(t *testing.T) {
+	nobody := asNobody(t)
+	for _, rootLive := range []bool{true, false} {
+		t.Run(map[bool]string{true: "root's run live", false: "nobody's run live"}[rootLive], func(t *testing.T) {
+			cg := sharedCgroup(t, 256)
+			delegate(t, cg)
+			name := instanceName(t)
+			nobodysLock(t, name)
+			root := []string{bin().reaper}
+			liveShim, otherShim, otherUID := root, nobody, 0
+			if !rootLive {
+				liveShim, otherShim, otherUID = nobody, root, 65534
+			}
+			rec := newFIFO(t, "live")
+			first := start(t, opts{cg: cg, command: append(append([]string{}, liveShim...),
+				"--instance="+name, "--cgroup=on", bin().helper, "record", rec.path)})
+			rec.ready(t)
+			r := start(t, opts{cg: cg, command: append(append([]string{}, otherShim...),
+				"--instance="+name, "--grace=1s", "sh", "-c", "exit 7")}).wait()
+			if r.status() != 7 || !conflictWarning(name, "a run of user "+strconv.Itoa(otherUID)).MatchString(r.Stderr) {
+				t.Errorf("the other user's run: exit %d (want 7), and a warning naming the conflict:\n%s", r.status(), r.Stderr)
+			}
+			if strings.Contains(r.Stderr, "leftover") {
+				t.Errorf("the other user's run claims leftovers:\n%s", r.Stderr)
+			}
+			expectUntouched(t, first, rec)
+		})
 	}
 }

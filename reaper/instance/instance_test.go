@@ -213,6 +213,31 @@ func TestFdinfoFlock(t *testing.T) {
 	}
 }
 
+// TestParseLeafRecord: a leaf's record is another run's, maybe another
+// user's: only a hexadecimal token counts, and the lock path that names
+// the other run in a warning holds nothing but printable ASCII.
+func TestParseLeafRecord(t *testing.T) {
+	for _, tc := range []struct {
+		record string
+		want   maker
+	}{
+		{"token 0af3\nlock /run/reaper/x.lock 0:45:3\npid 17\n", maker{"0af3", "/run/reaper/x.lock 0:45:3", 17}},
+		{"token ../../etc\nlock /a\x1b[2J\npid x\n", maker{}},
+		{"", maker{}},
+		{"token abc", maker{token: "abc"}},
+	} {
+		if got := parseLeafRecord([]byte(tc.record)); got != tc.want {
+			t.Errorf("parseLeafRecord(%q) = %+v, want %+v", tc.record, got, tc.want)
+		}
+	}
+	// A run's own leaf, when the instance's is taken, has a name that no
+	// instance's leaf has.
+	own := leafOf("web", "0af31234ff")
+	if own != "reaper-instance-web+0af31234" || Check(strings.TrimPrefix(own, "reaper-instance-")) == nil {
+		t.Errorf("leafOf = %q: want reaper-instance-web+0af31234, no instance's leaf name", own)
+	}
+}
+
 func FuzzParseLocks(f *testing.F) {
 	f.Add([]byte("2: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF\n"), uint64(5678))
 	f.Add([]byte("2: FLOCK x y z w:w:w\n"), uint64(1))

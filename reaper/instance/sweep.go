@@ -18,11 +18,13 @@ type Sweep struct {
 	// processes whose marker carries one of them are leftovers. Empty:
 	// none is sought by its marker.
 	Previous []string
-	Self     int          // reaper's pid: it and its ancestors are never swept
-	Stale    *cgroup.Leaf // the previous run's cgroup, if it is still there
+	Self     int // reaper's pid: it and its ancestors are never swept
+	// Stale are the cgroups earlier runs of the lock left (Lock.StaleLeaves:
+	// only those whose record proves it).
+	Stale []*cgroup.Leaf
 	// Blind says /proc shows another PID namespace, whose pids are not
 	// reaper's to signal: nothing is sought by its marker, and the stale
-	// cgroup is killed whole (cgroup.kill) without a grace period.
+	// cgroups are killed whole (cgroup.kill) without a grace period.
 	Blind bool
 	// StopSignal, Grace and KillWait are the stop's: the stop signal to
 	// all at once, one grace period, then SIGKILL, whose effect is awaited
@@ -41,12 +43,12 @@ type leftover struct {
 	cmdline string
 }
 
-// Run sweeps: the processes in the stale cgroup and those carrying the
+// Run sweeps: the processes in the stale cgroups and those carrying the
 // previous run's marker. The policy is a stop's: the stop signal to all at
-// once, one grace period, then SIGKILL (cgroup.kill for the cgroup), again
+// once, one grace period, then SIGKILL (cgroup.kill for the cgroups), again
 // until nothing is left. It reports whether it ran to its end: false when
-// a stop request cut it short, or leftovers kept appearing, and some may
-// remain.
+// a stop request cut it short, or leftovers kept appearing, or a stale
+// cgroup could not be removed, and some may remain.
 func (s *Sweep) Run() bool {
 	began := time.Now()
 	seen := map[int]bool{}
@@ -74,8 +76,8 @@ func (s *Sweep) Run() bool {
 		if signal == syscall.SIGKILL || !handle.WaitAll(hs, began.Add(s.Grace), s.Stop) {
 			if signal != syscall.SIGKILL {
 				signal = syscall.SIGKILL // the grace period is over: for what is left, and what comes next
-				if s.Stale != nil {
-					s.Stale.Kill()
+				for _, leaf := range s.Stale {
+					leaf.Kill()
 				}
 				for _, l := range found {
 					if !l.Exited() {
@@ -90,27 +92,30 @@ func (s *Sweep) Run() bool {
 			h.Close()
 		}
 	}
-	s.removeStale()
-	return complete && !s.Stop()
+	removed := s.removeStale()
+	return complete && removed && !s.Stop()
 }
 
-// removeStale empties the stale cgroup and removes it.
-func (s *Sweep) removeStale() {
-	if s.Stale == nil {
-		return
-	}
-	if full, _ := s.Stale.Populated(); full {
-		s.Stale.Kill()
-		if empty, err := s.Stale.WatchEmpty(); err == nil {
-			select {
-			case <-empty:
-			case <-time.After(s.KillWait):
+// removeStale empties the stale cgroups and removes them, and reports
+// whether it removed them all.
+func (s *Sweep) removeStale() bool {
+	removed := true
+	for _, leaf := range s.Stale {
+		if full, _ := leaf.Populated(); full {
+			leaf.Kill()
+			if empty, err := leaf.WatchEmpty(); err == nil {
+				select {
+				case <-empty:
+				case <-time.After(s.KillWait):
+				}
 			}
 		}
+		if err := leaf.Remove(); err != nil {
+			s.Log.Warn("cannot remove the cgroup of an earlier run", logs.String("cgroup", leaf.Dir), logs.Err(err))
+			removed = false
+		}
 	}
-	if err := s.Stale.Remove(); err != nil {
-		s.Log.Warn("cannot remove the cgroup of an earlier run", logs.String("cgroup", s.Stale.Dir), logs.Err(err))
-	}
+	return removed
 }
 
 // leftovers returns the leftovers not seen yet: members of the stale
@@ -129,13 +134,13 @@ func (s *Sweep) leftovers(seen, spared map[int]bool) []leftover {
 		seen[h.PID] = true
 		found = append(found, leftover{Handle: h, cmdline: procfs.CommandLine(h.PID)})
 	}
-	if s.Stale != nil {
-		pids, _ := s.Stale.Procs()
+	for _, leaf := range s.Stale {
+		pids, _ := leaf.Procs()
 		for _, pid := range pids {
 			if spared[pid] {
 				continue
 			}
-			if h, err := s.Stale.Member(pid); err == nil {
+			if h, err := leaf.Member(pid); err == nil {
 				add(h)
 			}
 		}
