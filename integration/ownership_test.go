@@ -301,3 +301,53 @@ func TestRunsOfOneNameOfTwoUsers(t *testing.T) {
 		})
 	}
 }
+
+// TestSweepSaysWhatItCouldNotSignal: nobody's earlier run left, in its
+// cgroup, a process of its own and one of root's (as a COMMAND's sudo
+// would). nobody's next run signals its own, and says that it did not
+// signal root's, and why; the cgroup's kill, which the kernel allows the
+// cgroup's owner, ends root's, and the run says so.
+func TestSweepSaysWhatItCouldNotSignal(t *testing.T) {
+	nobody := asNobody(t)
+	cg := sharedCgroup(t, 256)
+	delegate(t, cg)
+	name := instanceName(t)
+	nobodysLock(t, name)
+	first := plant(t, false, tree{shim: append(append([]string{}, nobody...), "--instance="+name, "--cgroup=on"), ups: 1,
+		cgroup: cg, leave: true, body: `setsid sh -c "$LEAF" &`})
+	left := pidfds(t, first.ups)
+	first.signal(syscall.SIGKILL)
+	first.wait()
+	sudo := exec.Command("sleep", "300")
+	if err := sudo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sudo.Process.Kill(); sudo.Wait() })
+	leaf := filepath.Join(cg.v2, "reaper-instance-"+name)
+	if err := os.WriteFile(leaf+"/cgroup.procs", []byte(strconv.Itoa(sudo.Process.Pid)), 0); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, opts{cg: cg, command: append(append([]string{}, nobody...), "--instance="+name, "--cgroup=on", "--grace=1s", "true")}).wait()
+	if r.status() != 0 {
+		t.Errorf("nobody's second run: exit %d\n%s", r.status(), r.Stderr)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("warning: leftover of an earlier run instance=%s pid=%d ", name, first.ups[0]),
+		fmt.Sprintf(`warning: leftover of an earlier run not signalled instance=%s pid=%d command="sleep 300" signal=SIGTERM error="signal pid %d: operation not permitted"`,
+			name, sudo.Process.Pid, sudo.Process.Pid),
+		"warning: killed what was left in the cgroup of an earlier run",
+	} {
+		if !strings.Contains(r.Stderr, want) {
+			t.Errorf("no line says %q:\n%s", want, r.Stderr)
+		}
+	}
+	if strings.Contains(r.Stderr, fmt.Sprintf("leftover of an earlier run instance=%s pid=%d ", name, sudo.Process.Pid)) {
+		t.Errorf("a line claims root's process was signalled:\n%s", r.Stderr)
+	}
+	if alive := running(left, first.ups); len(alive) > 0 {
+		t.Errorf("nobody's leftover %v still runs", alive)
+	}
+	if err := sudo.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("root's process in nobody's stale cgroup: %v, want it killed by the cgroup's kill", err)
+	}
+}
