@@ -218,14 +218,16 @@ func lockOrName(fd int) error {
 	}
 }
 
-// openLockFile opens (or makes) the lock file of name in dir.
+// openLockFile opens (or makes) the lock file of name in dir: without
+// following a link, without blocking (a FIFO), without making a terminal
+// planted there reaper's controlling terminal.
 func openLockFile(dir, name string) (int, error) {
 	dfd, err := openNoFollow(dir)
 	if err != nil {
 		return -1, fmt.Errorf("instance lock: %w", err)
 	}
 	defer unix.Close(dfd)
-	fd, err := unix.Openat(dfd, name+".lock", unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Openat(dfd, name+".lock", unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return -1, fmt.Errorf("instance lock: %w", &os.PathError{Op: "open", Path: lockPath(dir, name), Err: err})
 	}
