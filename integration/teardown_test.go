@@ -46,6 +46,7 @@ type tree struct {
 	// report reads every descendant's command line.
 	noReport bool
 	env      []string // added to reaper's environment
+	prefix   []string // passed on to start (see opts)
 }
 
 // planted is a running tree.
@@ -76,7 +77,7 @@ func plant(t testing.TB, pid1 bool, tr tree) *planted {
 	if tr.shim != nil {
 		command = append(append(append([]string{}, tr.shim...), "sh", "-c"), script)
 	}
-	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, command: command, cg: tr.cgroup, leave: tr.leave, env: append([]string{
+	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, command: command, cg: tr.cgroup, leave: tr.leave, prefix: tr.prefix, env: append([]string{
 		"F=" + p.events.path, "G=" + p.gate.path, "LEAF=" + leaf, "STUBBORN=" + stubborn, "HELPER=" + bin().helper,
 	}, tr.env...)})
 	for len(p.ups) < tr.ups || p.command == 0 {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // --instance that nobody else can block, fool or turn against its own
@@ -65,20 +68,8 @@ func TestPlantedLocksBlockNobody(t *testing.T) {
 	}
 	other := instanceName(t)
 	held := filepath.Join(dir, other+".lock")
-	holder := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+	startReady(t, "held", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
 		"flock", "-x", held, "-c", `echo held; exec sleep 300`)
-	stdout, err := holder.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
-	buf := make([]byte, 5)
-	if n, err := stdout.Read(buf); err != nil || string(buf[:n]) != "held\n" {
-		t.Fatalf("nobody's flock: %q %v", buf[:n], err)
-	}
 	for _, args := range [][]string{
 		{"--instance=" + name, "sh", "-c", "exit 5"},
 		{"--instance=" + other, "sh", "-c", "exit 5"},
@@ -91,25 +82,92 @@ func TestPlantedLocksBlockNobody(t *testing.T) {
 }
 
 // TestOwnLockFileMustBeAFile: in the user's own lock directory, a lock
-// "file" that is a FIFO or a symbolic link is refused at once (125), never
-// opened blocking, never followed.
+// "file" that is a FIFO, a symbolic link, a directory, a device, or a hard
+// link to another user's file is refused at once (125), never opened
+// blocking, never followed.
 func TestOwnLockFileMustBeAFile(t *testing.T) {
 	requireRoot(t)
-	fifo, link := instanceName(t), instanceName(t)
 	os.MkdirAll("/run/reaper", 0o700)
-	if err := syscall.Mkfifo("/run/reaper/"+fifo+".lock", 0o600); err != nil {
-		t.Fatal(err)
+	planted := map[string]func(path string) error{
+		"FIFO": func(path string) error { return syscall.Mkfifo(path, 0o600) },
+		"symbolic link": func(path string) error {
+			target := filepath.Join(t.TempDir(), "target")
+			os.WriteFile(target, nil, 0o600)
+			return os.Symlink(target, path)
+		},
+		"directory": func(path string) error { return os.Mkdir(path, 0o700) },
+		"device":    func(path string) error { return syscall.Mknod(path, syscall.S_IFCHR|0o600, int(unix.Mkdev(1, 3))) },
+		"another user's hard link": func(path string) error {
+			// nobody's file, on the file system of /run/reaper.
+			theirs := fmt.Sprintf("/run/reaper-theirs-%d", os.Getpid())
+			if err := os.WriteFile(theirs, nil, 0o600); err != nil {
+				return err
+			}
+			defer os.Remove(theirs)
+			if err := os.Chown(theirs, 65534, 65534); err != nil {
+				return err
+			}
+			return os.Link(theirs, path)
+		},
 	}
-	target := filepath.Join(t.TempDir(), "target")
-	os.WriteFile(target, nil, 0o600)
-	if err := os.Symlink(target, "/run/reaper/"+link+".lock"); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{fifo, link} {
+	for what, plant := range planted {
+		name := instanceName(t)
+		path := "/run/reaper/" + name + ".lock"
+		if err := plant(path); err != nil {
+			t.Fatalf("%s at %s: %v", what, path, err)
+		}
 		code, _, stderr := runReaper(t, nil, "--instance="+name, "true")
 		if code != 125 || !strings.Contains(stderr, "instance lock") || strings.Count(stderr, "\n") != 1 {
-			t.Errorf("--instance=%s over a planted %s: exit %d, %q; want 125 and one line", name, "/run/reaper/"+name+".lock", code, stderr)
+			t.Errorf("--instance=%s over a planted %s: exit %d, %q; want 125 and one line", name, what, code, stderr)
 		}
+	}
+}
+
+// TestForeignLockDirectory: a user with no runtime directory keeps locks in
+// /tmp/reaper-UID, which another user could make first: --instance then
+// fails (125), naming it, and follows nothing in it.
+func TestForeignLockDirectory(t *testing.T) {
+	requireRoot(t)
+	uid := 60000 + os.Getpid()%5000 // a user of the test's own, with no runtime directory
+	dir := plantedDir(t, fmt.Sprintf("reaper-%d", uid))
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups", "--",
+		bin().reaper, "--instance=x", "true")
+	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR=")
+	outb, err := cmd.CombinedOutput()
+	code, _ := shellStatus(err)
+	if out := string(outb); code != 125 || !strings.Contains(out, dir) || strings.Count(out, "\n") != 1 {
+		t.Errorf("a run of user %d with %s made by nobody: exit %d, %q; want 125 naming it", uid, dir, code, out)
+	}
+}
+
+// TestLockRecordIsNoOrder: the record in a lock file, forged, garbage or
+// huge, names no process to signal and no token but hexadecimal ones: a
+// run reads what it can, sweeps nothing it names, and runs.
+func TestLockRecordIsNoOrder(t *testing.T) {
+	requireRoot(t)
+	os.MkdirAll("/run/reaper", 0o700)
+	bystander := exec.Command("sleep", "300")
+	if err := bystander.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bystander.Process.Kill(); bystander.Wait() })
+	for what, record := range map[string][]byte{
+		"forged":  fmt.Appendf(nil, "pid %d\ntoken ../../etc\nunswept 0\n", bystander.Process.Pid),
+		"garbage": {0, 1, 2, 0xff, '\n', 't', 'o', 'k', 'e', 'n', ' ', 0xfe, '\n'},
+		"huge":    append([]byte("pid 1\ntoken "), bytes.Repeat([]byte("ab"), 1<<20)...),
+	} {
+		name := instanceName(t)
+		if err := os.WriteFile("/run/reaper/"+name+".lock", record, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, stderr := runReaper(t, nil, "--instance="+name, "--grace=1s", "sh", "-c", "exit 5"); code != 5 || stderr != "" {
+			t.Errorf("a %s lock record: exit %d, %q; want COMMAND's 5 and nothing said", what, code, stderr)
+		}
+	}
+	if err := bystander.Process.Signal(syscall.Signal(0)); err != nil || procState(bystander.Process.Pid) == 'Z' {
+		t.Error("the process a forged record named was signalled")
 	}
 }
 

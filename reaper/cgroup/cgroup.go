@@ -282,6 +282,68 @@ func (c *Leaf) Member(pid int) (*handle.Handle, error) {
 	})
 }
 
+// Record attributes: where a group keeps the record of who made it (see
+// SetRecord). Only a process with CAP_SYS_ADMIN may read or write a
+// trusted.* attribute; a user.* attribute (Linux 5.7 and later on
+// cgroup2) only one that may write the group's directory, and anyone who
+// may read it can read it.
+const (
+	trustedRecord = "trusted.reaper.run"
+	userRecord    = "user.reaper.run"
+)
+
+// SetRecord keeps data on the group, in an extended attribute that nobody
+// but its writer (root: trusted.*), or the group's owner (user.*), can
+// write: for root, one that nobody else can read either.
+func (c *Leaf) SetRecord(data []byte) error {
+	var err error = unix.EPERM
+	if os.Geteuid() == 0 {
+		err = unix.Fsetxattr(c.fd, trustedRecord, data, 0)
+	}
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) { // not root, or root of a user namespace
+		err = unix.Fsetxattr(c.fd, userRecord, data, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("record on %s: %w", c.Dir, err)
+	}
+	return nil
+}
+
+// Record returns what SetRecord kept on the group, or nil.
+func (c *Leaf) Record() []byte {
+	buf := make([]byte, 1024)
+	for _, attr := range []string{trustedRecord, userRecord} {
+		if n, err := unix.Fgetxattr(c.fd, attr, buf); err == nil {
+			return buf[:n]
+		}
+	}
+	return nil
+}
+
+// Owner returns the uid that owns the group's directory.
+func (c *Leaf) Owner() (int, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(c.fd, &st); err != nil {
+		return -1, err
+	}
+	return int(st.Uid), nil
+}
+
+// Exists reports whether the group's directory is still the one open.
+func (c *Leaf) Exists() bool {
+	var open, now unix.Stat_t
+	return unix.Fstat(c.fd, &open) == nil && unix.Stat(c.Dir, &now) == nil && open.Dev == now.Dev && open.Ino == now.Ino
+}
+
+// RemoveEmpty removes the group if no process lives in it, nor a group
+// below it (the kernel refuses to remove it then: populated or not is
+// decided by the removal itself), and reports whether it did. It never
+// signals anything.
+func (c *Leaf) RemoveEmpty() bool {
+	c.Close()
+	return unix.Rmdir(c.Dir) == nil
+}
+
 // Kill SIGKILLs every process in the group and below, at once (Linux 5.14
 // and later; errors.Is(err, fs.ErrNotExist) before).
 func (c *Leaf) Kill() error {

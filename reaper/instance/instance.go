@@ -9,8 +9,10 @@
 // file and exports it in its marker, and the next run sweeps only
 // processes that carry the previous run's token, never reaper's own
 // ancestors, and never another user's processes (as root: unless they sit
-// in the previous run's cgroup). Environment variables are input, not
-// proof.
+// in the previous run's cgroup), and a cgroup only when the record the run
+// kept on it names an earlier run of the same lock (leaf.go). --replace
+// signals only a process that provably holds the lock now. Environment
+// variables are input, not proof.
 package instance
 
 import (

@@ -164,24 +164,77 @@ func TestRecordCarriesTheTokens(t *testing.T) {
 	}
 }
 
-// TestHasOpen: the check that confirms a flock found by inode number alone
-// names the very file (same device and inode) among the holder's open
-// descriptors.
-func TestHasOpen(t *testing.T) {
-	f, err := os.Create(t.TempDir() + "/x.lock")
+// TestHolds: a process holds the lock when one of its descriptors is open
+// on the very file (same device and inode) and holds the flock; another
+// descriptor of the file, whose flock is refused, holds nothing.
+func TestHolds(t *testing.T) {
+	dir := t.TempDir()
+	other, err := openLockFile(dir, "x")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer unix.Close(other)
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	if err := unix.Fstat(other, &st); err != nil {
 		t.Fatal(err)
 	}
-	if !hasOpen(os.Getpid(), st.Dev, st.Ino) {
-		t.Error("this process's open file was not found")
+	if ok, err := holds(os.Getpid(), st.Dev, st.Ino); ok || err != nil {
+		t.Errorf("holds before any flock = %v, %v; want false", ok, err)
 	}
-	if hasOpen(os.Getpid(), st.Dev+1, st.Ino) {
+	fd, err := openLockFile(dir, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := holds(os.Getpid(), st.Dev, st.Ino); !ok || err != nil {
+		t.Errorf("holds with the flock = %v, %v; want true", ok, err)
+	}
+	if ok, _ := holds(os.Getpid(), st.Dev+1, st.Ino); ok {
 		t.Error("the same inode number on another device was taken for the file")
+	}
+}
+
+func TestFdinfoFlock(t *testing.T) {
+	for _, tc := range []struct {
+		info string
+		want bool
+	}{
+		{"pos:\t0\nflags:\t0102002\nmnt_id:\t26\nino:\t42\nlock:\t1: FLOCK  ADVISORY  WRITE 1234 fe:00:42 0 EOF\n", true},
+		{"pos:\t0\nflags:\t0102002\nmnt_id:\t26\nino:\t42\n", false},
+		{"lock:\t1: POSIX  ADVISORY  WRITE 1234 fe:00:42 0 EOF\n", false}, // a record lock, not the flock
+		{"lock:", false},
+	} {
+		if got := fdinfoFlock([]byte(tc.info)); got != tc.want {
+			t.Errorf("fdinfoFlock(%q) = %v, want %v", tc.info, got, tc.want)
+		}
+	}
+}
+
+// TestParseLeafRecord: a leaf's record is another run's, maybe another
+// user's: only a hexadecimal token counts, and the lock path that names
+// the other run in a warning holds nothing but printable ASCII.
+func TestParseLeafRecord(t *testing.T) {
+	for _, tc := range []struct {
+		record string
+		want   maker
+	}{
+		{"token 0af3\nlock /run/reaper/x.lock 0:45:3\npid 17\n", maker{"0af3", "/run/reaper/x.lock 0:45:3", 17}},
+		{"token ../../etc\nlock /a\x1b[2J\npid x\n", maker{}},
+		{"", maker{}},
+		{"token abc", maker{token: "abc"}},
+	} {
+		if got := parseLeafRecord([]byte(tc.record)); got != tc.want {
+			t.Errorf("parseLeafRecord(%q) = %+v, want %+v", tc.record, got, tc.want)
+		}
+	}
+	// A run's own leaf, when the instance's is taken, has a name that no
+	// instance's leaf has.
+	own := leafOf("web", "0af31234ff")
+	if own != "reaper-instance-web+0af31234" || Check(strings.TrimPrefix(own, "reaper-instance-")) == nil {
+		t.Errorf("leafOf = %q: want reaper-instance-web+0af31234, no instance's leaf name", own)
 	}
 }
 

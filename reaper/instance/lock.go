@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/procfs"
 	"github.com/reaper-init/reaper/reaper/token"
+	"github.com/reaper-init/reaper/signals"
 )
 
 // Lock is held by the live reaper of a named instance for its whole life:
@@ -148,14 +150,19 @@ func kindName(kind uint32) string {
 
 // ErrRunning says a live reaper holds the instance; PID is 0 when the
 // kernel cannot name it (it runs in a PID namespace this reaper cannot see
-// into, or /proc/locks does not name its file).
+// into, or /proc/locks does not name its file). Reason, when set, says why
+// --replace signalled nothing.
 type ErrRunning struct {
-	Name string
-	PID  int
+	Name   string
+	PID    int
+	Reason string
 }
 
 func (e *ErrRunning) Error() string {
-	if e.PID == 0 {
+	switch {
+	case e.Reason != "":
+		return fmt.Sprintf("instance %s is locked, and --replace signalled nothing: %s", e.Name, e.Reason)
+	case e.PID == 0:
 		return fmt.Sprintf("instance %s is running, and its pid cannot be told from here (another PID namespace's, "+
 			"or not named by /proc/locks): --replace cannot stop it", e.Name)
 	}
@@ -211,14 +218,16 @@ func lockOrName(fd int) error {
 	}
 }
 
-// openLockFile opens (or makes) the lock file of name in dir.
+// openLockFile opens (or makes) the lock file of name in dir: without
+// following a link, without blocking (a FIFO), without making a terminal
+// planted there reaper's controlling terminal.
 func openLockFile(dir, name string) (int, error) {
 	dfd, err := openNoFollow(dir)
 	if err != nil {
 		return -1, fmt.Errorf("instance lock: %w", err)
 	}
 	defer unix.Close(dfd)
-	fd, err := unix.Openat(dfd, name+".lock", unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Openat(dfd, name+".lock", unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return -1, fmt.Errorf("instance lock: %w", &os.PathError{Op: "open", Path: lockPath(dir, name), Err: err})
 	}
@@ -296,7 +305,10 @@ func (l *Lock) Release() error {
 
 // holder returns the pid of the process that holds the flock on the file
 // fd is open on, as the kernel lists it in /proc/locks (in the asker's PID
-// namespace: 0 when the holder is not visible from there).
+// namespace: 0 when the holder is not visible from there). The pid is
+// the one that took the lock: that process may have exited since, leaving
+// the lock to a process that inherited its descriptor, and its pid may
+// name another process by now (see holds).
 func holder(fd int) (int, bool) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -313,25 +325,49 @@ func holder(fd int) (int, bool) {
 	}
 	// The kernel writes the device of the file's superblock, which a stat
 	// may not show (btrfs subvolumes): a flock on the same inode number is
-	// the file's when its holder has the very file open.
+	// the file's when its holder holds it on the very file.
 	for _, pid := range sameInode {
-		if hasOpen(pid, st.Dev, st.Ino) {
+		if ok, _ := holds(pid, st.Dev, st.Ino); ok {
 			return pid, true
 		}
 	}
 	return 0, false
 }
 
-// hasOpen reports whether process pid has the file (dev, ino) open.
-func hasOpen(pid int, dev, ino uint64) bool {
+// holds reports whether process pid holds a flock on the file (dev, ino)
+// now: one of its descriptors is open on the file, and its
+// /proc/PID/fdinfo lists a flock through that descriptor (the kernel lists
+// there the flocks of the open file description, which every process that
+// inherited it shares; another descriptor of the same file, such as one
+// whose flock is refused, lists none). It returns an error when pid's
+// descriptors cannot be read: another user's process, or gone.
+func holds(pid int, dev, ino uint64) (bool, error) {
 	dir := procfs.Path(pid, "fd")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return false
+		return false, err
 	}
 	for _, e := range entries {
 		var st unix.Stat_t
-		if unix.Stat(dir+"/"+e.Name(), &st) == nil && st.Dev == dev && st.Ino == ino {
+		if unix.Stat(dir+"/"+e.Name(), &st) != nil || st.Dev != dev || st.Ino != ino {
+			continue
+		}
+		var buf [1024]byte
+		info, err := procfs.ReadFile(procfs.Path(pid, "fdinfo/"+e.Name()), buf[:])
+		if err == nil && fdinfoFlock(info) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// fdinfoFlock reports whether the text of a /proc/PID/fdinfo/FD file lists
+// a flock held through that descriptor:
+//
+//	lock:	1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF
+func fdinfoFlock(data []byte) bool {
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == "lock:" && f[2] == "FLOCK" {
 			return true
 		}
 	}
@@ -388,13 +424,54 @@ func sameDevIno(got, want string) bool {
 
 // Replace stops the live reaper holding instance name and waits for it to
 // go (SIGTERM; SIGKILL after wait), then takes the lock. It gives up
-// waiting when stop reports true. The pid to signal comes from the kernel
-// (/proc/locks), and is checked to hold the lock still after its pidfd is
-// open, so that a pid reused meanwhile is not signalled.
+// waiting when stop reports true. It signals only a process that provably
+// holds the lock: pid, which the kernel names (/proc/locks), once a pidfd
+// on it is open, must have a descriptor through which it holds the flock
+// (see holds), and the pidfd must show it alive after that check. The pid
+// the kernel names is the one that took the lock, which may have exited
+// since and left it to a process it started, its pid now another
+// process's: then, or when pid's descriptors cannot be read (another
+// user's process), or a signal is refused, Replace gives up at once with
+// an *ErrRunning whose Reason says so.
 func Replace(name string, pid int, wait, killWait time.Duration, log *logs.Logger, stop func() bool) (*Lock, error) {
-	if pid == 0 {
-		return nil, &ErrRunning{Name: name}
+	for try := 0; ; try++ {
+		if pid == 0 {
+			return nil, &ErrRunning{Name: name}
+		}
+		h, err := openHolder(name, pid)
+		if err != nil {
+			return nil, err
+		}
+		if h != nil {
+			err = stopHolder(name, h, wait, killWait, log, stop)
+			h.Close()
+			if err != nil {
+				return nil, err
+			}
+		}
+		l, err := Take(name)
+		var running *ErrRunning
+		switch {
+		case h != nil || !errors.As(err, &running):
+			return l, err
+		case running.PID == pid:
+			// The process the kernel names exited before its pidfd was
+			// open, and the lock is still held: by a process that
+			// inherited its descriptor, which the kernel does not name.
+			running.Reason = fmt.Sprintf("the process the kernel names as the lock's holder, pid %d, is gone, "+
+				"and no process can be shown to hold the lock", pid)
+			return nil, running
+		case try > 0:
+			return nil, err
+		}
+		pid = running.PID // another reaper took the lock meanwhile
 	}
+}
+
+// openHolder returns a handle on pid once it is shown to hold the lock of
+// instance name (see Replace), nil when it has exited, or an
+// *ErrRunning that says why it is not to be signalled.
+func openHolder(name string, pid int) (*handle.Handle, error) {
 	dir, err := Dir()
 	if err != nil {
 		return nil, err
@@ -403,22 +480,61 @@ func Replace(name string, pid int, wait, killWait time.Duration, log *logs.Logge
 	if err != nil {
 		return nil, err
 	}
-	h, err := handle.Open(pid, func() error {
-		if holds, _ := holder(fd); holds != pid {
-			return handle.ErrGone
-		}
-		return nil
-	})
+	var st unix.Stat_t
+	err = unix.Fstat(fd, &st)
 	unix.Close(fd)
-	if err == nil {
-		log.Warn("replacing the running instance", logs.String("instance", name), logs.Int("pid", pid))
-		h.Signal(syscall.SIGTERM)
-		if !handle.WaitAll([]*handle.Handle{h}, time.Now().Add(wait), stop) && !stop() {
-			log.Warn("the running instance did not stop: killing it", logs.Int("pid", pid))
-			h.Signal(syscall.SIGKILL)
-			handle.WaitAll([]*handle.Handle{h}, time.Now().Add(killWait), nil)
-		}
-		h.Close()
+	if err != nil {
+		return nil, fmt.Errorf("instance lock %s: %w", lockPath(dir, name), err)
 	}
-	return Take(name)
+	h, err := handle.Open(pid, func() error {
+		ok, err := holds(pid, st.Dev, st.Ino)
+		if err != nil || ok {
+			return err
+		}
+		return errNotHolder
+	})
+	switch {
+	case err == nil:
+		return h, nil
+	case errors.Is(err, handle.ErrGone):
+		return nil, nil
+	case errors.Is(err, errNotHolder):
+		return nil, &ErrRunning{Name: name, PID: pid, Reason: fmt.Sprintf("pid %d, which the kernel names as the lock's holder, "+
+			"does not hold it now (the process that took the lock left it to another one, which the kernel does not name, "+
+			"and may have exited, its pid reused), and no process can be shown to hold the lock", pid)}
+	case errors.Is(err, fs.ErrPermission):
+		return nil, &ErrRunning{Name: name, PID: pid, Reason: fmt.Sprintf("pid %d, which the kernel names as the lock's holder, "+
+			"cannot be shown to hold it: its open files cannot be read (another user's process)", pid)}
+	}
+	return nil, &ErrRunning{Name: name, PID: pid, Reason: fmt.Sprintf("pid %d cannot be shown to hold the lock: %v", pid, err)}
+}
+
+// errNotHolder says a process does not hold the lock.
+var errNotHolder = errors.New("does not hold the lock")
+
+// stopHolder stops the holder h of instance name: SIGTERM, then SIGKILL
+// after wait. It logs each signal once delivered, and returns an
+// *ErrRunning at once when one is refused.
+func stopHolder(name string, h *handle.Handle, wait, killWait time.Duration, log *logs.Logger, stop func() bool) error {
+	send := func(sig syscall.Signal) error {
+		err := h.Signal(sig)
+		if err == nil || errors.Is(err, handle.ErrGone) {
+			return nil
+		}
+		return &ErrRunning{Name: name, PID: h.PID, Reason: fmt.Sprintf("%s to pid %d, the lock's holder, was refused: %v",
+			signals.Name(sig), h.PID, err)}
+	}
+	if err := send(syscall.SIGTERM); err != nil {
+		return err
+	}
+	log.Warn("replacing the running instance: sent SIGTERM", logs.String("instance", name), logs.Int("pid", h.PID))
+	if handle.WaitAll([]*handle.Handle{h}, time.Now().Add(wait), stop) || stop() {
+		return nil
+	}
+	if err := send(syscall.SIGKILL); err != nil {
+		return err
+	}
+	log.Warn("the running instance did not stop: killed it (SIGKILL)", logs.String("instance", name), logs.Int("pid", h.PID))
+	handle.WaitAll([]*handle.Handle{h}, time.Now().Add(killWait), nil)
+	return nil
 }

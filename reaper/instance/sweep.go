@@ -1,6 +1,7 @@
 package instance
 
 import (
+	"errors"
 	"os"
 	"syscall"
 	"time"
@@ -18,11 +19,13 @@ type Sweep struct {
 	// processes whose marker carries one of them are leftovers. Empty:
 	// none is sought by its marker.
 	Previous []string
-	Self     int          // reaper's pid: it and its ancestors are never swept
-	Stale    *cgroup.Leaf // the previous run's cgroup, if it is still there
+	Self     int // reaper's pid: it and its ancestors are never swept
+	// Stale are the cgroups earlier runs of the lock left (Lock.StaleLeaves:
+	// only those whose record proves it).
+	Stale []*cgroup.Leaf
 	// Blind says /proc shows another PID namespace, whose pids are not
 	// reaper's to signal: nothing is sought by its marker, and the stale
-	// cgroup is killed whole (cgroup.kill) without a grace period.
+	// cgroups are killed whole (cgroup.kill) without a grace period.
 	Blind bool
 	// StopSignal, Grace and KillWait are the stop's: the stop signal to
 	// all at once, one grace period, then SIGKILL, whose effect is awaited
@@ -39,14 +42,18 @@ type Sweep struct {
 type leftover struct {
 	*handle.Handle
 	cmdline string
+	leaf    *cgroup.Leaf // the stale cgroup it was found in, or nil
 }
 
-// Run sweeps: the processes in the stale cgroup and those carrying the
+// Run sweeps: the processes in the stale cgroups and those carrying the
 // previous run's marker. The policy is a stop's: the stop signal to all at
-// once, one grace period, then SIGKILL (cgroup.kill for the cgroup), again
+// once, one grace period, then SIGKILL (cgroup.kill for the cgroups), again
 // until nothing is left. It reports whether it ran to its end: false when
-// a stop request cut it short, or leftovers kept appearing, and some may
-// remain.
+// a stop request cut it short, or leftovers kept appearing, or a stale
+// cgroup could not be removed, and some may remain. Each leftover's line
+// is written once its signal was delivered; a signal the kernel refused
+// (another user's process) is a warning that says so, and the sweep does
+// not wait for that process.
 func (s *Sweep) Run() bool {
 	began := time.Now()
 	seen := map[int]bool{}
@@ -61,56 +68,91 @@ func (s *Sweep) Run() bool {
 			complete = true
 			break
 		}
-		hs := make([]*handle.Handle, 0, len(found))
+		var hs []*handle.Handle // those signalled: the ones to wait for
 		for _, l := range found {
-			s.Log.Warn("leftover of an earlier run", logs.String("instance", s.Name), logs.Int("pid", l.PID),
-				logs.String("command", l.cmdline), logs.Signal("signal", signal))
-			l.Signal(signal)
-			if signal != syscall.SIGKILL {
-				l.Signal(syscall.SIGCONT) // a stopped process acts on nothing until continued
+			if s.signal(l, signal, "leftover of an earlier run") {
+				if signal != syscall.SIGKILL {
+					l.Signal(syscall.SIGCONT) // a stopped process acts on nothing until continued
+				}
+				hs = append(hs, l.Handle)
 			}
-			hs = append(hs, l.Handle)
 		}
 		if signal == syscall.SIGKILL || !handle.WaitAll(hs, began.Add(s.Grace), s.Stop) {
 			if signal != syscall.SIGKILL {
 				signal = syscall.SIGKILL // the grace period is over: for what is left, and what comes next
-				if s.Stale != nil {
-					s.Stale.Kill()
-				}
-				for _, l := range found {
-					if !l.Exited() {
-						s.Log.Warn("killed leftover", logs.Int("pid", l.PID), logs.String("command", l.cmdline))
-						l.Signal(syscall.SIGKILL)
-					}
-				}
+				s.kill(found)
 			}
 			handle.WaitAll(hs, time.Now().Add(s.KillWait), nil)
 		}
-		for _, h := range hs {
-			h.Close()
+		for _, l := range found {
+			l.Close()
 		}
 	}
-	s.removeStale()
-	return complete && !s.Stop()
+	removed := s.removeStale()
+	return complete && removed && !s.Stop()
 }
 
-// removeStale empties the stale cgroup and removes it.
-func (s *Sweep) removeStale() {
-	if s.Stale == nil {
-		return
+// signal sends sig to leftover l and reports whether it was delivered:
+// then it logs msg, else, unless l is gone, a warning that l was not
+// signalled, and why.
+func (s *Sweep) signal(l leftover, sig syscall.Signal, msg string) bool {
+	err := l.Signal(sig)
+	if err == nil {
+		s.Log.Warn(msg, logs.String("instance", s.Name), logs.Int("pid", l.PID), logs.String("command", l.cmdline),
+			logs.Signal("signal", sig))
+		return true
 	}
-	if full, _ := s.Stale.Populated(); full {
-		s.Stale.Kill()
-		if empty, err := s.Stale.WatchEmpty(); err == nil {
-			select {
-			case <-empty:
-			case <-time.After(s.KillWait):
-			}
+	if !errors.Is(err, handle.ErrGone) {
+		s.Log.Warn("leftover of an earlier run not signalled", logs.String("instance", s.Name), logs.Int("pid", l.PID),
+			logs.String("command", l.cmdline), logs.Signal("signal", sig), logs.Err(err))
+	}
+	return false
+}
+
+// kill SIGKILLs what is left of found once the grace period is over: the
+// stale cgroups whole (cgroup.kill, which reaches their members and what
+// they fork), then each leftover outside them, or in a cgroup that could
+// not be killed.
+func (s *Sweep) kill(found []leftover) {
+	killed := map[*cgroup.Leaf]bool{}
+	for _, leaf := range s.Stale {
+		killed[leaf] = leaf.Kill() == nil
+	}
+	for _, l := range found {
+		switch {
+		case l.Exited():
+		case l.leaf != nil && killed[l.leaf]:
+			s.Log.Warn("killed leftover", logs.String("instance", s.Name), logs.Int("pid", l.PID),
+				logs.String("command", l.cmdline), logs.String("by", "cgroup.kill"))
+		default:
+			s.signal(l, syscall.SIGKILL, "killed leftover")
 		}
 	}
-	if err := s.Stale.Remove(); err != nil {
-		s.Log.Warn("cannot remove the cgroup of an earlier run", logs.String("cgroup", s.Stale.Dir), logs.Err(err))
+}
+
+// removeStale empties the stale cgroups and removes them, and reports
+// whether it removed them all.
+func (s *Sweep) removeStale() bool {
+	removed := true
+	for _, leaf := range s.Stale {
+		if full, _ := leaf.Populated(); full {
+			if leaf.Kill() == nil {
+				s.Log.Warn("killed what was left in the cgroup of an earlier run", logs.String("instance", s.Name),
+					logs.String("cgroup", leaf.Dir), logs.String("by", "cgroup.kill"))
+			}
+			if empty, err := leaf.WatchEmpty(); err == nil {
+				select {
+				case <-empty:
+				case <-time.After(s.KillWait):
+				}
+			}
+		}
+		if err := leaf.Remove(); err != nil {
+			s.Log.Warn("cannot remove the cgroup of an earlier run", logs.String("cgroup", leaf.Dir), logs.Err(err))
+			removed = false
+		}
 	}
+	return removed
 }
 
 // leftovers returns the leftovers not seen yet: members of the stale
@@ -121,28 +163,28 @@ func (s *Sweep) leftovers(seen, spared map[int]bool) []leftover {
 		return nil
 	}
 	var found []leftover
-	add := func(h *handle.Handle) {
+	add := func(h *handle.Handle, leaf *cgroup.Leaf) {
 		if seen[h.PID] {
 			h.Close()
 			return
 		}
 		seen[h.PID] = true
-		found = append(found, leftover{Handle: h, cmdline: procfs.CommandLine(h.PID)})
+		found = append(found, leftover{Handle: h, cmdline: procfs.CommandLine(h.PID), leaf: leaf})
 	}
-	if s.Stale != nil {
-		pids, _ := s.Stale.Procs()
+	for _, leaf := range s.Stale {
+		pids, _ := leaf.Procs()
 		for _, pid := range pids {
 			if spared[pid] {
 				continue
 			}
-			if h, err := s.Stale.Member(pid); err == nil {
-				add(h)
+			if h, err := leaf.Member(pid); err == nil {
+				add(h, leaf)
 			}
 		}
 	}
 	if markers := s.Markers(); len(markers) > 0 {
 		for _, h := range findMarked(markers, spared) {
-			add(h)
+			add(h, nil)
 		}
 	}
 	return found

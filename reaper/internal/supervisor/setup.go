@@ -104,7 +104,7 @@ func (s *supervisor) prepare() (int, bool) {
 		sweep := &instance.Sweep{Name: s.held.instance, Previous: s.held.lock.Previous, Self: s.self.pid, StopSignal: s.cfg.StopSignal,
 			Grace: s.stop.budget.Grace, KillWait: killWait, Log: s.log, Stop: s.caught.stopRequested}
 		if cgErr == nil {
-			sweep.Stale, _ = cgroup.Open(parentDir, parentPath, instance.LeafName(s.held.instance))
+			sweep.Stale = s.held.lock.StaleLeaves(parentDir, parentPath)
 		}
 		if !s.self.ownProc {
 			sweep.Blind = true
@@ -131,7 +131,10 @@ func (s *supervisor) prepare() (int, bool) {
 		return 128 + int(s.caught.early), false
 	}
 	if s.cfg.Cgroup != CgroupOff {
-		if cgErr == nil {
+		switch {
+		case cgErr == nil && named:
+			s.held.leaf, cgErr = s.held.lock.NewLeaf(parentDir, parentPath, s.log)
+		case cgErr == nil:
 			s.held.leaf, cgErr = cgroup.Create(parentDir, parentPath, instance.LeafName(s.held.instance))
 		}
 		if cgErr != nil {
