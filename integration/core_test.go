@@ -291,7 +291,7 @@ func TestVerboseLogging(t *testing.T) {
 // (and, when both should get it, the grandchild) has recorded it, then
 // returns what child and grandchild recorded.
 func sendAndRecord(t testing.TB, pid1 bool, flags []string, send []syscall.Signal) (child, grandchild []string, r *result) {
-	bothGet := len(flags) == 0
+	bothGet := slices.Contains(flags, "--forward=group")
 	t.Helper()
 	rec, grec := newFIFO(t, "child"), newFIFO(t, "grandchild")
 	args := append(flags, bin().helper, "record", "-child", grec.path, rec.path)
@@ -326,7 +326,7 @@ func TestForwardsEverySignalInOrder(t *testing.T) {
 		for _, stop := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT} {
 			sent := append(append([]syscall.Signal{}, nonStop...), stop)
 			t.Run("group/"+signals.Name(stop), func(t *testing.T) {
-				child, grandchild, r := sendAndRecord(t, pid1, nil, sent)
+				child, grandchild, r := sendAndRecord(t, pid1, []string{"--forward=group"}, sent)
 				want := fmt.Sprint(names(sent))
 				if fmt.Sprint(child) != want {
 					t.Errorf("child recorded %v, want %v", child, want)
@@ -338,20 +338,28 @@ func TestForwardsEverySignalInOrder(t *testing.T) {
 					t.Errorf("exit %d, want 0\n%s", r.status(), r.Stderr)
 				}
 			})
-			t.Run("child/"+signals.Name(stop), func(t *testing.T) {
-				child, grandchild, r := sendAndRecord(t, pid1, []string{"--forward=child"}, sent)
-				if fmt.Sprint(child) != fmt.Sprint(names(sent)) {
-					t.Errorf("child recorded %v, want %v", child, names(sent))
+			// The default (auto) and --forward=child: COMMAND alone gets
+			// every signal; the grandchild in its group gets only a stop
+			// request (auto) or the stop signal of the teardown once
+			// COMMAND has exited: SIGTERM either way.
+			for _, flags := range [][]string{nil, {"--forward=child"}} {
+				name := "auto"
+				if flags != nil {
+					name = "child"
 				}
-				// The grandchild gets nothing forwarded; only the stop signal
-				// of the teardown once the stop began.
-				if fmt.Sprint(grandchild) != "[SIGTERM]" {
-					t.Errorf("grandchild recorded %v, want only the teardown's SIGTERM", grandchild)
-				}
-				if r.status() != 0 {
-					t.Errorf("exit %d, want 0\n%s", r.status(), r.Stderr)
-				}
-			})
+				t.Run(name+"/"+signals.Name(stop), func(t *testing.T) {
+					child, grandchild, r := sendAndRecord(t, pid1, flags, sent)
+					if fmt.Sprint(child) != fmt.Sprint(names(sent)) {
+						t.Errorf("child recorded %v, want %v", child, names(sent))
+					}
+					if fmt.Sprint(grandchild) != "[SIGTERM]" {
+						t.Errorf("grandchild recorded %v, want only SIGTERM", grandchild)
+					}
+					if r.status() != 0 {
+						t.Errorf("exit %d, want 0\n%s", r.status(), r.Stderr)
+					}
+				})
+			}
 		}
 	})
 }
@@ -496,7 +504,7 @@ func busyReaperSendsNoSIGURG(t testing.TB, pid1 bool, binary string) {
 	script := `"$HELPER" record "$REC" &
 i=0; while [ $i -lt 400 ]; do sleep 300 & i=$((i+1)); done
 exit 0`
-	s := start(t, opts{pid1: pid1, binary: binary, pidsMax: 600, args: []string{"-v", "--wait", "sh", "-c", script},
+	s := start(t, opts{pid1: pid1, binary: binary, pidsMax: 600, args: []string{"-v", "--wait", "--forward=group", "sh", "-c", script},
 		env: []string{"HELPER=" + bin().helper, "REC=" + rec.path}})
 	rec.ready(t)
 	s.stderr.waitFor(t, regexp.MustCompile(`command exited`))
@@ -603,10 +611,17 @@ func TestChildStartsClean(t *testing.T) {
 	if st["SigBlk"] != "0000000000201200" {
 		t.Errorf("with PIPE, TTOU and USR1 blocked by the caller, COMMAND's SigBlk is %s, want 0000000000201200", st["SigBlk"])
 	}
-	// A signal the caller ignores (nohup's SIGHUP) stays ignored.
-	st = status(t, "trap '' HUP; exec "+bin().reaper+" -- cat /proc/self/status")
-	if st["SigIgn"] != "0000000000000001" {
-		t.Errorf("with SIGHUP ignored by the caller, COMMAND's SigIgn is %s, want 0000000000000001", st["SigIgn"])
+	// A signal the caller ignores (nohup's SIGHUP, a background job's
+	// SIGINT) stays ignored, though reaper catches it to forward it.
+	st = status(t, "trap '' HUP INT; exec "+bin().reaper+" -- cat /proc/self/status")
+	if st["SigIgn"] != "0000000000000003" {
+		t.Errorf("with SIGHUP and SIGINT ignored by the caller, COMMAND's SigIgn is %s, want 0000000000000003", st["SigIgn"])
+	}
+	// ... with the caller's mask, through the trampoline that sets them.
+	st = status(t, "trap '' INT; exec "+bin().helper+" blocked USR1 "+bin().reaper+" -- cat /proc/self/status")
+	if st["SigIgn"] != "0000000000000002" || st["SigBlk"] != "0000000000000200" {
+		t.Errorf("with SIGINT ignored and SIGUSR1 blocked by the caller, COMMAND's SigIgn is %s and SigBlk %s, want 2 and 200",
+			st["SigIgn"], st["SigBlk"])
 	}
 }
 

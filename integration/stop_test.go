@@ -7,10 +7,15 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/reaper-init/reaper/signals"
 )
 
 // orderly is a run of testdata/orderly.py under reaper: a service that
@@ -130,6 +135,45 @@ func TestStopGivesCommandTheManagersTime(t *testing.T) {
 			killed := strings.Contains(r.Stderr, "warning: killed")
 			if killed != tc.killed || (!tc.killed && r.status() != 0) || (tc.killed && r.status() != 128+9) {
 				t.Errorf("exit %d, killed %v; want killed %v (exit 137), else the service's 0\n%s", r.status(), killed, tc.killed, r.Stderr)
+			}
+		})
+	}
+}
+
+// TestIgnoredSignalsStillForwarded: a signal reaper's caller left ignored
+// reaches a COMMAND that handles it, as it would without reaper (as tini
+// and dumb-init forward it): the SIGINT of a script's background job
+// (postgres's fast shutdown), nohup's SIGHUP.
+func TestIgnoredSignalsStillForwarded(t *testing.T) {
+	for _, tc := range []struct {
+		name, script string
+		sig          syscall.Signal
+	}{
+		{"background-job", `"$REAPER" -- "$HELPER" record "$REC" & echo "$!" > "$PIDS"; wait "$!"`, syscall.SIGINT},
+		{"nohup", `echo "$$" > "$PIDS"; exec nohup "$REAPER" -- "$HELPER" record "$REC"`, syscall.SIGHUP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rec, pids := newFIFO(t, "rec"), newFIFO(t, "pids")
+			cmd := exec.Command("sh", "-c", tc.script)
+			cmd.Dir = sharedDir(t) // nohup.out, if any, goes there
+			cmd.Env = append(os.Environ(), "REAPER="+bin().reaper, "HELPER="+bin().helper, "REC="+rec.path, "PIDS="+pids.path)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			timer := time.AfterFunc(deadline, func() { cmd.Process.Kill() })
+			defer timer.Stop()
+			reaper, err := strconv.Atoi(pids.next(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec.ready(t)
+			syscall.Kill(reaper, tc.sig)
+			if got := rec.next(t); got != signals.Name(tc.sig) {
+				t.Errorf("COMMAND recorded %s, want %s", got, signals.Name(tc.sig))
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("reaper: %v, want COMMAND's exit 0 on %s", err, signals.Name(tc.sig))
 			}
 		})
 	}
