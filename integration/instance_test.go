@@ -72,7 +72,9 @@ func TestLeftoversOfAKilledReaperAreSweptAtNextStart(t *testing.T) {
 			body := fmt.Sprintf(`setsid sh -c "$LEAF" &
 (sh -c "$STUBBORN" &)
 setsid "$HELPER" listen -ignore-term %s "$F" &`, addr)
-			first := plant(t, false, tree{flags: []string{"--instance=" + name, "--cgroup=" + mode}, ups: 3, body: body,
+			// --guardian=off: the next start's sweep is the fallback when no
+			// guardian stopped them (it was off, or killed too).
+			first := plant(t, false, tree{flags: []string{"--instance=" + name, "--cgroup=" + mode, "--guardian=off"}, ups: 3, body: body,
 				cgroup: cg, leave: true})
 			left := pidfds(t, first.ups)
 			first.signal(syscall.SIGKILL) // reaper dies without a teardown
@@ -241,7 +243,7 @@ func TestStaleCgroupIsSweptWithoutTheMarker(t *testing.T) {
 		t.Run(map[bool]string{false: "own /proc", true: "foreign /proc"}[foreign], func(t *testing.T) {
 			cg := sharedCgroup(t, 128)
 			name := instanceName(t)
-			first := plant(t, false, tree{flags: []string{"--instance=" + name, "--cgroup=on"}, ups: 1, cgroup: cg, leave: true,
+			first := plant(t, false, tree{flags: []string{"--instance=" + name, "--cgroup=on", "--guardian=off"}, ups: 1, cgroup: cg, leave: true,
 				body: `setsid env -i F="$F" sh -c 'echo "up $$" > "$F"; exec sleep 300' &`})
 			left := pidfds(t, first.ups)
 			first.signal(syscall.SIGKILL)

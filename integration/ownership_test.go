@@ -224,7 +224,7 @@ func TestRunsOfOneNameUnderTwoLocks(t *testing.T) {
 			first := start(t, opts{cg: cg, prefix: live, args: []string{"--instance=" + name, "--cgroup=on", bin().helper, "record", rec.path}})
 			rec.ready(t)
 
-			second := plant(t, false, tree{prefix: other, flags: []string{"--instance=" + name, "--cgroup=on"}, ups: 1, cgroup: cg, leave: true,
+			second := plant(t, false, tree{prefix: other, flags: []string{"--instance=" + name, "--cgroup=on", "--guardian=off"}, ups: 1, cgroup: cg, leave: true,
 				body: `setsid env -i F="$F" sh -c 'echo "up $$" > "$F"; exec sleep 300' &`})
 			left := pidfds(t, second.ups)
 			second.signal(syscall.SIGKILL)
@@ -313,7 +313,7 @@ func TestSweepSaysWhatItCouldNotSignal(t *testing.T) {
 	delegate(t, cg)
 	name := instanceName(t)
 	nobodysLock(t, name)
-	first := plant(t, false, tree{shim: append(append([]string{}, nobody...), "--instance="+name, "--cgroup=on"), ups: 1,
+	first := plant(t, false, tree{shim: append(append([]string{}, nobody...), "--instance="+name, "--cgroup=on", "--guardian=off"), ups: 1,
 		cgroup: cg, leave: true, body: `setsid sh -c "$LEAF" &`})
 	left := pidfds(t, first.ups)
 	first.signal(syscall.SIGKILL)

@@ -549,9 +549,9 @@ func TestParentDeathSignal(t *testing.T) {
 		dies bool
 	}{{"", true}, {"--pdeathsig=none", false}} {
 		t.Run("flag="+c.flag, func(t *testing.T) {
-			var flags []string
+			flags := []string{"--guardian=off"} // COMMAND's fate is the parent-death signal's alone
 			if c.flag != "" {
-				flags = []string{c.flag}
+				flags = append(flags, c.flag)
 			}
 			// leave: the harness must not kill what reaper left, or COMMAND
 			// would be dead whether the parent-death signal worked or not.

@@ -5,6 +5,7 @@
 // end. A main that embeds it calls, in this order:
 //
 //	reaper.Trampoline()            // first: this process may be COMMAND's start
+//	reaper.Guardian()              // or a run's guardian
 //	sigs := reaper.CatchSignals()  // then, before anything slow
 //	cfg := reaper.Config{Command: args, Signals: sigs}
 //	reaper.Run(cfg).Do()           // on the main goroutine
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/reaper-init/reaper/reaper/exitcode"
+	"github.com/reaper-init/reaper/reaper/guardian"
 	"github.com/reaper-init/reaper/reaper/internal/supervisor"
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/record"
@@ -30,6 +32,7 @@ import (
 // N when COMMAND exits with N, 128+S when a signal S kills it.
 const (
 	ExitUsage      = exitcode.Usage      // bad flag, bad value, no COMMAND, a live instance
+	ExitLeftovers  = exitcode.Leftovers  // --leftovers=fail: COMMAND exited 0 but left processes
 	ExitTimeout    = exitcode.Timeout    // --timeout expired (as timeout(1))
 	ExitInternal   = exitcode.Internal   // reaper could not do its own work (fork failed)
 	ExitCannotExec = exitcode.CannotExec // COMMAND found but could not be executed
@@ -46,6 +49,18 @@ const DefaultGrace = stop.DefaultGrace
 const (
 	KillModeMixed        = supervisor.KillModeMixed        // COMMAND first, the others once it has exited
 	KillModeControlGroup = supervisor.KillModeControlGroup // every descendant at once
+)
+
+// What to do with what COMMAND leaves (--leftovers).
+const (
+	LeftoversStop = supervisor.LeftoversStop // stop it
+	LeftoversFail = supervisor.LeftoversFail // stop it, and fail a run whose COMMAND exited 0
+)
+
+// Guardian modes (--guardian).
+const (
+	GuardianAuto = supervisor.GuardianAuto // a guardian unless reaper is PID 1
+	GuardianOff  = supervisor.GuardianOff  // none
 )
 
 // Cgroup modes (--cgroup).
@@ -99,6 +114,14 @@ type Config struct {
 	Wait bool
 	// ReportPath, when set, receives a JSON account of the run's end.
 	ReportPath string
+	// StepSummary, when set, is a Markdown file (GitHub Actions'
+	// $GITHUB_STEP_SUMMARY) to which a table of the processes COMMAND left
+	// is appended, when it left any.
+	StepSummary string
+	// Leftovers is LeftoversStop (the default: processes left once COMMAND
+	// has exited are stopped) or LeftoversFail (they are stopped, and a
+	// COMMAND that exited 0 makes reaper exit ExitLeftovers).
+	Leftovers string
 
 	// Instance names the run. A named instance is locked for reaper's life
 	// (a second live reaper of the name refuses to start), the previous
@@ -112,6 +135,10 @@ type Config struct {
 	Replace bool
 	// Cgroup is CgroupAuto (the default), CgroupOn or CgroupOff.
 	Cgroup string
+	// Guardian is GuardianAuto (the default: a guardian unless reaper is
+	// PID 1) or GuardianOff. A guardian stops what the run left should
+	// reaper die before its teardown ends (see package guardian).
+	Guardian string
 	// WaitPorts are TCP ports nobody may listen on when COMMAND starts.
 	WaitPorts []int
 	// WaitPortTimeout bounds the wait for WaitPorts (0: no wait at all;
@@ -191,6 +218,11 @@ func CatchSignals() *Signals { return supervisor.CatchSignals() }
 // LISTEN_PID, WATCHDOG_PID), and returns at once otherwise. Call it first
 // in main.
 func Trampoline() { spawn.Trampoline() }
+
+// Guardian runs the guardian of a run when reaper started this process as
+// one (see package guardian): it returns only when this process is not a
+// guardian. Call it first in main, beside Trampoline.
+func Guardian() { guardian.Run() }
 
 // StartError says why COMMAND could not be started, and with which exit
 // code (ExitNotFound, ExitCannotExec or ExitInternal) reaper reports it.

@@ -108,6 +108,15 @@ func options(cfg *reaper.Config, act *action) []option {
 			value: durationValue(&cfg.Timeout)},
 		{name: "wait", usage: "when COMMAND exits, wait for the other descendants to exit on their own instead of stopping them",
 			value: boolValue(&cfg.Wait)},
+		{name: "leftovers", arg: "stop|fail", usage: "when COMMAND exits 0 but leaves processes that must be stopped: stop them (stop), or stop them and exit 123 (fail) (default stop)",
+			value: funcValue(func(s string) error {
+				switch s {
+				case reaper.LeftoversStop, reaper.LeftoversFail:
+					cfg.Leftovers = s
+					return nil
+				}
+				return fmt.Errorf("%q is neither stop nor fail", s)
+			})},
 		{name: "report", arg: "FILE", usage: "write a JSON account of COMMAND's status and of the teardown to FILE",
 			value: funcValue(func(s string) error { cfg.ReportPath = s; return nil })},
 		// No variable: REAPER_INSTANCE is what reaper exports to COMMAND, and a
@@ -128,6 +137,15 @@ func options(cfg *reaper.Config, act *action) []option {
 					return nil
 				}
 				return fmt.Errorf("%q is not auto, on or off", s)
+			})},
+		{name: "guardian", arg: "auto|off", usage: "stop what the run left should reaper itself be killed (a guardian process; never as PID 1, whose death ends its namespace) (default auto)",
+			value: funcValue(func(s string) error {
+				switch s {
+				case reaper.GuardianAuto, reaper.GuardianOff:
+					cfg.Guardian = s
+					return nil
+				}
+				return fmt.Errorf("%q is neither auto nor off", s)
 			})},
 		{name: "wait-port", arg: "PORT", list: true, usage: "before starting, wait until nobody listens on TCP PORT (repeatable)",
 			value: funcValue(func(s string) error {
@@ -172,6 +190,8 @@ func defaults() reaper.Config {
 		StopSignal:      syscall.SIGTERM,
 		PdeathSignal:    syscall.SIGKILL,
 		Cgroup:          reaper.CgroupAuto,
+		Guardian:        reaper.GuardianAuto,
+		Leftovers:       reaper.LeftoversStop,
 		WaitPortTimeout: 10 * time.Second,
 		Grace:           reaper.GraceAuto,
 		KillMode:        reaper.KillModeMixed,
@@ -222,7 +242,28 @@ func parse(args []string, lookupEnv func(string) (string, bool)) (reaper.Config,
 	}
 	cfg.Command = fs.Args()
 	cfg.DropEnv = configVariables(opts)
+	applyCI(&cfg, given, lookupEnv)
 	return cfg, act, nil
+}
+
+// applyCI adapts the defaults to the CI system reaper runs under, from the
+// variables it sets. In GitHub Actions (GITHUB_ACTIONS=true) the runner
+// cancels a step with SIGINT, then SIGTERM 7.5 s later, then kills what is
+// left 2.5 s after that: SIGINT is a stop request there, unless --stop-on
+// says otherwise, and a step summary is written to $GITHUB_STEP_SUMMARY.
+func applyCI(cfg *reaper.Config, given map[string]bool, lookupEnv func(string) (string, bool)) {
+	if v, _ := lookupEnv("GITHUB_ACTIONS"); v != "true" {
+		return
+	}
+	if _, set := lookupEnv("REAPER_STOP_ON"); !given["stop-on"] && !set {
+		cfg.Policy.StopOn = []syscall.Signal{syscall.SIGTERM, syscall.SIGINT}
+		if cfg.StopSignal != syscall.SIGTERM && cfg.StopSignal != syscall.SIGINT {
+			cfg.Policy.StopOn = append(cfg.Policy.StopOn, cfg.StopSignal)
+		}
+	}
+	if path, ok := lookupEnv("GITHUB_STEP_SUMMARY"); ok && path != "" {
+		cfg.StepSummary = path
+	}
 }
 
 // configVariables names reaper's configuration variables: COMMAND does not

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -84,5 +85,27 @@ func TestListFlagsTakeCommas(t *testing.T) {
 	}
 	if _, _, err := parse([]string{"--stop-on=TERM,KILL", "true"}, env(nil)); err == nil {
 		t.Error("--stop-on=KILL accepted")
+	}
+}
+
+// TestGitHubActions: in GitHub Actions the runner's SIGINT is a stop
+// request unless --stop-on or REAPER_STOP_ON says otherwise, and the step
+// summary file is taken from its variable.
+func TestGitHubActions(t *testing.T) {
+	gh := map[string]string{"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": "/tmp/summary.md"}
+	cfg, _, err := parse([]string{"make"}, env(gh))
+	if err != nil || fmt.Sprint(cfg.Policy.StopOn) != fmt.Sprint([]syscall.Signal{syscall.SIGTERM, syscall.SIGINT}) ||
+		cfg.StepSummary != "/tmp/summary.md" {
+		t.Errorf("in GitHub Actions: stop on %v, summary %q, %v", cfg.Policy.StopOn, cfg.StepSummary, err)
+	}
+	if cfg, _, _ := parse([]string{"--stop-on=TERM", "make"}, env(gh)); fmt.Sprint(cfg.Policy.StopOn) != "[terminated]" {
+		t.Errorf("--stop-on=TERM in GitHub Actions: stop on %v", cfg.Policy.StopOn)
+	}
+	gh["REAPER_STOP_ON"] = "HUP"
+	if cfg, _, _ := parse([]string{"make"}, env(gh)); fmt.Sprint(cfg.Policy.StopOn) != "[hangup]" {
+		t.Errorf("REAPER_STOP_ON=HUP in GitHub Actions: stop on %v", cfg.Policy.StopOn)
+	}
+	if cfg, _, _ := parse([]string{"make"}, env(nil)); cfg.Policy.StopOn != nil || cfg.StepSummary != "" {
+		t.Errorf("outside GitHub Actions: stop on %v, summary %q", cfg.Policy.StopOn, cfg.StepSummary)
 	}
 }

@@ -25,6 +25,7 @@ import (
 
 func main() {
 	reaper.Trampoline() // returns unless this process is the one that starts COMMAND
+	reaper.Guardian()   // returns unless this process is a run's guardian
 	ensurePreemptOff()
 	caught = reaper.CatchSignals() // while the command line is read
 	entryPoint(os.Args[0])(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr).Do()

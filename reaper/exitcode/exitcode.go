@@ -15,6 +15,7 @@ import (
 // Reaper's own exit codes.
 const (
 	Usage      = 2   // bad flag, bad value, no COMMAND, a live instance
+	Leftovers  = 123 // --leftovers=fail: COMMAND exited 0 but left processes that had to be stopped
 	Timeout    = 124 // --timeout expired (as timeout(1))
 	Internal   = 125 // reaper could not do its own work (fork failed)
 	CannotExec = 126 // COMMAND found but could not be executed

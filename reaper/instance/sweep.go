@@ -36,6 +36,12 @@ type Sweep struct {
 	// Stop reports whether reaper was asked to stop meanwhile; the sweep
 	// then ends at once.
 	Stop func() bool
+	// Marked are more markers (instance.Marker) whose carriers are
+	// leftovers, beside those of the Previous tokens.
+	Marked [][]byte
+	// Kind names a leftover in the log (default "leftover of an earlier
+	// run").
+	Kind string
 }
 
 // leftover is a process of the previous run.
@@ -70,7 +76,7 @@ func (s *Sweep) Run() bool {
 		}
 		var hs []*handle.Handle // those signalled: the ones to wait for
 		for _, l := range found {
-			if s.signal(l, signal, "leftover of an earlier run") {
+			if s.signal(l, signal, s.kind()) {
 				if signal != syscall.SIGKILL {
 					l.Signal(syscall.SIGCONT) // a stopped process acts on nothing until continued
 				}
@@ -103,7 +109,7 @@ func (s *Sweep) signal(l leftover, sig syscall.Signal, msg string) bool {
 		return true
 	}
 	if !errors.Is(err, handle.ErrGone) {
-		s.Log.Warn("leftover of an earlier run not signalled", logs.String("instance", s.Name), logs.Int("pid", l.PID),
+		s.Log.Warn(s.kind()+" not signalled", logs.String("instance", s.Name), logs.Int("pid", l.PID),
 			logs.String("command", l.cmdline), logs.Signal("signal", sig), logs.Err(err))
 	}
 	return false
@@ -190,10 +196,18 @@ func (s *Sweep) leftovers(seen, spared map[int]bool) []leftover {
 	return found
 }
 
+// kind names a leftover in the log.
+func (s *Sweep) kind() string {
+	if s.Kind == "" {
+		return "leftover of an earlier run"
+	}
+	return s.Kind
+}
+
 // Markers returns the environment entries that leftovers carry: one for
-// each of the Previous tokens.
+// each of the Previous tokens, and Marked.
 func (s *Sweep) Markers() [][]byte {
-	var markers [][]byte
+	markers := append([][]byte(nil), s.Marked...)
 	for _, t := range s.Previous {
 		markers = append(markers, Marker(Value(s.Name, t)))
 	}

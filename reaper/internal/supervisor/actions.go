@@ -60,17 +60,19 @@ func (s *supervisor) signalCommand() {
 	s.log.Info("stopping: COMMAND first", fields...)
 }
 
-// signalOthers sends the stop signal to every descendant the stop has not
-// signalled yet: what COMMAND left, or what it has not stopped three
-// quarters into the deadline.
+// signalOthers sends the stop signal to every descendant that has not had
+// it yet: what COMMAND left, or what it has not stopped three quarters
+// into the deadline, and what the request reached when it was another
+// signal (a background job of a shell ignores the SIGINT a CI runner's
+// cancel sends, not SIGTERM).
 func (s *supervisor) signalOthers() {
 	n := 0
 	s.tree.Walk(func(h *handle.Handle) {
-		if s.stop.record.Tracks(h) {
-			h.Close()
+		p := s.track(h)
+		if p.Signal == s.cfg.StopSignal || !p.ExitedAt.IsZero() {
 			return
 		}
-		s.askToStop(s.track(h), s.cfg.StopSignal)
+		s.askToStop(p, s.cfg.StopSignal)
 		n++
 	})
 	if n > 0 {
@@ -88,8 +90,9 @@ func (s *supervisor) openRecord() *record.Stop {
 	rec := record.New(reason, received, s.cfg.StopSignal, time.Now())
 	// Killed processes are named by their command lines; with no grace,
 	// all of them are, and the SIGTERM just sent may have ended one before
-	// its command line could be read.
-	rec.WantCommands = s.cfg.ReportPath != "" || s.stop.machine.Phase() == stop.Killing
+	// its command line could be read. The report and the step summary name
+	// every process.
+	rec.WantCommands = s.cfg.ReportPath != "" || s.cfg.StepSummary != "" || s.stop.machine.Phase() == stop.Killing
 	s.stop.record = rec
 	return rec
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 
@@ -27,6 +28,16 @@ func (s *supervisor) report(code int) record.Report {
 	return r
 }
 
+// writeSummary appends the table of what COMMAND left to the step summary
+// (GitHub Actions' $GITHUB_STEP_SUMMARY), when there is one and COMMAND
+// left something.
+func (s *supervisor) writeSummary(code int) error {
+	if s.cfg.StepSummary == "" || s.stop.record == nil {
+		return nil
+	}
+	return record.AppendSummary(s.cfg.StepSummary, s.report(code), time.Now())
+}
+
 // writeReport writes the --report file, if one was asked for.
 func (s *supervisor) writeReport(code int) error {
 	if s.cfg.ReportPath == "" {
@@ -48,6 +59,7 @@ func (s *supervisor) end(code int) {
 		}
 	}
 	errs = multierror.Append(errs, s.writeReport(code))
+	errs = multierror.Append(errs, s.writeSummary(code))
 	errs = multierror.Append(errs, s.release())
 	logErrors(s.log, errs)
 }
@@ -57,8 +69,8 @@ func (s *supervisor) cleanUp() {
 	logErrors(s.log, s.release())
 }
 
-// release stops relaying notifications, removes the cgroup (once empty) and
-// drops the instance's lock.
+// release stops relaying notifications, removes the cgroup (once empty),
+// drops the instance's lock and lets the guardian go.
 func (s *supervisor) release() error {
 	var errs *multierror.Error
 	if s.held.relay != nil {
@@ -76,6 +88,12 @@ func (s *supervisor) release() error {
 			errs = multierror.Append(errs, fmt.Errorf("cannot release the instance lock: %w", err))
 		}
 		s.held.lock = nil
+	}
+	if s.held.guardian != nil { // last: the run is over
+		if err := s.held.guardian.Release(); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("cannot release the guardian: %w", err))
+		}
+		s.held.guardian = nil
 	}
 	return errs.ErrorOrNil()
 }

@@ -201,7 +201,8 @@ func (s *supervisor) onStopRequest(sig syscall.Signal) {
 
 // exitCode is COMMAND's status as a shell reports it (0 for codes listed in
 // --success-exit), exitcode.Timeout when --timeout fired, exitcode.Internal
-// when COMMAND outlived SIGKILL.
+// when COMMAND outlived SIGKILL, exitcode.Leftovers when COMMAND exited 0
+// but left processes and --leftovers=fail says that fails the run.
 func (s *supervisor) exitCode() int {
 	switch {
 	case s.stop.machine.TimedOut():
@@ -212,10 +213,29 @@ func (s *supervisor) exitCode() int {
 	code := exitcode.Of(s.cmd.status)
 	for _, ok := range s.cfg.SuccessExit {
 		if code == ok {
-			return 0
+			code = 0
+			break
 		}
 	}
+	if left := s.leftBehind(); code == 0 && len(left) > 0 && s.cfg.Leftovers == LeftoversFail {
+		s.log.Error("COMMAND exited 0 but left processes that had to be stopped (--leftovers=fail)",
+			logs.Int("processes", len(left)), logs.Ints("pids", left))
+		return exitcode.Leftovers
+	}
 	return code
+}
+
+// leftBehind returns the pids of the processes COMMAND left when it exited
+// on its own, which the stop then had to stop.
+func (s *supervisor) leftBehind() []int {
+	if s.stop.record == nil || s.stop.record.Reason != stop.CommandExited {
+		return nil
+	}
+	pids := make([]int, len(s.stop.record.Processes))
+	for i, p := range s.stop.record.Processes {
+		pids[i] = p.Handle.PID
+	}
+	return pids
 }
 
 // stopDeadline is the deadline of the stop under way: from its start, or,

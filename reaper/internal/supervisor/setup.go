@@ -12,6 +12,7 @@ import (
 
 	"github.com/reaper-init/reaper/reaper/cgroup"
 	"github.com/reaper-init/reaper/reaper/exitcode"
+	"github.com/reaper-init/reaper/reaper/guardian"
 	"github.com/reaper-init/reaper/reaper/instance"
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/ports"
@@ -43,6 +44,33 @@ func (s *supervisor) setUp() bool {
 		log.Debug("inherited as ignored: caught and forwarded, ignored by COMMAND when it starts", logs.Signal("signal", sig))
 	}
 	return true
+}
+
+// launchGuardian starts the run's guardian (see package guardian), unless
+// reaper is PID 1 (whose death ends its namespace) or --guardian=off.
+func (s *supervisor) launchGuardian() {
+	if s.cfg.Guardian == GuardianOff || s.self.pid == 1 {
+		return
+	}
+	g, err := guardian.Launch()
+	if err != nil {
+		s.log.Warn("no guardian: should reaper die, what the run left will not be stopped", logs.Err(err))
+		return
+	}
+	s.held.guardian = g
+}
+
+// settleGuardian waits until the guardian is started and no child of
+// reaper's.
+func (s *supervisor) settleGuardian() {
+	if s.held.guardian == nil {
+		return
+	}
+	if err := s.held.guardian.Settle(); err != nil {
+		s.log.Warn("no guardian: should reaper die, what the run left will not be stopped", logs.Err(err))
+		s.held.guardian.Release()
+		s.held.guardian = nil
+	}
 }
 
 // becomeSubreaper makes orphaned descendants reparent to reaper instead of

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper/exitcode"
+	"github.com/reaper-init/reaper/reaper/guardian"
 	"github.com/reaper-init/reaper/reaper/instance"
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/spawn"
@@ -89,6 +91,7 @@ func (s *supervisor) spawn() (int, error) {
 	if s.held.leaf != nil {
 		opts.CgroupFD = s.held.leaf.FD()
 	}
+	s.armGuardian()
 	pid, err := spawn.Start(path, s.cfg.Command, opts)
 	var se *spawn.StartError
 	if err != nil && s.held.leaf != nil && s.cfg.Cgroup == CgroupAuto && errors.As(err, &se) && se.FromClone {
@@ -102,6 +105,20 @@ func (s *supervisor) spawn() (int, error) {
 		s.log.Info("contained", logs.String("cgroup", s.held.leaf.Dir))
 	}
 	return pid, err
+}
+
+// armGuardian tells the guardian what the run is, before COMMAND starts.
+func (s *supervisor) armGuardian() {
+	if s.held.guardian == nil {
+		return
+	}
+	spec := guardian.Spec{Name: s.held.instance, Marker: s.held.marker, LogFormat: s.cfg.LogFormat}
+	if leaf := s.held.leaf; leaf != nil {
+		spec.ParentDir, spec.ParentPath, spec.Leaf = filepath.Dir(leaf.Dir), filepath.Dir(leaf.Path), filepath.Base(leaf.Dir)
+	}
+	if err := s.held.guardian.Arm(spec); err != nil {
+		s.log.Warn("no guardian: should reaper die, what the run left will not be stopped", logs.Err(err))
+	}
 }
 
 // openRelay starts relaying the notifications of COMMAND's tree to systemd

@@ -34,6 +34,7 @@ import (
 
 	"github.com/reaper-init/reaper/reaper/cgroup"
 	"github.com/reaper-init/reaper/reaper/exitcode"
+	"github.com/reaper-init/reaper/reaper/guardian"
 	"github.com/reaper-init/reaper/reaper/instance"
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/record"
@@ -52,16 +53,19 @@ type Config struct {
 	SuccessExit  []int
 	PdeathSignal syscall.Signal
 
-	StopSignal syscall.Signal
-	Grace      time.Duration
-	KillMode   string
-	Timeout    time.Duration
-	Wait       bool
-	ReportPath string
+	StopSignal  syscall.Signal
+	Grace       time.Duration
+	KillMode    string
+	Timeout     time.Duration
+	Wait        bool
+	ReportPath  string
+	StepSummary string
+	Leftovers   string
 
 	Instance        string
 	Replace         bool
 	Cgroup          string
+	Guardian        string
 	WaitPorts       []int
 	WaitPortTimeout time.Duration
 
@@ -81,6 +85,18 @@ const GraceAuto time.Duration = -1
 const (
 	KillModeMixed        = "mixed"         // COMMAND first, the others once it has exited
 	KillModeControlGroup = "control-group" // every descendant at once
+)
+
+// What to do with what COMMAND leaves (Config.Leftovers).
+const (
+	LeftoversStop = "stop" // stop it
+	LeftoversFail = "fail" // stop it, and fail a run whose COMMAND exited 0
+)
+
+// Guardian modes (Config.Guardian).
+const (
+	GuardianAuto = "auto" // a guardian unless reaper is PID 1
+	GuardianOff  = "off"  // none
 )
 
 // Cgroup modes (Config.Cgroup).
@@ -141,8 +157,9 @@ type held struct {
 	instance string // the --instance name, or the run's unique one
 	marker   string // instance.Var's value: the name and this run's token
 	lock     *instance.Lock
-	leaf     *cgroup.Leaf  // the cgroup COMMAND was born in, or nil
-	relay    *notify.Relay // relays COMMAND's notifications to systemd, or nil
+	leaf     *cgroup.Leaf       // the cgroup COMMAND was born in, or nil
+	relay    *notify.Relay      // relays COMMAND's notifications to systemd, or nil
+	guardian *guardian.Guardian // stops what the run left if reaper dies, or nil
 }
 
 // children is what wait4 said of reaper's children.
@@ -227,8 +244,10 @@ func Run(cfg Config) Exit {
 
 // supervise is the run, once reaper is set up: what comes before COMMAND,
 // COMMAND's start, the event loop until nothing is left, and the end.
+// reaper becomes a subreaper just before COMMAND starts: nothing before
+// forks anything that outlives its parent, but the guardian.
 func (s *supervisor) supervise() Exit {
-	s.becomeSubreaper()
+	s.launchGuardian() // first: its start overlaps the rest of the set-up
 	s.self.ownProc = procIsOurs(s.self.pid, s.log)
 	<-s.self.spares // before anything can fill pids.max: a sweep, a wait, COMMAND
 	if code, ok := s.prepare(); !ok {
@@ -237,6 +256,8 @@ func (s *supervisor) supervise() Exit {
 		}
 		return Exit{Code: code}
 	}
+	s.settleGuardian() // before reaper is a subreaper: the guardian must not be reparented to it
+	s.becomeSubreaper()
 	<-s.caught.all // every signal reaper forwards is caught before COMMAND can be sent one
 	if err := s.start(); err != nil {
 		code := s.startFailed(err)

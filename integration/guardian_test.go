@@ -1,0 +1,133 @@
+package integration
+
+// When reaper itself is SIGKILLed (a CI runner's cancel, systemd's stop
+// timeout under KillMode=process, kill -9), its guardian stops what the
+// run left (see reaper/guardian).
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// awaitGone waits until every pid's pidfd says it exited, failing the test
+// at the deadline with those still running.
+func awaitGone(t *testing.T, fds, pids []int) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for {
+		alive := running(fds, pids)
+		if len(alive) == 0 {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("still running %v after the deadline", alive)
+		}
+		polls := make([]unix.PollFd, len(fds))
+		for i, fd := range fds {
+			polls[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+		}
+		unix.Poll(polls, 100)
+	}
+}
+
+// leafDirs lists the cgroups of reaper's runs below the test's group.
+func leafDirs(cg *testGroup) []string {
+	dirs, _ := filepath.Glob(filepath.Join(cg.v2, "reaper-instance-*"))
+	return dirs
+}
+
+// TestGuardianStopsWhatAKilledReaperLeft: SIGKILL of reaper, with COMMAND's
+// group, a setsid escapee and a TERM-ignoring one running: its guardian
+// kills them all and removes the run's cgroup, in both cgroup modes. With
+// --guardian=off they live on (the next --instance start sweeps them).
+func TestGuardianStopsWhatAKilledReaperLeft(t *testing.T) {
+	for _, mode := range []string{"on", "off"} {
+		for _, guarded := range []bool{true, false} {
+			name := fmt.Sprintf("cgroup=%s/guardian=%v", mode, guarded)
+			t.Run(name, func(t *testing.T) {
+				cg := sharedCgroup(t, 256)
+				flags := []string{"--cgroup=" + mode}
+				if !guarded {
+					flags = append(flags, "--guardian=off")
+				}
+				p := plant(t, false, tree{flags: flags, ups: 3, cgroup: cg, leave: true, body: `sh -c "$LEAF" &
+setsid sh -c "$LEAF" &
+setsid sh -c "$STUBBORN" &`})
+				fds := pidfds(t, p.ups)
+				p.signal(syscall.SIGKILL)
+				if r := p.wait(); r.Signal != int(syscall.SIGKILL) {
+					t.Fatalf("reaper: exit %d, want SIGKILL\n%s", r.status(), r.Stderr)
+				}
+				if !guarded {
+					if alive := running(fds, p.ups); len(alive) == 0 {
+						t.Error("without a guardian, nothing survived reaper's SIGKILL: the test shows nothing")
+					}
+					return
+				}
+				awaitGone(t, fds, p.ups)
+				if !strings.Contains(p.stderr.String(), "reaper died before its run's teardown ended") {
+					t.Errorf("the guardian said nothing:\n%s", p.stderr)
+				}
+				for end := time.Now().Add(deadline); len(leafDirs(cg)) > 0; time.Sleep(10 * time.Millisecond) {
+					if time.Now().After(end) {
+						t.Fatalf("the run's cgroup is left: %v", leafDirs(cg))
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestGuardianSignalsOnlyTheRun: the guardian of a killed reaper stops
+// what carries the run's marker, and nothing else: not a process of
+// reaper's user without it, not another user's process that carries it.
+func TestGuardianSignalsOnlyTheRun(t *testing.T) {
+	requireRoot(t)
+	cg := sharedCgroup(t, 256)
+	p := plant(t, false, tree{flags: []string{"--cgroup=off"}, ups: 1, cgroup: cg, leave: true, body: `setsid sh -c "$LEAF" &`})
+	marker := markerOf(t, p.ups[0])
+	stranger := exec.Command("sleep", "300") // reaper's user, no marker
+	forger := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "300")
+	forger.Env = append(os.Environ(), marker) // another user's, with the marker
+	for _, c := range []*exec.Cmd{stranger, forger} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		waitExec(t, c.Process.Pid, "sleep")
+	}
+	fds := pidfds(t, p.ups)
+	bystanders := []int{stranger.Process.Pid, forger.Process.Pid}
+	bystanderFDs := pidfds(t, bystanders)
+	p.signal(syscall.SIGKILL)
+	p.wait()
+	awaitGone(t, fds, p.ups)
+	if alive := running(bystanderFDs, bystanders); len(alive) != 2 {
+		t.Errorf("of the bystanders %v, only %v still run", bystanders, alive)
+	}
+}
+
+// markerOf returns the run's marker (REAPER_INSTANCE=...) from pid's
+// environment.
+func markerOf(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range strings.Split(string(data), "\x00") {
+		if strings.HasPrefix(kv, "REAPER_INSTANCE=") {
+			return kv
+		}
+	}
+	t.Fatalf("no REAPER_INSTANCE in %d's environment", pid)
+	return ""
+}
