@@ -562,9 +562,9 @@ func dockerfileBase(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^FROM (golang:\S+) AS build$`).FindSubmatch(data)
+	m := regexp.MustCompile(`(?m)^FROM (?:--platform=\S+ )?(golang:\S+) AS build$`).FindSubmatch(data)
 	if m == nil {
-		t.Fatal("the Dockerfile has no 'FROM golang:... AS build' line")
+		t.Fatal("the Dockerfile has no 'FROM [--platform=...] golang:... AS build' line")
 	}
 	return string(m[1])
 }

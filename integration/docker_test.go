@@ -8,6 +8,7 @@ package integration
 
 import (
 	"context"
+	"debug/buildinfo"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -317,6 +318,7 @@ func TestDocker(t *testing.T) {
 		image := buildDockerImages(t, d, busybox)
 		checkDockerPID1(t, d, dockerPID1{name: "entrypoint", image: image,
 			is: cmdlinePrefix("/reaper", "--"), reaper: true, cmd: true})
+		t.Run("platforms", func(t *testing.T) { checkImagePlatforms(t, d) })
 	})
 }
 
@@ -609,8 +611,58 @@ func seedGoCaches(t *testing.T, root string) []string {
 	return []string{"ENV GOMODCACHE=" + modcache}
 }
 
+// imagePlatforms are the platforms the image is built for besides this
+// machine's own, and what the Dockerfile's build stage gives Go for each.
+var imagePlatforms = []struct{ platform, goarch, goarm string }{
+	{"linux/arm64", "arm64", ""},
+	{"linux/arm/v7", "arm", "7"},
+}
+
+// checkImagePlatforms builds the Dockerfile for other platforms, as
+// docs/architectures.md says, with BuildKit: the build stage runs here and
+// cross-compiles, nothing is emulated. The image's /reaper must be a
+// static executable of the platform, built as documented.
+func checkImagePlatforms(t *testing.T, d *dockerd) {
+	for _, p := range imagePlatforms {
+		tag := "reaper-" + strings.ReplaceAll(p.platform, "/", "-")
+		began := time.Now()
+		d.mustRun(t, "build", "--network=none", "--platform="+p.platform, "--build-arg=COMMIT="+gitHead(t), "--tag="+tag, repoRoot(t))
+		t.Logf("docker build --platform=%s: %v", p.platform, time.Since(began).Round(time.Millisecond))
+		name := tag + "-extract"
+		d.mustRun(t, "create", "--name="+name, tag)
+		extracted := filepath.Join(t.TempDir(), "reaper")
+		d.mustRun(t, "cp", name+":/reaper", extracted)
+		d.mustRun(t, "rm", name)
+		d.mustRun(t, "rmi", tag)
+		for _, r := range releaseTargets {
+			if r.goarch == p.goarch && r.goarm == p.goarm {
+				if err := elfOf(extracted, r); err != nil {
+					t.Errorf("/reaper in the %s image: %v", p.platform, err)
+				}
+			}
+		}
+		if err := staticELF(extracted); err != nil {
+			t.Errorf("/reaper in the %s image: %v", p.platform, err)
+		}
+		if err := documentedBuild(extracted); err != nil {
+			t.Errorf("/reaper in the %s image: %v", p.platform, err)
+		}
+		info, err := buildinfo.ReadFile(extracted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := settingOf(info, "GOARCH") + "/" + settingOf(info, "GOARM"); got != p.goarch+"/"+p.goarm {
+			t.Errorf("/reaper in the %s image: GOARCH/GOARM %s, want %s/%s", p.platform, got, p.goarch, p.goarm)
+		}
+		if ld := settingOf(info, "-ldflags"); !strings.Contains(ld, "-X=main.commit="+gitHead(t)) {
+			t.Errorf("/reaper in the %s image: -ldflags %q, no commit", p.platform, ld)
+		}
+	}
+}
+
 // seedBuildCache copies into dst the files of this machine's build cache
-// that a build of reaper opens, watched with inotify, and returns how many.
+// that the Dockerfile's builds of reaper open, this machine's platform's
+// and imagePlatforms', watched with inotify, and returns how many.
 func seedBuildCache(t *testing.T, dst string) int {
 	t.Helper()
 	cache := goEnv(t, "GOCACHE")
@@ -628,11 +680,17 @@ func seedBuildCache(t *testing.T, dst string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(t.TempDir(), "reaper"), preemptOff, "./cmd/reaper")
-	build.Dir = repoRoot(t)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	builds := [][]string{nil}
+	for _, p := range imagePlatforms {
+		builds = append(builds, []string{"GOARCH=" + p.goarch, "GOARM=" + p.goarm})
+	}
+	for _, env := range builds {
+		build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(t.TempDir(), "reaper"), preemptOff, "./cmd/reaper")
+		build.Dir = repoRoot(t)
+		build.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOMIPS=softfloat"), env...)
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build %v: %v\n%s", env, err, out)
+		}
 	}
 	opened := map[string]bool{}
 	buf := make([]byte, 64*1024)

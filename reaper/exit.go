@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/signals"
 )
 
 // Exit is how reaper ends: with an exit code or, when COMMAND died of a
@@ -38,13 +40,9 @@ func dieOf(sig syscall.Signal) {
 	// layout (handler 0 is SIG_DFL, no flags, an empty mask). The Go
 	// runtime's handler would turn some signals into a crash report.
 	var dfl [8]uint64
-	unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&dfl)), 0, kernelSigsetSize, 0, 0)
-	var set unix.Sigset_t
-	set.Val[(sig-1)/64] |= 1 << ((sig - 1) % 64)
+	unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&dfl)), 0, signals.KernelSigsetSize, 0, 0)
+	set := signals.Sigset(sig)
 	unix.PthreadSigmask(unix.SIG_UNBLOCK, &set, nil)
 	unix.Tgkill(os.Getpid(), unix.Gettid(), sig)
 	os.Exit(128 + int(sig))
 }
-
-// kernelSigsetSize is the size of the kernel's sigset_t (64 signals).
-const kernelSigsetSize = 8

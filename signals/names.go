@@ -1,6 +1,10 @@
 // Package signals holds reaper's signal policy: how signals are named, which
 // ones reaper catches and forwards, where they go and how they are rewritten.
 // It is pure: nothing here touches a process.
+//
+// Signal numbers and names are the architecture's own, from
+// golang.org/x/sys/unix: SIGUSR1 is 10 on x86, arm, arm64, ppc64, s390x,
+// riscv64 and loong64, and 16 on mips, where signals go up to 127.
 package signals
 
 import (
@@ -8,40 +12,37 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
-// Linux signal numbers beyond the standard 31.
+// The real-time signals, numbered as programs and kill(1) number them.
 const (
-	// RTMin is glibc's SIGRTMIN as programs and kill(1) see it. Signals 32
-	// and 33 are reserved by the C library's threading implementation.
+	// RTMin is the C library's SIGRTMIN: the kernel's first real-time
+	// signal, 32, plus the two that glibc and musl keep for their threads.
+	// It is 34 on every architecture.
 	RTMin = syscall.Signal(34)
-	// RTMax is SIGRTMAX.
-	RTMax = syscall.Signal(64)
+	// RTMax is the C library's SIGRTMAX: 64, or 127 on mips (see rtMax).
+	RTMax = syscall.Signal(rtMax)
 )
 
-// names maps the standard signal numbers to their names without "SIG".
-var names = [...]string{
-	1: "HUP", 2: "INT", 3: "QUIT", 4: "ILL", 5: "TRAP", 6: "ABRT", 7: "BUS",
-	8: "FPE", 9: "KILL", 10: "USR1", 11: "SEGV", 12: "USR2", 13: "PIPE",
-	14: "ALRM", 15: "TERM", 16: "STKFLT", 17: "CHLD", 18: "CONT", 19: "STOP",
-	20: "TSTP", 21: "TTIN", 22: "TTOU", 23: "URG", 24: "XCPU", 25: "XFSZ",
-	26: "VTALRM", 27: "PROF", 28: "WINCH", 29: "IO", 30: "PWR", 31: "SYS",
-}
-
-// aliases are other names Linux accepts for the same numbers.
+// aliases are other names Linux accepts for a signal.
 var aliases = map[string]syscall.Signal{
-	"IOT": syscall.SIGABRT, "CLD": syscall.SIGCHLD, "POLL": syscall.SIGIO,
+	"IOT": unix.SIGIOT, "CLD": unix.SIGCLD, "POLL": unix.SIGPOLL,
 }
 
 // Name returns the conventional name of sig: "SIGTERM", "SIGRTMIN+2",
-// "SIGRTMAX", or "signal 33" for a number with no name.
+// "SIGRTMAX", or "signal 33" for a number with no name. Real-time signals
+// are named as kill -l names them: from SIGRTMIN up to the middle of the
+// range, from SIGRTMAX down beyond it.
 func Name(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
 	switch {
-	case sig > 0 && int(sig) < len(names):
-		return "SIG" + names[sig]
 	case sig == RTMin:
 		return "SIGRTMIN"
-	case sig > RTMin && sig-RTMin <= 15: // kill -l style: RTMIN+1..RTMIN+15
+	case sig > RTMin && sig-RTMin <= (RTMax-RTMin)/2:
 		return "SIGRTMIN+" + strconv.Itoa(int(sig-RTMin))
 	case sig > RTMin && sig < RTMax:
 		return "SIGRTMAX-" + strconv.Itoa(int(RTMax-sig))
@@ -53,7 +54,7 @@ func Name(sig syscall.Signal) string {
 
 // Parse reads a signal given as a name or a number: "TERM", "SIGTERM",
 // "term", "15", "RTMIN+3" and "SIGRTMAX-1" are all accepted. Numbers must be
-// between 1 and 64.
+// between 1 and RTMax.
 func Parse(s string) (syscall.Signal, error) {
 	name := strings.ToUpper(strings.TrimSpace(s))
 	if n, err := strconv.Atoi(name); err == nil {
@@ -63,10 +64,8 @@ func Parse(s string) (syscall.Signal, error) {
 		return syscall.Signal(n), nil
 	}
 	name = strings.TrimPrefix(name, "SIG")
-	for n, candidate := range names {
-		if candidate != "" && candidate == name {
-			return syscall.Signal(n), nil
-		}
+	if sig := unix.SignalNum("SIG" + name); sig != 0 {
+		return sig, nil
 	}
 	if sig, ok := aliases[name]; ok {
 		return sig, nil
@@ -103,7 +102,7 @@ func parseRealtime(name string) (syscall.Signal, bool) {
 	}
 	if offset != "" {
 		n, err := strconv.Atoi(offset)
-		if err != nil || n < 0 {
+		if err != nil || n < 0 || n > int(RTMax-RTMin) {
 			return 0, false
 		}
 		sig += syscall.Signal(sign * n)

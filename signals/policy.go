@@ -51,17 +51,24 @@ var notForwarded = map[syscall.Signal]bool{
 
 // Forwardable returns every signal reaper catches in order to forward it:
 // 1 to 31 except SIGKILL, SIGSTOP and the ones in notForwarded, then
-// SIGRTMIN+1 to SIGRTMAX. SIGRTMIN itself (34) is reserved by the Go runtime
-// for libc compatibility and cannot be caught.
+// SIGRTMIN+1 to SIGRTMAX, or to 64 on mips (see CatchMax). SIGRTMIN itself
+// (34) is reserved by the Go runtime for libc compatibility and cannot be
+// caught.
 func Forwardable() []syscall.Signal {
 	var sigs []syscall.Signal
-	for sig := syscall.Signal(1); sig <= RTMax; sig++ {
+	for sig := syscall.Signal(1); sig <= CatchMax; sig++ {
 		if Catchable(sig) && !notForwarded[sig] {
 			sigs = append(sigs, sig)
 		}
 	}
 	return sigs
 }
+
+// CatchMax is the highest signal a Go program can catch: os/signal knows
+// signals 1 to 64 on every architecture. On mips, where SIGRTMAX is 127,
+// the Go runtime's handler drops signals 65 to 127: reaper cannot forward
+// them, nor take them as stop requests. It can still send them.
+const CatchMax = min(RTMax, 64)
 
 // Catchable reports whether a Go program can install a handler for sig.
 func Catchable(sig syscall.Signal) bool {
@@ -70,7 +77,7 @@ func Catchable(sig syscall.Signal) bool {
 		return false
 	case sig >= 1 && sig <= 31:
 		return true
-	case sig > RTMin && sig <= RTMax:
+	case sig > RTMin && sig <= CatchMax:
 		return true
 	}
 	return false
@@ -94,7 +101,7 @@ func ParseRewrite(s string) (Rewrite, error) {
 		return Rewrite{}, fmt.Errorf("rewrite %q: %w", s, err)
 	}
 	if !Catchable(r.From) || notForwarded[r.From] {
-		return Rewrite{}, fmt.Errorf("rewrite %q: %s is never forwarded", s, Name(r.From))
+		return Rewrite{}, fmt.Errorf("rewrite %q: %s is never forwarded%s", s, Name(r.From), beyondCatch(r.From))
 	}
 	if strings.TrimSpace(to) == "0" {
 		return r, nil
@@ -164,9 +171,17 @@ func ParseStopOn(s string) (syscall.Signal, error) {
 		return 0, err
 	}
 	if !Catchable(sig) || notForwarded[sig] {
-		return 0, fmt.Errorf("%s cannot be a stop request: reaper never receives it as one", Name(sig))
+		return 0, fmt.Errorf("%s cannot be a stop request: reaper never receives it as one%s", Name(sig), beyondCatch(sig))
 	}
 	return sig, nil
+}
+
+// beyondCatch explains why a signal above CatchMax is never received.
+func beyondCatch(sig syscall.Signal) string {
+	if sig > CatchMax {
+		return fmt.Sprintf(" (a Go program can catch signals 1 to %d only)", CatchMax)
+	}
+	return ""
 }
 
 func (p Policy) rewrite(sig syscall.Signal) (Rewrite, bool) {

@@ -1,16 +1,22 @@
 package signals
 
 import (
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseAcceptsEverySpelling(t *testing.T) {
 	cases := map[string]syscall.Signal{
 		"TERM": syscall.SIGTERM, "SIGTERM": syscall.SIGTERM, "term": syscall.SIGTERM,
 		"15": syscall.SIGTERM, " sigusr1 ": syscall.SIGUSR1, "IOT": syscall.SIGABRT,
-		"RTMIN": 34, "RTMIN+1": 35, "SIGRTMIN+15": 49, "RTMAX-14": 50,
-		"rtmax": 64, "64": 64, "1": syscall.SIGHUP,
+		"CLD": syscall.SIGCHLD, "poll": syscall.SIGIO,
+		"RTMIN": 34, "RTMIN+1": 35, "SIGRTMIN+15": 49, "RTMAX-14": RTMax - 14,
+		"rtmax": RTMax, strconv.Itoa(int(RTMax)): RTMax, "1": syscall.SIGHUP,
 	}
 	for in, want := range cases {
 		got, err := Parse(in)
@@ -20,8 +26,41 @@ func TestParseAcceptsEverySpelling(t *testing.T) {
 	}
 }
 
+// TestNamesAreTheArchitecturesOwn: every standard signal has the number
+// and name golang.org/x/sys gives this architecture (USR1 is 10 on x86 and
+// arm, 16 on mips), and no other architecture's name is taken.
+func TestNamesAreTheArchitecturesOwn(t *testing.T) {
+	for sig := syscall.Signal(1); sig <= 31; sig++ {
+		name := unix.SignalName(sig)
+		if name == "" {
+			t.Fatalf("x/sys names no signal %d", sig)
+		}
+		if got, err := Parse(name); err != nil || got != sig {
+			t.Errorf("Parse(%q) = %v, %v; want %d", name, got, err, sig)
+		}
+		if got := Name(sig); got != name {
+			t.Errorf("Name(%d) = %q, want %q", sig, got, name)
+		}
+	}
+	for name, sig := range map[string]syscall.Signal{"USR1": unix.SIGUSR1, "CHLD": unix.SIGCHLD,
+		"STOP": unix.SIGSTOP, "CONT": unix.SIGCONT, "PWR": unix.SIGPWR, "SYS": unix.SIGSYS} {
+		if got, _ := Parse(name); got != sig {
+			t.Errorf("Parse(%q) = %d, want %d", name, got, sig)
+		}
+	}
+	// SIGSTKFLT is x86's and arm's (16), SIGEMT mips's (7): each is unknown
+	// where the other is.
+	if _, err := Parse("STKFLT"); (err == nil) != (unix.SignalNum("SIGSTKFLT") != 0) {
+		t.Errorf("Parse(STKFLT): %v", err)
+	}
+	if _, err := Parse("EMT"); (err == nil) != (unix.SignalNum("SIGEMT") != 0) {
+		t.Errorf("Parse(EMT): %v", err)
+	}
+}
+
 func TestParseRejectsNonsense(t *testing.T) {
-	for _, in := range []string{"", "0", "65", "-1", "SIG", "TERMX", "RTMIN-1", "RTMAX+1", "RTMIN+31", "RTMIN+x", "SIGSIGTERM"} {
+	for _, in := range []string{"", "0", strconv.Itoa(int(RTMax) + 1), "-1", "SIG", "TERMX", "RTMIN-1", "RTMAX+1",
+		"RTMIN+" + strconv.Itoa(int(RTMax-RTMin)+1), "RTMIN+x", "SIGSIGTERM", "RTMIN+99999999999999999999"} {
 		if sig, err := Parse(in); err == nil {
 			t.Errorf("Parse(%q) = %v, want an error", in, sig)
 		}
@@ -42,11 +81,30 @@ func TestNameRoundTrips(t *testing.T) {
 			t.Errorf("Parse(Name(%d) = %q) = %v, %v", sig, name, back, err)
 		}
 	}
-	if got := Name(35); got != "SIGRTMIN+1" {
-		t.Errorf("Name(35) = %q, want SIGRTMIN+1 as kill -l prints it", got)
+	// kill -l names the lower half of the real-time range from SIGRTMIN,
+	// the upper half from SIGRTMAX.
+	half := (RTMax - RTMin) / 2
+	if got, want := Name(RTMin+half), "SIGRTMIN+"+strconv.Itoa(int(half)); got != want {
+		t.Errorf("Name(%d) = %q, want %q as kill -l prints it", RTMin+half, got, want)
 	}
-	if got := Name(50); got != "SIGRTMAX-14" {
-		t.Errorf("Name(50) = %q, want SIGRTMAX-14 as kill -l prints it", got)
+	if got, want := Name(RTMin+half+1), "SIGRTMAX-"+strconv.Itoa(int(RTMax-RTMin-half-1)); got != want {
+		t.Errorf("Name(%d) = %q, want %q as kill -l prints it", RTMin+half+1, got, want)
+	}
+}
+
+// TestSigsetHoldsEverySignal: a set built of any signals up to SIGRTMAX
+// holds those and no other, whatever the width of the architecture's words.
+func TestSigsetHoldsEverySignal(t *testing.T) {
+	sigs := []syscall.Signal{1, 2, 31, 32, 33, 63, 64, RTMax}
+	set := Sigset(sigs...)
+	if got := Members(set); !slices.Equal(got, slices.Compact(sigs)) {
+		t.Errorf("Members(Sigset(%v)) = %v", sigs, got)
+	}
+	for _, sig := range Members(Sigset(0, RTMax+1, -1)) {
+		t.Errorf("a signal out of range made %d a member", sig)
+	}
+	if KernelSigsetSize*8 < uintptr(RTMax) || KernelSigsetSize%8 != 0 {
+		t.Errorf("KernelSigsetSize %d cannot hold %d signals", KernelSigsetSize, RTMax)
 	}
 }
 
@@ -66,6 +124,11 @@ func TestForwardableExcludesOnlyWhatCannotBeForwarded(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGSTOP, syscall.SIGCHLD, syscall.SIGPROF, 32, 33, 34} {
 		if got[sig] {
 			t.Errorf("%s is forwarded, it must not be", Name(sig))
+		}
+	}
+	for sig := CatchMax + 1; sig <= RTMax; sig++ { // mips: 65 to 127, which Go cannot catch
+		if got[sig] {
+			t.Errorf("%s is forwarded: a Go program cannot catch it", Name(sig))
 		}
 	}
 }
@@ -111,6 +174,11 @@ func TestParseStopOn(t *testing.T) {
 	for _, s := range []string{"KILL", "STOP", "CHLD", "PROF", "33", "BOGUS", ""} {
 		if sig, err := ParseStopOn(s); err == nil {
 			t.Errorf("ParseStopOn(%q) = %v, want an error", s, sig)
+		}
+	}
+	if RTMax > CatchMax { // mips
+		if _, err := ParseStopOn("RTMAX"); err == nil || !strings.Contains(err.Error(), "1 to 64") {
+			t.Errorf("ParseStopOn(RTMAX) on mips: %v, want an error that says why", err)
 		}
 	}
 }

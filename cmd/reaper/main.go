@@ -43,7 +43,7 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 		printHelp(stdout)
 		return reaper.Code(0)
 	case action == showVersion:
-		fmt.Fprintf(stdout, "reaper version %s\n", version)
+		fmt.Fprintln(stdout, versionLine())
 		return reaper.Code(0)
 	}
 	cfg.Stderr, cfg.Signals = stderr, caught

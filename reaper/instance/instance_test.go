@@ -178,7 +178,7 @@ func TestHolds(t *testing.T) {
 	if err := unix.Fstat(other, &st); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := holds(os.Getpid(), st.Dev, st.Ino); ok || err != nil {
+	if ok, err := holds(os.Getpid(), uint64(st.Dev), st.Ino); ok || err != nil {
 		t.Errorf("holds before any flock = %v, %v; want false", ok, err)
 	}
 	fd, err := openLockFile(dir, "x")
@@ -189,10 +189,10 @@ func TestHolds(t *testing.T) {
 	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := holds(os.Getpid(), st.Dev, st.Ino); !ok || err != nil {
+	if ok, err := holds(os.Getpid(), uint64(st.Dev), st.Ino); !ok || err != nil {
 		t.Errorf("holds with the flock = %v, %v; want true", ok, err)
 	}
-	if ok, _ := holds(os.Getpid(), st.Dev+1, st.Ino); ok {
+	if ok, _ := holds(os.Getpid(), uint64(st.Dev)+1, st.Ino); ok {
 		t.Error("the same inode number on another device was taken for the file")
 	}
 }

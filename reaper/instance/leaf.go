@@ -38,7 +38,7 @@ func (l *Lock) leafRecord() []byte {
 	var st unix.Stat_t
 	unix.Fstat(l.fd, &st)
 	return fmt.Appendf(nil, "token %s\nlock %s %d:%d:%d\npid %d\n", l.Token, lockPath(l.Dir, l.Name),
-		unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino, os.Getpid())
+		unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino, os.Getpid())
 }
 
 // maker is the run a leaf's record names. Another run wrote it: nothing

@@ -319,7 +319,7 @@ func holder(fd int) (int, bool) {
 	if err != nil {
 		return 0, false
 	}
-	pid, found, sameInode := parseLocks(data, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	pid, found, sameInode := parseLocks(data, unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino)
 	if found {
 		return pid, true
 	}
@@ -327,7 +327,7 @@ func holder(fd int) (int, bool) {
 	// may not show (btrfs subvolumes): a flock on the same inode number is
 	// the file's when its holder holds it on the very file.
 	for _, pid := range sameInode {
-		if ok, _ := holds(pid, st.Dev, st.Ino); ok {
+		if ok, _ := holds(pid, uint64(st.Dev), st.Ino); ok {
 			return pid, true
 		}
 	}
@@ -349,7 +349,7 @@ func holds(pid int, dev, ino uint64) (bool, error) {
 	}
 	for _, e := range entries {
 		var st unix.Stat_t
-		if unix.Stat(dir+"/"+e.Name(), &st) != nil || st.Dev != dev || st.Ino != ino {
+		if unix.Stat(dir+"/"+e.Name(), &st) != nil || uint64(st.Dev) != dev || st.Ino != ino {
 			continue
 		}
 		var buf [1024]byte
@@ -487,7 +487,7 @@ func openHolder(name string, pid int) (*handle.Handle, error) {
 		return nil, fmt.Errorf("instance lock %s: %w", lockPath(dir, name), err)
 	}
 	h, err := handle.Open(pid, func() error {
-		ok, err := holds(pid, st.Dev, st.Ino)
+		ok, err := holds(pid, uint64(st.Dev), st.Ino)
 		if err != nil || ok {
 			return err
 		}

@@ -5,6 +5,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/signals"
 )
 
 // FD writes to a file descriptor with write(2), and never raises SIGPIPE:
@@ -18,14 +20,9 @@ import (
 type FD int
 
 var sigpipe = func() *unix.Sigset_t {
-	var set unix.Sigset_t
-	set.Val[(unix.SIGPIPE-1)/64] |= 1 << ((unix.SIGPIPE - 1) % 64)
+	set := signals.Sigset(unix.SIGPIPE)
 	return &set
 }()
-
-// kernelSigsetSize is the size of the kernel's sigset_t (64 signals), which
-// rt_sigtimedwait wants; unix.Sigset_t is the C library's, and larger.
-const kernelSigsetSize = 8
 
 // Write writes p with one write(2).
 func (fd FD) Write(p []byte) (int, error) {
@@ -39,7 +36,7 @@ func (fd FD) Write(p []byte) (int, error) {
 		// thread-directed signal is dequeued before a process-wide one.
 		var zero unix.Timespec
 		unix.Syscall6(unix.SYS_RT_SIGTIMEDWAIT, uintptr(unsafe.Pointer(sigpipe)), 0,
-			uintptr(unsafe.Pointer(&zero)), kernelSigsetSize, 0, 0)
+			uintptr(unsafe.Pointer(&zero)), signals.KernelSigsetSize, 0, 0)
 	}
 	unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
 	return n, err

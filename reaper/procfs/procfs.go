@@ -296,7 +296,9 @@ func ParseUIDs(status []byte) ([4]int, error) {
 }
 
 // StatusMask reads a hexadecimal signal mask line such as "SigIgn:
-// 0000000000001000" from /proc/PID/status.
+// 0000000000001000" from /proc/PID/status: signals 1 to 64 as bits 0 to
+// 63. The kernel writes one bit per signal it has: 128 on mips, whose
+// signals above 64 are left out.
 func StatusMask(status []byte, key string) (uint64, bool) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
@@ -304,8 +306,13 @@ func StatusMask(status []byte, key string) (uint64, bool) {
 		if !bytes.HasPrefix(line, []byte(key)) {
 			continue
 		}
-		v, err := strconv.ParseUint(string(bytes.TrimSpace(line[len(key):])), 16, 64)
-		return v, err == nil
+		low, high := string(bytes.TrimSpace(line[len(key):])), "0"
+		if len(low) > 16 {
+			high, low = low[:len(low)-16], low[len(low)-16:]
+		}
+		v, err := strconv.ParseUint(low, 16, 64)
+		_, highErr := strconv.ParseUint(high, 16, 64)
+		return v, err == nil && highErr == nil
 	}
 	return 0, false
 }

@@ -52,6 +52,14 @@ func TestStatusMask(t *testing.T) {
 	if _, ok := StatusMask(status, "SigCgt:"); ok {
 		t.Error("found a mask that is not there")
 	}
+	// mips has 128 signals: the kernel writes 32 digits.
+	mips := []byte("SigIgn:\t0000000000000004000000000000a001\n")
+	if m, ok := StatusMask(mips, "SigIgn:"); !ok || m != 0xa001 {
+		t.Errorf("SigIgn of 128 signals = %x, %v; want a001 (signals 1 to 64)", m, ok)
+	}
+	if _, ok := StatusMask([]byte("SigIgn:\t000000000000000z000000000000a001\n"), "SigIgn:"); ok {
+		t.Error("read a mask with a digit that is no hexadecimal digit")
+	}
 }
 
 func TestOwnProcess(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/reaper-init/reaper/reaper/exitcode"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -66,7 +67,7 @@ func StatusOf(pid int, ws unix.WaitStatus) *CommandStatus {
 	if st.Exited {
 		st.Code = ws.ExitStatus()
 	} else {
-		st.Signal = signals.Name(ws.Signal())
+		st.Signal = signals.Name(exitcode.Signal(ws))
 	}
 	return st
 }

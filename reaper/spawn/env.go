@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/signals"
 )
 
 // Env is COMMAND's environment: reaper's own without the variables
@@ -61,15 +63,15 @@ func PIDVariables(self int) []string {
 // its parent's pid and the device and inode of reaper's file (the
 // trampoline checks both against its own parent and its own file, which it
 // can always read, so that a stray variable cannot make reaper a
-// trampoline), the variables, the signals to ignore, the mask (hexadecimal)
-// and COMMAND's path. Its argv is COMMAND's.
+// trampoline), the variables, the signals to ignore, the signals to block
+// (COMMAND's mask) and COMMAND's path. Its argv is COMMAND's.
 const execVar = "REAPER_EXEC_WITH_PID"
 
 // trampoline is what the trampoline does before it executes COMMAND.
 type trampoline struct {
 	pidVars []string         // variables to set to COMMAND's pid
 	ignore  []syscall.Signal // signals COMMAND starts with ignored
-	mask    uint64           // COMMAND's signal mask (signals 1 to 64)
+	mask    []syscall.Signal // COMMAND's signal mask: the signals it starts with blocked
 }
 
 // needed reports whether COMMAND must start through the trampoline.
@@ -78,13 +80,30 @@ func (t trampoline) needed() bool { return len(t.pidVars) > 0 || len(t.ignore) >
 // env is the environment of the trampoline that starts COMMAND at path,
 // for reaper (self).
 func (t trampoline) env(env []string, self int, path string) []string {
-	sigs := make([]string, len(t.ignore))
-	for i, sig := range t.ignore {
-		sigs[i] = strconv.Itoa(int(sig))
-	}
 	value := strings.Join([]string{strconv.Itoa(self), ownFile(), strings.Join(t.pidVars, ","),
-		strings.Join(sigs, ","), strconv.FormatUint(t.mask, 16), path}, ":")
+		formatSignals(t.ignore), formatSignals(t.mask), path}, ":")
 	return append(env, execVar+"="+value)
+}
+
+// formatSignals returns the numbers of sigs, separated by commas.
+func formatSignals(sigs []syscall.Signal) string {
+	numbers := make([]string, len(sigs))
+	for i, sig := range sigs {
+		numbers[i] = strconv.Itoa(int(sig))
+	}
+	return strings.Join(numbers, ",")
+}
+
+// parseSignals reads what formatSignals wrote, and keeps what names a signal.
+func parseSignals(s string) []syscall.Signal {
+	var sigs []syscall.Signal
+	for _, number := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(number)
+		if err == nil && n > 0 && n <= int(signals.RTMax) {
+			sigs = append(sigs, syscall.Signal(n))
+		}
+	}
+	return sigs
 }
 
 // parseTrampoline reads execVar's value, and reports whether it was made
@@ -100,15 +119,8 @@ func parseTrampoline(value string) (t trampoline, path string, ok bool) {
 			t.pidVars = append(t.pidVars, name)
 		}
 	}
-	for _, s := range strings.Split(fields[4], ",") {
-		n, err := strconv.Atoi(s)
-		if err == nil && n > 0 && n <= 64 {
-			t.ignore = append(t.ignore, syscall.Signal(n))
-		}
-	}
-	mask, err := strconv.ParseUint(fields[5], 16, 64)
-	t.mask = mask
-	return t, fields[6], err == nil
+	t.ignore, t.mask = parseSignals(fields[4]), parseSignals(fields[5])
+	return t, fields[6], true
 }
 
 // ownFile is "DEV:INO" of the running executable, "" when it cannot be
@@ -118,7 +130,7 @@ func ownFile() string {
 	if err := unix.Stat("/proc/self/exe", &st); err != nil {
 		return ""
 	}
-	return strconv.FormatUint(st.Dev, 10) + ":" + strconv.FormatUint(st.Ino, 10)
+	return strconv.FormatUint(uint64(st.Dev), 10) + ":" + strconv.FormatUint(st.Ino, 10)
 }
 
 // Trampoline runs the trampoline when this process is one (see execVar):
@@ -146,9 +158,7 @@ func Trampoline() {
 	// The Go runtime unblocked the signals it needs on this thread:
 	// COMMAND gets the mask reaper's caller gave reaper.
 	runtime.LockOSThread()
-	var mask unix.Sigset_t
-	setMaskBits(&mask, t.mask)
-	setThreadMask(mask)
+	setThreadMask(signals.Sigset(t.mask...))
 	err := syscall.Exec(path, os.Args, os.Environ())
 	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", os.Args[0], ErrnoOf(err))
 	os.Exit(execCode(err))

@@ -14,11 +14,11 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper/exitcode"
+	"github.com/reaper-init/reaper/signals"
 )
 
 // StartError says why COMMAND could not be started, and with which exit code
@@ -140,7 +140,7 @@ type Options struct {
 // and the child's signal mask is that thread's.
 func Start(path string, argv []string, opts Options) (int, error) {
 	env := opts.Env
-	if t := (trampoline{pidVars: opts.PIDVars, ignore: opts.Ignore, mask: maskBits(opts.Mask)}); t.needed() {
+	if t := (trampoline{pidVars: opts.PIDVars, ignore: opts.Ignore, mask: signals.Members(opts.Mask)}); t.needed() {
 		env = t.env(env, os.Getpid(), path)
 		path = "/proc/self/exe" // in the child: reaper's own file
 	}
@@ -223,8 +223,7 @@ func argSize(argv, env []string) int {
 // sent to the process from outside is delivered to another thread and
 // forwarded as usual.
 var threadSignals = func() *unix.Sigset_t {
-	var set unix.Sigset_t
-	setMaskBits(&set, 1<<(unix.SIGTTOU-1))
+	set := signals.Sigset(unix.SIGTTOU)
 	return &set
 }()
 
@@ -240,27 +239,3 @@ func BlockThreadSignals() unix.Sigset_t {
 func setThreadMask(mask unix.Sigset_t) {
 	unix.PthreadSigmask(unix.SIG_SETMASK, &mask, nil)
 }
-
-// maskBits returns signals 1 to 64 of mask as bits 0 to 63.
-func maskBits(mask unix.Sigset_t) uint64 {
-	var bits uint64
-	for sig := 1; sig <= 64; sig++ {
-		if mask.Val[(sig-1)/wordBits]&(1<<((sig-1)%wordBits)) != 0 {
-			bits |= 1 << (sig - 1)
-		}
-	}
-	return bits
-}
-
-// setMaskBits sets in mask the signals 1 to 64 of bits (see maskBits).
-func setMaskBits(mask *unix.Sigset_t, bits uint64) {
-	for sig := 1; sig <= 64; sig++ {
-		if bits&(1<<(sig-1)) != 0 {
-			mask.Val[(sig-1)/wordBits] |= 1 << ((sig - 1) % wordBits)
-		}
-	}
-}
-
-// wordBits is the width of a word of unix.Sigset_t (32 bits on 32-bit
-// architectures).
-const wordBits = int(unsafe.Sizeof(unix.Sigset_t{}.Val[0]) * 8)

@@ -274,15 +274,16 @@ func stamp(fifo string) {
 
 func blocked(list string, argv []string) {
 	runtime.LockOSThread() // the mask is the thread's, and this one execs
-	var set unix.Sigset_t
+	var sigs []syscall.Signal
 	for _, name := range strings.Split(list, ",") {
 		sig, err := signals.Parse(name)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "helper:", err)
 			os.Exit(2)
 		}
-		set.Val[(sig-1)/64] |= 1 << ((sig - 1) % 64)
+		sigs = append(sigs, sig)
 	}
+	set := signals.Sigset(sigs...)
 	unix.PthreadSigmask(unix.SIG_BLOCK, &set, nil)
 	path, err := exec.LookPath(argv[0])
 	if err == nil {

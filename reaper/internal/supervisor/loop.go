@@ -159,7 +159,7 @@ func (s *supervisor) reapAll() (commandExited bool) {
 		case pid == 0:
 			s.children.none = false
 			return commandExited
-		case status.Stopped():
+		case exitcode.Stopped(status):
 			s.children.stopped[pid] = true
 			if pid == s.cmd.pid {
 				s.forwarder.onCommandStopped(status.StopSignal(), s.stop.machine.Phase() == stop.Running)

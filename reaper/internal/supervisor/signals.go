@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/procfs"
 	"github.com/reaper-init/reaper/signals"
@@ -172,16 +174,21 @@ func (c *Signals) reroute() {
 func (c *Signals) isStop(sig syscall.Signal) bool { return c.policy.IsStop(sig) }
 
 // fatalUncaught are the forwardable signals for which the Go runtime ends
-// reaper as long as nobody catches them (SIGQUIT, SIGABRT, SIGSTKFLT and
-// the fault signals sent with kill(2) with a crash): caught first, stop
-// requests or not. Until then the others are dropped or, for SIGTSTP,
-// SIGTTIN and SIGTTOU, stop reaper.
-var fatalUncaught = map[syscall.Signal]bool{
-	syscall.SIGHUP: true, syscall.SIGINT: true, syscall.SIGQUIT: true, syscall.SIGTERM: true,
-	syscall.SIGABRT: true, syscall.SIGSTKFLT: true,
-	syscall.SIGILL: true, syscall.SIGTRAP: true, syscall.SIGBUS: true, syscall.SIGFPE: true,
-	syscall.SIGSEGV: true, syscall.SIGSYS: true,
-}
+// reaper as long as nobody catches them (SIGQUIT, SIGABRT, SIGSTKFLT or, on
+// mips, SIGEMT, and the fault signals sent with kill(2) with a crash):
+// caught first, stop requests or not. Until then the others are dropped
+// or, for SIGTSTP, SIGTTIN and SIGTTOU, stop reaper.
+var fatalUncaught = func() map[syscall.Signal]bool {
+	fatal := map[syscall.Signal]bool{}
+	for _, name := range []string{"SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGABRT",
+		"SIGSTKFLT", "SIGEMT", // each exists on some architectures only
+		"SIGILL", "SIGTRAP", "SIGBUS", "SIGFPE", "SIGSEGV", "SIGSYS"} {
+		if sig := unix.SignalNum(name); sig != 0 {
+			fatal[sig] = true
+		}
+	}
+	return fatal
+}()
 
 // pause waits d, or less when a stop request arrives before COMMAND exists:
 // it then records the signal in early and returns true. Other signals
@@ -257,7 +264,7 @@ func inheritedIgnored() map[syscall.Signal]bool {
 		return nil
 	}
 	ignored := map[syscall.Signal]bool{}
-	for sig := syscall.Signal(1); sig <= 64; sig++ {
+	for sig := syscall.Signal(1); sig <= signals.CatchMax; sig++ {
 		if mask&(1<<(sig-1)) != 0 {
 			ignored[sig] = true
 		}

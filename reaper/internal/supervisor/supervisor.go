@@ -267,8 +267,8 @@ func (s *supervisor) supervise() Exit {
 	s.loop()
 	code := s.exitCode()
 	s.end(code)
-	if s.cmd.status.Signaled() {
-		return s.exit(code, s.cmd.status.Signal())
+	if sig := exitcode.Signal(s.cmd.status); sig != 0 {
+		return s.exit(code, sig)
 	}
 	return Exit{Code: code}
 }

@@ -25,7 +25,7 @@ type terminal struct {
 // terminal ioctl at all.
 func openTerminal() *terminal {
 	var st unix.Stat_t
-	if err := unix.Fstat(0, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) == 1 {
+	if err := unix.Fstat(0, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(uint64(st.Rdev)) == 1 {
 		return nil
 	}
 	fg, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
