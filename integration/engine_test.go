@@ -71,13 +71,13 @@ var engineSeq atomic.Int64
 // newEngineNS makes the groups and starts the holder of the namespaces, or
 // skips the test where they cannot be made. kind names the engine in the
 // groups' name. close ends them.
-func newEngineNS(t *testing.T, dir, kind string) *engineNS {
+func newEngineNS(t testing.TB, dir, kind string) *engineNS {
 	t.Helper()
 	return newEngineNSWith(t, dir, kind, engineOptions{})
 }
 
 // newEngineNSWith is newEngineNS with options.
-func newEngineNSWith(t *testing.T, dir, kind string, opts engineOptions) *engineNS {
+func newEngineNSWith(t testing.TB, dir, kind string, opts engineOptions) *engineNS {
 	t.Helper()
 	requireRoot(t)
 	tools := []string{"unshare", "nsenter", "mount", "umount"}
@@ -115,7 +115,7 @@ func (n *engineNS) privateDirs() []string {
 
 // makeGroups makes root in every hierarchy but the v1 memory one, with a
 // pids.max bound where the pids controller is.
-func (n *engineNS) makeGroups(t *testing.T) {
+func (n *engineNS) makeGroups(t testing.TB) {
 	t.Helper()
 	bounded := false
 	for _, h := range cgroupHierarchies() {
@@ -161,7 +161,7 @@ func inheritCpuset(dir string) {
 
 // group makes the group name below root in every hierarchy, for processes
 // of the engine, and returns its directories.
-func (n *engineNS) group(t *testing.T, name string) []string {
+func (n *engineNS) group(t testing.TB, name string) []string {
 	t.Helper()
 	var dirs []string
 	for _, g := range n.groups {
@@ -184,7 +184,7 @@ exec cat`
 
 // startHolder starts the holder from root, so that root is the root of its
 // cgroup namespace in every hierarchy.
-func (n *engineNS) startHolder(t *testing.T) {
+func (n *engineNS) startHolder(t testing.TB) {
 	t.Helper()
 	mounts, err := n.mountScript()
 	if err != nil {
@@ -330,7 +330,7 @@ func (n *engineNS) command(ctx context.Context, dirs []string, argv ...string) *
 // outlive the commands that started them, and one still running would
 // make groups again after the test removed them. It kills what is left
 // after the deadline, and removes the groups.
-func (n *engineNS) close(t *testing.T) {
+func (n *engineNS) close(t testing.TB) {
 	if n.holder != nil && n.holder.Process != nil {
 		n.hold.Close()
 		done := make(chan struct{})
@@ -353,7 +353,7 @@ func (n *engineNS) close(t *testing.T) {
 }
 
 // removeGroups removes root and every group below it, in each hierarchy.
-func (n *engineNS) removeGroups(t *testing.T) {
+func (n *engineNS) removeGroups(t testing.TB) {
 	for _, dir := range n.groups {
 		removeCgroupTree(t, dir)
 	}
@@ -373,7 +373,7 @@ func outputOf(cmd *exec.Cmd) (string, error) {
 // mustSucceed runs the client tool with args through run, with a deadline
 // of a few minutes (builds are slow under load), and fails the test on an
 // error.
-func mustSucceed(t *testing.T, tool string, run func(context.Context, ...string) (string, error), args ...string) string {
+func mustSucceed(t testing.TB, tool string, run func(context.Context, ...string) (string, error), args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

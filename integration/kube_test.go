@@ -9,9 +9,11 @@ package integration
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -97,19 +99,21 @@ type kubeCase struct {
 	pod      string // its name
 }
 
+// kubeCases are the pods of TestKubePods and BenchmarkKubePodDeletion.
+var kubeCases = []kubeCase{
+	{name: "pid1/reaper", example: "kubernetes-pod.yaml", reaper: true},
+	{name: "pid1/tini", example: "kubernetes-pod.yaml"},
+	{name: "shared-pid/reaper", example: "kubernetes-pod-shared-pid.yaml", reaper: true, shared: true},
+	{name: "shared-pid/tini", example: "kubernetes-pod-shared-pid.yaml", shared: true},
+}
+
 func TestKubePods(t *testing.T) {
 	t.Parallel() // with TestDocker, after the other tests: most of their time is spent waiting
 	b := newKubeBed(t)
-	cases := []kubeCase{
-		{name: "pid1/reaper", example: "kubernetes-pod.yaml", reaper: true},
-		{name: "pid1/tini", example: "kubernetes-pod.yaml"},
-		{name: "shared-pid/reaper", example: "kubernetes-pod-shared-pid.yaml", reaper: true, shared: true},
-		{name: "shared-pid/tini", example: "kubernetes-pod-shared-pid.yaml", shared: true},
-	}
-	for _, c := range cases {
+	for _, c := range kubeCases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			p := startKubeCase(t, b, c)
+			p := startKubeCase(t, b, c, "")
 			if !c.shared {
 				t.Run("exec and probe orphans", func(t *testing.T) { checkOrphansReaped(t, p) })
 				t.Run("crash restarts", func(t *testing.T) { checkCrashRestarts(t, p, 2) })
@@ -120,13 +124,14 @@ func TestKubePods(t *testing.T) {
 }
 
 // startKubeCase builds the case's image, runs its pod and waits until it is
-// up.
-func startKubeCase(t *testing.T, b *kubeBed, c kubeCase) *kubePod {
+// up. run names the image apart from the other runs of the case: the
+// kubelet knows a static pod by its manifest's contents.
+func startKubeCase(t testing.TB, b *kubeBed, c kubeCase, run string) *kubePod {
 	t.Helper()
 	if _, err := os.Stat(kubeTini); err != nil && !c.reaper {
 		skip(t, "no static tini for the baseline (apt-get install tini): %v", err)
 	}
-	slug := strings.ReplaceAll(c.name, "/", "-")
+	slug := strings.ReplaceAll(c.name, "/", "-") + run
 	image := "localhost/reaper-kube-" + slug + ":1.0"
 	marker := fmt.Sprintf("kube-%d-%s", os.Getpid(), slug)
 	b.importImage(t, kubeTestImage(t, image, marker))
@@ -142,7 +147,7 @@ func startKubeCase(t *testing.T, b *kubeBed, c kubeCase) *kubePod {
 // busybox, reaper at /reaper, tini at /tini, and in /usr/local/bin
 // example-web, log-shipper and the tests' helper (its listener). Every
 // process started from it carries REAPER_TEST_PAYLOAD=marker.
-func kubeTestImage(t *testing.T, name, marker string) ociImage {
+func kubeTestImage(t testing.TB, name, marker string) ociImage {
 	t.Helper()
 	root := t.TempDir()
 	busyboxInto(t, filepath.Join(root, "bin"), "sh", "setsid", "sleep", "cat", "cut", "seq", "rm", "touch", "pidof", "ps")
@@ -168,7 +173,7 @@ func kubeTestImage(t *testing.T, name, marker string) ociImage {
 
 // exampleManifest reads examples/file with every image replaced by image:
 // all the tests change in an example.
-func exampleManifest(t *testing.T, file, image string) string {
+func exampleManifest(t testing.TB, file, image string) string {
 	t.Helper()
 	manifest := string(mustRead(t, filepath.Join(repoRoot(t), "examples", file)))
 	return regexp.MustCompile(`(?m)^(\s+image: )\S+$`).ReplaceAllString(manifest, "${1}"+image)
@@ -177,7 +182,7 @@ func exampleManifest(t *testing.T, file, image string) string {
 // tiniVariant is the baseline of an example: tini in reaper's place (as a
 // subreaper when it is not PID 1, its best case there), and a name of its
 // own.
-func tiniVariant(t *testing.T, manifest string, shared bool) string {
+func tiniVariant(t testing.TB, manifest string, shared bool) string {
 	t.Helper()
 	tini := `command: ["/tini", "--"]`
 	if shared {
@@ -189,7 +194,7 @@ func tiniVariant(t *testing.T, manifest string, shared bool) string {
 }
 
 // replaceOnce replaces the one occurrence of old in s.
-func replaceOnce(t *testing.T, s, old, new string) string {
+func replaceOnce(t testing.TB, s, old, new string) string {
 	t.Helper()
 	if n := strings.Count(s, old); n != 1 {
 		t.Fatalf("%d occurrences of %q in the manifest, want 1", n, old)
@@ -198,7 +203,7 @@ func replaceOnce(t *testing.T, s, old, new string) string {
 }
 
 // manifestMatch returns the first submatch of pattern in a manifest.
-func manifestMatch(t *testing.T, manifest, pattern string) string {
+func manifestMatch(t testing.TB, manifest, pattern string) string {
 	t.Helper()
 	m := regexp.MustCompile(pattern).FindStringSubmatch(manifest)
 	if m == nil {
@@ -224,7 +229,7 @@ type kubePod struct {
 }
 
 // runKubePod starts c's pod and waits until its processes are up.
-func runKubePod(t *testing.T, b *kubeBed, c kubeCase, marker string) *kubePod {
+func runKubePod(t testing.TB, b *kubeBed, c kubeCase, marker string) *kubePod {
 	t.Helper()
 	p := &kubePod{owner: t, b: b, c: c, marker: marker}
 	seconds, _ := strconv.Atoi(manifestMatch(t, c.manifest, `terminationGracePeriodSeconds: (\d+)`))
@@ -244,7 +249,7 @@ func runKubePod(t *testing.T, b *kubeBed, c kubeCase, marker string) *kubePod {
 // checkInit checks that the web container's init is PID 1 of its
 // container, or, in a shared PID namespace, that the pod's pause process
 // is.
-func (p *kubePod) checkInit(t *testing.T) {
+func (p *kubePod) checkInit(t testing.TB) {
 	t.Helper()
 	inner, _ := innermostPID(p.web.init)
 	if !p.c.shared {
@@ -281,7 +286,7 @@ type kubeRun struct {
 
 // waitRun waits until attempt of container name runs and the processes
 // named announce have announced themselves.
-func (p *kubePod) waitRun(t *testing.T, name string, attempt int, announce ...string) *kubeRun {
+func (p *kubePod) waitRun(t testing.TB, name string, attempt int, announce ...string) *kubeRun {
 	t.Helper()
 	r := &kubeRun{attempt: attempt, ns: map[string]int{}, pids: map[string]int{}, fds: map[string]int{}}
 	var st criStatus
@@ -356,7 +361,7 @@ type criItem struct {
 // waitContainer polls the CRI until attempt of container name of the pod
 // runs, and returns its id and status. It learns the pod's sandbox on the
 // way.
-func (p *kubePod) waitContainer(t *testing.T, name string, attempt int) (string, criStatus) {
+func (p *kubePod) waitContainer(t testing.TB, name string, attempt int) (string, criStatus) {
 	t.Helper()
 	end := time.Now().Add(2 * time.Minute)
 	for {
@@ -404,7 +409,7 @@ func criLine(text string) *regexp.Regexp {
 // its shim's child, but what it leaves behind is given by the kernel to
 // the container's PID 1, which must reap it: a zombie is never reaped
 // otherwise.
-func checkOrphansReaped(t *testing.T, p *kubePod) {
+func checkOrphansReaped(t testing.TB, p *kubePod) {
 	r := p.web
 	if out := p.b.mustCrictl(t, "exec", r.id, "/usr/local/bin/example-web", "--check", "exec"); out != "" {
 		t.Logf("crictl exec: %s", out)
@@ -446,7 +451,7 @@ func waitReaped(root, inner int, within time.Duration) string {
 // a server that fails does): each time the kubelet restarts the container
 // (restartPolicy: Always), and the new run must be the only one, with no
 // process of the earlier one left, its listener bound to the port again.
-func checkCrashRestarts(t *testing.T, p *kubePod, n int) {
+func checkCrashRestarts(t testing.TB, p *kubePod, n int) {
 	for i := 1; i <= n; i++ {
 		old := p.web
 		began := time.Now()
@@ -506,56 +511,82 @@ func (p *kubePod) servers() []string {
 	return out
 }
 
-// checkDeletion deletes the pod as its owner does (the manifest removed)
-// and checks what the kubelet and the init did: the preStop hook before
-// the SIGTERM, the init's exit within the grace period with the server's
-// status, nothing left; under reaper every process of the container
-// stopped by SIGTERM first; in a shared PID namespace, the sidecar
-// untouched by the init.
-func checkDeletion(t *testing.T, p *kubePod) {
-	began := time.Now()
+// deletion is how a pod's deletion went.
+type deletion struct {
+	began           time.Time // the manifest's removal
+	initAt, pauseAt time.Time // the exits of the web container's init and of the pause process
+	sideAt          time.Time // the sidecar's exit, in the shared-PID pod
+	hook, term      time.Time // the server's "drain" and "term" lines, as the CRI timed them
+	code            int       // the web container's exit status
+	log             string    // its log
+}
+
+// delete deletes the pod as its owner does (the manifest removed), and
+// waits until its sandbox is gone.
+func (p *kubePod) delete(t testing.TB) *deletion {
+	t.Helper()
 	initExit := watchExit(p.web.fds["init"], p.period+deadline)
-	pauseExit := watchExit(pidfds(t, []int{p.pause})[0], p.period+2*deadline)
+	pauseExit := watchExit(pidfdsUntil(t, p.owner, []int{p.pause})[0], p.period+2*deadline)
 	var sideExit <-chan time.Time
 	if p.side != nil {
 		sideExit = watchExit(p.side.fds["init"], p.period+deadline)
 	}
+	d := &deletion{began: time.Now()}
 	if err := os.Remove(p.file); err != nil {
 		t.Fatal(err)
 	}
-	initAt, pauseAt := <-initExit, <-pauseExit
-	if initAt.IsZero() || pauseAt.IsZero() {
+	d.initAt, d.pauseAt = <-initExit, <-pauseExit
+	if d.initAt.IsZero() || d.pauseAt.IsZero() {
 		t.Fatalf("the init (host pid %d) or the pause process (host pid %d) still runs %v after the manifest's removal",
 			p.web.init, p.pause, p.period+deadline)
 	}
-	code := p.b.exitOf(t, p.web.id)
-	log := p.web.log.String()
-	hook, term := lineTime(log, "drain"), lineTime(log, "term")
+	if p.side != nil {
+		d.sideAt = <-sideExit
+	}
+	d.code = p.b.exitOf(t, p.web.id)
+	d.log = p.web.log.String()
+	d.hook, d.term = lineTime(d.log, "drain"), lineTime(d.log, "term")
+	return d
+}
+
+// since is how long after the manifest's removal at came, rounded.
+func (d *deletion) since(at time.Time) time.Duration {
+	return at.Sub(d.began).Round(time.Millisecond)
+}
+
+// checkDeletion deletes the pod and checks what the kubelet and the init
+// did: the preStop hook before the SIGTERM, the init's exit within the
+// grace period with the server's status, nothing left; under reaper every
+// process of the container stopped by SIGTERM first; in a shared PID
+// namespace, the sidecar untouched by the init.
+func checkDeletion(t testing.TB, p *kubePod) {
+	d := p.delete(t)
 	left := markedProcesses(p.marker)
+	listener := "listener-term " + strconv.Itoa(p.web.ns["listening"])
 	t.Logf("measured: %s: the manifest removed; the server drained %v later (the preStop hook), got SIGTERM %v later, "+
 		"the init exited %v later with %d, the pod's sandbox %v later; SIGTERM noted by the worker %v, by the listener %v",
-		p.c.name, hook.Sub(began).Round(time.Millisecond), term.Sub(began).Round(time.Millisecond), initAt.Sub(began).Round(time.Millisecond),
-		code, pauseAt.Sub(began).Round(time.Millisecond), noted(log, "worker-term"), noted(log, "listener-term "+strconv.Itoa(p.web.ns["listening"])))
-	if hook.IsZero() || term.IsZero() || !hook.Before(term) {
-		t.Errorf("want the preStop hook's drain before the SIGTERM\n%s", log)
+		p.c.name, d.since(d.hook), d.since(d.term), d.since(d.initAt), d.code, d.since(d.pauseAt),
+		noted(d.log, "worker-term"), noted(d.log, listener))
+	if d.hook.IsZero() || d.term.IsZero() || !d.hook.Before(d.term) {
+		t.Errorf("want the preStop hook's drain before the SIGTERM\n%s", d.log)
 	}
-	if code != 0 {
-		t.Errorf("the container's exit code: %d, want the server's 0 (137: SIGKILLed at the end of the grace period)\n%s", code, log)
+	if d.code != 0 {
+		t.Errorf("the container's exit code: %d, want the server's 0 (137: SIGKILLed at the end of the grace period)\n%s", d.code, d.log)
 	}
 	if len(left) > 0 {
 		t.Errorf("processes of the pod left after its deletion: %v", left)
 	}
 	if p.side != nil {
-		checkSidecar(t, p, initAt, <-sideExit)
+		checkSidecar(t, p, d.initAt, d.sideAt)
 	}
 	if !p.c.reaper {
-		if noted(log, "worker-term") {
-			t.Errorf("under tini the worker got SIGTERM: the baseline has changed, and so must docs/deployment.md\n%s", log)
+		if noted(d.log, "worker-term") {
+			t.Errorf("under tini the worker got SIGTERM: the baseline has changed, and so must docs/deployment.md\n%s", d.log)
 		}
 		return
 	}
-	if !noted(log, "worker-term") || !noted(log, "listener-term "+strconv.Itoa(p.web.ns["listening"])) {
-		t.Errorf("want SIGTERM noted by the worker and the listener (pid %d)\n%s", p.web.ns["listening"], log)
+	if !noted(d.log, "worker-term") || !noted(d.log, listener) {
+		t.Errorf("want SIGTERM noted by the worker and the listener (pid %d)\n%s", p.web.ns["listening"], d.log)
 	}
 }
 
@@ -577,7 +608,7 @@ func watchExit(fd int, within time.Duration) <-chan time.Time {
 // container's init: its shipper's one SIGTERM came from the sidecar, once
 // the web container's init (which exited at initAt) and server were gone;
 // the sidecar exited after the init (at sideAt), with 0.
-func checkSidecar(t *testing.T, p *kubePod, initAt, sideAt time.Time) {
+func checkSidecar(t testing.TB, p *kubePod, initAt, sideAt time.Time) {
 	t.Helper()
 	log := p.side.log.String()
 	code := p.b.exitOf(t, p.side.id)
@@ -621,4 +652,48 @@ func markedProcesses(marker string) []string {
 		}
 	}
 	return found
+}
+
+// BenchmarkKubePodDeletion measures the deletion of each example pod under
+// reaper and under tini on the test bed (see kubebed_test.go), from the
+// manifest's removal: the preStop hook's drain, the server's SIGTERM, the
+// container's init exit and the pod's sandbox gone. Each pod runs and is
+// deleted REAPER_BENCH_PODS times (default 3), one at a time:
+//
+//	go test -run '^$' -bench KubePodDeletion -benchtime 1x ./integration/
+func BenchmarkKubePodDeletion(b *testing.B) {
+	bed := newKubeBed(b)
+	runs := envInt("REAPER_BENCH_PODS", 3)
+	var rows [][]string
+	for _, c := range kubeCases {
+		var ds []*deletion
+		for r := 0; r < runs; r++ {
+			p := startKubeCase(b, bed, c, fmt.Sprintf("-%d", r))
+			ds = append(ds, p.delete(b))
+		}
+		rows = append(rows, deletionRow(c, ds))
+	}
+	table(fmt.Sprintf("Pod deletion (%d deletions each; median, then the slowest): from the manifest's removal", runs),
+		[]string{"pod", "preStop hook's drain", "SIGTERM", "the init's exit", "the sandbox gone", "exit codes"}, rows)
+}
+
+// deletionRow is a row of BenchmarkKubePodDeletion's table.
+func deletionRow(c kubeCase, ds []*deletion) []string {
+	row := []string{c.name}
+	for _, at := range []func(d *deletion) time.Time{
+		func(d *deletion) time.Time { return d.hook }, func(d *deletion) time.Time { return d.term },
+		func(d *deletion) time.Time { return d.initAt }, func(d *deletion) time.Time { return d.pauseAt },
+	} {
+		var took []time.Duration
+		for _, d := range ds {
+			took = append(took, d.since(at(d)))
+		}
+		slices.Sort(took)
+		row = append(row, fmt.Sprintf("%.2f s (%.2f s)", percentile(took, 50).Seconds(), took[len(took)-1].Seconds()))
+	}
+	codes := map[int]bool{}
+	for _, d := range ds {
+		codes[d.code] = true
+	}
+	return append(row, fmt.Sprint(slices.Sorted(maps.Keys(codes))))
 }

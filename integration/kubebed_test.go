@@ -38,7 +38,7 @@ var kubeTools = []string{"kubelet", "containerd", "containerd-shim-runc-v2", "ct
 
 // kubeBinDir returns the directory of the test bed's binaries, or skips the
 // test, saying how to build them, when they are not there.
-func kubeBinDir(t *testing.T) string {
+func kubeBinDir(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("REAPER_KUBE_BIN")
 	script := filepath.Join(repoRoot(t), ".ci/kube-testbed")
@@ -70,7 +70,7 @@ var kubeHostTools = map[string]string{
 }
 
 // requireKubeHostTools skips the test when one of kubeHostTools is missing.
-func requireKubeHostTools(t *testing.T) {
+func requireKubeHostTools(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("runc"); err != nil {
 		skip(t, "runc not installed (apt-get install runc): %v", err)
@@ -117,7 +117,7 @@ const kubePause = "localhost/reaper-test-pause:1"
 
 // newKubeBed starts a test bed, or skips the test when it cannot run here.
 // It ends with the test.
-func newKubeBed(t *testing.T) *kubeBed {
+func newKubeBed(t testing.TB) *kubeBed {
 	t.Helper()
 	requireRoot(t)
 	b := &kubeBed{bin: kubeBinDir(t), dir: t.TempDir()}
@@ -154,7 +154,7 @@ func observeHost() hostState {
 }
 
 // restore puts back the sysctls, and checks the rest of what h recorded.
-func (h hostState) restore(t *testing.T) {
+func (h hostState) restore(t testing.TB) {
 	for name, value := range h.sysctls {
 		if err := os.WriteFile("/proc/sys/"+name, []byte(value), 0); err != nil {
 			t.Errorf("restoring %s=%s: %v", name, value, err)
@@ -172,7 +172,7 @@ func (h hostState) restore(t *testing.T) {
 }
 
 // pauseRoot makes the pause image's root: catatonit alone.
-func pauseRoot(t *testing.T) string {
+func pauseRoot(t testing.TB) string {
 	t.Helper()
 	root := t.TempDir()
 	if err := copyFile("/usr/bin/catatonit", filepath.Join(root, "catatonit")); err != nil {
@@ -235,7 +235,7 @@ func (b *kubeBed) expand(template string) string {
 }
 
 // writeFile writes a file of the test bed's directory.
-func (b *kubeBed) writeFile(t *testing.T, name, data string) string {
+func (b *kubeBed) writeFile(t testing.TB, name, data string) string {
 	t.Helper()
 	path := filepath.Join(b.dir, name)
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
@@ -252,7 +252,7 @@ func (b *kubeBed) env() []string {
 
 // startContainerd starts containerd and waits until it serves, then follows
 // its events.
-func (b *kubeBed) startContainerd(t *testing.T) {
+func (b *kubeBed) startContainerd(t testing.TB) {
 	t.Helper()
 	b.writeFile(t, "cni/10-reaper-test.conflist", b.expand(cniConfig))
 	b.writeFile(t, "crictl.yaml", "") // not /etc/crictl.yaml
@@ -331,7 +331,7 @@ exec "$@"`
 
 // startKubelet starts the kubelet. It reads its static pods' directory
 // from the start: a test needs to wait for nothing more.
-func (b *kubeBed) startKubelet(t *testing.T) {
+func (b *kubeBed) startKubelet(t testing.TB) {
 	t.Helper()
 	config := b.writeFile(t, "kubelet.yaml", b.expand(kubeletConfig))
 	argv := []string{filepath.Join(b.bin, "kubelet"), "--config=" + config, "--root-dir=" + filepath.Join(b.dir, "kubelet"),
@@ -351,7 +351,7 @@ func (b *kubeBed) startKubelet(t *testing.T) {
 // removes every pod, stops containerd, kills the shims that outlive it
 // (one can outlive its sandbox), ends the namespaces and removes the
 // groups, then restores what the kubelet changed on the host.
-func (b *kubeBed) close(t *testing.T) {
+func (b *kubeBed) close(t testing.TB) {
 	if b.kubelet != nil {
 		b.kubelet.stop(t)
 	}
@@ -379,7 +379,7 @@ func (b *kubeBed) close(t *testing.T) {
 
 // killShims SIGKILLs the containerd shims still in the test bed's groups:
 // the test started them, through containerd.
-func (b *kubeBed) killShims(t *testing.T) {
+func (b *kubeBed) killShims(t testing.TB) {
 	shim := filepath.Join(b.bin, "containerd-shim-runc-v2")
 	for _, pid := range cgroupTreeProcs(b.ns.groups[0]) {
 		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe == shim {
@@ -431,7 +431,7 @@ func (b *kubeBed) crictlCommand(ctx context.Context, args ...string) *exec.Cmd {
 }
 
 // crictlJSON runs crictl and decodes its JSON output into v.
-func (b *kubeBed) crictlJSON(t *testing.T, v any, args ...string) {
+func (b *kubeBed) crictlJSON(t testing.TB, v any, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -447,14 +447,14 @@ func (b *kubeBed) crictlJSON(t *testing.T, v any, args ...string) {
 }
 
 // mustCrictl runs crictl and fails the test on an error.
-func (b *kubeBed) mustCrictl(t *testing.T, args ...string) string {
+func (b *kubeBed) mustCrictl(t testing.TB, args ...string) string {
 	t.Helper()
 	return mustSucceed(t, "crictl", b.crictl, args...)
 }
 
 // importImage writes img as an OCI archive and imports it into the CRI's
 // namespace.
-func (b *kubeBed) importImage(t *testing.T, img ociImage) {
+func (b *kubeBed) importImage(t testing.TB, img ociImage) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -470,7 +470,7 @@ func (b *kubeBed) importImage(t *testing.T, img ociImage) {
 // addPod moves a static pod's manifest into the kubelet's directory, in one
 // rename (the kubelet parses a half-written file, and logs an error), and
 // returns its path.
-func (b *kubeBed) addPod(t *testing.T, name, manifest string) string {
+func (b *kubeBed) addPod(t testing.TB, name, manifest string) string {
 	t.Helper()
 	staged := b.writeFile(t, filepath.Join("staging", name+".yaml"), manifest)
 	path := filepath.Join(b.manifests, name+".yaml")
@@ -491,7 +491,7 @@ type daemon struct {
 }
 
 // startDaemon starts cmd, its output collected.
-func startDaemon(t *testing.T, name string, cmd *exec.Cmd) *daemon {
+func startDaemon(t testing.TB, name string, cmd *exec.Cmd) *daemon {
 	t.Helper()
 	d := &daemon{name: name, cmd: cmd, log: newLines(), ended: make(chan struct{})}
 	pr, pw, err := os.Pipe()
@@ -510,7 +510,7 @@ func startDaemon(t *testing.T, name string, cmd *exec.Cmd) *daemon {
 
 // waitLog waits until the daemon writes a line matching re, and fails the
 // test when it exits first, or after the deadline.
-func (d *daemon) waitLog(t *testing.T, re *regexp.Regexp) {
+func (d *daemon) waitLog(t testing.TB, re *regexp.Regexp) {
 	t.Helper()
 	began := time.Now()
 	d.log.waitFor(t, re)
@@ -529,7 +529,7 @@ func (d *daemon) exited() bool {
 
 // stop sends the daemon SIGTERM and waits for it, SIGKILLing it after the
 // deadline.
-func (d *daemon) stop(t *testing.T) {
+func (d *daemon) stop(t testing.TB) {
 	if d.exited() {
 		return
 	}
@@ -547,7 +547,7 @@ func (d *daemon) stop(t *testing.T) {
 
 // followFile follows the file at path, which another process appends to,
 // line by line, until owner ends.
-func followFile(t *testing.T, owner cleaner, path string) *lines {
+func followFile(t testing.TB, owner cleaner, path string) *lines {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -612,7 +612,7 @@ type taskExit struct {
 // exitOf waits for containerd's event of the exit of container id's main
 // process, and returns its status: what the CRI records, and the kubelet
 // reports.
-func (b *kubeBed) exitOf(t *testing.T, id string) int {
+func (b *kubeBed) exitOf(t testing.TB, id string) int {
 	t.Helper()
 	re := regexp.MustCompile(`/tasks/exit (\{"container_id":"` + id + `","id":"` + id + `".*)$`)
 	for _, line := range b.events.waitFor(t, re) {
