@@ -59,7 +59,7 @@ echo $$ > $pidfile
 trap 'echo drain; touch /tmp/example-web.drained' USR1
 trap 'echo term; exit 0' TERM
 trap 'echo crash; exit 3' USR2
-sh -c 'trap "echo worker-term; exit 0" TERM; echo "worker $$"; sleep 86400 & wait' </dev/null &
+sh -c 'trap "echo worker-term $$; exit 0" TERM; echo "worker $$"; sleep 86400 & wait' </dev/null &
 setsid /usr/local/bin/helper listen -note-term ":$port" /dev/stdout </dev/null &
 sleep 86400 </dev/null &
 keep=$!
@@ -312,6 +312,13 @@ func (p *kubePod) waitRun(t testing.TB, name string, attempt int, announce ...st
 	return r
 }
 
+// gotTerm tells whether the run's worker or listener noted a SIGTERM in
+// log, its pid with it.
+func (r *kubeRun) gotTerm(log, who string) bool {
+	announced := map[string]string{"worker": "worker", "listener": "listening"}[who]
+	return noted(log, who+"-term "+strconv.Itoa(r.ns[announced]))
+}
+
 // running lists the processes of the run that still run.
 func (r *kubeRun) running() []string {
 	var names []string
@@ -382,11 +389,12 @@ func (p *kubePod) waitContainer(t testing.TB, name string, attempt int) (string,
 			p.b.crictlJSON(t, &ctrs, "ps", "--pod="+p.id, "--state=running", "--output=json")
 			for _, it := range ctrs.Containers {
 				if it.Metadata.Name == name && it.Metadata.Attempt == attempt {
-					var st criStatus
-					p.b.crictlJSON(t, &st, "inspect", it.ID)
-					return it.ID, st
+					return it.ID, p.b.criStatus(t, it.ID)
 				}
 			}
+		}
+		if p.b.kubelet.exited() {
+			t.Fatalf("the kubelet exited: %v\n%s", p.b.kubelet.cmd.ProcessState, tail(p.b.kubelet.log.String(), 4000))
 		}
 		if time.Now().After(end) {
 			t.Fatalf("%s: container %s, attempt %d, not running after 2 minutes\n%s", p.c.pod, name, attempt,
@@ -394,6 +402,14 @@ func (p *kubePod) waitContainer(t testing.TB, name string, attempt int) (string,
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// criStatus is the CRI's status of a container.
+func (b *kubeBed) criStatus(t testing.TB, id string) criStatus {
+	t.Helper()
+	var st criStatus
+	b.crictlJSON(t, &st, "inspect", id)
+	return st
 }
 
 // criLine matches a line of a container's log, as the CRI writes it
@@ -463,12 +479,14 @@ func checkCrashRestarts(t testing.TB, p *kubePod, n int) {
 		p.web = p.waitRun(t, "web", old.attempt+1, "ready", "worker", "listening")
 		left, stale, servers := old.running(), p.stale(), p.servers()
 		oldLog := old.log.String()
-		t.Logf("measured: %s: crash %d: exit code %d %v after the crash, attempt %d up %v after it; "+
+		recorded := p.b.criStatus(t, old.id)
+		t.Logf("measured: %s: crash %d: exit code %d (the CRI: %d, %s) %v after the crash, attempt %d up %v after it; "+
 			"the earlier run's listener got SIGTERM: %v, its worker: %v",
-			p.c.name, i, code, exited.Round(time.Millisecond), p.web.attempt, time.Since(began).Round(time.Millisecond),
-			noted(oldLog, "listener-term "+strconv.Itoa(old.ns["listening"])), noted(oldLog, "worker-term"))
-		if code != 3 {
-			t.Errorf("crash %d: the container's exit code: %d, want the server's 3\n%s", i, code, oldLog)
+			p.c.name, i, code, recorded.Status.ExitCode, recorded.Status.Reason, exited.Round(time.Millisecond), p.web.attempt,
+			time.Since(began).Round(time.Millisecond), old.gotTerm(oldLog, "listener"), old.gotTerm(oldLog, "worker"))
+		if code != 3 || recorded.Status.ExitCode != 3 {
+			t.Errorf("crash %d: the container's exit code: %d, the CRI's record %d, want the server's 3\n%s",
+				i, code, recorded.Status.ExitCode, oldLog)
 		}
 		if len(left) > 0 || len(stale) > 0 {
 			t.Errorf("crash %d: processes of the earlier run still run: %v %v", i, left, stale)
@@ -476,7 +494,7 @@ func checkCrashRestarts(t testing.TB, p *kubePod, n int) {
 		if len(servers) != 1 {
 			t.Errorf("crash %d: %d servers run, want 1: %v", i, len(servers), servers)
 		}
-		if p.c.reaper && !noted(oldLog, "listener-term "+strconv.Itoa(old.ns["listening"])) {
+		if p.c.reaper && !old.gotTerm(oldLog, "listener") {
 			t.Errorf("crash %d: the earlier run's listener (pid %d) got no SIGTERM from reaper\n%s", i, old.ns["listening"], oldLog)
 		}
 	}
@@ -562,11 +580,10 @@ func (d *deletion) since(at time.Time) time.Duration {
 func checkDeletion(t testing.TB, p *kubePod) {
 	d := p.delete(t)
 	left := markedProcesses(p.marker)
-	listener := "listener-term " + strconv.Itoa(p.web.ns["listening"])
+	worker, listener := p.web.gotTerm(d.log, "worker"), p.web.gotTerm(d.log, "listener")
 	t.Logf("measured: %s: the manifest removed; the server drained %v later (the preStop hook), got SIGTERM %v later, "+
 		"the init exited %v later with %d, the pod's sandbox %v later; SIGTERM noted by the worker %v, by the listener %v",
-		p.c.name, d.since(d.hook), d.since(d.term), d.since(d.initAt), d.code, d.since(d.pauseAt),
-		noted(d.log, "worker-term"), noted(d.log, listener))
+		p.c.name, d.since(d.hook), d.since(d.term), d.since(d.initAt), d.code, d.since(d.pauseAt), worker, listener)
 	if d.hook.IsZero() || d.term.IsZero() || !d.hook.Before(d.term) {
 		t.Errorf("want the preStop hook's drain before the SIGTERM\n%s", d.log)
 	}
@@ -580,13 +597,13 @@ func checkDeletion(t testing.TB, p *kubePod) {
 		checkSidecar(t, p, d.initAt, d.sideAt)
 	}
 	if !p.c.reaper {
-		if noted(d.log, "worker-term") {
-			t.Errorf("under tini the worker got SIGTERM: the baseline has changed, and so must docs/deployment.md\n%s", d.log)
+		if worker || listener {
+			t.Errorf("under tini the worker or the listener got SIGTERM: the baseline has changed, and so must docs/deployment.md\n%s", d.log)
 		}
 		return
 	}
-	if !noted(d.log, "worker-term") || !noted(d.log, listener) {
-		t.Errorf("want SIGTERM noted by the worker and the listener (pid %d)\n%s", p.web.ns["listening"], d.log)
+	if !worker || !listener {
+		t.Errorf("want SIGTERM noted by the worker (pid %d) and the listener (pid %d)\n%s", p.web.ns["worker"], p.web.ns["listening"], d.log)
 	}
 }
 
