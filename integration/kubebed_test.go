@@ -107,9 +107,10 @@ type hostState struct {
 // configuration says: they are restored when it has stopped.
 var kubeletSysctls = []string{"vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"}
 
-// kubeletFixedPaths are what the kubelet writes whatever its configuration
-// says: in the test bed's mount namespace, they must not appear on the host.
-var kubeletFixedPaths = []string{"/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/run/containerd"}
+// kubeletFixedPaths are what the kubelet and containerd write whatever
+// their configurations say: in the test bed's mount namespace, they must
+// not appear on the host.
+var kubeletFixedPaths = []string{"/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/run/containerd", "/opt/containerd"}
 
 // kubePause is the pod sandbox's image: catatonit -P, the pause process of
 // podman's pods, as registry.k8s.io/pause cannot be pulled here.
@@ -122,6 +123,7 @@ func newKubeBed(t testing.TB) *kubeBed {
 	requireRoot(t)
 	b := &kubeBed{bin: kubeBinDir(t), dir: t.TempDir()}
 	requireKubeHostTools(t)
+	lockKubeBed(t, b.bin)
 	b.sock = filepath.Join(b.dir, "containerd.sock")
 	b.manifests = filepath.Join(b.dir, "manifests")
 	for _, d := range []string{"manifests", "staging", "cni", "ipam", "containerd", "kubelet", "certs", "pod-logs", "volume-plugins"} {
@@ -137,6 +139,34 @@ func newKubeBed(t testing.TB) *kubeBed {
 	b.importImage(t, ociImage{name: kubePause, root: pauseRoot(t), entrypoint: []string{"/catatonit", "-P"}})
 	b.startKubelet(t)
 	return b
+}
+
+// lockKubeBed waits until no other test bed of this machine runs, and
+// keeps others waiting until the test ends: the sysctls the kubelet sets
+// are the whole machine's, and one test bed restoring them while another's
+// kubelet runs would restore the kubelet's values. The lock is a flock on
+// the test bed's bin directory.
+func lockKubeBed(t testing.TB, dir string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("opening %s to lock it: %v", dir, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	end := time.Now().Add(15 * time.Minute)
+	for logged := false; ; logged = true {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return
+		}
+		if err != unix.EWOULDBLOCK || time.Now().After(end) {
+			t.Fatalf("locking %s against the machine's other test beds: %v", dir, err)
+		}
+		if !logged {
+			t.Logf("waiting for another Kubernetes test bed of this machine to end (a lock on %s)", dir)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // observeHost records the host's state the kubelet may change.
