@@ -338,12 +338,11 @@ func TestForwardsEverySignalInOrder(t *testing.T) {
 					t.Errorf("exit %d, want 0\n%s", r.status(), r.Stderr)
 				}
 			})
-			// The default (auto) and --forward=child: COMMAND alone gets
-			// every signal; the grandchild in its group gets only a stop
-			// request (auto) or the stop signal of the teardown once
-			// COMMAND has exited: SIGTERM either way.
+			// The default and --forward=child: COMMAND alone gets every
+			// signal; the grandchild in its group gets only the stop
+			// signal of the teardown once COMMAND has exited.
 			for _, flags := range [][]string{nil, {"--forward=child"}} {
-				name := "auto"
+				name := "default"
 				if flags != nil {
 					name = "child"
 				}

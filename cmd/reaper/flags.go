@@ -50,7 +50,7 @@ func (o option) envName() string {
 // options returns reaper's flags, each bound to its field in cfg.
 func options(cfg *reaper.Config, act *action) []option {
 	return []option{
-		{name: "forward", arg: "auto|group|child", usage: "where forwarded signals go: auto sends a stop request to COMMAND's process group and any other signal to COMMAND alone; group and child send all there (default auto)",
+		{name: "forward", arg: "child|group", usage: "send forwarded signals to COMMAND alone, or to its process group (default child)",
 			value: funcValue(func(s string) error {
 				t, err := signals.ParseTarget(s)
 				cfg.Policy.Target = t

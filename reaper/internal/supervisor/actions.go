@@ -100,7 +100,7 @@ func (s *supervisor) openRecord() *record.Stop {
 // walkReach walks the tree and tracks the processes the stop request
 // reaches when forwarded; with all, the others too, returned apart.
 func (s *supervisor) walkReach(all bool) (reached, rest []*record.Process) {
-	target := s.forwarder.policy.TargetOf(s.stop.request)
+	target := s.forwarder.policy.Target
 	s.tree.Walk(func(h *handle.Handle) {
 		switch {
 		case s.forwarder.reaches(h, target):
