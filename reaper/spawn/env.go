@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/logs"
 )
 
 // Env is COMMAND's environment: reaper's own without the variables
@@ -99,6 +101,6 @@ func Trampoline() {
 		}
 	}
 	err := syscall.Exec(path, os.Args, os.Environ())
-	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", os.Args[0], ErrnoOf(err))
+	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", logs.Escape(os.Args[0]), ErrnoOf(err))
 	os.Exit(execCode(err))
 }
