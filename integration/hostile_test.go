@@ -9,11 +9,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"unicode/utf8"
 
@@ -164,5 +166,113 @@ func forgedPortHolder(t *testing.T, evil, format string) {
 	}
 	if format == "console" && !strings.Contains(stderr, `\nreaper: warning: killed pid=1 command=/sbin/init \rreaper: info`) {
 		t.Errorf("the holder's command line is not escaped visibly:\n%s", stderr)
+	}
+}
+
+// protectedSysctls reads the fs.protected_* settings, which guard files in
+// sticky world-writable directories only.
+func protectedSysctls() string {
+	var s []string
+	for _, name := range []string{"symlinks", "hardlinks", "fifos", "regular"} {
+		v, err := os.ReadFile("/proc/sys/fs/protected_" + name)
+		if err != nil {
+			s = append(s, name+"=?")
+			continue
+		}
+		s = append(s, name+"="+strings.TrimSpace(string(v)))
+	}
+	return "fs.protected_" + strings.Join(s, " fs.protected_")
+}
+
+// TestPlantedReportPath: another user plants something at the --report
+// path, in a world-writable directory that is not sticky (a shared CI
+// workspace), before a root reaper ends: it ends promptly all the same,
+// with COMMAND's status and its lock released, writes nothing through
+// what was planted, and leaves its report, mode 0600, in its place (or,
+// for a directory, one error line).
+func TestPlantedReportPath(t *testing.T) {
+	requireRoot(t)
+	t.Logf("%s (they apply to sticky directories only: this one is not)", protectedSysctls())
+	ws := filepath.Join(sharedDir(t), "workspace")
+	if err := os.Mkdir(ws, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(ws, 0o777); err != nil { // past the umask, and not sticky
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(target, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	report := filepath.Join(ws, "report.json")
+	cases := []struct {
+		name  string
+		plant []string // run as nobody
+		dir   bool     // a directory: the report cannot be written
+	}{
+		{"fifo", []string{"mkfifo", "-m", "666", report}, false},
+		{"symlink", []string{"ln", "-s", target, report}, false},
+		{"another user's file", []string{"sh", "-c", `umask 0; echo hers > "$0"`, report}, false},
+		{"directory", []string{"mkdir", "-m", "777", report}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Cleanup(func() { os.RemoveAll(report) })
+			if code, out := asNobodyRun(t, nil, c.plant...); code != 0 {
+				t.Fatalf("planting %v: exit %d %s", c.plant, code, out)
+			}
+			var planted syscall.Stat_t
+			if err := syscall.Lstat(report, &planted); err != nil {
+				t.Fatal(err)
+			}
+			var hers *os.File
+			if c.name == "another user's file" {
+				hers, _ = os.Open(report) // root looks; what she sees stays hers
+				defer hers.Close()
+			}
+			name := instanceName(t)
+			code, _, stderr := runReaper(t, nil, "--instance="+name, "--report="+report, "sh", "-c", "exit 7")
+			if code != 7 {
+				t.Errorf("exit %d, want COMMAND's 7\n%s", code, stderr)
+			}
+			if code, _, stderr := runReaper(t, nil, "--instance="+name, "true"); code != 0 {
+				t.Errorf("the next run of the instance: exit %d, want 0 (the lock released)\n%s", code, stderr)
+			}
+			if data, _ := os.ReadFile(target); string(data) != "precious\n" {
+				t.Errorf("the symbolic link's target was written: %q", data)
+			}
+			if hers != nil {
+				if data, _ := io.ReadAll(hers); string(data) != "hers\n" {
+					t.Errorf("another user's file was written into: %q", data)
+				}
+			}
+			var now syscall.Stat_t
+			if err := syscall.Lstat(report, &now); err != nil {
+				t.Fatal(err)
+			}
+			if c.dir {
+				if lines := strings.Count(stderr, "\n"); lines != 1 || !strings.Contains(stderr, "cannot write report "+report) ||
+					now.Ino != planted.Ino {
+					t.Errorf("a directory at the path: want it left and one error line, got:\n%s", stderr)
+				}
+				return
+			}
+			if stderr != "" {
+				t.Errorf("stderr: %s", stderr)
+			}
+			if now.Ino == planted.Ino || now.Mode != syscall.S_IFREG|0o600 || now.Uid != 0 {
+				t.Fatalf("at the path: inode %d mode %o uid %d; want a new regular file of root's, mode 0600 (planted: inode %d)",
+					now.Ino, now.Mode, now.Uid, planted.Ino)
+			}
+			var r struct {
+				ExitCode int `json:"exit_code"`
+			}
+			if data, err := os.ReadFile(report); err != nil || json.Unmarshal(data, &r) != nil || r.ExitCode != 7 {
+				t.Errorf("report %q (%v): want exit_code 7", data, err)
+			}
+			if left, _ := filepath.Glob(filepath.Join(ws, ".report.json.reaper-*")); len(left) > 0 {
+				t.Errorf("temporary files left: %v", left)
+			}
+		})
 	}
 }
