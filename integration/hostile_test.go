@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
@@ -274,5 +275,130 @@ func TestPlantedReportPath(t *testing.T) {
 				t.Errorf("temporary files left: %v", left)
 			}
 		})
+	}
+}
+
+// bypassForms are testdata/bypass.py's forms, and what reaper -v logs it
+// removed from each ("" where the relay removes nothing but the text
+// after a NUL).
+var bypassForms = []struct{ form, removed string }{
+	{"cr-after", "MAINPID"},
+	{"cr-before", "MAINPID"},
+	{"nul", ""},
+	{"escaped", "MAINPID"},
+	{"notifyaccess", "NOTIFYACCESS"},
+	{"unprivileged", "MAINPID"},
+}
+
+// bypassUnit runs testdata/bypass.py under wrap (reaper, or nothing), its
+// victim's pid read from pidfile.
+func bypassUnit(wrap, form, pidfile string) string {
+	return fmt.Sprintf(`[Unit]
+StartLimitIntervalSec=0
+
+[Service]
+Type=notify
+ExecStart=%s/usr/bin/python3 /opt/reaper-test/bypass.py %s %s
+TimeoutStartSec=10s
+TimeoutStopSec=3s
+Delegate=yes
+`, wrap, form, pidfile)
+}
+
+// TestNotifyRelayBypass: in a real systemd 252, a Type=notify unit runs
+// reaper around a COMMAND (or a descendant that dropped to user nobody)
+// that sends each form of datagram that used to get MAINPID= past the
+// relay, naming the process of another unit. The unit becomes active
+// (READY=1 arrives), its main pid stays reaper's, and systemctl stop
+// leaves the other unit's process alone: not signalled, same pid. The
+// baseline, the same payload as ExecStart= itself, shows that systemd
+// takes such a datagram from a unit's main process.
+func TestNotifyRelayBypass(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		skip(t, "no /usr/bin/python3 for the payload (apt-get install python3): %v", err)
+	}
+	const dir = "/opt/reaper-test"
+	spec := bootSpec{
+		units: map[string]string{
+			"reaper-bypass@.service": bypassUnit(dir+"/reaper -v --grace=1s -- ", "%i", dir+"/victim.pid"),
+			"bypass-base.service":    bypassUnit("", "cr-after", dir+"/victim-base.pid"),
+		},
+		opt: map[string][]byte{"bypass.py": mustRead(t, "testdata/bypass.py"), "helper": mustRead(t, bin().helper)},
+	}
+	ct := bootSystemdWith(t, spec)
+	// victim starts a unit of its own whose process records every signal
+	// it gets in the container's /run/NAME.log, and returns its pid.
+	victim := func(name string) (pid int, signals func() []string) {
+		log := "/run/" + name + ".log"
+		host := fmt.Sprintf("/proc/%d/root%s", ct.init, log)
+		if err := os.WriteFile(host, nil, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
+		defer cancel()
+		if out, err := ct.command(ctx, "systemd-run", "--unit="+name, dir+"/helper", "record", "-stay", log).CombinedOutput(); err != nil {
+			t.Fatalf("systemd-run: %v %s", err, out)
+		}
+		signals = func() []string {
+			data, _ := os.ReadFile(host)
+			return strings.Fields(string(data))
+		}
+		for len(signals()) == 0 { // "ready PID": its handlers are in place
+			if ctx.Err() != nil {
+				t.Fatalf("%s never got ready", name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		pid, _ = strconv.Atoi(ct.show(t, name+".service", "MainPID"))
+		if got := signals(); len(got) != 2 || got[1] != strconv.Itoa(pid) {
+			t.Fatalf("%s: MainPID %d, its log %q", name, pid, got)
+		}
+		return pid, signals
+	}
+	start := func(unit string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
+		defer cancel()
+		out, err := ct.command(ctx, "systemctl", "start", unit).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+
+	// The baseline: systemd moves the main pid to the victim.
+	basePID, baseSignals := victim("reaper-victim-base")
+	ct.install(t, "victim-base.pid", []byte(strconv.Itoa(basePID)), 0o644)
+	if err := start("bypass-base.service"); err != nil {
+		t.Fatalf("baseline: %v", err)
+	}
+	if main := ct.show(t, "bypass-base.service", "MainPID"); main != strconv.Itoa(basePID) {
+		t.Errorf("baseline: MainPID %s after READY=1\\rMAINPID=%d from the main process: the test cannot tell a bypass", main, basePID)
+	}
+	ct.systemctl(t, "stop", "bypass-base.service")
+	t.Logf("baseline, COMMAND alone: systemctl stop sent the other unit's process %q", baseSignals()[2:])
+
+	pid, signals := victim("reaper-victim")
+	ct.install(t, "victim.pid", []byte(strconv.Itoa(pid)), 0o644)
+	for _, f := range bypassForms {
+		unit := "reaper-bypass@" + f.form + ".service"
+		if err := start(unit); err != nil {
+			t.Errorf("%s: READY=1 did not arrive: %v\n%s", f.form, err, ct.journal(t, unit))
+			continue
+		}
+		// (ExecMainPID would follow MainPID: the container's /proc tells.)
+		main := ct.show(t, unit, "MainPID")
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%s/cmdline", ct.init, main))
+		if main == strconv.Itoa(pid) || !strings.HasPrefix(string(cmdline), dir+"/reaper\x00") {
+			t.Errorf("%s: MainPID %s (%q), want reaper's (the victim is %d)", f.form, main, cmdline, pid)
+		}
+		ct.systemctl(t, "stop", unit)
+		journal := ct.journal(t, unit)
+		if f.removed != "" && !strings.Contains(journal, "removed="+f.removed) {
+			t.Errorf("%s: reaper did not log that it removed %s:\n%s", f.form, f.removed, journal)
+		}
+		if got := signals(); len(got) != 2 || ct.show(t, "reaper-victim.service", "MainPID") != strconv.Itoa(pid) {
+			t.Errorf("%s: the other unit's process got %q, its unit's MainPID is %s (was %d)", f.form, got[2:],
+				ct.show(t, "reaper-victim.service", "MainPID"), pid)
+		}
 	}
 }
