@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -400,5 +402,115 @@ func TestNotifyRelayBypass(t *testing.T) {
 			t.Errorf("%s: the other unit's process got %q, its unit's MainPID is %s (was %d)", f.form, got[2:],
 				ct.show(t, "reaper-victim.service", "MainPID"), pid)
 		}
+	}
+}
+
+// TestNamespaceEscapeIsStopped: without a cgroup (an unprivileged reaper
+// here), a user holds a user and PID namespace outside the run; her
+// COMMAND enters it with nsenter and forks there. The child is reparented
+// to that namespace's init, out of reaper's tree; it still carries the
+// run's marker, and reaper stops it at the end of the run (SIGTERM, which
+// it records and exits on), with a warning that says how it escaped.
+func TestNamespaceEscapeIsStopped(t *testing.T) {
+	nobody := asNobody(t)[:len(asNobody(t))-1] // setpriv ... --
+	held := newFIFO(t, "held")
+	holder := exec.Command(nobody[0], append(nobody[1:], "unshare", "-Urpf", "--mount-proc", "sh", "-c",
+		`echo "held $$" > "$0"; exec sleep 1000`, held.path)...)
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var init int
+	t.Cleanup(func() {
+		if init != 0 {
+			syscall.Kill(init, syscall.SIGKILL) // the namespace's init: the kernel kills the rest of it
+		}
+		holder.Process.Kill()
+		holder.Wait()
+	})
+	if line := held.next(t); line != "held 1" {
+		t.Fatalf("the holder wrote %q, want held 1", line)
+	}
+	if kids := childrenOf(holder.Process.Pid); len(kids) == 1 {
+		init = kids[0]
+	} else {
+		t.Fatalf("unshare has children %v", kids)
+	}
+
+	rec, gate := newFIFO(t, "escapee"), newFIFO(t, "gate")
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	script := `nsenter --preserve-credentials -U -p -t "$HOLDER" sh -c '"$HELPER" record "$R" &'; read x < "$G"`
+	cmd := exec.CommandContext(ctx, nobody[0], append(nobody[1:], bin().reaper, "--cgroup=off", "--grace=5s", "sh", "-c", script)...)
+	cmd.Env = append(os.Environ(), "HOLDER="+strconv.Itoa(init), "HELPER="+bin().helper, "R="+rec.path, "G="+gate.path)
+	// A file, not a pipe: an escapee that outlives reaper would hold a
+	// pipe open, and Wait with it.
+	stderr, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := rec.next(t)
+	escapee := firstBelow(init, func(pid int) bool {
+		ns, _ := innermostPID(pid)
+		return "ready "+strconv.Itoa(ns) == line
+	})
+	if escapee == 0 || slices.Contains(descendants(cmd.Process.Pid), escapee) {
+		t.Fatalf("no escapee below the namespace's init %d (%q), or it is still below reaper", init, line)
+	}
+	gate.f.Write([]byte("go\n"))
+	err = cmd.Wait()
+	log, _ := os.ReadFile(stderr.Name())
+	if err != nil {
+		t.Errorf("reaper: %v\n%s", err, log)
+	}
+	if got, err := rec.tryNext(time.Second); got != "SIGTERM" {
+		t.Errorf("the escapee got %q (%v), want SIGTERM (it exits on it)\n%s", got, err, log)
+	}
+	want := fmt.Sprintf(`reaper: warning: escapee of this run instance=run-%d-`, cmd.Process.Pid)
+	how := fmt.Sprintf(`pid=%d command="%s record %s" how="left reaper's tree: another PID namespace" signal=SIGTERM`, escapee, bin().helper, rec.path)
+	if !strings.Contains(string(log), want) || !strings.Contains(string(log), how) {
+		t.Errorf("no warning names escapee %d and how it escaped:\n%s", escapee, log)
+	}
+}
+
+// descendants lists the processes below pid.
+func descendants(pid int) []int {
+	var all []int
+	for _, child := range childrenOf(pid) {
+		all = append(append(all, child), descendants(child)...)
+	}
+	return all
+}
+
+// TestNestedReaperKeepsTheOuterMarker: a reaper below a reaper keeps the
+// outer run's marker beside its own. When the outer one, in /proc mode, is
+// SIGKILLed (the inner dies of its parent-death signal, and so does its
+// COMMAND), the next start of the outer instance still finds what the
+// inner run started and stops it.
+func TestNestedReaperKeepsTheOuterMarker(t *testing.T) {
+	cg := sharedCgroup(t, 128)
+	name := instanceName(t)
+	first := plant(t, false, tree{flags: []string{"--cgroup=off", "--instance=" + name, bin().reaper, "--cgroup=off", "--"},
+		ups: 1, body: `setsid sh -c "$LEAF" &`, cgroup: cg, leave: true})
+	left := pidfds(t, first.ups)
+	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", first.ups[0]))
+	t.Logf("the inner run's leaf has %s", regexp.MustCompile(`REAPER_INSTANCE=[^\x00]*`).Find(env))
+	first.signal(syscall.SIGKILL)
+	first.wait()
+	if alive := running(left, first.ups); len(alive) != 1 {
+		t.Fatalf("the killed reapers left %v running; the test needs the inner run's leaf", alive)
+	}
+	second := start(t, opts{cg: cg, args: []string{"--instance=" + name, "--cgroup=off", "--grace=1s", "true"}})
+	r := second.wait()
+	if alive := running(left, first.ups); len(alive) > 0 {
+		t.Errorf("the inner run's leaf still runs: %v\n%s", alive, r.Stderr)
+	}
+	if !regexp.MustCompile(fmt.Sprintf(`warning: leftover of an earlier run instance=%s pid=%d `, regexp.QuoteMeta(name), first.ups[0])).
+		MatchString(r.Stderr) {
+		t.Errorf("no warning names the inner run's leaf %d:\n%s", first.ups[0], r.Stderr)
 	}
 }

@@ -58,7 +58,7 @@ func (s *supervisor) start() error {
 // --cgroup=auto, a kernel that cannot start a process in a cgroup (clone3
 // missing, or refusing CLONE_INTO_CGROUP) makes it start COMMAND outside.
 func (s *supervisor) spawn() (int, error) {
-	set := []string{instance.Var + "=" + s.held.marker}
+	set := []string{instance.Var + "=" + instance.Nest(s.held.marker, os.Getenv(instance.Var))}
 	if s.held.relay = s.openRelay(); s.held.relay != nil {
 		set = append(set, notify.Variable+"="+s.held.relay.Address())
 	}
