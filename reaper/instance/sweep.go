@@ -28,7 +28,7 @@ type Sweep struct {
 	// It escaped the teardown: it entered another PID namespace (nsenter
 	// into one another process of the same user holds: no privilege
 	// needed), or was reparented outside reaper's tree (reaper could not
-	// become a subreaper, or a subreaper below it let it go). Each is
+	// become a subreaper, ptrace games). Each is
 	// stopped as a leftover is, with a warning that says how it escaped,
 	// and one of another user's, which reaper does not signal, is named in
 	// a warning.
@@ -236,9 +236,10 @@ func (s *Sweep) Markers() [][]byte {
 // one of markers (as its own or an outer run's, see Nest) and that
 // another user could not have made so, spared, the descendants of self and
 // (since not 0) the processes started before clock tick since aside; it
-// calls untrusted with the pid of each marked process of another user. It looks in every namespace /proc shows: a marker's token is fresh
-// for each run, so only that run's processes carry it, in whatever
-// namespaces they entered (a PrivateTmp= unit, a container it started).
+// calls untrusted with the pid of each marked process of another user. It
+// looks in every namespace /proc shows: a marker's token is fresh for each
+// run, so only that run's processes carry it, in whatever namespaces they
+// entered (a PrivateTmp= unit, a container it started).
 func findMarked(markers [][]byte, spared map[int]bool, self int, since uint64, untrusted func(pid int)) []*handle.Handle {
 	pids, err := procfs.ListPIDs(procfs.Root)
 	if err != nil {
