@@ -186,6 +186,8 @@ func TestUsageErrors(t *testing.T) {
 		{nil, []string{"--rewrite=TERM", "true"}, "FROM:TO"},
 		{nil, []string{"--rewrite=TERM:NOPE", "true"}, `unknown signal "NOPE"`},
 		{nil, []string{"--rewrite=KILL:TERM", "true"}, "never forwarded"},
+		{nil, []string{"--rewrite=HUP:0,HUP:INT", "true"}, "rewrite SIGHUP:SIGINT conflicts with rewrite SIGHUP:0"},
+		{nil, []string{"--rewrite=HUP:0", "--rewrite=TERM:QUIT,SIGHUP:INT", "true"}, "rewrite SIGHUP:SIGINT conflicts with rewrite SIGHUP:0"},
 		{nil, []string{"--forward=session", "true"}, "--forward"},
 		{nil, []string{"--success-exit=256", "true"}, "--success-exit"},
 		{nil, []string{"--log-format=xml", "true"}, "--log-format"},
@@ -194,6 +196,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"REAPER_GRACE=soon"}, []string{"true"}, "REAPER_GRACE"},
 		{[]string{"REAPER_FORWARD=session"}, []string{"true"}, "REAPER_FORWARD"},
 		{[]string{"REAPER_REWRITE=TERM:QUIT,HUP:NOPE"}, []string{"true"}, "REAPER_REWRITE"},
+		{[]string{"REAPER_REWRITE=HUP:0,HUP:INT"}, []string{"true"}, "REAPER_REWRITE"},
+		{[]string{"REAPER_REWRITE=HUP:0,hup:int"}, []string{"true"}, "conflicts with rewrite SIGHUP:0"},
 		{[]string{"REAPER_VERBOSE=loud"}, []string{"true"}, "REAPER_VERBOSE"},
 	}
 	for _, c := range cases {

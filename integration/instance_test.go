@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -290,4 +291,29 @@ func TestDescendantMovedOutOfTheCgroupIsStillStopped(t *testing.T) {
 	p.release(t)
 	r := p.wait() // with the grace of 30 s honoured, the test's deadline comes first
 	p.expectClean(t, r, 0)
+}
+
+func TestDescendantThatLeftTheCgroupGetsTheStopSignal(t *testing.T) {
+	// A descendant moves itself into a sibling group of reaper's leaf and
+	// stays below reaper; a TERM-ignoring one keeps the leaf populated for
+	// the whole grace period. The one that left must get SIGTERM at once,
+	// with the rest, and exit on it: not only the final SIGKILL.
+	cg := sharedCgroup(t, 128)
+	other := filepath.Join(cg.v2, "elsewhere")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rec := newFIFO(t, "left")
+	p := plant(t, false, tree{flags: []string{"--cgroup=on", "--grace=3s"}, ups: 2, cgroup: cg, env: []string{"R=" + rec.path},
+		body: fmt.Sprintf(`sh -c "$STUBBORN" &
+sh -c 'echo $$ > %s/cgroup.procs && echo "up $$" > "$F" && exec "$HELPER" record "$R"' &`, other)})
+	if line := rec.next(t); !strings.HasPrefix(line, "ready ") {
+		t.Fatalf("the recorder wrote %q", line)
+	}
+	p.release(t)
+	r := p.wait()
+	p.expectClean(t, r, 0) // the recorder "exited", the stubborn one "killed"
+	if line, err := rec.tryNext(time.Second); line != "SIGTERM" {
+		t.Errorf("the descendant outside the leaf got %q (%v), want SIGTERM\n%s", line, err, r.Stderr)
+	}
 }

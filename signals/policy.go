@@ -104,6 +104,22 @@ func ParseRewrite(s string) (Rewrite, error) {
 	return r, nil
 }
 
+// AddRewrite returns rules with r added. Two rules for one signal that
+// say different things (HUP:0 and HUP:INT) are an error naming both: which
+// one was meant cannot be told. A rule given twice is kept once.
+func AddRewrite(rules []Rewrite, r Rewrite) ([]Rewrite, error) {
+	for _, old := range rules {
+		if old.From != r.From {
+			continue
+		}
+		if old.To != r.To {
+			return rules, fmt.Errorf("rewrite %s conflicts with rewrite %s: one rule per signal", r, old)
+		}
+		return rules, nil
+	}
+	return append(rules, r), nil
+}
+
 // String returns r in the form ParseRewrite reads.
 func (r Rewrite) String() string {
 	if r.To == 0 {
@@ -118,8 +134,8 @@ func (r Rewrite) String() string {
 type Policy struct {
 	// Target says who receives forwarded signals.
 	Target Target
-	// Rewrites apply before forwarding; a later rewrite of the same
-	// signal wins.
+	// Rewrites apply before forwarding, at most one per signal (see
+	// AddRewrite); should there be more, the last one wins.
 	Rewrites []Rewrite
 	// StopOn lists the signals that are stop requests (--stop-on; by
 	// default SIGTERM, and the stop signal). Whether a signal is one

@@ -59,7 +59,9 @@ func options(cfg *reaper.Config, act *action) []option {
 		{name: "rewrite", arg: "FROM:TO", list: true, usage: "forward signal FROM as TO; TO 0 drops FROM (repeatable; TERM:QUIT, HUP:0)",
 			value: funcValue(func(s string) error {
 				r, err := signals.ParseRewrite(s)
-				cfg.Policy.Rewrites = append(cfg.Policy.Rewrites, r)
+				if err == nil {
+					cfg.Policy.Rewrites, err = signals.AddRewrite(cfg.Policy.Rewrites, r)
+				}
 				return err
 			})},
 		{name: "success-exit", arg: "N", list: true, usage: "exit 0 when COMMAND's status is N, or 128+S for signal S (repeatable; 143: killed by SIGTERM)",

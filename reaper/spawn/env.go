@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/logs"
 )
 
 // Env is COMMAND's environment: reaper's own without the variables
@@ -150,6 +152,6 @@ func Trampoline() {
 	setMaskBits(&mask, t.mask)
 	setThreadMask(mask)
 	err := syscall.Exec(path, os.Args, os.Environ())
-	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", os.Args[0], ErrnoOf(err))
+	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", logs.Escape(os.Args[0]), ErrnoOf(err))
 	os.Exit(execCode(err))
 }

@@ -74,7 +74,7 @@ func (s *supervisor) spawn() (int, error) {
 		s.log.Warn("cannot leave the working directory", logs.Err(err))
 		dir = ""
 	}
-	set := []string{instance.Var + "=" + s.held.marker}
+	set := []string{instance.Var + "=" + instance.Nest(s.held.marker, os.Getenv(instance.Var))}
 	if s.held.relay = s.openRelay(); s.held.relay != nil {
 		set = append(set, notify.Variable+"="+s.held.relay.Address())
 	}
