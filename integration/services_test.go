@@ -116,9 +116,8 @@ func (l *lines) mark() int {
 	return len(l.all)
 }
 
-// waitMatches blocks until n lines past the first from match re, and
-// returns the number of lines up to the n-th.
-func (l *lines) waitMatches(t testing.TB, from int, re *regexp.Regexp, n int) int {
+// waitMatches blocks until n lines past the first from match re.
+func (l *lines) waitMatches(t testing.TB, from int, re *regexp.Regexp, n int) {
 	t.Helper()
 	timeout := time.After(deadline)
 	for {
@@ -129,7 +128,7 @@ func (l *lines) waitMatches(t testing.TB, from int, re *regexp.Regexp, n int) in
 		for i := from; i < len(seen); i++ {
 			if re.MatchString(seen[i]) {
 				if found++; found == n {
-					return i + 1
+					return
 				}
 			}
 		}
@@ -409,7 +408,11 @@ func TestRedis(t *testing.T) {
 		s.signal(syscall.SIGTERM)
 		res := s.wait()
 		expectStopped(t, res, 0)
-		<-out.closed
+		select {
+		case <-out.closed: // redis's last lines are in
+		case <-time.After(deadline):
+			t.Fatalf("redis's stdout still open %v after its exit", deadline)
+		}
 		if out.matching(redisSaved) != 1 || out.matching(redisBye) != 1 {
 			t.Errorf("redis did not save and say goodbye:\n%s", out)
 		}
