@@ -34,6 +34,9 @@ type Proc struct {
 	// will not show (hidepid=2 hides other users' processes: a setuid
 	// program below an unprivileged reaper, say). It cannot be signalled.
 	Hidden func(pid int)
+	// Exclude is a child of Root's that is no descendant to walk (reaper's
+	// guardian), or 0.
+	Exclude int
 
 	// list and open are procfs.Children and openListed, replaced in tests.
 	list func(pid int, tids []int) []int
@@ -84,7 +87,7 @@ func (p *Proc) walk(skip map[int]bool, visit func(*handle.Handle)) {
 			pid := queue[0]
 			queue = queue[1:]
 			for _, child := range p.list(pid, threadsOf(pid)) {
-				if seen[child] {
+				if seen[child] || pid == p.Root && child == p.Exclude && child != 0 {
 					continue
 				}
 				seen[child] = true
@@ -176,6 +179,9 @@ func (p *Proc) scanAll(skip map[int]bool, visit func(*handle.Handle)) {
 		parent := queue[0]
 		queue = queue[1:]
 		for _, pid := range byParent[parent] {
+			if parent == p.Root && pid == p.Exclude && pid != 0 {
+				continue
+			}
 			if skip[pid] {
 				queue = append(queue, pid)
 				continue

@@ -151,6 +151,9 @@ func (s *supervisor) newTree() tree.Tree {
 	}
 	hidden := &hiddenSet{log: s.log}
 	proc := tree.NewProc(s.self.pid, s.self.threads, hidden.report)
+	if s.held.guardian != nil {
+		proc.Exclude = s.held.guardian.PID() // reaper's own, no descendant of COMMAND's
+	}
 	if s.held.leaf == nil {
 		return proc
 	}

@@ -167,6 +167,10 @@ type children struct {
 	// none is set when the last wait4 said ECHILD: nothing is left below
 	// reaper (as subreaper it inherits every orphan).
 	none bool
+	// guardianOnly is set when the last wait4 found children but none
+	// exited while the guardian lives: nothing else may be left (see
+	// noChildren).
+	guardianOnly bool
 	// stopped holds the children wait4 reported stopped and not continued
 	// since: a stop continues them (SIGCONT) without reading /proc.
 	stopped map[int]bool
@@ -244,11 +248,10 @@ func Run(cfg Config) Exit {
 
 // supervise is the run, once reaper is set up: what comes before COMMAND,
 // COMMAND's start, the event loop until nothing is left, and the end.
-// reaper becomes a subreaper just before COMMAND starts: nothing before
-// forks anything that outlives its parent, but the guardian.
 func (s *supervisor) supervise() Exit {
-	s.launchGuardian() // first: its start overlaps the rest of the set-up
+	s.becomeSubreaper()
 	s.self.ownProc = procIsOurs(s.self.pid, s.log)
+	s.launchGuardian() // early: its start overlaps the rest of the set-up
 	<-s.self.spares // before anything can fill pids.max: a sweep, a wait, COMMAND
 	if code, ok := s.prepare(); !ok {
 		if s.caught.early != 0 {
@@ -256,8 +259,6 @@ func (s *supervisor) supervise() Exit {
 		}
 		return Exit{Code: code}
 	}
-	s.settleGuardian() // before reaper is a subreaper: the guardian must not be reparented to it
-	s.becomeSubreaper()
 	<-s.caught.all // every signal reaper forwards is caught before COMMAND can be sent one
 	if err := s.start(); err != nil {
 		code := s.startFailed(err)
