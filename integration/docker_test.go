@@ -79,16 +79,7 @@ func newDockerd(t *testing.T, initPath string) *dockerd {
 		"--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--ip-forward=false",
 		"--init-path="+initPath)
 	d.cmd.Env = os.Environ()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.cmd.Stdout, d.cmd.Stderr = pw, pw
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	go d.log.readFrom(pr)
+	startLogged(t, d.cmd, d.log)
 	go func() { d.cmd.Wait(); close(d.ended) }()
 	d.waitReady(t)
 	return d
