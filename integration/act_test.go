@@ -49,12 +49,11 @@ func actBinary(t *testing.T) string {
 // actJob is one run of act.
 type actJob struct {
 	cmd    *exec.Cmd
-	out    *lines      // act's stdout and stderr: its log and the steps' output
-	events chan string // the lines the step's processes announce on $F
-	gate   *fifo       // the step waits for a line here ($G)
-	cg     *testGroup  // act and everything it starts
-	done   chan struct{}
-	err    error // act's end, once done is closed
+	out    *lines        // act's stdout and stderr: its log and the steps' output
+	events chan string   // the lines the step's processes announce on $F
+	gate   *fifo         // the step waits for a line here ($G)
+	cg     *testGroup    // act and everything it starts
+	done   chan struct{} // closed once act has exited and its output is read
 }
 
 // startAct runs act on workflow, a file of testdata/act whose steps' shell
@@ -64,7 +63,7 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 	t.Helper()
 	act := actBinary(t)
 	dir := t.TempDir()
-	j := &actJob{out: newLines(), events: make(chan string, 16), gate: newFIFO(t, "gate"), done: make(chan struct{})}
+	j := &actJob{events: make(chan string, 16), gate: newFIFO(t, "gate"), done: make(chan struct{})}
 	j.cg = sharedCgroup(t, 256)
 
 	// The checkout: the workflow alone, committed.
@@ -110,9 +109,10 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 	argv := joinArgv(args...)
 	j.cmd = exec.Command(argv[0], argv[1:]...)
 	j.cmd.Dir, j.cmd.Env = repo, append(env, j.cg.joinEnv()...)
-	startLogged(t, j.cmd, j.out)
+	d := startDaemon(t, "act", j.cmd)
+	j.out = d.log
 	go func() {
-		j.err = j.cmd.Wait()
+		<-d.ended
 		<-j.out.closed // only act holds the pipe: the steps have a terminal of act's
 		close(j.done)
 	}()
@@ -137,22 +137,6 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 	return j
 }
 
-// startLogged starts cmd with its stdout and stderr, together, read into
-// log.
-func startLogged(t testing.TB, cmd *exec.Cmd, log *lines) {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	go log.readFrom(r)
-}
-
 // announced reads n lines "KIND PID" from the step's processes, and
 // returns the pids of each kind.
 func (j *actJob) announced(t *testing.T, n int) map[string][]int {
@@ -169,7 +153,7 @@ func (j *actJob) announced(t *testing.T, n int) map[string][]int {
 			select {
 			case line = <-j.events:
 			default:
-				t.Fatalf("act ended (%v) before the step's processes announced themselves:\n%s", j.err, j.out)
+				t.Fatalf("act ended (%v) before the step's processes announced themselves:\n%s", j.cmd.ProcessState, j.out)
 			}
 		}
 		kind, pid, _ := strings.Cut(line, " ")
@@ -198,13 +182,11 @@ func (j *actJob) wait(t *testing.T) int {
 	case <-time.After(deadline):
 		t.Fatalf("act still runs after %v:\n%s", deadline, j.out)
 	}
-	if j.err != nil {
-		if code, ok := shellStatus(j.err); ok {
-			return code
-		}
-		t.Fatalf("act: %v\n%s", j.err, j.out)
+	ws := j.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
 	}
-	return 0
+	return ws.ExitStatus()
 }
 
 // expect fails the test unless act's output holds each of the texts.

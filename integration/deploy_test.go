@@ -612,7 +612,7 @@ func documentedBuild(path string) error {
 
 // busyboxInto puts a static busybox and links for applets into dir, or skips
 // the test when this machine's busybox is not static (busybox-static).
-func busyboxInto(t *testing.T, dir string, applets ...string) string {
+func busyboxInto(t testing.TB, dir string, applets ...string) string {
 	t.Helper()
 	path, err := exec.LookPath("busybox")
 	if err != nil {
@@ -656,7 +656,7 @@ func busyboxBin(t *testing.T) string {
 }
 
 // repoRoot is the repository's top directory.
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	t.Helper()
 	dir, err := filepath.Abs("..")
 	if err != nil {
@@ -666,7 +666,7 @@ func repoRoot(t *testing.T) string {
 }
 
 // goEnv returns a go env variable.
-func goEnv(t *testing.T, name string) string {
+func goEnv(t testing.TB, name string) string {
 	t.Helper()
 	out, err := exec.Command("go", "env", name).Output()
 	if err != nil {
@@ -679,7 +679,7 @@ func goEnv(t *testing.T, name string) string {
 
 // removeCgroupTree removes a cgroup and every group below it, deepest first,
 // trying again while processes still leave them.
-func removeCgroupTree(t *testing.T, dir string) {
+func removeCgroupTree(t testing.TB, dir string) {
 	if _, err := os.Stat(dir); err != nil {
 		return
 	}
@@ -906,7 +906,7 @@ func (ct *nspawn) install(t *testing.T, name string, data []byte, mode os.FileMo
 	}
 }
 
-func mustRead(t *testing.T, path string) []byte {
+func mustRead(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {

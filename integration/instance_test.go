@@ -38,13 +38,23 @@ func instanceName(t *testing.T) string {
 // pidfds opens a pidfd on each pid, closed when the test ends.
 func pidfds(t testing.TB, pids []int) []int {
 	t.Helper()
+	return pidfdsUntil(t, t, pids)
+}
+
+// cleaner is what ends with a test: a test, or the parent of the subtest
+// that makes it.
+type cleaner interface{ Cleanup(func()) }
+
+// pidfdsUntil opens a pidfd on each pid, closed when owner ends.
+func pidfdsUntil(t testing.TB, owner cleaner, pids []int) []int {
+	t.Helper()
 	var fds []int
 	for _, pid := range pids {
 		fd, err := unix.PidfdOpen(pid, 0)
 		if err != nil {
 			t.Fatalf("pidfd_open(%d): %v", pid, err)
 		}
-		t.Cleanup(func() { unix.Close(fd) })
+		owner.Cleanup(func() { unix.Close(fd) })
 		fds = append(fds, fd)
 	}
 	return fds

@@ -146,7 +146,10 @@ func (g *Guardian) Arm(spec Spec) error {
 // that whoever reaps reaper's orphans has it gone before reaper is.
 func (g *Guardian) Release() error {
 	_, err := g.pipe.WriteString(done)
-	if err == nil {
+	switch {
+	case errors.Is(err, syscall.EPIPE):
+		err = nil // it is gone already: nothing to release
+	case err == nil:
 		err = awaitReaderGone(int(g.pipe.Fd()), releaseWait)
 	}
 	if cerr := g.pipe.Close(); err == nil {
@@ -230,8 +233,11 @@ func verify(value string) (stage string, reaper int, ok bool) {
 // returns the guardian's exit code.
 func guard(reaper int) int {
 	nameThreads("reaper-guard") // not "exe", nor reaper's own name: ps tells them apart
-	// Nothing aimed at a terminal, or a reload, is for the guardian.
-	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+	// Nothing aimed at a terminal, a reload or a stop is for the guardian:
+	// it ends when reaper's run does (systemd's KillMode=control-group
+	// sends SIGTERM to every process of the unit, reaper's guardian too,
+	// while reaper's teardown runs).
+	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	in := bufio.NewReader(os.NewFile(pipeFD, "reaper"))
 	line, err := in.ReadString('\n')
 	var spec Spec
