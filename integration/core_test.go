@@ -238,8 +238,8 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 		flags := [][2]string{{"--forward", "REAPER_FORWARD"}, {"--rewrite", "REAPER_REWRITE"},
 			{"--success-exit", "REAPER_SUCCESS_EXIT"}, {"--stop-signal", "REAPER_STOP_SIGNAL"},
 			{"--pdeathsig", "REAPER_PDEATHSIG"}, {"--grace", "REAPER_GRACE"}, {"--timeout", "REAPER_TIMEOUT"},
-			{"--wait", "REAPER_WAIT"}, {"--report", "REAPER_REPORT"}, {"--instance", ""},
-			{"--replace", "REAPER_REPLACE"}, {"--cgroup", "REAPER_CGROUP"}, {"--wait-port", "REAPER_WAIT_PORT"},
+			{"--wait", "REAPER_WAIT"}, {"--leftovers", "REAPER_LEFTOVERS"}, {"--report", "REAPER_REPORT"}, {"--instance", ""},
+			{"--replace", "REAPER_REPLACE"}, {"--cgroup", "REAPER_CGROUP"}, {"--guardian", "REAPER_GUARDIAN"}, {"--wait-port", "REAPER_WAIT_PORT"},
 			{"--wait-port-timeout", "REAPER_WAIT_PORT_TIMEOUT"}, {"--log-format", "REAPER_LOG_FORMAT"},
 			{"--verbose", "REAPER_VERBOSE"}, {"-v", ""}, {"--version", ""}, {"--help", ""}}
 		for _, f := range flags {
@@ -253,7 +253,7 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 				t.Errorf("reaper %s has no line for %s %s", arg, f[0], f[1])
 			}
 		}
-		for _, code := range []string{"N", "128+S", "2", "124", "125", "126", "127"} {
+		for _, code := range []string{"N", "128+S", "2", "123", "124", "125", "126", "127"} {
 			if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(code) + `\s+\S`).MatchString(stdout) {
 				t.Errorf("reaper %s does not explain exit code %s", arg, code)
 			}

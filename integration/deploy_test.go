@@ -166,9 +166,12 @@ func TestExamplesKeepTheirTimeouts(t *testing.T) {
 			t.Errorf("%s: terminationGracePeriodSeconds %v is not above --grace=%v", name, period, grace)
 		}
 	}
-	for _, name := range []string{"examples/github-actions.yml", "examples/gitlab-ci.yml"} {
-		if !regexp.MustCompile(`reaper --timeout=\S+ .*--report=reaper.json -- make test`).MatchString(read(name)) {
-			t.Errorf("%s: no 'reaper --timeout=... --report=reaper.json -- make test'", name)
+	for name, line := range map[string]string{
+		"examples/github-actions.yml": `shell: reaper --timeout=\S+ .*--report=reaper.json -- bash --noprofile --norc -eo pipefail \{0\}\n\s+run: make test`,
+		"examples/gitlab-ci.yml":      `reaper --timeout=\S+ .*--report=reaper.json -- make test`,
+	} {
+		if !regexp.MustCompile(line).MatchString(read(name)) {
+			t.Errorf("%s: nothing matches %s", name, line)
 		}
 	}
 	docker := read("Dockerfile")

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -65,7 +66,11 @@ func running(fds []int, pids []int) []int {
 	var alive []int
 	for i, fd := range fds {
 		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if n, _ := unix.Poll(p, 0); n == 0 {
+		n, err := unix.Poll(p, 0)
+		for errors.Is(err, unix.EINTR) { // not an exit: ask again
+			n, err = unix.Poll(p, 0)
+		}
+		if n == 0 {
 			alive = append(alive, pids[i])
 		}
 	}

@@ -67,11 +67,13 @@ Exit codes:
   %-5d usage error: unknown flag, bad value, unknown signal, no COMMAND;
         also a live reaper holds the --instance (and --replace cannot stop
         it), or a --wait-port stays held
+  %-5d --leftovers=fail: COMMAND exited 0 but left processes that had to be
+        stopped
   %-5d --timeout expired
   %-5d reaper could not do its own work: fork failed, --cgroup=on impossible,
         instance lock not taken, or COMMAND survived SIGKILL
   %-5d COMMAND found but not executable, or not reachable (a directory
         on its path that may not be searched), or exec failed
   %-5d COMMAND not found
-`, reaper.ExitUsage, reaper.ExitTimeout, reaper.ExitInternal, reaper.ExitCannotExec, reaper.ExitNotFound)
+`, reaper.ExitUsage, reaper.ExitLeftovers, reaper.ExitTimeout, reaper.ExitInternal, reaper.ExitCannotExec, reaper.ExitNotFound)
 }
