@@ -494,7 +494,9 @@ func descendants(pid int) []int {
 func TestNestedReaperKeepsTheOuterMarker(t *testing.T) {
 	cg := sharedCgroup(t, 128)
 	name := instanceName(t)
-	first := plant(t, false, tree{flags: []string{"--cgroup=off", "--instance=" + name, bin().reaper, "--cgroup=off", "--"},
+	// --guardian=off, both: the next start's sweep is what this tests.
+	first := plant(t, false, tree{flags: []string{"--cgroup=off", "--guardian=off", "--instance=" + name, bin().reaper,
+		"--cgroup=off", "--guardian=off", "--"},
 		ups: 1, body: `setsid sh -c "$LEAF" &`, cgroup: cg, leave: true})
 	left := pidfds(t, first.ups)
 	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", first.ups[0]))
