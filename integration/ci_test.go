@@ -67,7 +67,7 @@ setsid sh -c "$STUBBORN" &`})
 				t.Errorf("reaper ended before the runner's SIGTERM: the 30 s grace was not honoured")
 			}
 			p.expectClean(t, r, 128+int(syscall.SIGINT))
-			if !regexp.MustCompile(`info: stopping: COMMAND first reason=signal`).MatchString(r.Stderr) {
+			if !regexp.MustCompile(`info: stopping reason=signal first=COMMAND`).MatchString(r.Stderr) {
 				t.Errorf("SIGINT did not begin a stop:\n%s", r.Stderr)
 			}
 			if rep := p.readReport(t); rep.Teardown == nil || rep.Teardown.Received != "SIGINT" || rep.Teardown.Killed != 1 {

@@ -50,14 +50,15 @@ func (s *supervisor) signalCommand() {
 	rec := s.openRecord()
 	reached, _ := s.walkReach(false)
 	s.forwardRequest(reached)
-	fields := []zapcore.Field{logs.String("reason", rec.Reason.String()), logs.Int("reached", len(reached))}
+	fields := []zapcore.Field{logs.String("reason", rec.Reason.String()), logs.String("first", "COMMAND"),
+		logs.Int("reached", len(reached))}
 	if s.stop.budget.NoDeadline {
-		fields = append(fields, logs.String("deadline", "none: the manager's"))
+		fields = append(fields, logs.String("grace", "none: the manager's"))
 	} else {
 		fields = append(fields, logs.Duration("grace", s.stopDeadline()),
 			logs.Duration("others_after", s.stop.machine.OthersAfter()))
 	}
-	s.log.Info("stopping: COMMAND first", fields...)
+	s.log.Info("stopping", fields...)
 }
 
 // signalOthers sends the stop signal to every descendant that has not had

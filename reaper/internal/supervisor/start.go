@@ -39,8 +39,11 @@ func (s *supervisor) start() error {
 	s.cmd.mu.Unlock()
 	s.tree = s.newTree()
 	s.stop.emptied = s.tree.Emptied()
+	// Where /proc is not reaper's, the tree is COMMAND's process group
+	// while COMMAND lives, and nothing once it has exited: the others
+	// must get the stop signal with COMMAND.
 	order := stop.Mixed
-	if s.cfg.KillMode == KillModeControlGroup {
+	if s.cfg.KillMode == KillModeControlGroup || !s.self.ownProc {
 		order = stop.All
 	}
 	s.stop.machine = stop.New(s.stop.budget, order, s.cfg.Wait)
