@@ -252,7 +252,7 @@ func (s *supervisor) supervise() Exit {
 	s.becomeSubreaper()
 	s.self.ownProc = procIsOurs(s.self.pid, s.log)
 	s.launchGuardian() // early: its start overlaps the rest of the set-up
-	<-s.self.spares // before anything can fill pids.max: a sweep, a wait, COMMAND
+	<-s.self.spares    // before anything can fill pids.max: a sweep, a wait, COMMAND
 	if code, ok := s.prepare(); !ok {
 		if s.caught.early != 0 {
 			return s.exit(code, s.caught.early) // a stop request ends reaper as it would have without it
