@@ -42,7 +42,7 @@ func (s *supervisor) step() {
 		s.stop.exits.noteExits(s.stop.record, tokens, time.Now())
 	case <-s.stop.timers.graceC:
 		s.stop.timers.graceC = nil
-		s.log.Info("grace period over", logs.Duration("grace", s.stopDeadline()))
+		s.log.Info("grace period over", logs.Duration("grace", s.stop.timers.graceFor))
 		s.feed(stop.GraceExpired)
 	case <-s.stop.timers.othersC:
 		s.stop.timers.othersC = nil
@@ -109,7 +109,7 @@ func (s *supervisor) feed(ev stop.Event) []stop.Action {
 		case stop.ArmGrace:
 			s.stop.timers.armGrace(s.stop.machine.DeadlineAfter(), s.stop.record.Began)
 		case stop.ArmLeftovers:
-			s.stop.timers.armGrace(s.stop.machine.LeftoversGrace(), time.Now())
+			s.stop.timers.armSooner(s.stop.machine.LeftoversGrace(), time.Now())
 		case stop.ArmOthers:
 			s.stop.timers.armOthers(s.stop.machine.OthersAfter(), s.stop.record.Began)
 		case stop.ArmKillWait:
@@ -268,10 +268,21 @@ func (s *supervisor) stopDeadline() time.Duration {
 }
 
 // armGrace arms the deadline d after from (the start of the stop, not the
-// end of its walk; or now).
+// end of its walk).
 func (t *timers) armGrace(d time.Duration, from time.Time) {
-	t.grace = time.NewTimer(max(d-time.Since(from), 0))
+	if t.grace != nil {
+		t.grace.Stop()
+	}
+	t.grace, t.graceAt, t.graceFor = time.NewTimer(max(d-time.Since(from), 0)), from.Add(d), d
 	t.graceC = t.grace.C
+}
+
+// armSooner arms the deadline d after from, unless the one armed comes
+// sooner.
+func (t *timers) armSooner(d time.Duration, from time.Time) {
+	if t.graceC == nil || from.Add(d).Before(t.graceAt) {
+		t.armGrace(d, from)
+	}
 }
 
 // armOthers arms the time the others get the stop signal, d after the

@@ -218,6 +218,8 @@ func (c *command) livePID() int {
 type timers struct {
 	grace, others, timeout, kill     *time.Timer
 	graceC, othersC, timeoutC, killC <-chan time.Time
+	graceAt                          time.Time     // when grace fires
+	graceFor                         time.Duration // the period it ends, for the log
 }
 
 // Run starts cfg.Command, supervises it until it and every other descendant
