@@ -11,7 +11,8 @@ package integration
 // to exit runs per shim, default 300), REAPER_BENCH_IDLE (idle window,
 // default 60s), REAPER_BENCH_SIGNALS (forwarded signals, default 10000),
 // REAPER_BENCH_ORPHANS (default 10000), REAPER_BENCH_TEARDOWNS (trees per
-// shim and size, default 2).
+// shim and size, default 2), REAPER_BENCH_PODS (deletions per pod, default
+// 3, in kube_test.go: it needs the Kubernetes test bed).
 
 import (
 	"debug/elf"

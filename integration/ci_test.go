@@ -4,48 +4,74 @@ package integration
 
 import (
 	"regexp"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/reaper-init/reaper/signals"
 )
 
-// TestGitHubCancelSequence models how the GitHub runner cancels a step:
-// SIGINT, 7.5 s later SIGTERM, 2.5 s later SIGKILL of what still runs. In
-// GitHub Actions (GITHUB_ACTIONS=true) SIGINT is a stop request: the
-// step's processes get a graceful stop (COMMAND's group the SIGINT, the
-// others SIGTERM, a TERM-ignorer SIGKILL at the default deadline), and
-// reaper ends on its own before the runner's SIGKILL would come, whichever
-// of the two signals comes first.
+// runnerCancel cancels p as the GitHub runner cancels a step's process
+// (actions/runner, src/Runner.Sdk/ProcessInvoker.cs, CancelAndKillProcessTree
+// with killProcessOnCancel false, as ScriptHandler runs a run: step):
+// SIGINT to the process alone; if it has not exited 7.5 s later, SIGTERM
+// to it alone; if it has not exited 2.5 s after that, SIGKILL to it alone
+// (on Linux the runner's "kill the process tree" is Process.Kill() of the
+// step's process). It returns how reaper ended and what was sent.
+func runnerCancel(p *planted) (*result, []syscall.Signal) {
+	ended := make(chan *result, 1)
+	go func() { ended <- p.wait() }()
+	var sent []syscall.Signal
+	for _, step := range []struct {
+		sig  syscall.Signal
+		wait time.Duration
+	}{{syscall.SIGINT, 7500 * time.Millisecond}, {syscall.SIGTERM, 2500 * time.Millisecond}, {syscall.SIGKILL, deadline}} {
+		p.signal(step.sig)
+		sent = append(sent, step.sig)
+		select {
+		case r := <-ended:
+			return r, sent
+		case <-time.After(step.wait):
+		}
+	}
+	return <-ended, sent
+}
+
+// TestGitHubCancelSequence: in GitHub Actions (GITHUB_ACTIONS=true) the
+// runner's SIGINT is a stop request: COMMAND's group gets the SIGINT, the
+// other processes SIGTERM once COMMAND has exited, a TERM-ignorer SIGKILL,
+// and reaper ends before the runner's SIGKILL would come. With the default
+// grace (5 s) that is before the runner's SIGTERM; with a longer one (given,
+// or a systemd unit's stop timeout: a self-hosted runner's service has
+// TimeoutStopSec=5min) the SIGTERM is a second stop request, which
+// SIGKILLs what is left at once.
 func TestGitHubCancelSequence(t *testing.T) {
-	for _, order := range [][2]syscall.Signal{{syscall.SIGINT, syscall.SIGTERM}, {syscall.SIGTERM, syscall.SIGINT}} {
-		t.Run(signals.Name(order[0])+"-first", func(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		flags    []string
+		termSent bool // the runner's SIGTERM comes before reaper's end
+	}{
+		{"default grace", nil, false},
+		{"grace beyond the runner's 7.5 s", []string{"--grace=30s"}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			p := plant(t, false, tree{ups: 3, env: []string{"GITHUB_ACTIONS=true"}, body: `sh -c "$LEAF" &
+			p := plant(t, false, tree{flags: c.flags, ups: 3, env: []string{"GITHUB_ACTIONS=true"}, body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &
 setsid sh -c "$STUBBORN" &`})
-			p.signal(order[0])
-			ended := make(chan *result, 1)
-			go func() { ended <- p.wait() }()
-			var r *result
-			select {
-			case r = <-ended:
-			case <-time.After(7500 * time.Millisecond):
-				p.signal(order[1]) // the runner's second signal: a second stop request, SIGKILL now
-				select {
-				case r = <-ended:
-				case <-time.After(2500 * time.Millisecond):
-					p.signal(syscall.SIGKILL) // the runner's kill: reaper did not end in time
-					r = <-ended
-				}
+			r, sent := runnerCancel(p)
+			t.Logf("the runner sent %v", names(sent))
+			if slices.Contains(sent, syscall.SIGKILL) {
+				t.Errorf("reaper did not end before the runner's SIGKILL")
 			}
-			p.expectClean(t, r, 128+int(order[0]))
-			if !regexp.MustCompile(`info: stopping: COMMAND first reason=signal`).MatchString(r.Stderr) {
-				t.Errorf("%s did not begin a stop:\n%s", signals.Name(order[0]), r.Stderr)
+			if c.termSent && !slices.Contains(sent, syscall.SIGTERM) {
+				t.Errorf("reaper ended before the runner's SIGTERM: the 30 s grace was not honoured")
 			}
-			if rep := p.readReport(t); rep.Teardown == nil || rep.Teardown.Received != signals.Name(order[0]) || rep.Teardown.Killed != 1 {
-				t.Errorf("report: %+v, want a stop begun by %s that killed the TERM-ignorer alone", rep.Teardown, signals.Name(order[0]))
+			p.expectClean(t, r, 128+int(syscall.SIGINT))
+			if !regexp.MustCompile(`info: stopping reason=signal first=COMMAND`).MatchString(r.Stderr) {
+				t.Errorf("SIGINT did not begin a stop:\n%s", r.Stderr)
+			}
+			if rep := p.readReport(t); rep.Teardown == nil || rep.Teardown.Received != "SIGINT" || rep.Teardown.Killed != 1 {
+				t.Errorf("report: %+v, want a stop begun by SIGINT that killed the TERM-ignorer alone", rep.Teardown)
 			}
 		})
 	}

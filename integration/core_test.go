@@ -186,6 +186,8 @@ func TestUsageErrors(t *testing.T) {
 		{nil, []string{"--rewrite=TERM", "true"}, "FROM:TO"},
 		{nil, []string{"--rewrite=TERM:NOPE", "true"}, `unknown signal "NOPE"`},
 		{nil, []string{"--rewrite=KILL:TERM", "true"}, "never forwarded"},
+		{nil, []string{"--rewrite=HUP:0,HUP:INT", "true"}, "rewrite SIGHUP:SIGINT conflicts with rewrite SIGHUP:0"},
+		{nil, []string{"--rewrite=HUP:0", "--rewrite=TERM:QUIT,SIGHUP:INT", "true"}, "rewrite SIGHUP:SIGINT conflicts with rewrite SIGHUP:0"},
 		{nil, []string{"--forward=session", "true"}, "--forward"},
 		{nil, []string{"--success-exit=256", "true"}, "--success-exit"},
 		{nil, []string{"--log-format=xml", "true"}, "--log-format"},
@@ -194,6 +196,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"REAPER_GRACE=soon"}, []string{"true"}, "REAPER_GRACE"},
 		{[]string{"REAPER_FORWARD=session"}, []string{"true"}, "REAPER_FORWARD"},
 		{[]string{"REAPER_REWRITE=TERM:QUIT,HUP:NOPE"}, []string{"true"}, "REAPER_REWRITE"},
+		{[]string{"REAPER_REWRITE=HUP:0,HUP:INT"}, []string{"true"}, "REAPER_REWRITE"},
+		{[]string{"REAPER_REWRITE=HUP:0,hup:int"}, []string{"true"}, "conflicts with rewrite SIGHUP:0"},
 		{[]string{"REAPER_VERBOSE=loud"}, []string{"true"}, "REAPER_VERBOSE"},
 	}
 	for _, c := range cases {
@@ -234,8 +238,8 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 		flags := [][2]string{{"--forward", "REAPER_FORWARD"}, {"--rewrite", "REAPER_REWRITE"},
 			{"--success-exit", "REAPER_SUCCESS_EXIT"}, {"--stop-signal", "REAPER_STOP_SIGNAL"},
 			{"--pdeathsig", "REAPER_PDEATHSIG"}, {"--grace", "REAPER_GRACE"}, {"--timeout", "REAPER_TIMEOUT"},
-			{"--wait", "REAPER_WAIT"}, {"--report", "REAPER_REPORT"}, {"--instance", ""},
-			{"--replace", "REAPER_REPLACE"}, {"--cgroup", "REAPER_CGROUP"}, {"--wait-port", "REAPER_WAIT_PORT"},
+			{"--wait", "REAPER_WAIT"}, {"--leftovers", "REAPER_LEFTOVERS"}, {"--report", "REAPER_REPORT"}, {"--instance", ""},
+			{"--replace", "REAPER_REPLACE"}, {"--cgroup", "REAPER_CGROUP"}, {"--guardian", "REAPER_GUARDIAN"}, {"--wait-port", "REAPER_WAIT_PORT"},
 			{"--wait-port-timeout", "REAPER_WAIT_PORT_TIMEOUT"}, {"--log-format", "REAPER_LOG_FORMAT"},
 			{"--verbose", "REAPER_VERBOSE"}, {"-v", ""}, {"--version", ""}, {"--help", ""}}
 		for _, f := range flags {
@@ -249,7 +253,7 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 				t.Errorf("reaper %s has no line for %s %s", arg, f[0], f[1])
 			}
 		}
-		for _, code := range []string{"N", "128+S", "2", "124", "125", "126", "127"} {
+		for _, code := range []string{"N", "128+S", "2", "123", "124", "125", "126", "127"} {
 			if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(code) + `\s+\S`).MatchString(stdout) {
 				t.Errorf("reaper %s does not explain exit code %s", arg, code)
 			}
@@ -338,12 +342,11 @@ func TestForwardsEverySignalInOrder(t *testing.T) {
 					t.Errorf("exit %d, want 0\n%s", r.status(), r.Stderr)
 				}
 			})
-			// The default (auto) and --forward=child: COMMAND alone gets
-			// every signal; the grandchild in its group gets only a stop
-			// request (auto) or the stop signal of the teardown once
-			// COMMAND has exited: SIGTERM either way.
+			// The default and --forward=child: COMMAND alone gets every
+			// signal; the grandchild in its group gets only the stop
+			// signal of the teardown once COMMAND has exited.
 			for _, flags := range [][]string{nil, {"--forward=child"}} {
-				name := "auto"
+				name := "default"
 				if flags != nil {
 					name = "child"
 				}

@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -166,9 +167,12 @@ func TestExamplesKeepTheirTimeouts(t *testing.T) {
 			t.Errorf("%s: terminationGracePeriodSeconds %v is not above --grace=%v", name, period, grace)
 		}
 	}
-	for _, name := range []string{"examples/github-actions.yml", "examples/gitlab-ci.yml"} {
-		if !regexp.MustCompile(`reaper --timeout=\S+ .*--report=reaper.json -- make test`).MatchString(read(name)) {
-			t.Errorf("%s: no 'reaper --timeout=... --report=reaper.json -- make test'", name)
+	for name, line := range map[string]string{
+		"examples/github-actions.yml": `shell: reaper --timeout=\S+ .*--report=reaper.json -- bash --noprofile --norc -eo pipefail \{0\}\n\s+run: make test`,
+		"examples/gitlab-ci.yml":      `reaper --timeout=\S+ .*--report=reaper.json -- make test`,
+	} {
+		if !regexp.MustCompile(line).MatchString(read(name)) {
+			t.Errorf("%s: nothing matches %s", name, line)
 		}
 	}
 	docker := read("Dockerfile")
@@ -609,7 +613,7 @@ func documentedBuild(path string) error {
 
 // busyboxInto puts a static busybox and links for applets into dir, or skips
 // the test when this machine's busybox is not static (busybox-static).
-func busyboxInto(t *testing.T, dir string, applets ...string) string {
+func busyboxInto(t testing.TB, dir string, applets ...string) string {
 	t.Helper()
 	path, err := exec.LookPath("busybox")
 	if err != nil {
@@ -653,7 +657,7 @@ func busyboxBin(t *testing.T) string {
 }
 
 // repoRoot is the repository's top directory.
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	t.Helper()
 	dir, err := filepath.Abs("..")
 	if err != nil {
@@ -663,7 +667,7 @@ func repoRoot(t *testing.T) string {
 }
 
 // goEnv returns a go env variable.
-func goEnv(t *testing.T, name string) string {
+func goEnv(t testing.TB, name string) string {
 	t.Helper()
 	out, err := exec.Command("go", "env", name).Output()
 	if err != nil {
@@ -676,7 +680,7 @@ func goEnv(t *testing.T, name string) string {
 
 // removeCgroupTree removes a cgroup and every group below it, deepest first,
 // trying again while processes still leave them.
-func removeCgroupTree(t *testing.T, dir string) {
+func removeCgroupTree(t testing.TB, dir string) {
 	if _, err := os.Stat(dir); err != nil {
 		return
 	}
@@ -848,10 +852,16 @@ type bootSpec struct {
 	// files are bound read-only at any other path of the container (path:
 	// content); nspawn makes the directories they need.
 	files map[string]string
+	// dirs are host directories bound read-only at the same path.
+	dirs []string
 }
 
+// nspawnSeq numbers the containers of this test process: tests that run
+// in parallel each boot their own.
+var nspawnSeq atomic.Int32
+
 // bootSystemdWith is bootSystemd with more files in the container.
-func bootSystemdWith(t *testing.T, spec bootSpec) *nspawn {
+func bootSystemdWith(t testing.TB, spec bootSpec) *nspawn {
 	t.Helper()
 	requireRoot(t)
 	for _, tool := range []string{"systemd-nspawn", "script", "nsenter"} {
@@ -862,7 +872,8 @@ func bootSystemdWith(t *testing.T, spec bootSpec) *nspawn {
 	if _, err := os.Stat("/usr/lib/systemd/systemd"); err != nil {
 		skip(t, "no systemd on this machine to boot: %v", err)
 	}
-	ct := &nspawn{name: fmt.Sprintf("reaper-nspawn-%d", os.Getpid()), dir: t.TempDir(), ended: make(chan struct{})}
+	name := fmt.Sprintf("reaper-nspawn-%d-%d", os.Getpid(), nspawnSeq.Add(1))
+	ct := &nspawn{name: name, dir: t.TempDir(), ended: make(chan struct{})}
 	ct.console = filepath.Join(ct.dir, "console.log")
 	args := []string{"systemd-nspawn", "-D", "/", "--volatile=yes", "-b", "--register=no", "--keep-unit",
 		"--private-network", "-M", ct.name, "--bind-ro=" + ct.dir + ":/opt/reaper-test"}
@@ -874,6 +885,9 @@ func bootSystemdWith(t *testing.T, spec bootSpec) *nspawn {
 	for name, text := range spec.units {
 		ct.install(t, name, []byte(text), 0o644)
 		args = append(args, "--bind-ro="+filepath.Join(ct.dir, name)+":/etc/systemd/system/"+name)
+	}
+	for _, dir := range spec.dirs {
+		args = append(args, "--bind-ro="+dir)
 	}
 	if len(spec.files) > 0 {
 		dir := t.TempDir()
@@ -896,14 +910,14 @@ func bootSystemdWith(t *testing.T, spec bootSpec) *nspawn {
 }
 
 // install writes a file into the directory bound at /opt/reaper-test.
-func (ct *nspawn) install(t *testing.T, name string, data []byte, mode os.FileMode) {
+func (ct *nspawn) install(t testing.TB, name string, data []byte, mode os.FileMode) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(ct.dir, name), data, mode); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func mustRead(t *testing.T, path string) []byte {
+func mustRead(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -914,7 +928,7 @@ func mustRead(t *testing.T, path string) []byte {
 
 // start runs systemd-nspawn under script (it needs a terminal) from cgroups
 // of the test's own, bounded by pids.max.
-func (ct *nspawn) start(t *testing.T, nspawnLine string) {
+func (ct *nspawn) start(t testing.TB, nspawnLine string) {
 	t.Helper()
 	ct.makeGroups(t)
 	t.Cleanup(func() { ct.shutdown(t) })
@@ -938,7 +952,7 @@ func (ct *nspawn) start(t *testing.T, nspawnLine string) {
 // cgroup2, of name=systemd and of the v1 pids hierarchy. With --keep-unit,
 // nspawn makes its payload and supervisor groups below its own group in
 // name=systemd, and the same path in cgroup2: the paths must agree.
-func (ct *nspawn) makeGroups(t *testing.T) {
+func (ct *nspawn) makeGroups(t testing.TB) {
 	t.Helper()
 	bounded := false
 	for _, h := range cgroupHierarchies() {
@@ -966,7 +980,7 @@ func (ct *nspawn) makeGroups(t *testing.T) {
 }
 
 // removeGroups removes the test's cgroups and what nspawn made below them.
-func (ct *nspawn) removeGroups(t *testing.T) {
+func (ct *nspawn) removeGroups(t testing.TB) {
 	for _, dir := range ct.groups {
 		removeCgroupTree(t, dir)
 	}
@@ -978,7 +992,7 @@ func (ct *nspawn) removeGroups(t *testing.T) {
 const bootDeadline = 3 * time.Minute
 
 // waitBoot finds the container's systemd and waits until it is up.
-func (ct *nspawn) waitBoot(t *testing.T) {
+func (ct *nspawn) waitBoot(t testing.TB) {
 	t.Helper()
 	end := time.Now().Add(bootDeadline)
 	for ct.init == 0 {
@@ -1183,7 +1197,7 @@ func (ct *nspawn) restartAndStop(t *testing.T, unit, marker string) [][]string {
 
 // shutdown kills the container's PID 1 (the kernel then kills the rest of
 // its PID namespace), waits for nspawn, and removes the cgroups.
-func (ct *nspawn) shutdown(t *testing.T) {
+func (ct *nspawn) shutdown(t testing.TB) {
 	if ct.init != 0 && startTime(ct.init) == ct.initAt {
 		syscall.Kill(ct.init, syscall.SIGKILL)
 	}

@@ -19,7 +19,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -45,13 +44,11 @@ var quickTeardown = regexp.MustCompile(`(?m)teardown: (\d+) descendants, (\d+) e
 // run in namespaces of its own (see engineNS) with no bridge, no iptables
 // rules and no IP forwarding.
 type dockerd struct {
-	dir   string
-	ns    *engineNS
-	cmd   *exec.Cmd
-	log   *lines // the daemon's output
-	ended chan struct{}
-	env   []string // the client's: DOCKER_HOST and the like
-	net   string   // the host's network settings before the daemon started
+	*daemon
+	dir string
+	ns  *engineNS
+	env []string // the client's: DOCKER_HOST and the like
+	net string   // the host's network settings before the daemon started
 }
 
 // newDockerd starts a private dockerd whose init (`docker run --init`) is
@@ -64,7 +61,7 @@ func newDockerd(t *testing.T, initPath string) *dockerd {
 			skip(t, "%s not installed (apt-get install docker.io): %v", tool, err)
 		}
 	}
-	d := &dockerd{dir: t.TempDir(), log: newLines(), ended: make(chan struct{}), net: hostNetwork()}
+	d := &dockerd{dir: t.TempDir(), net: hostNetwork()}
 	sock := filepath.Join(d.dir, "docker.sock")
 	d.env = append(os.Environ(), "DOCKER_HOST=unix://"+sock, "DOCKER_CONFIG="+filepath.Join(d.dir, "client"), "DOCKER_BUILDKIT=1")
 	// Its identity key in its own directory, not in /etc/docker.
@@ -74,23 +71,13 @@ func newDockerd(t *testing.T, initPath string) *dockerd {
 	}
 	d.ns = newEngineNS(t, d.dir, "docker")
 	t.Cleanup(func() { d.close(t) })
-	d.cmd = d.ns.command(context.Background(), d.ns.group(t, "daemon"), "dockerd",
+	cmd := d.ns.command(context.Background(), d.ns.group(t, "daemon"), "dockerd",
 		"--data-root="+d.dir+"/data", "--exec-root="+d.dir+"/exec", "--host=unix://"+sock,
 		"--pidfile="+d.dir+"/dockerd.pid", "--config-file="+d.dir+"/daemon.json",
 		"--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--ip-forward=false",
 		"--init-path="+initPath)
-	d.cmd.Env = os.Environ()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.cmd.Stdout, d.cmd.Stderr = pw, pw
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	go d.log.readFrom(pr)
-	go func() { d.cmd.Wait(); close(d.ended) }()
+	cmd.Env = os.Environ()
+	d.daemon = startDaemon(t, "dockerd", cmd)
 	d.waitReady(t)
 	return d
 }
@@ -130,28 +117,17 @@ func tail(s string, n int) string {
 // which it started, stops with it), ends its namespaces, removes its
 // cgroups, and checks that the host's network settings did not change.
 func (d *dockerd) close(t *testing.T) {
-	select {
-	case <-d.ended:
-	default:
-		if d.cmd != nil && d.cmd.Process != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			if ids, err := d.run(ctx, "ps", "--all", "--quiet"); err == nil && strings.TrimSpace(ids) != "" {
-				d.run(ctx, append([]string{"rm", "--force"}, strings.Fields(ids)...)...)
-			}
-			if ids, err := d.run(ctx, "images", "--all", "--quiet"); err == nil && strings.TrimSpace(ids) != "" {
-				d.run(ctx, append([]string{"rmi", "--force"}, strings.Fields(ids)...)...)
-			}
-			d.run(ctx, "builder", "prune", "--all", "--force")
-			cancel()
-			d.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d.ended:
-			case <-time.After(deadline):
-				t.Errorf("dockerd did not stop within %v of SIGTERM", deadline)
-				d.cmd.Process.Kill()
-				<-d.ended
-			}
+	if d.daemon != nil && !d.exited() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		if ids, err := d.run(ctx, "ps", "--all", "--quiet"); err == nil && strings.TrimSpace(ids) != "" {
+			d.run(ctx, append([]string{"rm", "--force"}, strings.Fields(ids)...)...)
 		}
+		if ids, err := d.run(ctx, "images", "--all", "--quiet"); err == nil && strings.TrimSpace(ids) != "" {
+			d.run(ctx, append([]string{"rmi", "--force"}, strings.Fields(ids)...)...)
+		}
+		d.run(ctx, "builder", "prune", "--all", "--force")
+		cancel()
+		d.stop(t)
 	}
 	if d.ns != nil {
 		d.ns.close(t)
@@ -161,12 +137,13 @@ func (d *dockerd) close(t *testing.T) {
 	}
 }
 
-// hostNetwork describes what dockerd would change in the host's network
-// if it were not told not to: IP forwarding and its bridges.
+// hostNetwork describes what dockerd, or containerd's CNI plugins, would
+// change in the host's network if they were not kept from it: IP
+// forwarding and their bridges.
 func hostNetwork() string {
 	forward, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	desc := "ip_forward=" + strings.TrimSpace(string(forward))
-	for _, link := range []string{"docker0", "docker_gwbridge"} {
+	for _, link := range []string{"docker0", "docker_gwbridge", "cni0"} {
 		if _, err := os.Stat("/sys/class/net/" + link); err == nil {
 			desc += " " + link
 		}

@@ -37,7 +37,7 @@ import (
 // podman with a fresh run root frees all of, other podmans' included),
 // runc its state in /run/runc, containerd makes /opt/containerd and its
 // shims' sockets in /run/containerd, and dockerd /run/docker, whatever
-// their roots say.
+// their roots say. engineOptions add to them.
 //
 // The namespaces live as long as their holder, a `cat` whose stdin the
 // test holds, and the processes the engine starts in them.
@@ -45,8 +45,25 @@ type engineNS struct {
 	dir    string   // the engine's directory: /var/lib, /opt and a staging area for mounts below it
 	root   string   // the groups' path from each hierarchy's root
 	groups []string // root in each hierarchy, cgroup2's first
+	opts   engineOptions
 	holder *exec.Cmd
 	hold   io.WriteCloser
+}
+
+// engineOptions are what an engine needs beyond the namespaces every
+// engine gets.
+type engineOptions struct {
+	// net: a network namespace of its own too, with its loopback up, in
+	// which whatever the engine does to the network (bridges, routes,
+	// forwarding) stays.
+	net bool
+	// private: more directories that get a directory of the test in the
+	// namespace, as /var/lib does (the kubelet writes /var/log/containers
+	// whatever its configuration says).
+	private []string
+	// pidsMax bounds the processes and threads of the engine and its
+	// containers; 512 when 0.
+	pidsMax int
 }
 
 var engineSeq atomic.Int64
@@ -54,16 +71,29 @@ var engineSeq atomic.Int64
 // newEngineNS makes the groups and starts the holder of the namespaces, or
 // skips the test where they cannot be made. kind names the engine in the
 // groups' name. close ends them.
-func newEngineNS(t *testing.T, dir, kind string) *engineNS {
+func newEngineNS(t testing.TB, dir, kind string) *engineNS {
+	t.Helper()
+	return newEngineNSWith(t, dir, kind, engineOptions{})
+}
+
+// newEngineNSWith is newEngineNS with options.
+func newEngineNSWith(t testing.TB, dir, kind string, opts engineOptions) *engineNS {
 	t.Helper()
 	requireRoot(t)
-	for _, tool := range []string{"unshare", "nsenter", "mount", "umount"} {
+	tools := []string{"unshare", "nsenter", "mount", "umount"}
+	if opts.net {
+		tools = append(tools, "ip")
+	}
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			skip(t, "%s not installed (apt-get install util-linux mount): %v", tool, err)
+			skip(t, "%s not installed (apt-get install util-linux mount iproute2): %v", tool, err)
 		}
 	}
-	n := &engineNS{dir: dir, root: fmt.Sprintf("/reaper-%s-%d-%d", kind, os.Getpid(), engineSeq.Add(1))}
-	for _, d := range []string{"varlib", "opt", "stage"} {
+	if opts.pidsMax == 0 {
+		opts.pidsMax = 512
+	}
+	n := &engineNS{dir: dir, root: fmt.Sprintf("/reaper-%s-%d-%d", kind, os.Getpid(), engineSeq.Add(1)), opts: opts}
+	for _, d := range append([]string{"varlib", "opt", "stage"}, n.privateDirs()...) {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -73,9 +103,19 @@ func newEngineNS(t *testing.T, dir, kind string) *engineNS {
 	return n
 }
 
+// privateDirs names the directories of the test that take the place of
+// opts.private in the namespace, in the same order.
+func (n *engineNS) privateDirs() []string {
+	var dirs []string
+	for _, p := range n.opts.private {
+		dirs = append(dirs, "private"+strings.ReplaceAll(p, "/", "-"))
+	}
+	return dirs
+}
+
 // makeGroups makes root in every hierarchy but the v1 memory one, with a
 // pids.max bound where the pids controller is.
-func (n *engineNS) makeGroups(t *testing.T) {
+func (n *engineNS) makeGroups(t testing.TB) {
 	t.Helper()
 	bounded := false
 	for _, h := range cgroupHierarchies() {
@@ -93,7 +133,7 @@ func (n *engineNS) makeGroups(t *testing.T) {
 			n.groups = append(n.groups, dir)
 		}
 		if h.v2 || h.pids {
-			bounded = bounded || os.WriteFile(dir+"/pids.max", []byte("512"), 0) == nil
+			bounded = bounded || os.WriteFile(dir+"/pids.max", []byte(strconv.Itoa(n.opts.pidsMax)), 0) == nil
 		}
 		inheritCpuset(dir)
 	}
@@ -121,7 +161,7 @@ func inheritCpuset(dir string) {
 
 // group makes the group name below root in every hierarchy, for processes
 // of the engine, and returns its directories.
-func (n *engineNS) group(t *testing.T, name string) []string {
+func (n *engineNS) group(t testing.TB, name string) []string {
 	t.Helper()
 	var dirs []string
 	for _, g := range n.groups {
@@ -144,15 +184,18 @@ exec cat`
 
 // startHolder starts the holder from root, so that root is the root of its
 // cgroup namespace in every hierarchy.
-func (n *engineNS) startHolder(t *testing.T) {
+func (n *engineNS) startHolder(t testing.TB) {
 	t.Helper()
 	mounts, err := n.mountScript()
 	if err != nil {
 		n.removeGroups(t)
 		skip(t, "container engine namespace: %v", err)
 	}
-	args := append(append([]string{"-c", joinGroups, "sh"}, n.groups...), "--",
-		"unshare", "--mount", "--cgroup", "--propagation=private", "--", "sh", "-c", holderScript)
+	args := append(append([]string{"-c", joinGroups, "sh"}, n.groups...), "--", "unshare", "--mount", "--cgroup")
+	if n.opts.net {
+		args = append(args, "--net")
+	}
+	args = append(args, "--propagation=private", "--", "sh", "-c", holderScript)
 	n.holder = exec.Command("sh", args...)
 	n.holder.Env = append(os.Environ(), "MOUNTS="+mounts)
 	n.holder.Stderr = os.Stderr
@@ -190,8 +233,9 @@ shift
 exec "$@"`
 
 // mountScript is the shell code that makes the namespace's /sys/fs/cgroup
-// show root as the root of each hierarchy, binds the engine's own /var/lib
-// and /opt, and mounts a tmpfs on /run and /dev/shm.
+// show root as the root of each hierarchy, binds the engine's own /var/lib,
+// /opt and opts.private, mounts a tmpfs on /run and /dev/shm, and brings up
+// the loopback of a network namespace of its own.
 //
 // On this project's hybrid layout (v1 hierarchies and cgroup2 in
 // directories of one tmpfs), the groups are bound aside, every hierarchy
@@ -252,8 +296,14 @@ func (n *engineNS) mountScript() (string, error) {
 	}
 	add("mount --bind %s /var/lib", filepath.Join(n.dir, "varlib"))
 	add("mount --bind %s /opt", filepath.Join(n.dir, "opt"))
+	for i, dir := range n.privateDirs() {
+		add("mkdir -p %s && mount --bind %s %s", n.opts.private[i], filepath.Join(n.dir, dir), n.opts.private[i])
+	}
 	add("mount -t tmpfs -o mode=0755 reaper-test-run /run")
 	add("mount -t tmpfs -o mode=1777 reaper-test-shm /dev/shm")
+	if n.opts.net {
+		add("ip link set lo up")
+	}
 	return strings.Join(lines, "\n"), nil
 }
 
@@ -265,7 +315,11 @@ func shellQuote(s string) string {
 // command runs argv in the namespaces, from the groups dirs (see group).
 func (n *engineNS) command(ctx context.Context, dirs []string, argv ...string) *exec.Cmd {
 	args := append(append([]string{"-c", joinGroups, "sh"}, dirs...), "--", "nsenter", "-t", strconv.Itoa(n.holder.Process.Pid),
-		"--mount", "--cgroup", "--")
+		"--mount", "--cgroup")
+	if n.opts.net {
+		args = append(args, "--net")
+	}
+	args = append(args, "--")
 	cmd := exec.CommandContext(ctx, "sh", append(args, argv...)...)
 	cmd.WaitDelay = time.Second
 	return cmd
@@ -276,7 +330,7 @@ func (n *engineNS) command(ctx context.Context, dirs []string, argv ...string) *
 // outlive the commands that started them, and one still running would
 // make groups again after the test removed them. It kills what is left
 // after the deadline, and removes the groups.
-func (n *engineNS) close(t *testing.T) {
+func (n *engineNS) close(t testing.TB) {
 	if n.holder != nil && n.holder.Process != nil {
 		n.hold.Close()
 		done := make(chan struct{})
@@ -299,7 +353,7 @@ func (n *engineNS) close(t *testing.T) {
 }
 
 // removeGroups removes root and every group below it, in each hierarchy.
-func (n *engineNS) removeGroups(t *testing.T) {
+func (n *engineNS) removeGroups(t testing.TB) {
 	for _, dir := range n.groups {
 		removeCgroupTree(t, dir)
 	}
@@ -319,7 +373,7 @@ func outputOf(cmd *exec.Cmd) (string, error) {
 // mustSucceed runs the client tool with args through run, with a deadline
 // of a few minutes (builds are slow under load), and fails the test on an
 // error.
-func mustSucceed(t *testing.T, tool string, run func(context.Context, ...string) (string, error), args ...string) string {
+func mustSucceed(t testing.TB, tool string, run func(context.Context, ...string) (string, error), args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -116,16 +116,19 @@ func TestGuardianSignalsOnlyTheRun(t *testing.T) {
 }
 
 // markerOf returns the run's marker (REAPER_INSTANCE=...) from pid's
-// environment.
+// environment. The process may be in the middle of an execve, when the
+// kernel shows no environment: it reads again until the deadline.
 func markerOf(t *testing.T, pid int) string {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, kv := range strings.Split(string(data), "\x00") {
-		if strings.HasPrefix(kv, "REAPER_INSTANCE=") {
-			return kv
+	for end := time.Now().Add(deadline); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range strings.Split(string(data), "\x00") {
+			if strings.HasPrefix(kv, "REAPER_INSTANCE=") {
+				return kv
+			}
 		}
 	}
 	t.Fatalf("no REAPER_INSTANCE in %d's environment", pid)

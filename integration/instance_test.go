@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,13 +39,23 @@ func instanceName(t *testing.T) string {
 // pidfds opens a pidfd on each pid, closed when the test ends.
 func pidfds(t testing.TB, pids []int) []int {
 	t.Helper()
+	return pidfdsUntil(t, t, pids)
+}
+
+// cleaner is what ends with a test: a test, or the parent of the subtest
+// that makes it.
+type cleaner interface{ Cleanup(func()) }
+
+// pidfdsUntil opens a pidfd on each pid, closed when owner ends.
+func pidfdsUntil(t testing.TB, owner cleaner, pids []int) []int {
+	t.Helper()
 	var fds []int
 	for _, pid := range pids {
 		fd, err := unix.PidfdOpen(pid, 0)
 		if err != nil {
 			t.Fatalf("pidfd_open(%d): %v", pid, err)
 		}
-		t.Cleanup(func() { unix.Close(fd) })
+		owner.Cleanup(func() { unix.Close(fd) })
 		fds = append(fds, fd)
 	}
 	return fds
@@ -54,7 +66,11 @@ func running(fds []int, pids []int) []int {
 	var alive []int
 	for i, fd := range fds {
 		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if n, _ := unix.Poll(p, 0); n == 0 {
+		n, err := unix.Poll(p, 0)
+		for errors.Is(err, unix.EINTR) { // not an exit: ask again
+			n, err = unix.Poll(p, 0)
+		}
+		if n == 0 {
 			alive = append(alive, pids[i])
 		}
 	}
@@ -280,4 +296,29 @@ func TestDescendantMovedOutOfTheCgroupIsStillStopped(t *testing.T) {
 	p.release(t)
 	r := p.wait() // with the grace of 30 s honoured, the test's deadline comes first
 	p.expectClean(t, r, 0)
+}
+
+func TestDescendantThatLeftTheCgroupGetsTheStopSignal(t *testing.T) {
+	// A descendant moves itself into a sibling group of reaper's leaf and
+	// stays below reaper; a TERM-ignoring one keeps the leaf populated for
+	// the whole grace period. The one that left must get SIGTERM at once,
+	// with the rest, and exit on it: not only the final SIGKILL.
+	cg := sharedCgroup(t, 128)
+	other := filepath.Join(cg.v2, "elsewhere")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rec := newFIFO(t, "left")
+	p := plant(t, false, tree{flags: []string{"--cgroup=on", "--grace=3s"}, ups: 2, cgroup: cg, env: []string{"R=" + rec.path},
+		body: fmt.Sprintf(`sh -c "$STUBBORN" &
+sh -c 'echo $$ > %s/cgroup.procs && echo "up $$" > "$F" && exec "$HELPER" record "$R"' &`, other)})
+	if line := rec.next(t); !strings.HasPrefix(line, "ready ") {
+		t.Fatalf("the recorder wrote %q", line)
+	}
+	p.release(t)
+	r := p.wait()
+	p.expectClean(t, r, 0) // the recorder "exited", the stubborn one "killed"
+	if line, err := rec.tryNext(time.Second); line != "SIGTERM" {
+		t.Errorf("the descendant outside the leaf got %q (%v), want SIGTERM\n%s", line, err, r.Stderr)
+	}
 }

@@ -342,35 +342,57 @@ func (l *lines) String() string {
 // the lines seen so far.
 func (l *lines) waitFor(t testing.TB, patterns ...*regexp.Regexp) []string {
 	t.Helper()
+	return l.waitUntil(t, fmt.Sprintf("%d patterns", len(patterns)), func(seen []string) bool {
+		for _, p := range patterns {
+			if len(matching(seen, p)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitCount blocks until n lines match pattern, and returns them.
+func (l *lines) waitCount(t testing.TB, pattern *regexp.Regexp, n int) []string {
+	t.Helper()
+	seen := l.waitUntil(t, fmt.Sprintf("%d lines matching %s", n, pattern), func(seen []string) bool {
+		return len(matching(seen, pattern)) >= n
+	})
+	return matching(seen, pattern)
+}
+
+// waitUntil blocks until done says yes to the lines seen so far, and
+// returns them; it fails the test, saying what it waited for, when the
+// stream ends first or after the deadline.
+func (l *lines) waitUntil(t testing.TB, what string, done func(seen []string) bool) []string {
+	t.Helper()
 	timeout := time.After(deadline)
 	for {
 		l.mu.Lock()
 		seen, grew := append([]string(nil), l.all...), l.grew
 		l.mu.Unlock()
-		missing := 0
-		for _, p := range patterns {
-			found := false
-			for _, line := range seen {
-				if p.MatchString(line) {
-					found = true
-					break
-				}
-			}
-			if !found {
-				missing++
-			}
-		}
-		if missing == 0 {
+		if done(seen) {
 			return seen
 		}
 		select {
 		case <-grew:
 		case <-l.closed:
-			t.Fatalf("stream ended with %d patterns unmatched:\n%s", missing, strings.Join(seen, "\n"))
+			t.Fatalf("stream ended without %s:\n%s", what, strings.Join(seen, "\n"))
 		case <-timeout:
-			t.Fatalf("%d patterns unmatched after %v:\n%s", missing, deadline, strings.Join(seen, "\n"))
+			t.Fatalf("no %s after %v:\n%s", what, deadline, strings.Join(seen, "\n"))
 		}
 	}
+}
+
+// matching returns the lines that match pattern.
+func matching(lines []string, pattern *regexp.Regexp) []string {
+	var out []string
+	for _, line := range lines {
+		if pattern.MatchString(line) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // requireRoot skips tests that need privileges this run does not have.

@@ -11,32 +11,31 @@ import (
 type Target int
 
 const (
-	// Auto sends a stop request to COMMAND's process group (a shell's
-	// children learn of the stop, as they would from a terminal's Ctrl-C),
-	// and every other signal to COMMAND alone (a reload's SIGHUP reaches
-	// gunicorn's or nginx's master, not its workers, which it manages).
-	Auto Target = iota
-	// Group sends every forwarded signal to COMMAND's whole process group
-	// (as dumb-init does).
+	// Child sends every forwarded signal to COMMAND alone, as tini and
+	// catatonit do, and as every manager sends its stop signal to the
+	// process it started: systemd (KillMode=mixed) to the main process,
+	// docker and the kubelet to the container's PID 1, a CI runner to the
+	// step's process. COMMAND's own process group learns of a stop once
+	// COMMAND has exited (see reaper/stop).
+	Child Target = iota
+	// Group sends every forwarded signal to COMMAND's whole process group,
+	// as dumb-init and a terminal's Ctrl-C do.
 	Group
-	// Child sends every forwarded signal to COMMAND alone (as tini and
-	// catatonit do).
-	Child
 )
 
-var targetNames = [...]string{"auto", "group", "child"}
+var targetNames = [...]string{"child", "group"}
 
 // String returns the flag value that selects t.
 func (t Target) String() string { return targetNames[t] }
 
-// ParseTarget reads "auto", "group" or "child".
+// ParseTarget reads "child" or "group".
 func ParseTarget(s string) (Target, error) {
 	for t, name := range targetNames {
 		if strings.EqualFold(strings.TrimSpace(s), name) {
 			return Target(t), nil
 		}
 	}
-	return Auto, fmt.Errorf("%q is not auto, group or child", s)
+	return Child, fmt.Errorf("%q is neither child nor group", s)
 }
 
 // notForwarded lists the signals reaper would catch but leaves alone:
@@ -112,6 +111,22 @@ func ParseRewrite(s string) (Rewrite, error) {
 	return r, nil
 }
 
+// AddRewrite returns rules with r added. Two rules for one signal that
+// say different things (HUP:0 and HUP:INT) are an error naming both: which
+// one was meant cannot be told. A rule given twice is kept once.
+func AddRewrite(rules []Rewrite, r Rewrite) ([]Rewrite, error) {
+	for _, old := range rules {
+		if old.From != r.From {
+			continue
+		}
+		if old.To != r.To {
+			return rules, fmt.Errorf("rewrite %s conflicts with rewrite %s: one rule per signal", r, old)
+		}
+		return rules, nil
+	}
+	return append(rules, r), nil
+}
+
 // String returns r in the form ParseRewrite reads.
 func (r Rewrite) String() string {
 	if r.To == 0 {
@@ -124,28 +139,15 @@ func (r Rewrite) String() string {
 // forwarded, after rewrites; and when it is a stop request, it also begins
 // a stop.
 type Policy struct {
-	// Target says who receives forwarded signals (see TargetOf).
+	// Target says who receives forwarded signals.
 	Target Target
-	// Rewrites apply before forwarding; a later rewrite of the same
-	// signal wins.
+	// Rewrites apply before forwarding, at most one per signal (see
+	// AddRewrite); should there be more, the last one wins.
 	Rewrites []Rewrite
 	// StopOn lists the signals that are stop requests (--stop-on; by
 	// default SIGTERM, and the stop signal). Whether a signal is one
 	// depends on the signal received, not on what a rewrite forwards.
 	StopOn []syscall.Signal
-}
-
-// TargetOf returns where the signal forwarded for a received sig goes:
-// Group or Child. Under Auto, that depends on whether sig is a stop
-// request.
-func (p Policy) TargetOf(sig syscall.Signal) Target {
-	switch {
-	case p.Target != Auto:
-		return p.Target
-	case p.IsStop(sig):
-		return Group
-	}
-	return Child
 }
 
 // Forward returns the signal to forward when sig is received, and false

@@ -191,6 +191,28 @@ func TestParseRewriteErrors(t *testing.T) {
 	}
 }
 
+func TestAddRewriteRefusesConflicts(t *testing.T) {
+	var rules []Rewrite
+	for _, s := range []string{"HUP:0", "TERM:QUIT", "HUP:0"} {
+		r, _ := ParseRewrite(s)
+		var err error
+		if rules, err = AddRewrite(rules, r); err != nil {
+			t.Fatalf("AddRewrite(%v, %s): %v", rules, s, err)
+		}
+	}
+	if len(rules) != 2 {
+		t.Errorf("rules %v, want HUP:0 and TERM:QUIT once each", rules)
+	}
+	for _, s := range []string{"HUP:INT", "SIGHUP:TERM", "1:2", "TERM:0"} {
+		r, _ := ParseRewrite(s)
+		_, err := AddRewrite(rules, r)
+		if err == nil || !strings.Contains(err.Error(), r.String()) ||
+			(!strings.Contains(err.Error(), "SIGHUP:0") && !strings.Contains(err.Error(), "SIGTERM:SIGQUIT")) {
+			t.Errorf("AddRewrite(%v, %s) = %v, want an error naming both rules", rules, s, err)
+		}
+	}
+}
+
 func TestParseTarget(t *testing.T) {
 	if tg, err := ParseTarget("Child"); err != nil || tg != Child {
 		t.Errorf("ParseTarget(Child) = %v, %v", tg, err)

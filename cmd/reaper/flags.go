@@ -50,7 +50,7 @@ func (o option) envName() string {
 // options returns reaper's flags, each bound to its field in cfg.
 func options(cfg *reaper.Config, act *action) []option {
 	return []option{
-		{name: "forward", arg: "auto|group|child", usage: "where forwarded signals go: auto sends a stop request to COMMAND's process group and any other signal to COMMAND alone; group and child send all there (default auto)",
+		{name: "forward", arg: "child|group", usage: "send forwarded signals to COMMAND alone, or to its process group (default child)",
 			value: funcValue(func(s string) error {
 				t, err := signals.ParseTarget(s)
 				cfg.Policy.Target = t
@@ -59,7 +59,9 @@ func options(cfg *reaper.Config, act *action) []option {
 		{name: "rewrite", arg: "FROM:TO", list: true, usage: "forward signal FROM as TO; TO 0 drops FROM (repeatable; TERM:QUIT, HUP:0)",
 			value: funcValue(func(s string) error {
 				r, err := signals.ParseRewrite(s)
-				cfg.Policy.Rewrites = append(cfg.Policy.Rewrites, r)
+				if err == nil {
+					cfg.Policy.Rewrites, err = signals.AddRewrite(cfg.Policy.Rewrites, r)
+				}
 				return err
 			})},
 		{name: "success-exit", arg: "N", list: true, usage: "exit 0 when COMMAND's status is N, or 128+S for signal S (repeatable; 143: killed by SIGTERM)",

@@ -37,7 +37,7 @@ func TestParseFlagsAndEnvironment(t *testing.T) {
 func TestParseDefaults(t *testing.T) {
 	cfg, _, err := parse([]string{"true"}, env(nil))
 	if err != nil || cfg.Grace != reaper.GraceAuto || cfg.PdeathSignal != syscall.SIGKILL || cfg.LogFormat != "console" ||
-		cfg.Policy.Target != signals.Auto || cfg.Timeout != 0 || cfg.KillMode != reaper.KillModeMixed {
+		cfg.Policy.Target != signals.Child || cfg.Timeout != 0 || cfg.KillMode != reaper.KillModeMixed {
 		t.Errorf("defaults: %+v %v", cfg, err)
 	}
 }

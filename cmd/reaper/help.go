@@ -18,18 +18,19 @@ receives, reaps every zombie reparented to it and, before it exits with
 COMMAND's status, stops every descendant still running.
 
 A stop request (SIGTERM: docker stop, systemctl stop; the --stop-signal; or
-what --stop-on names) goes to COMMAND's process group first; the other
-descendants get the stop signal once COMMAND has exited, and SIGKILL at the
-deadline: the systemd unit's stop timeout, none as PID 1 (the engine's
-SIGKILL), else 5s, or --grace. When COMMAND exits on its own, what is left
-gets the stop signal at once and SIGKILL 5s later (--grace).
+what --stop-on names) goes to COMMAND first; the other descendants get the
+stop signal once COMMAND has exited, and SIGKILL 5s later (--grace), or at
+the deadline if that comes first: the systemd unit's stop timeout, none as
+PID 1 (the engine's SIGKILL), else 5s, or --grace. When COMMAND exits on
+its own, what is left gets the stop signal at once and SIGKILL 5s later
+(--grace).
 
-Signals: every other signal reaper receives is forwarded to COMMAND alone
-(after --rewrite; --forward changes where), and that is all: SIGHUP (a
-reload), SIGINT, SIGQUIT (a thread dump), SIGUSR1 and the others never stop
-anything. It is the signal received that counts: with --rewrite=TERM:QUIT,
-SIGTERM still stops, and COMMAND gets SIGQUIT. A second stop request during
-a stop SIGKILLs at once.
+Signals: every signal reaper receives is forwarded to COMMAND alone (after
+--rewrite; --forward=group: to its process group), and that is all: SIGHUP
+(a reload), SIGINT, SIGQUIT (a thread dump), SIGUSR1 and the others never
+stop anything. It is the signal received that counts: with
+--rewrite=TERM:QUIT, SIGTERM still stops, and COMMAND gets SIGQUIT. A
+second stop request during a stop SIGKILLs at once.
 
 Flags (each may also come from the variable shown; a flag wins):
 `)
@@ -67,11 +68,13 @@ Exit codes:
   %-5d usage error: unknown flag, bad value, unknown signal, no COMMAND;
         also a live reaper holds the --instance (and --replace cannot stop
         it), or a --wait-port stays held
+  %-5d --leftovers=fail: COMMAND exited 0 but left processes that had to be
+        stopped
   %-5d --timeout expired
   %-5d reaper could not do its own work: fork failed, --cgroup=on impossible,
         instance lock not taken, or COMMAND survived SIGKILL
   %-5d COMMAND found but not executable, or not reachable (a directory
         on its path that may not be searched), or exec failed
   %-5d COMMAND not found
-`, reaper.ExitUsage, reaper.ExitTimeout, reaper.ExitInternal, reaper.ExitCannotExec, reaper.ExitNotFound)
+`, reaper.ExitUsage, reaper.ExitLeftovers, reaper.ExitTimeout, reaper.ExitInternal, reaper.ExitCannotExec, reaper.ExitNotFound)
 }

@@ -21,6 +21,7 @@ import (
 	"os"
 
 	"github.com/reaper-init/reaper/reaper"
+	"github.com/reaper-init/reaper/reaper/logs"
 )
 
 func main() {
@@ -37,7 +38,7 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 	cfg, action, err := parse(args, lookupEnv)
 	switch {
 	case err != nil:
-		fmt.Fprintf(stderr, "reaper: %v (see 'reaper --help')\n", err)
+		fmt.Fprintf(stderr, "reaper: %s (see 'reaper --help')\n", logs.Escape(err.Error()))
 		return reaper.Code(reaper.ExitUsage)
 	case action == showHelp:
 		printHelp(stdout)

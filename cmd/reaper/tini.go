@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper"
+	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -69,7 +70,7 @@ type tiniOptions struct {
 func runTini(name string, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) reaper.Exit {
 	opts, err := parseTini(args, lookupEnv)
 	if err != nil {
-		fmt.Fprintf(stderr, "reaper: %v (see '%s -h')\n", err, name)
+		fmt.Fprintf(stderr, "reaper: %s (see '%s -h')\n", logs.Escape(err.Error()), name)
 		return reaper.Code(reaper.ExitUsage)
 	}
 	switch {
@@ -86,7 +87,7 @@ func runTini(name string, args []string, lookupEnv func(string) (string, bool), 
 	}
 	cfg, err := opts.config(lookupEnv)
 	if err != nil {
-		fmt.Fprintf(stderr, "reaper: %v (see '%s -h')\n", err, name)
+		fmt.Fprintf(stderr, "reaper: %s (see '%s -h')\n", logs.Escape(err.Error()), name)
 		return reaper.Code(reaper.ExitUsage)
 	}
 	if opts.parentDeath != 0 {

@@ -4,8 +4,9 @@ On SIGTERM it drains for $DRAIN seconds, then stops its worker (a process
 in a session of its own) and waits for it, then exits 0. The worker notes
 who sent it SIGTERM (siginfo's si_pid) and exits 0. An escapee the service
 does not manage (setsid, it exits on SIGTERM) notes its SIGTERM's sender
-too. Each announces itself on the FIFO $F: "command PID", "worker PID",
-"escapee PID", then "term WHO FROM" for each SIGTERM received.
+too. Each announces itself on $F (a FIFO, or a file it appends to):
+"command PID", "worker PID", "escapee PID", then "term WHO FROM" for each
+SIGTERM received.
 """
 import os
 import signal
@@ -18,7 +19,7 @@ DRAIN = float(os.environ.get("DRAIN", "0"))
 
 
 def note(line):
-    with open(F, "w") as f:
+    with open(F, "a") as f:
         f.write(line + "\n")
 
 

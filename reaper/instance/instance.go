@@ -18,6 +18,7 @@ package instance
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +29,42 @@ import (
 // --instance, a value unique to the run (run-PID-TIME). Every process of
 // the run inherits it, so that a later run can recognise the leftovers of
 // an earlier one, even after reaper itself was SIGKILLed.
+//
+// A reaper started below another keeps the outer runs' markers after its
+// own, separated by commas (see Nest): OWN,OUTER,..., so that the sweep of
+// an outer instance still finds what the inner run started. The first
+// item is the run's own marker; a value without a comma is the marker of
+// a run that is nobody's nested one, as before nesting was kept.
 const Var = "REAPER_INSTANCE"
+
+// maxMarkers bounds the markers one value carries: a run's own and its
+// outer runs'.
+const maxMarkers = 8
+
+// Nest returns the value of Var for a run whose own marker is own, started
+// with inherited as Var's value (empty when it was not set): own first,
+// then the markers of inherited that have a marker's form, each once, 8
+// in all at most (the innermost runs').
+func Nest(own, inherited string) string {
+	out := []string{own}
+	for item := range strings.SplitSeq(inherited, ",") {
+		if len(out) < maxMarkers && isMarker(item) && !slices.Contains(out, item) {
+			out = append(out, item)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// isMarker reports whether v has the form of a run's marker: NAME:TOKEN,
+// the name valid and the token hexadecimal, or an unnamed run's
+// run-PID-TIME.
+func isMarker(v string) bool {
+	if rest, ok := strings.CutPrefix(v, unnamedPrefix); ok {
+		return rest != "" && strings.Trim(rest, "0123456789abcdefghijklmnopqrstuvwxyz-") == ""
+	}
+	name, token, ok := strings.Cut(v, ":")
+	return ok && Check(name) == nil && token != "" && strings.Trim(token, "0123456789abcdef") == ""
+}
 
 // unnamedPrefix begins the values of runs without --instance; a name may
 // not begin with it, or a named run could sweep a live unnamed one (and

@@ -247,3 +247,20 @@ func FuzzParseLocks(f *testing.F) {
 		}
 	})
 }
+
+func TestNest(t *testing.T) {
+	for _, tc := range []struct{ own, inherited, want string }{
+		{"a:1f", "", "a:1f"},
+		{"run-12-abc", "b:2f,run-3-y", "run-12-abc,b:2f,run-3-y"},
+		// What has no marker's form, or is there already, is left out.
+		{"a:1f", "junk,web:zz,b:2f,,a:1f,b:2f,x y:1f,run-,run-1-X,../:1f", "a:1f,b:2f"},
+		{"a:1f", "b:1,c:2,d:3,e:4,f:5,g:6,h:7,i:8,j:9", "a:1f,b:1,c:2,d:3,e:4,f:5,g:6,h:7"},
+	} {
+		if got := Nest(tc.own, tc.inherited); got != tc.want {
+			t.Errorf("Nest(%q, %q) = %q, want %q", tc.own, tc.inherited, got, tc.want)
+		}
+	}
+	if v := Value("web", "00ff"); !isMarker(v) || !isMarker(Unique()) {
+		t.Errorf("%q or %q does not have a marker's form", v, Unique())
+	}
+}

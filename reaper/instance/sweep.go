@@ -3,8 +3,11 @@ package instance
 import (
 	"errors"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
+
+	"go.uber.org/zap/zapcore"
 
 	"github.com/reaper-init/reaper/reaper/cgroup"
 	"github.com/reaper-init/reaper/reaper/handle"
@@ -12,14 +15,25 @@ import (
 	"github.com/reaper-init/reaper/reaper/procfs"
 )
 
-// Sweep tears down what the previous run of an instance left behind.
+// Sweep tears down what the previous run of an instance left behind; or,
+// with Escaped, what escaped a run that is ending.
 type Sweep struct {
 	Name string
 	// Previous holds the tokens of the runs to sweep (Lock.Previous): only
 	// processes whose marker carries one of them are leftovers. Empty:
 	// none is sought by its marker.
 	Previous []string
-	Self     int // reaper's pid: it and its ancestors are never swept
+	// Escaped, when set, is the marker value of the run that is ending,
+	// in place of Previous: at the end of a run without a cgroup, what
+	// carries it is no longer below reaper, since wait4 said nothing is.
+	// It escaped the teardown: it entered another PID namespace (nsenter
+	// into one another process of the same user holds: no privilege
+	// needed), or was reparented outside reaper's tree (reaper could not
+	// become a subreaper, ptrace games). Each is stopped as a leftover is,
+	// with a warning that says how it escaped, and one of another user's,
+	// which reaper does not signal, is named in a warning.
+	Escaped string
+	Self    int // reaper's pid: it and its ancestors are never swept
 	// Stale are the cgroups earlier runs of the lock left (Lock.StaleLeaves:
 	// only those whose record proves it).
 	Stale []*cgroup.Leaf
@@ -34,7 +48,7 @@ type Sweep struct {
 	Grace, KillWait time.Duration
 	Log             *logs.Logger
 	// Stop reports whether reaper was asked to stop meanwhile; the sweep
-	// then ends at once.
+	// then ends at once. nil: never.
 	Stop func() bool
 	// Marked are more markers (instance.Marker) whose carriers are
 	// leftovers, beside those of the Previous tokens.
@@ -49,6 +63,19 @@ type leftover struct {
 	*handle.Handle
 	cmdline string
 	leaf    *cgroup.Leaf // the stale cgroup it was found in, or nil
+	how     string       // how it left the tree of the run (Escaped)
+}
+
+// stopRequested calls Stop.
+func (s *Sweep) stopRequested() bool { return s.Stop != nil && s.Stop() }
+
+// fields are the log fields that name a process the sweep found.
+func (s *Sweep) fields(pid int, cmdline, how string) []zapcore.Field {
+	fields := []zapcore.Field{logs.String("instance", s.Name), logs.Int("pid", pid), logs.String("command", cmdline)}
+	if how != "" {
+		fields = append(fields, logs.String("how", how))
+	}
+	return fields
 }
 
 // Run sweeps: the processes in the stale cgroups and those carrying the
@@ -68,7 +95,7 @@ func (s *Sweep) Run() bool {
 	// A few rounds: each finds what appeared since (a leftover that forked
 	// while the previous round killed), and round one is the usual case.
 	complete := false
-	for round := 0; round < 5 && !s.Stop(); round++ {
+	for round := 0; round < 5 && !s.stopRequested(); round++ {
 		found := s.leftovers(seen, spared)
 		if len(found) == 0 {
 			complete = true
@@ -76,14 +103,14 @@ func (s *Sweep) Run() bool {
 		}
 		var hs []*handle.Handle // those signalled: the ones to wait for
 		for _, l := range found {
-			if s.signal(l, signal, s.kind()) {
+			if s.signal(l, signal, s.noun()) {
 				if signal != syscall.SIGKILL {
 					l.Signal(syscall.SIGCONT) // a stopped process acts on nothing until continued
 				}
 				hs = append(hs, l.Handle)
 			}
 		}
-		if signal == syscall.SIGKILL || !handle.WaitAll(hs, began.Add(s.Grace), s.Stop) {
+		if signal == syscall.SIGKILL || !handle.WaitAll(hs, began.Add(s.Grace), s.stopRequested) {
 			if signal != syscall.SIGKILL {
 				signal = syscall.SIGKILL // the grace period is over: for what is left, and what comes next
 				s.kill(found)
@@ -95,7 +122,7 @@ func (s *Sweep) Run() bool {
 		}
 	}
 	removed := s.removeStale()
-	return complete && removed && !s.Stop()
+	return complete && removed && !s.stopRequested()
 }
 
 // signal sends sig to leftover l and reports whether it was delivered:
@@ -104,13 +131,11 @@ func (s *Sweep) Run() bool {
 func (s *Sweep) signal(l leftover, sig syscall.Signal, msg string) bool {
 	err := l.Signal(sig)
 	if err == nil {
-		s.Log.Warn(msg, logs.String("instance", s.Name), logs.Int("pid", l.PID), logs.String("command", l.cmdline),
-			logs.Signal("signal", sig))
+		s.Log.Warn(msg, append(s.fields(l.PID, l.cmdline, l.how), logs.Signal("signal", sig))...)
 		return true
 	}
 	if !errors.Is(err, handle.ErrGone) {
-		s.Log.Warn(s.kind()+" not signalled", logs.String("instance", s.Name), logs.Int("pid", l.PID),
-			logs.String("command", l.cmdline), logs.Signal("signal", sig), logs.Err(err))
+		s.Log.Warn(s.noun()+" not signalled", append(s.fields(l.PID, l.cmdline, l.how), logs.Signal("signal", sig), logs.Err(err))...)
 	}
 	return false
 }
@@ -128,10 +153,9 @@ func (s *Sweep) kill(found []leftover) {
 		switch {
 		case l.Exited():
 		case l.leaf != nil && killed[l.leaf]:
-			s.Log.Warn("killed leftover", logs.String("instance", s.Name), logs.Int("pid", l.PID),
-				logs.String("command", l.cmdline), logs.String("by", "cgroup.kill"))
+			s.Log.Warn("killed "+s.noun(), append(s.fields(l.PID, l.cmdline, l.how), logs.String("by", "cgroup.kill"))...)
 		default:
-			s.signal(l, syscall.SIGKILL, "killed leftover")
+			s.signal(l, syscall.SIGKILL, "killed "+s.noun())
 		}
 	}
 }
@@ -175,7 +199,11 @@ func (s *Sweep) leftovers(seen, spared map[int]bool) []leftover {
 			return
 		}
 		seen[h.PID] = true
-		found = append(found, leftover{Handle: h, cmdline: procfs.CommandLine(h.PID), leaf: leaf})
+		l := leftover{Handle: h, cmdline: procfs.CommandLine(h.PID), leaf: leaf}
+		if s.Escaped != "" {
+			l.how = escapeRoute(h.PID, s.Self)
+		}
+		found = append(found, l)
 	}
 	for _, leaf := range s.Stale {
 		pids, _ := leaf.Procs()
@@ -189,24 +217,62 @@ func (s *Sweep) leftovers(seen, spared map[int]bool) []leftover {
 		}
 	}
 	if markers := s.Markers(); len(markers) > 0 {
-		for _, h := range findMarked(markers, spared) {
+		var since uint64
+		if s.Escaped != "" {
+			// What carries the run's marker was forked since the run
+			// began: the older processes' environments need no reading
+			// (reading one is the costly part of a search).
+			self, _ := procfs.Stat(s.Self)
+			since = self.Start
+		}
+		for _, h := range findMarked(markers, spared, s.Self, since, func(pid int) { s.untrusted(seen, pid) }) {
 			add(h, nil)
 		}
 	}
 	return found
 }
 
-// kind names a leftover in the log.
-func (s *Sweep) kind() string {
-	if s.Kind == "" {
-		return "leftover of an earlier run"
+// noun names what the sweep stops, in its warnings.
+func (s *Sweep) noun() string {
+	switch {
+	case s.Kind != "":
+		return s.Kind
+	case s.Escaped != "":
+		return "escapee of this run"
 	}
-	return s.Kind
+	return "leftover of an earlier run"
 }
 
-// Markers returns the environment entries that leftovers carry: one for
-// each of the Previous tokens, and Marked.
+// untrusted warns, once, of an escapee (Escaped) that is another user's:
+// its environment cannot be believed, and reaper does not signal it.
+func (s *Sweep) untrusted(seen map[int]bool, pid int) {
+	if s.Escaped == "" || seen[pid] {
+		return
+	}
+	seen[pid] = true
+	s.Log.Warn("a process of another user carries this run's marker outside its tree: not signalled",
+		s.fields(pid, procfs.CommandLine(pid), escapeRoute(pid, s.Self))...)
+}
+
+// escapeRoute says how pid, carrying the marker of the run of reaper self,
+// left reaper's tree.
+func escapeRoute(pid, self int) string {
+	own, _ := os.Readlink(procfs.Path(self, "ns/pid"))
+	if ns, err := os.Readlink(procfs.Path(pid, "ns/pid")); err == nil && ns != own {
+		return "left reaper's tree: another PID namespace"
+	}
+	if p, err := procfs.Stat(pid); err == nil {
+		return "left reaper's tree: reparented outside, to pid " + strconv.Itoa(p.PPID)
+	}
+	return "left reaper's tree"
+}
+
+// Markers returns the environment entries that leftovers carry: the
+// Escaped one; or one for each of the Previous tokens, and Marked.
 func (s *Sweep) Markers() [][]byte {
+	if s.Escaped != "" {
+		return [][]byte{Marker(s.Escaped)}
+	}
 	markers := append([][]byte(nil), s.Marked...)
 	for _, t := range s.Previous {
 		markers = append(markers, Marker(Value(s.Name, t)))
@@ -215,11 +281,14 @@ func (s *Sweep) Markers() [][]byte {
 }
 
 // findMarked returns handles on the processes whose environment carries
-// one of markers and that another user could not have made so, spared
-// aside. It looks in every namespace /proc shows: a marker's token is
-// fresh for each run, so only that run's processes carry it, in whatever
-// namespaces they entered (a PrivateTmp= unit, a container it started).
-func findMarked(markers [][]byte, spared map[int]bool) []*handle.Handle {
+// one of markers (as its own or an outer run's, see Nest) and that
+// another user could not have made so, spared, the descendants of self and
+// (since not 0) the processes started before clock tick since aside; it
+// calls untrusted with the pid of each marked process of another user. It
+// looks in every namespace /proc shows: a marker's token is fresh for each
+// run, so only that run's processes carry it, in whatever namespaces they
+// entered (a PrivateTmp= unit, a container it started).
+func findMarked(markers [][]byte, spared map[int]bool, self int, since uint64, untrusted func(pid int)) []*handle.Handle {
 	pids, err := procfs.ListPIDs(procfs.Root)
 	if err != nil {
 		return nil
@@ -227,13 +296,18 @@ func findMarked(markers [][]byte, spared map[int]bool) []*handle.Handle {
 	euid := os.Geteuid()
 	var found []*handle.Handle
 	for _, pid := range pids {
-		if spared[pid] || !procfs.HasEnv(pid, markers...) {
+		if spared[pid] || since != 0 && startedBefore(pid, since) ||
+			!procfs.HasEnvItem(pid, markers...) || procfs.Descends(pid, self) {
+			continue
+		}
+		if !trusted(pid, euid) {
+			untrusted(pid)
 			continue
 		}
 		// pidfd first, the owner and the marker again after: the pid may
 		// have been reused by a process that is no leftover.
 		h, err := handle.Open(pid, func() error {
-			if !trusted(pid, euid) || !procfs.HasEnv(pid, markers...) {
+			if !trusted(pid, euid) || !procfs.HasEnvItem(pid, markers...) || procfs.Descends(pid, self) {
 				return handle.ErrGone
 			}
 			return nil
@@ -243,6 +317,13 @@ func findMarked(markers [][]byte, spared map[int]bool) []*handle.Handle {
 		}
 	}
 	return found
+}
+
+// startedBefore reports whether pid started before clock tick since; false
+// when that cannot be told.
+func startedBefore(pid int, since uint64) bool {
+	p, err := procfs.Stat(pid)
+	return err == nil && p.Start < since
 }
 
 // trusted reports whether the environment of pid can be believed by a

@@ -2,6 +2,14 @@
 // plain line per entry ("reaper: warning: message key=value ...") or one
 // JSON object per line, to a writer that never raises SIGPIPE.
 //
+// What reaper logs holds what other processes wrote: command lines, comm
+// values, port holders, paths. Nothing of it reaches the log raw: in both
+// formats, messages and field values alike, a C0 control (newline and
+// escape included), DEL, a C1 control (U+0080 to U+009F, which some
+// terminals take for escape sequences) and invalid UTF-8 are written as
+// escapes, so that no value can end a line, forge one, or move a
+// terminal's cursor (see Escape).
+//
 // The zap package proper would link net/http and crypto into reaper (its
 // level handler and sink registry): a megabyte of binary and their package
 // initialisation at every start.
@@ -53,11 +61,11 @@ func New(w io.Writer, format string, verbosity int) (*Logger, error) {
 	case Console, "":
 		enc = &lineEncoder{MapObjectEncoder: zapcore.NewMapObjectEncoder()}
 	case JSON:
-		enc = zapcore.NewJSONEncoder(zapcore.EncoderConfig{
+		enc = jsonEncoder{zapcore.NewJSONEncoder(zapcore.EncoderConfig{
 			TimeKey: "ts", LevelKey: "level", NameKey: "logger", MessageKey: "msg",
 			LineEnding: zapcore.DefaultLineEnding, EncodeLevel: zapcore.LowercaseLevelEncoder,
 			EncodeTime: zapcore.RFC3339NanoTimeEncoder, EncodeDuration: zapcore.StringDurationEncoder,
-		})
+		})}
 	default:
 		return nil, fmt.Errorf("log format %q is neither console nor json", format)
 	}
@@ -190,7 +198,7 @@ func (e *lineEncoder) EncodeEntry(ent zapcore.Entry, fields []zapcore.Field) (*b
 		}
 		line.AppendString(word + ": ")
 	}
-	line.AppendString(ent.Message)
+	line.AppendString(Escape(ent.Message))
 	keys := make([]string, 0, len(e.Fields))
 	for k := range e.Fields {
 		keys = append(keys, k)
@@ -210,8 +218,9 @@ func (e *lineEncoder) EncodeEntry(ent zapcore.Entry, fields []zapcore.Field) (*b
 	return line, nil
 }
 
-// appendField writes " key=value", quoting values that hold spaces, quotes
-// or nothing at all.
+// appendField writes " key=value", quoting values that hold spaces, quotes,
+// an equals sign, nothing at all, or anything Escape would escape (which
+// the quoting escapes).
 func appendField(line *buffer.Buffer, key string, value any) {
 	var s string
 	switch v := value.(type) {
@@ -228,8 +237,8 @@ func appendField(line *buffer.Buffer, key string, value any) {
 	default:
 		s = fmt.Sprint(v)
 	}
-	if s == "" || strings.ContainsAny(s, " \t\n\"=") {
+	if s == "" || strings.ContainsAny(s, " \"=") || !safe(s) {
 		s = strconv.Quote(s)
 	}
-	line.AppendString(" " + key + "=" + s)
+	line.AppendString(" " + Escape(key) + "=" + s)
 }

@@ -117,7 +117,7 @@ func holders(inodes map[uint64]bool, markers [][]byte) []portHolder {
 			}
 			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
 			if err == nil && want[ino] {
-				found = append(found, portHolder{pid: pid, cmdline: procfs.CommandLine(pid), leftover: procfs.HasEnv(pid, markers...)})
+				found = append(found, portHolder{pid: pid, cmdline: procfs.CommandLine(pid), leftover: procfs.HasEnvItem(pid, markers...)})
 				delete(want, ino)
 				break
 			}

@@ -218,9 +218,11 @@ func CommandLine(pid int) string {
 	return strings.TrimSpace(string(bytes.ReplaceAll(data, []byte{0}, []byte{' '})))
 }
 
-// HasEnv reports whether the environment of pid, as /proc/PID/environ
-// shows it, holds one of the entries kvs exactly ("NAME=value").
-func HasEnv(pid int, kvs ...[]byte) bool {
+// HasEnvItem reports whether the environment of pid, as /proc/PID/environ
+// shows it, holds one of the entries kvs ("NAME=value", value without a
+// comma): exactly, or as an item of a list of values separated by commas
+// (NAME=a,value,b holds NAME=value).
+func HasEnvItem(pid int, kvs ...[]byte) bool {
 	if len(kvs) == 0 {
 		return false
 	}
@@ -231,9 +233,25 @@ func HasEnv(pid int, kvs ...[]byte) bool {
 	}
 	for _, entry := range bytes.Split(data, []byte{0}) {
 		for _, kv := range kvs {
-			if len(kv) > 0 && bytes.Equal(entry, kv) {
+			if len(kv) > 0 && holdsItem(entry, kv) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// holdsItem reports whether entry is kv ("NAME=value"), or NAME= with a
+// list of values holding value.
+func holdsItem(entry, kv []byte) bool {
+	name, value, ok := bytes.Cut(kv, []byte("="))
+	list, found := bytes.CutPrefix(entry, append(name[:len(name):len(name)], '='))
+	if !ok || !found {
+		return false
+	}
+	for item := range bytes.SplitSeq(list, []byte(",")) {
+		if bytes.Equal(item, value) {
+			return true
 		}
 	}
 	return false

@@ -67,8 +67,25 @@ func TestOwnProcess(t *testing.T) {
 	if err != nil || p.PID != os.Getpid() || p.PPID != os.Getppid() || p.Threads < 1 || p.Start == 0 {
 		t.Errorf("Stat(self) = %+v, %v", p, err)
 	}
-	if !HasEnv(os.Getpid(), []byte("PATH="+os.Getenv("PATH"))) || HasEnv(os.Getpid(), []byte("PATH=/nowhere/at/all")) {
-		t.Error("HasEnv does not match this process's own PATH exactly")
+	if !HasEnvItem(os.Getpid(), []byte("PATH="+os.Getenv("PATH"))) || HasEnvItem(os.Getpid(), []byte("PATH=/nowhere/at/all")) {
+		t.Error("HasEnvItem does not match this process's own PATH exactly")
+	}
+	for _, tc := range []struct {
+		entry, kv string
+		holds     bool
+	}{
+		{"M=a", "M=a", true},
+		{"M=a,b,c", "M=b", true},
+		{"M=a,b,c", "M=c", true},
+		{"M=ab", "M=a", false},
+		{"MM=a", "M=a", false},
+		{"M=a", "MM=a", false},
+		{"M=a,b", "M=a,b", false}, // an item holds no comma
+		{"M=", "M=", true},
+	} {
+		if got := holdsItem([]byte(tc.entry), []byte(tc.kv)); got != tc.holds {
+			t.Errorf("holdsItem(%q, %q) = %v", tc.entry, tc.kv, got)
+		}
 	}
 }
 

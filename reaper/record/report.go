@@ -2,13 +2,17 @@ package record
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
+	"io/fs"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/reaper-init/reaper/reaper/exitcode"
+	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/token"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -97,14 +101,90 @@ func (s *Stop) Report(grace time.Duration) *TeardownReport {
 	return tr
 }
 
-// Write writes r as JSON to the file at path.
+// Write writes r as JSON to the file at path. The file is made new, in
+// path's directory, under a random name (O_CREAT|O_EXCL|O_NOFOLLOW, mode
+// 0600: command lines may carry secrets), then renamed to path: a reader
+// never sees half a report, and whatever another user planted at path (a
+// symbolic link, a FIFO, a socket, a device, a file of theirs) is replaced,
+// never opened, followed or written into. A directory at path is an error.
+// Nothing here can block on another process.
 func Write(path string, r Report) error {
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err == nil {
-		err = os.WriteFile(path, append(data, '\n'), 0o644)
+		// encoding/json writes DEL and the C1 controls raw: no terminal
+		// showing the report must act on them.
+		err = writeNew(path, append(logs.EscapeJSONControls(data), '\n'))
 	}
 	if err != nil {
 		return fmt.Errorf("cannot write report %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeNew writes data to a new file of its own in path's directory and
+// renames it to path.
+func writeNew(path string, data []byte) error {
+	dirPath, name := filepath.Split(path)
+	if name == "" || name == "." || name == ".." {
+		return errors.New("not a file name")
+	}
+	if dirPath == "" {
+		dirPath = "."
+	}
+	// O_PATH: a FIFO or a device named as the directory is not opened.
+	dir, err := unix.Open(dirPath, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: dirPath, Err: err}
+	}
+	defer unix.Close(dir)
+	tmp, fd, err := createNew(dir, name)
+	if err != nil {
+		return err
+	}
+	err = writeAll(fd, data)
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		if err = unix.Renameat(dir, tmp, dir, name); err != nil {
+			err = &fs.PathError{Op: "rename", Path: path, Err: err}
+		}
+	}
+	if err != nil {
+		unix.Unlinkat(dir, tmp, 0)
+	}
+	return err
+}
+
+// createNew creates a file that did not exist, ".NAME.reaper-RANDOM", in
+// dir, mode 0600, and returns its name and descriptor.
+func createNew(dir int, name string) (string, int, error) {
+	var err error
+	for range 5 { // a random name taken already: someone guessed it, try another
+		tmp := "." + name + ".reaper-" + token.New(8)
+		var fd int
+		fd, err = unix.Openat(dir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			return tmp, fd, nil
+		}
+		if err != unix.EEXIST {
+			break
+		}
+	}
+	return "", -1, &fs.PathError{Op: "create", Path: name, Err: err}
+}
+
+// writeAll writes data to fd.
+func writeAll(fd int, data []byte) error {
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		data = data[n:]
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -160,6 +161,6 @@ func Trampoline() {
 	runtime.LockOSThread()
 	setThreadMask(signals.Sigset(t.mask...))
 	err := syscall.Exec(path, os.Args, os.Environ())
-	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", os.Args[0], ErrnoOf(err))
+	fmt.Fprintf(os.Stderr, "reaper: %s: %v\n", logs.Escape(os.Args[0]), ErrnoOf(err))
 	os.Exit(execCode(err))
 }

@@ -14,9 +14,11 @@
 // KillMode=mixed): COMMAND stops its own workers in its own order, and the
 // other descendants get the stop signal once COMMAND has exited, or when
 // three quarters of the deadline have passed (whichever comes first). The
-// deadline is the manager's (see Budget); with none, the leftovers get the
-// grace period once COMMAND has exited. All (KillMode=control-group)
-// signals every descendant at once, as on COMMAND's exit.
+// deadline is the manager's (see Budget). Once COMMAND has exited, what is
+// left gets the grace period from then, never past the deadline: the
+// manager's time is COMMAND's, for its orderly stop, not a TERM-ignoring
+// leftover's. All (KillMode=control-group) signals every descendant at
+// once, as on COMMAND's exit.
 //
 // Whatever is left at the deadline gets SIGKILL, and so does whatever
 // appears after, until nothing is left. A second stop request ends the
@@ -115,7 +117,8 @@ const (
 	// stop.
 	ArmOthers
 	// ArmLeftovers arms the deadline for what is left once COMMAND has
-	// exited: the grace period, from now.
+	// exited: the grace period, from now, unless the stop's deadline
+	// (ArmGrace) comes sooner.
 	ArmLeftovers
 	// SignalMissed sends the stop signal to the descendants the stop has
 	// not signalled yet that were running when it began: the walk missed
@@ -171,7 +174,7 @@ func (m *Machine) DeadlineAfter() time.Duration { return m.deadline }
 func (m *Machine) OthersAfter() time.Duration { return m.budget.OthersAfter() }
 
 // LeftoversGrace returns the grace period of what is left once COMMAND has
-// exited, where a stop request has no deadline: what ArmLeftovers arms.
+// exited during a stop request's stop: what ArmLeftovers arms.
 func (m *Machine) LeftoversGrace() time.Duration { return m.budget.Grace }
 
 // Phase returns where the run stands.
@@ -264,8 +267,9 @@ func (m *Machine) beginMixed() []Action {
 }
 
 // commandExited handles COMMAND's exit during a stop: the others get the
-// stop signal now, if they have not yet, and without a deadline the
-// leftovers get the grace period.
+// stop signal now, if they have not yet, and, in a stop request's stop,
+// the leftovers get the grace period where it ends before the deadline
+// (there is none, or the manager's is longer).
 func (m *Machine) commandExited() []Action {
 	m.commandGone = true
 	var actions []Action
@@ -273,7 +277,8 @@ func (m *Machine) commandExited() []Action {
 		m.othersSent = true
 		actions = append(actions, SignalOthers)
 	}
-	if m.budget.NoDeadline && m.reason == Requested && !m.leftovers {
+	sooner := m.budget.NoDeadline || m.budget.Grace < m.deadline
+	if m.reason == Requested && sooner && !m.leftovers {
 		m.leftovers = true
 		actions = append(actions, ArmLeftovers)
 	}

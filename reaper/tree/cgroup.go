@@ -5,10 +5,12 @@ import (
 	"github.com/reaper-init/reaper/reaper/handle"
 )
 
-// Cgroup lists the members of the leaf group COMMAND was born in: no walk,
-// no reparenting race. A descendant moved out of the group is still
-// reaper's: once the group is empty, Cgroup walks /proc for what wait4
-// still shows.
+// Cgroup lists the members of the leaf group COMMAND was born in: no
+// reparenting race. A descendant that moved out of the group (itself, or
+// someone allowed to) while still below reaper is reaper's all the same:
+// each walk also walks /proc, so that it gets the stop signal with the
+// rest, not only the final SIGKILL; once the group is empty, only /proc is
+// walked, for what wait4 still shows.
 type Cgroup struct {
 	Leaf  *cgroup.Leaf
 	proc  *Proc
@@ -43,17 +45,19 @@ func (c *Cgroup) drained() bool {
 	return err == nil && !full
 }
 
-// Walk visits the leaf's members: reaper's own children through waitid
+// Walk visits the leaf's members, reaper's own children through waitid
 // alone (see handle.Child), the others through a pidfd checked for
-// membership (see cgroup.Leaf.Member). Once the leaf is empty, it walks
-// /proc.
+// membership (see cgroup.Leaf.Member); then the descendants the /proc walk
+// finds outside the leaf. Once the leaf is empty, it walks /proc alone.
 func (c *Cgroup) Walk(visit func(*handle.Handle)) {
 	if c.drained() {
 		c.proc.Walk(visit)
 		return
 	}
 	pids, _ := c.Leaf.Procs()
+	members := make(map[int]bool, len(pids))
 	for _, pid := range pids {
+		members[pid] = true
 		if h, ok := handle.Child(pid); ok {
 			visit(h)
 			continue
@@ -62,6 +66,7 @@ func (c *Cgroup) Walk(visit func(*handle.Handle)) {
 			visit(h)
 		}
 	}
+	c.proc.walk(members, visit)
 }
 
 // KillAll writes cgroup.kill (Linux 5.14 and later) while the leaf holds

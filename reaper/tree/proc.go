@@ -34,6 +34,9 @@ type Proc struct {
 	// will not show (hidepid=2 hides other users' processes: a setuid
 	// program below an unprivileged reaper, say). It cannot be signalled.
 	Hidden func(pid int)
+	// Exclude is a child of Root's that is no descendant to walk (reaper's
+	// guardian), or 0.
+	Exclude int
 
 	// list and open are procfs.Children and openListed, replaced in tests.
 	list func(pid int, tids []int) []int
@@ -57,9 +60,13 @@ var errHidden = errors.New("process cannot be read")
 // children. It reads Root's list again at the end and walks down from any
 // newcomer (an orphan that moved up while a parent was read), at most
 // maxPasses times in all.
-func (p *Proc) Walk(visit func(*handle.Handle)) {
+func (p *Proc) Walk(visit func(*handle.Handle)) { p.walk(nil, visit) }
+
+// walk is Walk, but for the processes in skip: it neither opens nor visits
+// them, and walks down from them all the same.
+func (p *Proc) walk(skip map[int]bool, visit func(*handle.Handle)) {
 	if p.noChildrenFiles {
-		p.scanAll(visit)
+		p.scanAll(skip, visit)
 		return
 	}
 	seen := map[int]bool{p.Root: true}
@@ -80,10 +87,18 @@ func (p *Proc) Walk(visit func(*handle.Handle)) {
 			pid := queue[0]
 			queue = queue[1:]
 			for _, child := range p.list(pid, threadsOf(pid)) {
-				if seen[child] {
+				if seen[child] || pid == p.Root && child == p.Exclude && child != 0 {
 					continue
 				}
 				seen[child] = true
+				fresh++
+				if skip[child] {
+					if stat, err := procfs.Stat(child); err == nil && stat.Threads == 1 && stat.State != 'Z' {
+						single[child] = true
+					}
+					queue = append(queue, child)
+					continue
+				}
 				h, stat, err := p.open(child, pid, p.Root)
 				if errors.Is(err, errHidden) && p.Hidden != nil {
 					p.Hidden(child)
@@ -100,7 +115,6 @@ func (p *Proc) Walk(visit func(*handle.Handle)) {
 					h.Remember(stat)
 				}
 				queue = append(queue, child)
-				fresh++
 				visit(h)
 			}
 		}
@@ -147,8 +161,9 @@ func openListed(pid, parent, root int) (*handle.Handle, procfs.Process, error) {
 	return h, stat, err
 }
 
-// scanAll reads every /proc/PID/stat and visits the descendants of Root.
-func (p *Proc) scanAll(visit func(*handle.Handle)) {
+// scanAll reads every /proc/PID/stat and visits the descendants of Root,
+// those in skip aside.
+func (p *Proc) scanAll(skip map[int]bool, visit func(*handle.Handle)) {
 	pids, err := procfs.ListPIDs(procfs.Root)
 	if err != nil {
 		return
@@ -164,6 +179,13 @@ func (p *Proc) scanAll(visit func(*handle.Handle)) {
 		parent := queue[0]
 		queue = queue[1:]
 		for _, pid := range byParent[parent] {
+			if parent == p.Root && pid == p.Exclude && pid != 0 {
+				continue
+			}
+			if skip[pid] {
+				queue = append(queue, pid)
+				continue
+			}
 			if h, _, err := p.open(pid, parent, p.Root); err == nil {
 				queue = append(queue, pid)
 				visit(h)

@@ -92,7 +92,13 @@ func main() {
 		fail(err)
 	}
 	fmt.Fprintf(report, "pid %d\n", pid)
-	ws, err := awaitExit(pid)
+	var ws syscall.WaitStatus
+	for {
+		_, err = syscall.Wait4(pid, &ws, 0, nil)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
 	if err != nil {
 		fail(err)
 	}
@@ -106,14 +112,9 @@ func main() {
 		res.Signal, res.Core = int(ws.Signal()), ws.CoreDump()
 	}
 	for _, p := range descendants(os.Getpid()) {
-		switch {
-		case p.state == 'Z' && p.comm == guardianName:
-			// reaper's guardian, which exited when reaper released it
-			// (reaper waits for that before it exits); its zombie may
-			// still be on its way to the harness, an init's job to reap.
-		case p.state == 'Z':
+		if p.state == 'Z' {
 			res.Zombies = append(res.Zombies, p.String())
-		default:
+		} else {
 			res.Survivors = append(res.Survivors, p.String())
 		}
 	}
@@ -122,25 +123,6 @@ func main() {
 	}
 	line, _ := json.Marshal(res)
 	report.Write(append(line, '\n'))
-}
-
-// awaitExit reaps the harness's children until COMMAND (pid) exits, and
-// returns its status. A child that is not COMMAND and exits first was the
-// harness's for its whole life, or since it was orphaned while COMMAND
-// ran (reaper's guardian is, from its start): reaping it is the harness's
-// job, as it is an init's, and it is not a leftover of COMMAND's.
-func awaitExit(pid int) (syscall.WaitStatus, error) {
-	for {
-		var ws syscall.WaitStatus
-		got, err := syscall.Wait4(-1, &ws, 0, nil)
-		switch {
-		case errors.Is(err, syscall.EINTR):
-		case err != nil:
-			return ws, err
-		case got == pid:
-			return ws, nil
-		}
-	}
 }
 
 // cgroupProcs lists the processes in dir and below it, except the harness.
@@ -165,12 +147,8 @@ type proc struct {
 	pid   int
 	state byte
 	start string // start time from /proc/PID/stat: with pid, an identity
-	comm  string
 	cmd   string
 }
-
-// guardianName is the name (comm) of reaper's guardian.
-const guardianName = "reaper-guard"
 
 func (p proc) String() string { return fmt.Sprintf("%d %c %s", p.pid, p.state, p.cmd) }
 
@@ -191,9 +169,6 @@ func descendants(root int) []proc {
 					continue
 				}
 				p := proc{pid: child, state: '?'}
-				if open, i := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')'); open > 0 && i > open {
-					p.comm = string(stat[open+1 : i])
-				}
 				if i := bytes.LastIndexByte(stat, ')'); i > 0 {
 					if f := strings.Fields(string(stat[i+1:])); len(f) > 19 {
 						p.state, p.start = f[0][0], f[19]

@@ -16,9 +16,11 @@
 //	helper stamp FIFO
 //	    writes "ready PID", then for each SIGUSR1 it receives the time of its
 //	    arrival (CLOCK_MONOTONIC, ns); exits 0 on SIGTERM.
-//	helper listen [-ignore-term] ADDR FIFO
+//	helper listen [-ignore-term|-note-term] ADDR FIFO
 //	    listens on TCP ADDR, writes "listening PID" to FIFO and serves until
-//	    a signal ends it (with -ignore-term SIGTERM is ignored).
+//	    a signal ends it (with -ignore-term SIGTERM is ignored; with
+//	    -note-term each SIGTERM writes "listener-term PID" to FIFO, and the
+//	    helper serves on).
 //	helper notify MESSAGE
 //	    sends MESSAGE ("\n" in it a newline) as one datagram to the socket
 //	    $NOTIFY_SOCKET names ("@name" abstract), as sd_notify(3) does, and
@@ -233,9 +235,15 @@ func orphanParent(fifo string) {
 func listen(args []string) {
 	fs := flag.NewFlagSet("listen", flag.ExitOnError)
 	ignoreTerm := fs.Bool("ignore-term", false, "ignore SIGTERM")
+	noteTerm := fs.Bool("note-term", false, "note each SIGTERM, and serve on")
 	fs.Parse(args)
-	if *ignoreTerm {
+	var terms chan os.Signal
+	switch {
+	case *ignoreTerm:
 		signal.Ignore(syscall.SIGTERM)
+	case *noteTerm:
+		terms = make(chan os.Signal, 1)
+		signal.Notify(terms, syscall.SIGTERM)
 	}
 	l, err := net.Listen("tcp", fs.Arg(0))
 	if err != nil {
@@ -244,6 +252,11 @@ func listen(args []string) {
 	}
 	out, _ := os.OpenFile(fs.Arg(1), os.O_WRONLY, 0)
 	fmt.Fprintf(out, "listening %d\n", os.Getpid())
+	go func() {
+		for range terms {
+			fmt.Fprintf(out, "listener-term %d\n", os.Getpid())
+		}
+	}()
 	for {
 		c, err := l.Accept()
 		if err == nil {

@@ -50,14 +50,15 @@ func (s *supervisor) signalCommand() {
 	rec := s.openRecord()
 	reached, _ := s.walkReach(false)
 	s.forwardRequest(reached)
-	fields := []zapcore.Field{logs.String("reason", rec.Reason.String()), logs.Int("reached", len(reached))}
+	fields := []zapcore.Field{logs.String("reason", rec.Reason.String()), logs.String("first", "COMMAND"),
+		logs.Int("reached", len(reached))}
 	if s.stop.budget.NoDeadline {
-		fields = append(fields, logs.String("deadline", "none: the manager's"))
+		fields = append(fields, logs.String("grace", "none: the manager's"))
 	} else {
 		fields = append(fields, logs.Duration("grace", s.stopDeadline()),
 			logs.Duration("others_after", s.stop.machine.OthersAfter()))
 	}
-	s.log.Info("stopping: COMMAND first", fields...)
+	s.log.Info("stopping", fields...)
 }
 
 // signalOthers sends the stop signal to every descendant that has not had
@@ -100,7 +101,7 @@ func (s *supervisor) openRecord() *record.Stop {
 // walkReach walks the tree and tracks the processes the stop request
 // reaches when forwarded; with all, the others too, returned apart.
 func (s *supervisor) walkReach(all bool) (reached, rest []*record.Process) {
-	target := s.forwarder.policy.TargetOf(s.stop.request)
+	target := s.forwarder.policy.Target
 	s.tree.Walk(func(h *handle.Handle) {
 		switch {
 		case s.forwarder.reaches(h, target):

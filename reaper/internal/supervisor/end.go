@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 
+	"github.com/reaper-init/reaper/reaper/instance"
 	"github.com/reaper-init/reaper/reaper/logs"
 	"github.com/reaper-init/reaper/reaper/record"
 )
@@ -50,6 +51,7 @@ func (s *supervisor) writeReport(code int) error {
 // at the end of a run (processes that outlived SIGKILL, the report, the
 // cgroup, the lock) are collected and logged together.
 func (s *supervisor) end(code int) {
+	s.stopEscapees()
 	var errs *multierror.Error
 	if s.stop.record != nil {
 		for _, p := range s.stop.record.Processes {
@@ -62,6 +64,18 @@ func (s *supervisor) end(code int) {
 	errs = multierror.Append(errs, s.writeSummary(code))
 	errs = multierror.Append(errs, s.release())
 	logErrors(s.log, errs)
+}
+
+// stopEscapees stops, at the end of a run without a cgroup, the processes
+// that carry the run's marker yet are no longer below reaper: they escaped
+// the teardown (see instance.Sweep's Escaped).
+func (s *supervisor) stopEscapees() {
+	if s.held.leaf != nil || !s.self.ownProc {
+		return // the cgroup holds whatever escaped the tree; or /proc is not ours to search
+	}
+	escapees := &instance.Sweep{Name: s.held.instance, Escaped: s.held.marker, Self: s.self.pid,
+		StopSignal: s.cfg.StopSignal, Grace: s.cfg.Grace, KillWait: killWait, Log: s.log}
+	escapees.Run()
 }
 
 // cleanUp releases what prepare took, when COMMAND does not start.

@@ -70,7 +70,7 @@ func (f *forwarder) forwardNow(sig syscall.Signal) bool {
 	if f.cmd.reaped {
 		return false
 	}
-	return f.killCommand(out, f.policy.TargetOf(sig)) == nil // on failure the loop tries again, and says why
+	return f.killCommand(out, f.policy.Target) == nil // on failure the loop tries again, and says why
 }
 
 // killCommand sends sig to COMMAND's group, or to COMMAND alone. COMMAND
@@ -104,7 +104,7 @@ func (f *forwarder) forward(sig syscall.Signal) syscall.Signal {
 		f.log.Debug("dropped", logs.Signal("signal", sig))
 		return 0
 	}
-	target := f.policy.TargetOf(sig)
+	target := f.policy.Target
 	var err error
 	reached := 1
 	switch {

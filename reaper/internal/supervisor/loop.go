@@ -9,6 +9,7 @@ import (
 
 	"github.com/reaper-init/reaper/reaper/exitcode"
 	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/procfs"
 	"github.com/reaper-init/reaper/reaper/stop"
 )
 
@@ -41,7 +42,7 @@ func (s *supervisor) step() {
 		s.stop.exits.noteExits(s.stop.record, tokens, time.Now())
 	case <-s.stop.timers.graceC:
 		s.stop.timers.graceC = nil
-		s.log.Info("grace period over", logs.Duration("grace", s.stopDeadline()))
+		s.log.Info("grace period over", logs.Duration("grace", s.stop.timers.graceFor))
 		s.feed(stop.GraceExpired)
 	case <-s.stop.timers.othersC:
 		s.stop.timers.othersC = nil
@@ -69,7 +70,7 @@ func (s *supervisor) advance() {
 	if !machine.Stopping() && machine.Phase() != stop.Draining {
 		return
 	}
-	if s.cmd.reaped && s.tree.Done(s.children.none) {
+	if s.cmd.reaped && s.tree.Done(s.noChildren()) {
 		s.feed(stop.TreeEmpty)
 		return
 	}
@@ -108,7 +109,7 @@ func (s *supervisor) feed(ev stop.Event) []stop.Action {
 		case stop.ArmGrace:
 			s.stop.timers.armGrace(s.stop.machine.DeadlineAfter(), s.stop.record.Began)
 		case stop.ArmLeftovers:
-			s.stop.timers.armGrace(s.stop.machine.LeftoversGrace(), time.Now())
+			s.stop.timers.armSooner(s.stop.machine.LeftoversGrace(), time.Now())
 		case stop.ArmOthers:
 			s.stop.timers.armOthers(s.stop.machine.OthersAfter(), s.stop.record.Began)
 		case stop.ArmKillWait:
@@ -133,7 +134,7 @@ func (s *supervisor) reap() {
 		return
 	}
 	s.log.Info("command exited", logs.Int("pid", s.cmd.pid), logs.String("status", exitcode.Describe(s.cmd.status)))
-	if s.tree.Done(s.children.none) {
+	if s.tree.Done(s.noChildren()) {
 		s.feed(stop.CommandExitLast)
 	} else {
 		s.feed(stop.CommandExit)
@@ -151,14 +152,20 @@ func (s *supervisor) reapAll() (commandExited bool) {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case errors.Is(err, unix.ECHILD):
-			s.children.none = true
+			s.children.none, s.children.guardianOnly = true, false
 			return commandExited
 		case err != nil:
 			s.log.Error("wait4 failed", logs.Err(err))
 			return commandExited
 		case pid == 0:
 			s.children.none = false
+			s.children.guardianOnly = s.held.guardian != nil && !s.held.guardian.Lost()
 			return commandExited
+		case s.held.guardian != nil && pid == s.held.guardian.PID():
+			s.log.Warn("the guardian exited before the run's end: should reaper die now, what the run left will not be stopped",
+				logs.String("status", exitcode.Describe(status)))
+			s.held.guardian.Reaped()
+			continue
 		case exitcode.Stopped(status):
 			s.children.stopped[pid] = true
 			if pid == s.cmd.pid {
@@ -180,6 +187,18 @@ func (s *supervisor) reapAll() (commandExited bool) {
 			s.cmd.reaped, s.cmd.status, commandExited = true, status, true
 		}
 	}
+}
+
+// noChildren reports whether nothing is left below reaper: wait4 said
+// ECHILD, or, while the guardian lives (a child of reaper's that is no
+// descendant of COMMAND's), the kernel's lists of reaper's children hold
+// the guardian alone, so that no other descendant can exist.
+func (s *supervisor) noChildren() bool {
+	if s.children.none || !s.children.guardianOnly {
+		return s.children.none
+	}
+	kids := procfs.Children(s.self.pid, s.self.threads)
+	return len(kids) == 1 && kids[0] == s.held.guardian.PID()
 }
 
 // onStopRequest handles a stop request: before a stop, it begins one (the
@@ -249,10 +268,21 @@ func (s *supervisor) stopDeadline() time.Duration {
 }
 
 // armGrace arms the deadline d after from (the start of the stop, not the
-// end of its walk; or now).
+// end of its walk).
 func (t *timers) armGrace(d time.Duration, from time.Time) {
-	t.grace = time.NewTimer(max(d-time.Since(from), 0))
+	if t.grace != nil {
+		t.grace.Stop()
+	}
+	t.grace, t.graceAt, t.graceFor = time.NewTimer(max(d-time.Since(from), 0)), from.Add(d), d
 	t.graceC = t.grace.C
+}
+
+// armSooner arms the deadline d after from, unless the one armed comes
+// sooner.
+func (t *timers) armSooner(d time.Duration, from time.Time) {
+	if t.graceC == nil || from.Add(d).Before(t.graceAt) {
+		t.armGrace(d, from)
+	}
 }
 
 // armOthers arms the time the others get the stop signal, d after the

@@ -47,10 +47,11 @@ func (s *supervisor) setUp() bool {
 }
 
 // launchGuardian starts the run's guardian (see package guardian), unless
-// reaper is PID 1 (whose death ends its namespace) or --guardian=off.
+// reaper is PID 1 (whose death ends its namespace), /proc is another PID
+// namespace's, or --guardian=off.
 func (s *supervisor) launchGuardian() {
-	if s.cfg.Guardian == GuardianOff || s.self.pid == 1 {
-		return
+	if s.cfg.Guardian == GuardianOff || s.self.pid == 1 || !s.self.ownProc {
+		return // a foreign /proc would show the guardian nothing of the run
 	}
 	g, err := guardian.Launch()
 	if err != nil {
@@ -58,19 +59,6 @@ func (s *supervisor) launchGuardian() {
 		return
 	}
 	s.held.guardian = g
-}
-
-// settleGuardian waits until the guardian is started and no child of
-// reaper's.
-func (s *supervisor) settleGuardian() {
-	if s.held.guardian == nil {
-		return
-	}
-	if err := s.held.guardian.Settle(); err != nil {
-		s.log.Warn("no guardian: should reaper die, what the run left will not be stopped", logs.Err(err))
-		s.held.guardian.Release()
-		s.held.guardian = nil
-	}
 }
 
 // becomeSubreaper makes orphaned descendants reparent to reaper instead of

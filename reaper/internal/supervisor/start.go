@@ -39,8 +39,11 @@ func (s *supervisor) start() error {
 	s.cmd.mu.Unlock()
 	s.tree = s.newTree()
 	s.stop.emptied = s.tree.Emptied()
+	// Where /proc is not reaper's, the tree is COMMAND's process group
+	// while COMMAND lives, and nothing once it has exited: the others
+	// must get the stop signal with COMMAND.
 	order := stop.Mixed
-	if s.cfg.KillMode == KillModeControlGroup {
+	if s.cfg.KillMode == KillModeControlGroup || !s.self.ownProc {
 		order = stop.All
 	}
 	s.stop.machine = stop.New(s.stop.budget, order, s.cfg.Wait)
@@ -74,7 +77,7 @@ func (s *supervisor) spawn() (int, error) {
 		s.log.Warn("cannot leave the working directory", logs.Err(err))
 		dir = ""
 	}
-	set := []string{instance.Var + "=" + s.held.marker}
+	set := []string{instance.Var + "=" + instance.Nest(s.held.marker, os.Getenv(instance.Var))}
 	if s.held.relay = s.openRelay(); s.held.relay != nil {
 		set = append(set, notify.Variable+"="+s.held.relay.Address())
 	}
@@ -151,6 +154,9 @@ func (s *supervisor) newTree() tree.Tree {
 	}
 	hidden := &hiddenSet{log: s.log}
 	proc := tree.NewProc(s.self.pid, s.self.threads, hidden.report)
+	if s.held.guardian != nil {
+		proc.Exclude = s.held.guardian.PID() // reaper's own, no descendant of COMMAND's
+	}
 	if s.held.leaf == nil {
 		return proc
 	}

@@ -167,6 +167,10 @@ type children struct {
 	// none is set when the last wait4 said ECHILD: nothing is left below
 	// reaper (as subreaper it inherits every orphan).
 	none bool
+	// guardianOnly is set when the last wait4 found children but none
+	// exited while the guardian lives: nothing else may be left (see
+	// noChildren).
+	guardianOnly bool
 	// stopped holds the children wait4 reported stopped and not continued
 	// since: a stop continues them (SIGCONT) without reading /proc.
 	stopped map[int]bool
@@ -214,6 +218,8 @@ func (c *command) livePID() int {
 type timers struct {
 	grace, others, timeout, kill     *time.Timer
 	graceC, othersC, timeoutC, killC <-chan time.Time
+	graceAt                          time.Time     // when grace fires
+	graceFor                         time.Duration // the period it ends, for the log
 }
 
 // Run starts cfg.Command, supervises it until it and every other descendant
@@ -244,20 +250,17 @@ func Run(cfg Config) Exit {
 
 // supervise is the run, once reaper is set up: what comes before COMMAND,
 // COMMAND's start, the event loop until nothing is left, and the end.
-// reaper becomes a subreaper just before COMMAND starts: nothing before
-// forks anything that outlives its parent, but the guardian.
 func (s *supervisor) supervise() Exit {
-	s.launchGuardian() // first: its start overlaps the rest of the set-up
+	s.becomeSubreaper()
 	s.self.ownProc = procIsOurs(s.self.pid, s.log)
-	<-s.self.spares // before anything can fill pids.max: a sweep, a wait, COMMAND
+	s.launchGuardian() // early: its start overlaps the rest of the set-up
+	<-s.self.spares    // before anything can fill pids.max: a sweep, a wait, COMMAND
 	if code, ok := s.prepare(); !ok {
 		if s.caught.early != 0 {
 			return s.exit(code, s.caught.early) // a stop request ends reaper as it would have without it
 		}
 		return Exit{Code: code}
 	}
-	s.settleGuardian() // before reaper is a subreaper: the guardian must not be reparented to it
-	s.becomeSubreaper()
 	<-s.caught.all // every signal reaper forwards is caught before COMMAND can be sent one
 	if err := s.start(); err != nil {
 		code := s.startFailed(err)

@@ -11,7 +11,8 @@
 //
 // What is relayed:
 //
-//   - Every assignment, byte for byte and in the order sent: READY=1,
+//   - Every assignment, byte for byte and in the order sent (unless one
+//     is removed, below): READY=1,
 //     RELOADING=1, STOPPING=1, STATUS=, ERRNO=, WATCHDOG=1,
 //     WATCHDOG=trigger, WATCHDOG_USEC=, EXTEND_TIMEOUT_USEC=, FDSTORE=1,
 //     FDNAME=, FDSTOREREMOVE=1, BARRIER=1, MONOTONIC_USEC=, and those this
@@ -23,15 +24,22 @@
 //
 // What is not:
 //
-//   - MAINPID=, MAINPIDFD= and MAINPIDFDID= lines. The wrapper must stay the
-//     main process: it reaps and tears down COMMAND's tree, and its exit is
-//     what the manager must see. Were COMMAND's pid the main pid, the
-//     manager would take COMMAND's exit for the service's, and stop or
-//     fail the unit while the wrapper's teardown runs. These lines are
-//     removed and the rest of the datagram relayed; a datagram whose
-//     MAINPIDFD= line is removed loses its descriptors too (the pidfd that
-//     goes with it), and one with no assignment left is dropped. The first
-//     removal is logged at info level.
+//   - MAINPID=, MAINPIDFD=, MAINPIDFDID= and NOTIFYACCESS= assignments.
+//     The relay sends with the wrapper's credentials, which the manager
+//     trusts: with these, any process of COMMAND's tree could make any
+//     process on the host the unit's main process (which systemctl stop
+//     then signals), or let any process notify. And the wrapper must stay
+//     the main process: it reaps and tears down COMMAND's tree, and its
+//     exit is what the manager must see. The datagram is read exactly as
+//     systemd reads it (see assignments: lines end at '\n' or '\r', a
+//     backslash escapes the byte after it, the text ends at the first
+//     NUL), these assignments are removed, and every other is relayed, in
+//     order, joined by '\n'. So is an assignment holding an escaped line
+//     break, which systemd before 247 would split. A datagram whose
+//     MAINPIDFD= is removed loses its descriptors too (the pidfd that goes
+//     with it); one with no assignment left, or which systemd would ignore
+//     whole (a backslash at its end), is dropped. The first removal is
+//     logged at info level.
 //   - Datagrams from senders accept refuses. Open enables SO_PASSCRED on
 //     COMMAND's socket, so the kernel attaches each sender's pid, uid and
 //     gid (pid 0 when the sender's PID namespace is not visible from the
@@ -66,6 +74,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,7 +130,7 @@ type Relay struct {
 	sendWait time.Duration // see sendWait
 
 	relayed, refused, dropped atomic.Uint64
-	toldMainPID               bool // used by Serve alone
+	toldRemoved               bool // used by Serve alone
 
 	serving   atomic.Bool
 	closed    atomic.Bool
@@ -136,8 +145,8 @@ type Relay struct {
 // is. accept decides, from a sender's credentials, whether its datagram is
 // relayed; it is called from Serve's goroutine, once per datagram. The
 // relay logs to log (nil: nowhere) at debug level the datagrams it refuses,
-// at info level the first MAINPID= it removes, and warnings for datagrams
-// it cannot relay.
+// at info level the first MAINPID= or NOTIFYACCESS= it removes, and
+// warnings for datagrams it cannot relay.
 func Open(upstream string, accept func(unix.Ucred) bool, log *logs.Logger) (*Relay, error) {
 	if accept == nil {
 		return nil, errors.New("notify: Open with a nil accept")
@@ -288,22 +297,27 @@ func (r *Relay) handle(d datagram) {
 			logs.Int("uid", int(d.cred.Uid)), logs.Int("gid", int(d.cred.Gid)))
 		return
 	}
-	msg, removed, pidfd := withoutMainPID(d.data)
+	f := filter(d.data)
 	fds := d.fds
-	if removed {
-		if !r.toldMainPID {
-			r.toldMainPID = true
-			r.log.Info("MAINPID= removed from a notification: reaper stays the unit's main process", r.sender(d))
+	if f.unreadable {
+		r.drop("notification dropped: it ends in a backslash, which makes systemd ignore it", r.sender(d))
+		return
+	}
+	if len(f.removed) > 0 {
+		if !r.toldRemoved {
+			r.toldRemoved = true
+			r.log.Info("MAINPID= or NOTIFYACCESS= removed from a notification: reaper stays the unit's main process",
+				r.sender(d), logs.String("removed", strings.Join(f.removed, ",")))
 		}
-		if pidfd {
+		if f.pidfd {
 			fds = nil
 		}
-		if empty(msg) {
-			r.drop("notification dropped: nothing left without MAINPID=", r.sender(d))
-			return
-		}
 	}
-	if err := r.send(msg, fds); err != nil {
+	if len(f.msg) == 0 && len(d.data) > 0 {
+		r.drop("notification dropped: nothing left to relay", r.sender(d))
+		return
+	}
+	if err := r.send(f.msg, fds); err != nil {
 		if r.closed.Load() {
 			r.dropped.Add(1)
 			return

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -259,25 +260,167 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-func TestWithoutMainPID(t *testing.T) {
+func TestFilter(t *testing.T) {
 	for _, tc := range []struct {
-		in, out        string
-		removed, pidfd bool
+		in, out string
+		removed string // the keys, comma-separated
+		pidfd   bool
 	}{
-		{"READY=1", "READY=1", false, false},
-		{"READY=1\nSTATUS=MAINPID=7 is not a line of its own", "READY=1\nSTATUS=MAINPID=7 is not a line of its own", false, false},
-		{"MAINPID=42\nREADY=1", "READY=1", true, false},
-		{"READY=1\nMAINPID=42\nSTATUS=up\n", "READY=1\nSTATUS=up\n", true, false},
-		{"MAINPID=42", "", true, false},
-		{"MAINPIDFD=1\nREADY=1", "READY=1", true, true},
-		{"MAINPIDFDID=1234\nMAINPID=42\nREADY=1", "READY=1", true, false},
-		{"MAINPIDX=1\nREADY=1", "MAINPIDX=1\nREADY=1", false, false},
+		{"READY=1", "READY=1", "", false},
+		{"READY=1\nSTATUS=MAINPID=7 is not a line of its own", "READY=1\nSTATUS=MAINPID=7 is not a line of its own", "", false},
+		{"MAINPID=42\nREADY=1", "READY=1", "MAINPID", false},
+		{"READY=1\nMAINPID=42\nSTATUS=up\n", "READY=1\nSTATUS=up", "MAINPID", false},
+		{"MAINPID=42", "", "MAINPID", false},
+		{"MAINPIDFD=1\nREADY=1", "READY=1", "MAINPIDFD", true},
+		{"MAINPIDFDID=1234\nMAINPID=42\nREADY=1", "READY=1", "MAINPIDFDID,MAINPID", false},
+		{"MAINPIDX=1\nREADY=1", "MAINPIDX=1\nREADY=1", "", false},
+		// systemd splits at '\r' too, and keeps what follows.
+		{"READY=1\rMAINPID=4242", "READY=1", "MAINPID", false},
+		{"MAINPID=4244\rREADY=1", "READY=1", "MAINPID", false},
+		{"STATUS=x\r\n\rMAINPID=1\r\rWATCHDOG=1", "STATUS=x\nWATCHDOG=1", "MAINPID", false},
+		{"READY=1\nNOTIFYACCESS=all", "READY=1", "NOTIFYACCESS", false},
+		// The text ends at the first NUL.
+		{"READY=1\x00MAINPID=1", "READY=1", "", false},
+		{"READY=1\x00", "READY=1", "", false},
+		{"\x00READY=1", "", "", false},
+		// A backslash takes the next byte: systemd reads MAINPID=1 here...
+		{"READY=1\n\\MAINPID=1", "READY=1", "MAINPID", false},
+		{"MAIN\\PID=1\nREADY=1", "READY=1", "MAINPID", false},
+		// ...and an escaped line break, which systemd before 247 split.
+		{"READY=1\\\nMAINPID=1", "", "line break", false},
+		{"STATUS=a\\\rb\nREADY=1", "READY=1", "line break", false},
+		// Backslashes of what is kept are kept, as systemd reads them.
+		{"STATUS=C:\\\\x\nMAINPID=1", "STATUS=C:\\\\x", "MAINPID", false},
+		{"STATUS=C:\\x\nMAINPID=1", "STATUS=C:x", "MAINPID", false},
+		{"STATUS=C:\\x", "STATUS=C:\\x", "", false},
 	} {
-		out, removed, pidfd := withoutMainPID([]byte(tc.in))
-		if string(out) != tc.out || removed != tc.removed || pidfd != tc.pidfd {
-			t.Errorf("%q: %q, %v, %v; want %q, %v, %v", tc.in, out, removed, pidfd, tc.out, tc.removed, tc.pidfd)
+		f := filter([]byte(tc.in))
+		if string(f.msg) != tc.out || strings.Join(f.removed, ",") != tc.removed || f.pidfd != tc.pidfd || f.unreadable {
+			t.Errorf("%q: %q, removed %q, pidfd %v, unreadable %v; want %q, %q, %v", tc.in, f.msg, f.removed, f.pidfd, f.unreadable,
+				tc.out, tc.removed, tc.pidfd)
 		}
 	}
+	for _, in := range []string{"READY=1\\", "MAINPID=1\nREADY=1\\"} {
+		if f := filter([]byte(in)); !f.unreadable || len(f.msg) != 0 {
+			t.Errorf("%q: %+v, want unreadable (systemd ignores it whole)", in, f)
+		}
+	}
+}
+
+// systemdReads is a model of how systemd 247 and later read a
+// notification, written after its C (manager_dispatch_notify_fd,
+// strv_split_newlines, extract_first_word with separators "\n\r" and no
+// flags) rather than after the relay's code: nil and false when it would
+// ignore the datagram.
+func systemdReads(buf []byte) ([]string, bool) {
+	if i := bytes.IndexByte(buf, 0); i >= 0 {
+		buf = buf[:i] // 252 ignores it instead: then nothing is read at all
+	}
+	at := func(p int) byte { // C strings end in NUL
+		if p < len(buf) {
+			return buf[p]
+		}
+		return 0
+	}
+	isSep := func(c byte) bool { return c == '\n' || c == '\r' }
+	var tags []string
+	p := 0
+	for {
+		// Skip separators; the end of the string: no more words.
+		for isSep(at(p)) {
+			p++
+		}
+		if at(p) == 0 {
+			return tags, true
+		}
+		var s []byte
+		backslash := false
+	word:
+		for ; ; p++ {
+			c := at(p)
+			switch {
+			case backslash:
+				if c == 0 {
+					return nil, false // -EINVAL: systemd logs and drops the message
+				}
+				s = append(s, c)
+				backslash = false
+			case c == 0:
+				break word
+			case c == '\\':
+				backslash = true
+			case isSep(c):
+				break word
+			default:
+				s = append(s, c)
+			}
+		}
+		tags = append(tags, string(s))
+	}
+}
+
+// oldSystemdReads is how systemd before 247 read one: split at every '\n'
+// and '\r', no escapes.
+func oldSystemdReads(buf []byte) []string {
+	if i := bytes.IndexByte(buf, 0); i >= 0 {
+		buf = buf[:i]
+	}
+	return strings.FieldsFunc(string(buf), func(r rune) bool { return r == '\n' || r == '\r' })
+}
+
+// movesTrust reports whether systemd would read tag as an assignment moving
+// its trust: the main pid, or who may notify.
+func movesTrust(tag string) bool {
+	for _, key := range []string{"MAINPID=", "MAINPIDFD=", "MAINPIDFDID=", "NOTIFYACCESS="} {
+		if strings.HasPrefix(tag, key) {
+			return true
+		}
+	}
+	return false
+}
+
+func FuzzFilter(f *testing.F) {
+	for _, s := range []string{"READY=1", "READY=1\rMAINPID=4242", "MAINPID=4244\rREADY=1", "READY=1\x00MAINPID=1",
+		"NOTIFYACCESS=all\nREADY=1", "\\MAINPID=1", "READY=1\\\nMAINPID=1", "STATUS=a\\\\b\n\n", "X\\", "\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got := filter(in)
+		tags, ok := systemdReads(in)
+		if !ok {
+			if !got.unreadable || len(got.msg) != 0 {
+				t.Fatalf("%q: systemd ignores it, the relay sends %q", in, got.msg)
+			}
+			return
+		}
+		if got.unreadable {
+			t.Fatalf("%q: systemd reads %q, the relay calls it unreadable", in, tags)
+		}
+		out, ok := systemdReads(got.msg)
+		if !ok {
+			t.Fatalf("%q: the relay sends %q, which systemd ignores", in, got.msg)
+		}
+		var want []string
+		for _, tag := range tags {
+			if !movesTrust(tag) && !strings.ContainsAny(tag, "\n\r") {
+				want = append(want, tag)
+			}
+		}
+		if !slices.Equal(out, want) {
+			t.Fatalf("%q: systemd reads %q from the relay's %q, want %q", in, out, got.msg, want)
+		}
+		for _, tag := range oldSystemdReads(got.msg) {
+			if movesTrust(tag) {
+				t.Fatalf("%q: systemd before 247 reads %q from the relay's %q", in, tag, got.msg)
+			}
+		}
+		if bytes.IndexByte(got.msg, 0) >= 0 {
+			t.Fatalf("%q: the relay sends a NUL: %q", in, got.msg)
+		}
+		if len(got.removed) == 0 && bytes.IndexByte(in, 0) < 0 && !bytes.Equal(got.msg, in) {
+			t.Fatalf("%q: nothing removed, yet the relay sends %q", in, got.msg)
+		}
+	})
 }
 
 func TestRelaysUnchanged(t *testing.T) {
@@ -291,9 +434,14 @@ func TestRelaysUnchanged(t *testing.T) {
 		{"WATCHDOG_USEC=20000000", "WATCHDOG_USEC=20000000"},
 		{"EXTEND_TIMEOUT_USEC=5000000", "EXTEND_TIMEOUT_USEC=5000000"},
 		{"ERRNO=2", "ERRNO=2"},
-		{"X_UNKNOWN=\x00\xff bytes\n\n", "X_UNKNOWN=\x00\xff bytes\n\n"},
+		{"X_UNKNOWN=\xff bytes\n\n", "X_UNKNOWN=\xff bytes\n\n"},
+		{"X_UNKNOWN=\x00\xff bytes\n\n", "X_UNKNOWN="}, // the text ends at the NUL
 		{"MAINPID=1\nREADY=1", "READY=1"},
-		{"READY=1\nMAINPID=1\n", "READY=1\n"},
+		{"READY=1\nMAINPID=1\n", "READY=1"},
+		{"READY=1\rMAINPID=1", "READY=1"},
+		{"MAINPID=1\rREADY=1", "READY=1"},
+		{"NOTIFYACCESS=all\nREADY=1", "READY=1"},
+		{"READY=1\\", ""}, // systemd would ignore it: dropped
 		{"MAINPID=1", ""}, // nothing left: dropped
 		{"MAINPID=1\n\n", ""},
 		{strings.Repeat("S", maxDatagram), strings.Repeat("S", maxDatagram)},
@@ -332,8 +480,11 @@ func TestRelaysUnchanged(t *testing.T) {
 				}
 			}
 			expectStats(t, r, want)
-			if n := log.count(zapcore.InfoLevel, "MAINPID= removed"); n != 1 {
+			if n := log.count(zapcore.InfoLevel, "MAINPID= or NOTIFYACCESS= removed"); n != 1 {
 				t.Errorf("%d info lines for MAINPID=, want 1 (the first)", n)
+			}
+			if n := log.count(zapcore.WarnLevel, "ends in a backslash"); n != 1 {
+				t.Errorf("%d warnings for a datagram systemd would ignore, want 1", n)
 			}
 			if n := log.count(zapcore.WarnLevel, "longer than"); n != 2 {
 				t.Errorf("%d warnings for too long datagrams, want 2", n)
