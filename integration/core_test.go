@@ -260,7 +260,7 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 		}
 	}
 	code, stdout, _ := runReaper(t, nil, "--version")
-	if code != 0 || !regexp.MustCompile(`^reaper version \S+\n$`).MatchString(stdout) {
+	if code != 0 || !regexp.MustCompile(`^reaper version \S+ \(commit \S+, linux/\S+\)\n$`).MatchString(stdout) {
 		t.Errorf("--version: exit %d, %q", code, stdout)
 	}
 }
