@@ -9,6 +9,7 @@ package integration
 // time (docs/benchmarks.md).
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -511,11 +512,33 @@ func (ct *nspawn) clawLeft(v clawVariant, run string) []clawProc {
 		}
 	}
 	for _, pid := range ct.cgroupMembers(v.unit()) {
-		if p, ok := describeProc(pid); ok && (p.run != run || p.marker != v.name) {
+		if p, ok := describeProc(pid); ok && (p.run != run || p.marker != v.name) && !childOfRun(p, v, run) {
 			note(p)
 		}
 	}
 	return left
+}
+
+// childOfRun reports whether p's parent is a process of the variant's
+// run: p is of that run too, though nothing in its environment says so
+// (reaper's guardian starts with an empty one). What an earlier run left
+// has been reparented since its reaper exited.
+func childOfRun(p clawProc, v clawVariant, run string) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 2 {
+		return false
+	}
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return false
+	}
+	parent, ok := describeProc(ppid)
+	return ok && parent.run == run && parent.marker == v.name
 }
 
 // cgroupMembers lists the host pids of the processes in a unit's cgroup
