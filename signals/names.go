@@ -18,9 +18,11 @@ import (
 
 // The real-time signals, numbered as programs and kill(1) number them.
 const (
-	// RTMin is the C library's SIGRTMIN: the kernel's first real-time
-	// signal, 32, plus the two that glibc and musl keep for their threads.
-	// It is 34 on every architecture.
+	// RTMin is glibc's SIGRTMIN, as kill(1) and bash name it: the
+	// kernel's first real-time signal, 32, plus the two glibc keeps for
+	// its threads. It is 34 on every architecture. musl keeps three: a
+	// musl program's SIGRTMIN is 35, so under musl give real-time signals
+	// by number.
 	RTMin = syscall.Signal(34)
 	// RTMax is the C library's SIGRTMAX: 64, or 127 on mips (see rtMax).
 	RTMax = syscall.Signal(rtMax)
@@ -83,6 +85,9 @@ func parseRealtime(name string) (syscall.Signal, bool) {
 		base, offset = name[:i], name[i+1:]
 		if name[i] == '-' {
 			sign = -1
+		}
+		if offset == "" || strings.Trim(offset, "0123456789") != "" {
+			return 0, false // digits only: no "RTMIN+", "RTMIN++3" or "RTMAX- 1"
 		}
 	}
 	var sig syscall.Signal

@@ -60,7 +60,8 @@ func TestNamesAreTheArchitecturesOwn(t *testing.T) {
 
 func TestParseRejectsNonsense(t *testing.T) {
 	for _, in := range []string{"", "0", strconv.Itoa(int(RTMax) + 1), "-1", "SIG", "TERMX", "RTMIN-1", "RTMAX+1",
-		"RTMIN+" + strconv.Itoa(int(RTMax-RTMin)+1), "RTMIN+x", "SIGSIGTERM", "RTMIN+99999999999999999999"} {
+		"RTMIN+" + strconv.Itoa(int(RTMax-RTMin)+1), "RTMIN+x", "SIGSIGTERM", "RTMIN+99999999999999999999",
+		"RTMIN+", "RTMIN++3", "RTMAX--1", "RTMAX-+1", "RTMIN+ 1"} {
 		if sig, err := Parse(in); err == nil {
 			t.Errorf("Parse(%q) = %v, want an error", in, sig)
 		}
