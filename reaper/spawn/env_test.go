@@ -1,7 +1,9 @@
 package spawn
 
 import (
+	"math/big"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -44,5 +46,50 @@ func TestMaskRoundTrips(t *testing.T) {
 	_, value, _ := strings.Cut(env[0], "=")
 	if got, _, ok := parseTrampoline(value); !ok || !slices.Equal(got.mask, want) {
 		t.Errorf("the trampoline read the mask %v, want %v", got.mask, want)
+	}
+}
+
+// TestMaskReachesTheKernel: the mask the trampoline sets blocks exactly
+// its signals, as the kernel itself reports them (SigBlk in
+// /proc/thread-self/status, one bit per signal up to SIGRTMAX): the words
+// of signals.Sigset are as wide and in the order this architecture's
+// kernel reads them (32-bit words on 386, arm and mips; 128 signals on
+// mips). The arch tests run it on arm64 and mips64el kernels.
+func TestMaskReachesTheKernel(t *testing.T) {
+	mask := slices.Compact([]syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, 31, 32, 33, 40, 63, 64, signals.RTMax})
+	done := make(chan string)
+	go func() {
+		// The thread keeps the mask: it ends with this goroutine, locked.
+		runtime.LockOSThread()
+		setThreadMask(signals.Sigset(mask...))
+		status, err := os.ReadFile("/proc/thread-self/status")
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if hex, ok := strings.CutPrefix(line, "SigBlk:"); ok {
+				done <- strings.TrimSpace(hex)
+				return
+			}
+		}
+		done <- "no SigBlk line"
+	}()
+	hex := <-done
+	blocked, ok := new(big.Int).SetString(hex, 16)
+	if !ok {
+		t.Fatalf("SigBlk: %s", hex)
+	}
+	if bits := len(hex) * 4; bits != int(signals.RTMax)+int(signals.RTMax)%2 {
+		t.Errorf("SigBlk has %d bits (%s), want one per signal up to SIGRTMAX %d", bits, hex, signals.RTMax)
+	}
+	var got []syscall.Signal
+	for sig := syscall.Signal(1); sig <= signals.RTMax; sig++ {
+		if blocked.Bit(int(sig-1)) == 1 {
+			got = append(got, sig)
+		}
+	}
+	if !slices.Equal(got, mask) {
+		t.Errorf("the kernel blocks %v (SigBlk %s), want %v", got, hex, mask)
 	}
 }
