@@ -14,43 +14,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// testGroup is a pair of groups made for one test run: a cgroup v2 group to
+// Cgroup is a pair of groups made for one test run: a cgroup v2 group to
 // count and kill its processes, and, where the pids controller lives in a v1
 // hierarchy (as on this project's machines), a v1 group for pids.max.
-type testGroup struct {
-	v2   string
-	pids string // "" when pids.max is set on the v2 group itself
+type Cgroup struct {
+	V2   string
+	Pids string // "" when pids.max is set on the v2 group itself
 }
 
 var cgroupSeq atomic.Int64
 
-// newCgroup makes a cgroup bounded to pidsMax processes, or skips the test
+// NewCgroup makes a cgroup bounded to pidsMax processes, or skips the test
 // when cgroups cannot be made here.
-func newCgroup(t testing.TB, pidsMax int) *testGroup {
+func NewCgroup(t testing.TB, pidsMax int) *Cgroup {
 	t.Helper()
-	requireRoot(t)
-	v2root, pidsRoot := cgroupMounts()
+	RequireRoot(t)
+	v2root, pidsRoot := CgroupMounts()
 	if v2root == "" {
-		skip(t, "no cgroup2 hierarchy mounted")
+		Skip(t, "no cgroup2 hierarchy mounted")
 	}
 	name := fmt.Sprintf("reaper-test-%d-%d", os.Getpid(), cgroupSeq.Add(1))
-	cg := &testGroup{v2: filepath.Join(v2root, ownCgroup("0::"), name)}
-	if err := os.Mkdir(cg.v2, 0o755); err != nil {
-		skip(t, "cannot make a cgroup2 group: %v", err)
+	cg := &Cgroup{V2: filepath.Join(v2root, ownCgroup("0::"), name)}
+	if err := os.Mkdir(cg.V2, 0o755); err != nil {
+		Skip(t, "cannot make a cgroup2 group: %v", err)
 	}
 	limit := []byte(strconv.Itoa(pidsMax))
-	if err := os.WriteFile(cg.v2+"/pids.max", limit, 0); err != nil {
+	if err := os.WriteFile(cg.V2+"/pids.max", limit, 0); err != nil {
 		if pidsRoot == "" {
-			os.Remove(cg.v2)
-			skip(t, "no pids controller to bound fork-heavy tests")
+			os.Remove(cg.V2)
+			Skip(t, "no pids controller to bound fork-heavy tests")
 		}
-		cg.pids = filepath.Join(pidsRoot, ownCgroup("pids"), name)
-		if err := os.Mkdir(cg.pids, 0o755); err != nil {
-			os.Remove(cg.v2)
-			skip(t, "cannot make a pids cgroup: %v", err)
+		cg.Pids = filepath.Join(pidsRoot, ownCgroup("pids"), name)
+		if err := os.Mkdir(cg.Pids, 0o755); err != nil {
+			os.Remove(cg.V2)
+			Skip(t, "cannot make a pids cgroup: %v", err)
 		}
-		if err := os.WriteFile(cg.pids+"/pids.max", limit, 0); err != nil {
-			cg.remove(t)
+		if err := os.WriteFile(cg.Pids+"/pids.max", limit, 0); err != nil {
+			cg.Remove(t)
 			t.Fatalf("pids.max: %v", err)
 		}
 	}
@@ -58,11 +58,11 @@ func newCgroup(t testing.TB, pidsMax int) *testGroup {
 }
 
 // dirs are the groups a process joins to be in this cgroup.
-func (c *testGroup) dirs() []string {
-	if c.pids == "" {
-		return []string{c.v2}
+func (c *Cgroup) dirs() []string {
+	if c.Pids == "" {
+		return []string{c.V2}
 	}
-	return []string{c.v2, c.pids}
+	return []string{c.V2, c.Pids}
 }
 
 // joinCgroup is a shell script that joins the groups named by $CG1 and
@@ -70,41 +70,41 @@ func (c *testGroup) dirs() []string {
 // the cgroup, not the test or the harness.
 const joinCgroup = `echo $$ > "$CG1/cgroup.procs" && { [ -z "$CG2" ] || echo $$ > "$CG2/cgroup.procs"; } && exec "$@"`
 
-// joinArgv is argv run through joinCgroup (with joinEnv in its
+// JoinArgv is argv run through joinCgroup (with joinEnv in its
 // environment).
-func joinArgv(argv ...string) []string {
+func JoinArgv(argv ...string) []string {
 	return append([]string{"sh", "-c", joinCgroup, "sh"}, argv...)
 }
 
-// joinEnv is the environment joinCgroup needs to join c.
-func (c *testGroup) joinEnv() []string {
-	return []string{"CG1=" + c.v2, "CG2=" + c.pids}
+// JoinEnv is the environment joinCgroup needs to join c.
+func (c *Cgroup) JoinEnv() []string {
+	return []string{"CG1=" + c.V2, "CG2=" + c.Pids}
 }
 
-// kill SIGKILLs everything in the group, atomically.
-func (c *testGroup) kill() {
-	os.WriteFile(c.v2+"/cgroup.kill", []byte("1"), 0)
+// Kill SIGKILLs everything in the group, atomically.
+func (c *Cgroup) Kill() {
+	os.WriteFile(c.V2+"/cgroup.kill", []byte("1"), 0)
 }
 
-// remove kills what is left, waits for the group to empty and removes it,
+// Remove kills what is left, waits for the group to empty and removes it,
 // child groups first.
-func (c *testGroup) remove(t testing.TB) {
-	c.kill()
-	if err := waitEmpty(c.v2); err != nil {
-		t.Errorf("cgroup %s: %v", c.v2, err)
+func (c *Cgroup) Remove(t testing.TB) {
+	c.Kill()
+	if err := WaitEmpty(c.V2); err != nil {
+		t.Errorf("cgroup %s: %v", c.V2, err)
 	}
-	if err := cgroup.RemoveTree(c.v2); err != nil {
+	if err := cgroup.RemoveTree(c.V2); err != nil {
 		t.Errorf("remove cgroup: %v", err)
 	}
-	if c.pids != "" {
-		if err := os.Remove(c.pids); err != nil {
+	if c.Pids != "" {
+		if err := os.Remove(c.Pids); err != nil {
 			t.Errorf("remove pids cgroup: %v", err)
 		}
 	}
 }
 
-// waitEmpty blocks until cgroup.events says "populated 0", woken by inotify.
-func waitEmpty(dir string) error {
+// WaitEmpty blocks until cgroup.events says "populated 0", woken by inotify.
+func WaitEmpty(dir string) error {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
 	if err != nil {
 		return err
@@ -113,7 +113,7 @@ func waitEmpty(dir string) error {
 	if _, err := unix.InotifyAddWatch(fd, dir+"/cgroup.events", unix.IN_MODIFY); err != nil {
 		return err
 	}
-	end := time.Now().Add(deadline)
+	end := time.Now().Add(Deadline)
 	buf := make([]byte, 4096)
 	for {
 		data, err := os.ReadFile(dir + "/cgroup.events")
@@ -125,7 +125,7 @@ func waitEmpty(dir string) error {
 		}
 		left := time.Until(end)
 		if left <= 0 {
-			return fmt.Errorf("still populated after %v", deadline)
+			return fmt.Errorf("still populated after %v", Deadline)
 		}
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		if n, _ := unix.Poll(fds, int(left.Milliseconds())+1); n > 0 {
@@ -134,19 +134,19 @@ func waitEmpty(dir string) error {
 	}
 }
 
-// hierarchy is one mounted cgroup hierarchy.
-type hierarchy struct {
-	mount   string
-	v2      bool // cgroup2
-	pids    bool // the v1 pids controller
-	memory  bool // the v1 memory controller: never written to
-	systemd bool // the v1 name=systemd hierarchy
+// Hierarchy is one mounted cgroup hierarchy.
+type Hierarchy struct {
+	Mount   string
+	V2      bool // cgroup2
+	Pids    bool // the v1 pids controller
+	Memory  bool // the v1 memory controller: never written to
+	Systemd bool // the v1 name=systemd hierarchy
 }
 
-// cgroupHierarchies lists the mounted cgroup hierarchies, v1 and v2.
-func cgroupHierarchies() []hierarchy {
+// CgroupHierarchies lists the mounted cgroup hierarchies, v1 and v2.
+func CgroupHierarchies() []Hierarchy {
 	data, _ := os.ReadFile("/proc/self/mountinfo")
-	var hs []hierarchy
+	var hs []Hierarchy
 	for _, line := range strings.Split(string(data), "\n") {
 		pre, post, ok := strings.Cut(line, " - ")
 		fields, tail := strings.Fields(pre), strings.Fields(post)
@@ -154,23 +154,23 @@ func cgroupHierarchies() []hierarchy {
 			continue
 		}
 		v1, opts := tail[0] == "cgroup", ","+tail[2]+","
-		hs = append(hs, hierarchy{mount: fields[4], v2: !v1,
-			pids:    v1 && strings.Contains(opts, ",pids,"),
-			memory:  v1 && strings.Contains(opts, ",memory,"),
-			systemd: v1 && strings.Contains(opts, ",name=systemd,")})
+		hs = append(hs, Hierarchy{Mount: fields[4], V2: !v1,
+			Pids:    v1 && strings.Contains(opts, ",pids,"),
+			Memory:  v1 && strings.Contains(opts, ",memory,"),
+			Systemd: v1 && strings.Contains(opts, ",name=systemd,")})
 	}
 	return hs
 }
 
-// cgroupMounts finds the cgroup2 mount and a v1 hierarchy holding the pids
+// CgroupMounts finds the cgroup2 mount and a v1 hierarchy holding the pids
 // controller ("" for either that is missing).
-func cgroupMounts() (v2, pids string) {
-	for _, h := range cgroupHierarchies() {
+func CgroupMounts() (v2, pids string) {
+	for _, h := range CgroupHierarchies() {
 		switch {
-		case h.v2 && v2 == "":
-			v2 = h.mount
-		case h.pids:
-			pids = h.mount
+		case h.V2 && v2 == "":
+			v2 = h.Mount
+		case h.Pids:
+			pids = h.Mount
 		}
 	}
 	return v2, pids

@@ -30,14 +30,14 @@ func TestTiniParentDeathSignal(t *testing.T) {
 	// tini -p SIGTERM: reaper gets SIGTERM when its parent dies, and stops
 	// what runs below it.
 	link := filepath.Join(t.TempDir(), "tini")
-	if err := os.Symlink(bin().reaper, link); err != nil {
+	if err := os.Symlink(Bin().Reaper, link); err != nil {
 		t.Fatal(err)
 	}
-	events := newFIFO(t, "events")
+	events := NewFIFO(t, "events")
 	parent := exec.Command("sh", "-c", `"$TINI" -p SIGTERM -- sh -c 'echo "up $$" > "$F"; exec sleep 300' &
 echo "reaper $!" > "$F"
 read x`)
-	parent.Env = append(os.Environ(), "TINI="+link, "F="+events.path)
+	parent.Env = append(os.Environ(), "TINI="+link, "F="+events.Path)
 	stdin, err := parent.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -47,10 +47,10 @@ read x`)
 	}
 	pids := map[string]int{}
 	for len(pids) < 2 {
-		kind, pid, _ := strings.Cut(events.next(t), " ")
+		kind, pid, _ := strings.Cut(events.Next(t), " ")
 		pids[kind], _ = strconv.Atoi(pid)
 	}
-	fds := pidfds(t, []int{pids["reaper"], pids["up"]})
+	fds := Pidfds(t, []int{pids["reaper"], pids["up"]})
 	t.Cleanup(func() {
 		for _, fd := range fds {
 			unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0)
@@ -58,13 +58,13 @@ read x`)
 	})
 	stdin.Close() // the parent exits
 	parent.Wait()
-	if !allExit(fds, 10*time.Second) {
+	if !AllExit(fds, 10*time.Second) {
 		t.Errorf("reaper (%d) or its child (%d) still runs after reaper's parent died", pids["reaper"], pids["up"])
 	}
 }
 
 func TestExamplesKeepTheirTimeouts(t *testing.T) {
-	read := func(name string) string { return string(mustRead(t, filepath.Join(repoRoot(t), name))) }
+	read := func(name string) string { return string(MustRead(t, filepath.Join(RepoRoot(t), name))) }
 	seconds := func(name, text, pattern string) time.Duration {
 		t.Helper()
 		m := regexp.MustCompile(pattern).FindStringSubmatch(text)
@@ -108,7 +108,7 @@ func TestExamplesKeepTheirTimeouts(t *testing.T) {
 	}
 	docker := read("Dockerfile")
 	for _, want := range []string{"ENV CGO_ENABLED=0", "FROM scratch", `ENTRYPOINT ["/reaper", "--"]`,
-		strings.TrimPrefix(preemptOff, "-ldflags=")} {
+		strings.TrimPrefix(PreemptOff, "-ldflags=")} {
 		if !strings.Contains(docker, want) {
 			t.Errorf("Dockerfile: no %s", want)
 		}
@@ -118,37 +118,37 @@ func TestExamplesKeepTheirTimeouts(t *testing.T) {
 func TestCIJobLeakingAServer(t *testing.T) {
 	// As in examples/github-actions.yml: reaper --timeout=... --report=... --
 	// JOB. The job starts a server in the background and fails with 3.
-	addr := freeAddr(t)
-	p := plant(t, false, tree{flags: []string{"--timeout=10m"}, ups: 1, exit: 3, leave: true,
-		body: fmt.Sprintf(`"$HELPER" listen %s "$F" &`, addr)})
-	p.release(t)
-	r := p.wait()
+	addr := FreeAddr(t)
+	p := Plant(t, false, Tree{Flags: []string{"--timeout=10m"}, Ups: 1, Exit: 3, Leave: true,
+		Body: fmt.Sprintf(`"$HELPER" listen %s "$F" &`, addr)})
+	p.Release(t)
+	r := p.Wait()
 	if l, err := net.Listen("tcp", addr); err != nil {
 		t.Errorf("the server's port %s is still taken after the job: %v", addr, err)
 	} else {
 		l.Close()
 	}
-	p.expectClean(t, r, 3)
-	if rep := p.readReport(t); rep.ExitCode != 3 || rep.Command == nil || rep.Teardown == nil {
+	p.ExpectClean(t, r, 3)
+	if rep := p.ReadReport(t); rep.ExitCode != 3 || rep.Command == nil || rep.Teardown == nil {
 		t.Errorf("report: %+v, want exit_code 3 and the teardown", rep)
 	}
 
 	// A job that hangs: --timeout stops it, and everything it started.
 	t.Run("timeout", func(t *testing.T) {
-		addr := freeAddr(t)
-		p := plant(t, false, tree{flags: []string{"--timeout=1s"}, ups: 1,
-			body: fmt.Sprintf(`"$HELPER" listen %s "$F" &`, addr)})
-		r := p.wait()
-		p.expectClean(t, r, reaper.ExitTimeout)
-		if rep := p.readReport(t); !rep.TimedOut {
+		addr := FreeAddr(t)
+		p := Plant(t, false, Tree{Flags: []string{"--timeout=1s"}, Ups: 1,
+			Body: fmt.Sprintf(`"$HELPER" listen %s "$F" &`, addr)})
+		r := p.Wait()
+		p.ExpectClean(t, r, reaper.ExitTimeout)
+		if rep := p.ReadReport(t); !rep.TimedOut {
 			t.Errorf("report: timed_out false")
 		}
 	})
 }
 
-// allExit waits until every pidfd is readable (its process gone), or
+// AllExit waits until every pidfd is readable (its process gone), or
 // timeout passes; it reports whether all are gone.
-func allExit(fds []int, timeout time.Duration) bool {
+func AllExit(fds []int, timeout time.Duration) bool {
 	end := time.Now().Add(timeout)
 	for _, fd := range fds {
 		for {
@@ -171,9 +171,9 @@ func allExit(fds []int, timeout time.Duration) bool {
 
 // ---- builds, files and the go command --------------------------------------
 
-// staticELF checks that path is a static, stripped executable: no program
+// StaticELF checks that path is a static, stripped executable: no program
 // interpreter, no dynamic section, no symbol table.
-func staticELF(path string) error {
+func StaticELF(path string) error {
 	f, err := elf.Open(path)
 	if err != nil {
 		return err
@@ -193,24 +193,24 @@ func staticELF(path string) error {
 	return nil
 }
 
-// documentedBuild checks the build information of the reaper at path: cgo
+// DocumentedBuild checks the build information of the reaper at path: cgo
 // off, and the documented linker flags (async preemption off).
-func documentedBuild(path string) error {
+func DocumentedBuild(path string) error {
 	info, err := buildinfo.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	if cgo := settingOf(info, "CGO_ENABLED"); cgo != "0" {
+	if cgo := SettingOf(info, "CGO_ENABLED"); cgo != "0" {
 		return fmt.Errorf("CGO_ENABLED=%q, want 0", cgo)
 	}
-	if ld := settingOf(info, "-ldflags"); !strings.Contains(ld, "asyncpreemptoff=1") || !strings.Contains(ld, "-s -w") {
+	if ld := SettingOf(info, "-ldflags"); !strings.Contains(ld, "asyncpreemptoff=1") || !strings.Contains(ld, "-s -w") {
 		return fmt.Errorf("-ldflags %q, want the documented ones", ld)
 	}
 	return nil
 }
 
-// repoRoot is the repository's top directory.
-func repoRoot(t testing.TB) string {
+// RepoRoot is the repository's top directory.
+func RepoRoot(t testing.TB) string {
 	t.Helper()
 	dir, err := filepath.Abs("..")
 	if err != nil {
@@ -219,8 +219,8 @@ func repoRoot(t testing.TB) string {
 	return dir
 }
 
-// goEnv returns a go env variable.
-func goEnv(t testing.TB, name string) string {
+// GoEnv returns a go env variable.
+func GoEnv(t testing.TB, name string) string {
 	t.Helper()
 	out, err := exec.Command("go", "env", name).Output()
 	if err != nil {
@@ -231,13 +231,13 @@ func goEnv(t testing.TB, name string) string {
 
 // ---- cgroups and /proc -----------------------------------------------------
 
-// removeCgroupTree removes a cgroup and every group below it, deepest first,
+// RemoveCgroupTree removes a cgroup and every group below it, deepest first,
 // trying again while processes still leave them.
-func removeCgroupTree(t testing.TB, dir string) {
+func RemoveCgroupTree(t testing.TB, dir string) {
 	if _, err := os.Stat(dir); err != nil {
 		return
 	}
-	end := time.Now().Add(deadline)
+	end := time.Now().Add(Deadline)
 	for {
 		err := cgroup.RemoveTree(dir)
 		if err == nil {
@@ -251,8 +251,8 @@ func removeCgroupTree(t testing.TB, dir string) {
 	}
 }
 
-// allPIDs lists the processes in /proc.
-func allPIDs() []int {
+// AllPIDs lists the processes in /proc.
+func AllPIDs() []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range entries {
@@ -263,17 +263,17 @@ func allPIDs() []int {
 	return pids
 }
 
-// startTime returns field 22 of /proc/PID/stat, "" when pid is gone.
-func startTime(pid int) string {
-	if f := statFields(pid); len(f) > 19 {
+// StartTime returns field 22 of /proc/PID/stat, "" when pid is gone.
+func StartTime(pid int) string {
+	if f := StatFields(pid); len(f) > 19 {
 		return f[19]
 	}
 	return ""
 }
 
-// mustRead returns the content of the file at path, failing the test when
+// MustRead returns the content of the file at path, failing the test when
 // it cannot be read.
-func mustRead(t testing.TB, path string) []byte {
+func MustRead(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -9,8 +9,8 @@ import (
 	"testing"
 )
 
-// freeAddr returns a loopback address with a port nobody listens on.
-func freeAddr(t testing.TB) string {
+// FreeAddr returns a loopback address with a port nobody listens on.
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -20,10 +20,10 @@ func freeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// heldPort listens on a free TCP port of 127.0.0.1 until release is
+// HeldPort listens on a free TCP port of 127.0.0.1 until release is
 // called or the test ends, and returns the port: a port held by the test
 // process itself.
-func heldPort(t testing.TB) (port string, release func()) {
+func HeldPort(t testing.TB) (port string, release func()) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -31,11 +31,11 @@ func heldPort(t testing.TB) (port string, release func()) {
 	}
 	release = func() { l.Close() }
 	t.Cleanup(release)
-	return portOf(l.Addr().String()), release
+	return PortOf(l.Addr().String()), release
 }
 
-// portOf returns the port of a host:port address.
-func portOf(addr string) string {
+// PortOf returns the port of a host:port address.
+func PortOf(addr string) string {
 	_, port, _ := net.SplitHostPort(addr)
 	return port
 }

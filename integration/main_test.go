@@ -12,30 +12,30 @@ import (
 	"testing"
 )
 
-// binSet holds the binaries TestMain builds once for every test.
-type binSet struct {
-	reaper  string // the command under test, built as the README says
-	plain   string // the same built by a bare "go build", also named reaper
-	helper  string // payload: records signals, lists fds
-	harness string // observer: counts what reaper leaves behind
-	floor   string // the least a Go init can do, for the benchmarks
+// BinSet holds the binaries TestMain builds once for every test.
+type BinSet struct {
+	Reaper  string // the command under test, built as the README says
+	Plain   string // the same built by a bare "go build", also named reaper
+	Helper  string // payload: records signals, lists fds
+	Harness string // observer: counts what reaper leaves behind
+	Floor   string // the least a Go init can do, for the benchmarks
 }
 
 var (
-	binaries    binSet
+	binaries    BinSet
 	sourcesOnce sync.Once
 )
 
-// bin returns the binaries TestMain built. Its first call, which comes from
+// Bin returns the binaries TestMain built. Its first call, which comes from
 // a test, opens every source file of the project (see openSources).
-func bin() *binSet {
+func Bin() *BinSet {
 	sourcesOnce.Do(func() { openSources("..") })
 	return &binaries
 }
 
-// preemptOff is the linker flag of every documented build: see
+// PreemptOff is the linker flag of every documented build: see
 // cmd/reaper/preempt.go.
-const preemptOff = "-ldflags=-s -w -X=runtime.godebugDefault=asyncpreemptoff=1,containermaxprocs=0,updatemaxprocs=0"
+const PreemptOff = "-ldflags=-s -w -X=runtime.godebugDefault=asyncpreemptoff=1,containermaxprocs=0,updatemaxprocs=0"
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "reaper-integration-")
@@ -85,11 +85,11 @@ func buildAll(dir string) error {
 		pkg   string
 		flags []string
 	}{
-		{&binaries.reaper, "reaper", "../cmd/reaper", []string{preemptOff}},
-		{&binaries.plain, "plain/reaper", "../cmd/reaper", nil},
-		{&binaries.helper, "helper", "./testdata/helper", []string{preemptOff}},
-		{&binaries.harness, "harness", "./testdata/harness", nil},
-		{&binaries.floor, "floor", "./testdata/floor", []string{preemptOff}},
+		{&binaries.Reaper, "reaper", "../cmd/reaper", []string{PreemptOff}},
+		{&binaries.Plain, "plain/reaper", "../cmd/reaper", nil},
+		{&binaries.Helper, "helper", "./testdata/helper", []string{PreemptOff}},
+		{&binaries.Harness, "harness", "./testdata/harness", nil},
+		{&binaries.Floor, "floor", "./testdata/floor", []string{PreemptOff}},
 	} {
 		*b.out = filepath.Join(dir, b.name)
 		args := append(append([]string{"build", "-o", *b.out}, b.flags...), b.pkg)

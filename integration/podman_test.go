@@ -37,8 +37,8 @@ func TestImageBuildRunStop(t *testing.T) {
 	image := "localhost/reaper-deploy-test:latest"
 	began := time.Now()
 	e.mustRun(t, append([]string{"build", "--isolation=chroot", "--pull=never", "--layers=false", "--network=host",
-		"-v", goEnv(t, "GOMODCACHE") + ":/go/pkg/mod", "-v", goEnv(t, "GOCACHE") + ":/root/.cache/go-build",
-		"-t", image, "-f", "Dockerfile"}, repoRoot(t))...)
+		"-v", GoEnv(t, "GOMODCACHE") + ":/go/pkg/mod", "-v", GoEnv(t, "GOCACHE") + ":/root/.cache/go-build",
+		"-t", image, "-f", "Dockerfile"}, RepoRoot(t))...)
 	t.Logf("podman build: %v", time.Since(began).Round(time.Millisecond))
 
 	// The binary in the image: static, stripped, built as documented.
@@ -46,10 +46,10 @@ func TestImageBuildRunStop(t *testing.T) {
 	extracted := filepath.Join(e.dir, "reaper-from-image")
 	e.mustRun(t, "cp", "reaper-extract:/reaper", extracted)
 	e.mustRun(t, "rm", "reaper-extract")
-	if err := staticELF(extracted); err != nil {
+	if err := StaticELF(extracted); err != nil {
 		t.Errorf("/reaper in the image: %v", err)
 	}
-	if err := documentedBuild(extracted); err != nil {
+	if err := DocumentedBuild(extracted); err != nil {
 		t.Errorf("/reaper in the image: %v", err)
 	}
 
@@ -63,10 +63,10 @@ func TestImageBuildRunStop(t *testing.T) {
 func TestDockerInitDropIn(t *testing.T) {
 	// The init binary dockerd and podman run: `--version` as dockerd parses it.
 	link := filepath.Join(t.TempDir(), "docker-init")
-	if err := os.Symlink(bin().reaper, link); err != nil {
+	if err := os.Symlink(Bin().Reaper, link); err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, stderr := runBinary(t, link, nil, "--version")
+	code, stdout, stderr := RunBinary(t, link, nil, "--version")
 	if code != 0 || !regexp.MustCompile(`^tini version 0\.19\.0 - reaper \S+\n$`).MatchString(stdout) || stderr != "" {
 		t.Errorf("docker-init --version: exit %d, %q, %q", code, stdout, stderr)
 	}
@@ -76,7 +76,7 @@ func TestDockerInitDropIn(t *testing.T) {
 	// mode only: reaper's info lines show it took tini's command line.
 	e := newPodman(t)
 	rootfs := busyboxRoot(t)
-	c := e.runPayload(t, "init", []string{"--init", "--init-path=" + bin().reaper, "-e", "TINI_VERBOSITY=2", "--rootfs"}, rootfs)
+	c := e.runPayload(t, "init", []string{"--init", "--init-path=" + Bin().Reaper, "-e", "TINI_VERBOSITY=2", "--rootfs"}, rootfs)
 	c.stop(t)
 	c.expect(t, 7)
 	if !strings.Contains(c.stderr.String(), "reaper: info: started") {
@@ -102,10 +102,10 @@ type podman struct {
 // whatever --root says), and ends with the test.
 func newPodman(t *testing.T) *podman {
 	t.Helper()
-	requireRoot(t)
+	RequireRoot(t)
 	for _, tool := range []string{"podman", "runc"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skip(t, "%s not installed (apt-get install podman runc): %v", tool, err)
+			Skip(t, "%s not installed (apt-get install podman runc): %v", tool, err)
 		}
 	}
 	e := &podman{dir: t.TempDir()}
@@ -176,7 +176,7 @@ func (e *podman) importGolang(t *testing.T, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	pipeInto(t, golangTar(ctx, t, root), e.command(ctx, importArgs("docker.io/library/"+name, golangChanges)...))
-	t.Logf("%s imported from %s in %v", name, goEnv(t, "GOROOT"), time.Since(began).Round(time.Millisecond))
+	t.Logf("%s imported from %s in %v", name, GoEnv(t, "GOROOT"), time.Since(began).Round(time.Millisecond))
 }
 
 // golangChanges is the configuration of the golang base image, as in
@@ -192,7 +192,7 @@ func golangRoot(t *testing.T, name string) string {
 	t.Helper()
 	want, _, _ := strings.Cut(strings.TrimPrefix(name, "golang:"), "-")
 	if v := strings.TrimPrefix(runtime.Version(), "go"); v != want && !strings.HasPrefix(v, want+".") {
-		skip(t, "the Dockerfile builds with %s; this machine's Go is %s", name, runtime.Version())
+		Skip(t, "the Dockerfile builds with %s; this machine's Go is %s", name, runtime.Version())
 	}
 	root := t.TempDir()
 	busyboxInto(t, filepath.Join(root, "bin"), "sh")
@@ -217,7 +217,7 @@ func golangTar(ctx context.Context, t *testing.T, root string) *exec.Cmd {
 	args := []string{"-c", "--exclude=testdata", "--exclude=*_test.go", "--exclude=./test", "--exclude=./doc",
 		"--exclude=./api", "--exclude=./src/cmd", "--exclude=./pkg/tool/*/pprof", "--exclude=./pkg/tool/*/trace",
 		"--exclude=./pkg/tool/*/fix", "--exclude=./pkg/tool/*/vet", "--exclude=./pkg/tool/*/doc",
-		"--transform=s,^\\.,usr/local/go,", "-C", goEnv(t, "GOROOT"), ".", "-C", root}
+		"--transform=s,^\\.,usr/local/go,", "-C", GoEnv(t, "GOROOT"), ".", "-C", root}
 	for _, e := range entries {
 		args = append(args, e.Name())
 	}
@@ -250,9 +250,9 @@ type container struct {
 	e      *podman
 	name   string
 	cmd    *exec.Cmd
-	events *fifo
+	events *FIFO
 	dir    string // mounted at /w
-	stderr *lines
+	stderr *Lines
 	pids   map[string]int // "command" and "daemon", as the container sees them
 	host   []procID       // every process of the container, as the host sees them
 	ended  chan struct{}
@@ -269,8 +269,8 @@ type procID struct {
 // daemon have announced themselves.
 func (e *podman) runPayload(t *testing.T, name string, flags []string, image string) *container {
 	t.Helper()
-	c := &container{e: e, name: "reaper-" + name, events: newFIFO(t, "events"), stderr: newLines(), ended: make(chan struct{})}
-	c.dir = filepath.Dir(c.events.path)
+	c := &container{e: e, name: "reaper-" + name, events: NewFIFO(t, "events"), stderr: NewLines(), ended: make(chan struct{})}
+	c.dir = filepath.Dir(c.events.Path)
 	// No --rm: with it, `podman run` races the removal that `podman stop`
 	// starts for the container's exit code, and now and then reports 0.
 	args := []string{"run", "--name=" + c.name, "--network=none",
@@ -284,10 +284,10 @@ func (e *podman) runPayload(t *testing.T, name string, flags []string, image str
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go c.stderr.readFrom(stderr)
-	go func() { <-c.stderr.closed; c.cmd.Wait(); close(c.ended) }()
+	go c.stderr.Collect(stderr)
+	go func() { <-c.stderr.Closed; c.cmd.Wait(); close(c.ended) }()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		ctx, cancel := context.WithTimeout(context.Background(), Deadline)
 		defer cancel()
 		e.run(ctx, "rm", "--force", "--time=0", c.name)
 		select {
@@ -296,7 +296,7 @@ func (e *podman) runPayload(t *testing.T, name string, flags []string, image str
 			c.cmd.Process.Kill()
 			select {
 			case <-c.ended:
-			case <-time.After(deadline):
+			case <-time.After(Deadline):
 				t.Errorf("podman run %s did not end after SIGKILL", c.name)
 			}
 		}
@@ -304,11 +304,11 @@ func (e *podman) runPayload(t *testing.T, name string, flags []string, image str
 	c.pids = map[string]int{}
 	lines := make(chan string, 16)
 	go func() {
-		for line, err := c.events.r.ReadString('\n'); err == nil; line, err = c.events.r.ReadString('\n') {
+		for line, err := c.events.Reader.ReadString('\n'); err == nil; line, err = c.events.Reader.ReadString('\n') {
 			lines <- strings.TrimSpace(line)
 		}
 	}()
-	c.events.f.SetReadDeadline(time.Now().Add(deadline))
+	c.events.File.SetReadDeadline(time.Now().Add(Deadline))
 	for len(c.pids) < 2 {
 		select {
 		case line := <-lines:
@@ -316,8 +316,8 @@ func (e *podman) runPayload(t *testing.T, name string, flags []string, image str
 			c.pids[kind], _ = strconv.Atoi(pid)
 		case <-c.ended:
 			t.Fatalf("podman run %s exited before its payload ran:\n%s", c.name, c.stderr)
-		case <-time.After(deadline):
-			t.Fatalf("podman run %s: no payload after %v:\n%s", c.name, deadline, c.stderr)
+		case <-time.After(Deadline):
+			t.Fatalf("podman run %s: no payload after %v:\n%s", c.name, Deadline, c.stderr)
 		}
 	}
 	c.host = c.processes(t)
@@ -338,9 +338,9 @@ func (c *container) processes(t *testing.T) []procID {
 		t.Fatal(err)
 	}
 	var procs []procID
-	for _, pid := range allPIDs() {
+	for _, pid := range AllPIDs() {
 		if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); link == ns {
-			procs = append(procs, procID{pid, startTime(pid)})
+			procs = append(procs, procID{pid, StartTime(pid)})
 		}
 	}
 	if len(procs) < 5 { // reaper, sh, the daemon and two sleeps
@@ -365,7 +365,7 @@ func (c *container) expect(t *testing.T, code int) {
 	t.Helper()
 	select {
 	case <-c.ended:
-	case <-time.After(deadline):
+	case <-time.After(Deadline):
 		t.Fatalf("podman run did not exit after podman stop\n%s", c.stderr)
 	}
 	if got := c.cmd.ProcessState.ExitCode(); got != code {
@@ -382,7 +382,7 @@ func (c *container) expect(t *testing.T, code int) {
 	if rep.ExitCode != code {
 		t.Errorf("reaper exited %d, want COMMAND's %d\n%s", rep.ExitCode, code, data)
 	}
-	got := outcomes(rep)
+	got := Outcomes(rep)
 	if len(got) < 4 || got[c.pids["daemon"]] != "exited" || got[c.pids["command"]] != "exited" {
 		t.Errorf("report: outcomes %v, want the daemon (%d), COMMAND (%d) and the sleeps exited after SIGTERM\n%s",
 			got, c.pids["daemon"], c.pids["command"], data)
@@ -396,7 +396,7 @@ func (c *container) expect(t *testing.T, code int) {
 		t.Errorf("the daemon noted %q, want its SIGTERM", log)
 	}
 	for _, p := range c.host {
-		if startTime(p.pid) == p.start {
+		if StartTime(p.pid) == p.start {
 			t.Errorf("host pid %d of the container still runs", p.pid)
 		}
 	}
@@ -406,7 +406,7 @@ func (c *container) expect(t *testing.T, code int) {
 // from: "golang:1.26".
 func dockerfileBase(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repoRoot(t), "Dockerfile"))
+	data, err := os.ReadFile(filepath.Join(RepoRoot(t), "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,10 +423,10 @@ func busyboxInto(t testing.TB, dir string, applets ...string) string {
 	t.Helper()
 	path, err := exec.LookPath("busybox")
 	if err != nil {
-		skip(t, "no busybox (apt-get install busybox-static)")
+		Skip(t, "no busybox (apt-get install busybox-static)")
 	}
-	if err := staticELF(path); err != nil && !strings.Contains(err.Error(), "symtab") {
-		skip(t, "%s is not static (apt-get install busybox-static): %v", path, err)
+	if err := StaticELF(path); err != nil && !strings.Contains(err.Error(), "symtab") {
+		Skip(t, "%s is not static (apt-get install busybox-static): %v", path, err)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

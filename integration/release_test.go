@@ -16,20 +16,20 @@ import (
 	"testing"
 )
 
-// releaseTarget is one binary of .ci/release: a platform as container
+// ReleaseTarget is one binary of .ci/release: a platform as container
 // engines name it, less "linux/", and what its ELF header must say.
-type releaseTarget struct {
-	target  string
-	goarch  string
-	goarm   string
+type ReleaseTarget struct {
+	Target  string
+	GOARCH  string
+	GOARM   string
 	machine elf.Machine
 	class   elf.Class
 	order   binary.ByteOrder
 }
 
-// releaseTargets are every Linux architecture Go supports, as .ci/release
+// ReleaseTargets are every Linux architecture Go supports, as .ci/release
 // builds them.
-var releaseTargets = []releaseTarget{
+var ReleaseTargets = []ReleaseTarget{
 	{"386", "386", "", elf.EM_386, elf.ELFCLASS32, binary.LittleEndian},
 	{"amd64", "amd64", "", elf.EM_X86_64, elf.ELFCLASS64, binary.LittleEndian},
 	{"arm/v6", "arm", "6", elf.EM_ARM, elf.ELFCLASS32, binary.LittleEndian},
@@ -46,9 +46,9 @@ var releaseTargets = []releaseTarget{
 	{"s390x", "s390x", "", elf.EM_S390, elf.ELFCLASS64, binary.BigEndian},
 }
 
-// file is the name .ci/release gives the binary: reaper-linux-armv7.
-func (r releaseTarget) file() string {
-	return "reaper-linux-" + strings.ReplaceAll(r.target, "/", "")
+// File is the name .ci/release gives the binary: reaper-linux-armv7.
+func (r ReleaseTarget) File() string {
+	return "reaper-linux-" + strings.ReplaceAll(r.Target, "/", "")
 }
 
 var release struct {
@@ -66,7 +66,7 @@ func releaseDir(t *testing.T) string {
 		if release.dir = os.Getenv("REAPER_DIST"); release.dir != "" {
 			return
 		}
-		release.dir = filepath.Join(filepath.Dir(bin().reaper), "dist")
+		release.dir = filepath.Join(filepath.Dir(Bin().Reaper), "dist")
 		if out, err := exec.Command("../.ci/release", release.dir).CombinedOutput(); err != nil {
 			release.err = fmt.Errorf(".ci/release: %v\n%s", err, out)
 		}
@@ -84,38 +84,38 @@ func releaseDir(t *testing.T) string {
 func TestReleaseBinaries(t *testing.T) {
 	dir := releaseDir(t)
 	sums := readSums(t, filepath.Join(dir, "SHA256SUMS"))
-	head := gitHead(t)
-	for _, r := range releaseTargets {
-		t.Run(r.target, func(t *testing.T) {
-			path := filepath.Join(dir, r.file())
+	head := GitHead(t)
+	for _, r := range ReleaseTargets {
+		t.Run(r.Target, func(t *testing.T) {
+			path := filepath.Join(dir, r.File())
 			data, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sum := sha256.Sum256(data); sums[r.file()] != hex.EncodeToString(sum[:]) {
-				t.Errorf("SHA256SUMS: %q, the file's sum is %x", sums[r.file()], sum)
+			if sum := sha256.Sum256(data); sums[r.File()] != hex.EncodeToString(sum[:]) {
+				t.Errorf("SHA256SUMS: %q, the file's sum is %x", sums[r.File()], sum)
 			}
-			delete(sums, r.file())
-			if err := elfOf(path, r); err != nil {
+			delete(sums, r.File())
+			if err := ELFOf(path, r); err != nil {
 				t.Error(err)
 			}
-			if err := staticELF(path); err != nil {
+			if err := StaticELF(path); err != nil {
 				t.Error(err)
 			}
-			if err := documentedBuild(path); err != nil {
+			if err := DocumentedBuild(path); err != nil {
 				t.Error(err)
 			}
 			info, err := buildinfo.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := settingOf(info, "GOARCH"); got != r.goarch {
-				t.Errorf("GOARCH=%s, want %s", got, r.goarch)
+			if got := SettingOf(info, "GOARCH"); got != r.GOARCH {
+				t.Errorf("GOARCH=%s, want %s", got, r.GOARCH)
 			}
-			if got := settingOf(info, "GOARM"); r.goarm != "" && got != r.goarm {
-				t.Errorf("GOARM=%s, want %s", got, r.goarm)
+			if got := SettingOf(info, "GOARM"); r.GOARM != "" && got != r.GOARM {
+				t.Errorf("GOARM=%s, want %s", got, r.GOARM)
 			}
-			if ld := settingOf(info, "-ldflags"); !strings.Contains(ld, "-X=main.commit="+head) {
+			if ld := SettingOf(info, "-ldflags"); !strings.Contains(ld, "-X=main.commit="+head) {
 				t.Errorf("-ldflags %q: no -X=main.commit=%s", ld, head)
 			}
 		})
@@ -130,8 +130,8 @@ func TestReleaseBinaries(t *testing.T) {
 	}
 }
 
-// elfOf checks that path is an executable of r's architecture.
-func elfOf(path string, r releaseTarget) error {
+// ELFOf checks that path is an executable of r's architecture.
+func ELFOf(path string, r ReleaseTarget) error {
 	f, err := elf.Open(path)
 	if err != nil {
 		return err
@@ -163,12 +163,12 @@ func readSums(t *testing.T, path string) map[string]string {
 	return sums
 }
 
-// gitHead returns the commit the checkout is at, as .ci/release stamps it.
-func gitHead(t *testing.T) string {
+// GitHead returns the commit the checkout is at, as .ci/release stamps it.
+func GitHead(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("git", "-C", repoRoot(t), "rev-parse", "HEAD").Output()
+	out, err := exec.Command("git", "-C", RepoRoot(t), "rev-parse", "HEAD").Output()
 	if err != nil {
-		skip(t, "the release stamps git's commit: not a git checkout (%v)", err)
+		Skip(t, "the release stamps git's commit: not a git checkout (%v)", err)
 	}
 	return strings.TrimSpace(string(out))
 }

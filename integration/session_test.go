@@ -18,36 +18,36 @@ import (
 	"time"
 )
 
-// deadline bounds every wait in these tests: a test that would hang fails.
-const deadline = 60 * time.Second
+// Deadline bounds every wait in these tests: a test that would hang fails.
+const Deadline = 60 * time.Second
 
-// opts describes one run of reaper.
-type opts struct {
-	args []string // reaper's flags, then COMMAND
-	pid1 bool     // reaper runs as PID 1 of a new PID namespace
-	// noMountProc leaves the namespace with the parent's /proc.
-	noMountProc bool
-	pidsMax     int  // run inside a fresh cgroup with this pids.max (0: 512)
-	noCG        bool // run without a cgroup (as non-root)
-	// alone keeps the harness, a Go program whose thread count varies, out
+// Opts describes one run of reaper.
+type Opts struct {
+	Args []string // reaper's flags, then COMMAND
+	PID1 bool     // reaper runs as PID 1 of a new PID namespace
+	// NoMountProc leaves the namespace with the parent's /proc.
+	NoMountProc bool
+	PidsMax     int  // run inside a fresh cgroup with this pids.max (0: 512)
+	NoCgroup    bool // run without a cgroup (as non-root)
+	// Alone keeps the harness, a Go program whose thread count varies, out
 	// of the fresh cgroup: reaper joins it by itself (see joinCgroup), so
 	// pids.max counts reaper and its tree only.
-	alone   bool
-	env     []string // added to the environment
-	stdin   io.Reader
-	stdout  io.Writer
-	binary  string     // reaper binary to run (default bin().reaper)
-	cg      *testGroup // run in this cgroup, which the test owns (default: a fresh one)
-	leave   bool       // leave what reaper leaves running (the test's cgroup cleans up)
-	command []string   // run this instead of reaper with args (benchmarks: the peers)
-	// prefix runs the harness itself under this command line (nsenter into
+	Alone   bool
+	Env     []string // added to the environment
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Binary  string   // reaper binary to run (default bin().reaper)
+	Cgroup  *Cgroup  // run in this cgroup, which the test owns (default: a fresh one)
+	Leave   bool     // leave what reaper leaves running (the test's cgroup cleans up)
+	Command []string // run this instead of reaper with args (benchmarks: the peers)
+	// Prefix runs the harness itself under this command line (nsenter into
 	// a namespace of the test's).
-	prefix []string
-	dir    string // the working directory reaper starts in (default the test's)
+	Prefix []string
+	Dir    string // the working directory reaper starts in (default the test's)
 }
 
-// result is how a run ended, as the harness saw it.
-type result struct {
+// Result is how a run ended, as the harness saw it.
+type Result struct {
 	Code      int      `json:"code"`
 	Signal    int      `json:"signal"`
 	Core      bool     `json:"core"`
@@ -58,94 +58,94 @@ type result struct {
 	Stderr    string   `json:"-"`
 }
 
-// status is how a shell reports reaper's end: its exit code, or 128+S
+// Status is how a shell reports reaper's end: its exit code, or 128+S
 // when signal S ended it.
-func (r *result) status() int {
+func (r *Result) Status() int {
 	if r.Signal != 0 {
 		return 128 + r.Signal
 	}
 	return r.Code
 }
 
-// leftovers describes what reaper left behind, "" when nothing: processes
+// Leftovers describes what reaper left behind, "" when nothing: processes
 // reparented to the harness, zombies, and processes left in the cgroup.
-func (r *result) leftovers() string {
+func (r *Result) Leftovers() string {
 	if len(r.Survivors)+len(r.Zombies)+len(r.InCgroup) == 0 {
 		return ""
 	}
 	return fmt.Sprintf("survivors %q, zombies %q, in the cgroup %v", r.Survivors, r.Zombies, r.InCgroup)
 }
 
-// session is one running reaper, under the harness.
-type session struct {
+// Session is one running reaper, under the harness.
+type Session struct {
 	t      testing.TB
 	cmd    *exec.Cmd
 	report *bufio.Reader
-	stderr *lines
-	cg     *testGroup
-	child  int // the harness's child: reaper, or unshare with pid1
+	Stderr *Lines
+	Cgroup *Cgroup
+	Child  int // the harness's child: reaper, or unshare with pid1
 	pid1   bool
-	result *result
-	ended  chan struct{}
+	result *Result
+	Ended  chan struct{}
 	argv   []string // what the harness runs
 }
 
-// start runs reaper with o under the harness and waits until it runs.
-func start(t testing.TB, o opts) *session {
+// Start runs reaper with o under the harness and waits until it runs.
+func Start(t testing.TB, o Opts) *Session {
 	t.Helper()
-	s := &session{t: t, pid1: o.pid1, stderr: newLines(), ended: make(chan struct{})}
-	if o.alone && (o.cg != nil || o.noCG) {
+	s := &Session{t: t, pid1: o.PID1, Stderr: NewLines(), Ended: make(chan struct{})}
+	if o.Alone && (o.Cgroup != nil || o.NoCgroup) {
 		t.Fatal("opts.alone needs the fresh cgroup start makes")
 	}
 	argv := []string{} // the harness's flags, then "--" and what it runs
 	var join []string  // with alone: the shell that joins the cgroup first
 	switch {
-	case o.cg != nil:
-		for _, dir := range o.cg.dirs() {
+	case o.Cgroup != nil:
+		for _, dir := range o.Cgroup.dirs() {
 			argv = append(argv, "-cgroup", dir)
 		}
-	case !o.noCG:
-		max := o.pidsMax
+	case !o.NoCgroup:
+		max := o.PidsMax
 		if max == 0 {
 			max = 512
 		}
-		s.cg = newCgroup(t, max)
-		if o.alone {
-			join = joinArgv()
-			o.env = append(o.env, s.cg.joinEnv()...)
+		s.Cgroup = NewCgroup(t, max)
+		if o.Alone {
+			join = JoinArgv()
+			o.Env = append(o.Env, s.Cgroup.JoinEnv()...)
 			break
 		}
-		for _, dir := range s.cg.dirs() {
+		for _, dir := range s.Cgroup.dirs() {
 			argv = append(argv, "-cgroup", dir)
 		}
 	}
-	if o.leave {
+	if o.Leave {
 		argv = append(argv, "-leave")
 	}
 	argv = append(append(argv, "--"), join...)
-	if o.pid1 {
-		requireRoot(t)
+	if o.PID1 {
+		RequireRoot(t)
 		argv = append(argv, "unshare", "--pid", "--fork", "--kill-child")
-		if !o.noMountProc {
+		if !o.NoMountProc {
 			argv = append(argv, "--mount-proc")
 		}
 		argv = append(argv, "--")
 	}
-	if o.binary == "" {
-		o.binary = bin().reaper
+	if o.Binary == "" {
+		o.Binary = Bin().Reaper
 	}
-	if o.command != nil {
-		argv = append(argv, o.command...)
+	if o.Command != nil {
+		argv = append(argv, o.Command...)
 	} else {
-		argv = append(argv, o.binary)
-		argv = append(argv, o.args...)
+		argv = append(argv, o.Binary)
+		argv = append(argv, o.Args...)
 	}
 	s.argv = argv[slices.Index(argv, "--")+1:]
-	harness := append(append(append([]string{}, o.prefix...), bin().harness), argv...)
+	harness := append(append(append([]string{}, o.Prefix...), Bin().Harness), argv...)
 	s.cmd = exec.Command(harness[0], harness[1:]...)
-	s.cmd.Env = append(os.Environ(), o.env...)
-	s.cmd.Dir = o.dir
-	s.cmd.Stdin, s.cmd.Stdout = o.stdin, o.stdout
+	s.cmd.Env = append(os.Environ(), o.Env...)
+	s.cmd.Dir = o.Dir
+	s.cmd.Stdin, s.cmd.Stdout = o.Stdin, o.Stdout
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -159,12 +159,12 @@ func start(t testing.TB, o opts) *session {
 		t.Fatal(err)
 	}
 	pw.Close()
-	go s.stderr.readFrom(stderr)
+	go s.Stderr.Collect(stderr)
 	s.report = bufio.NewReader(pr)
 	line, err := s.report.ReadString('\n')
-	if _, scanErr := fmt.Sscanf(line, "pid %d", &s.child); err != nil || scanErr != nil {
+	if _, scanErr := fmt.Sscanf(line, "pid %d", &s.Child); err != nil || scanErr != nil {
 		s.cmd.Wait()
-		t.Fatalf("harness did not start reaper: %q %v\nstderr:\n%s", line, err, s.stderr)
+		t.Fatalf("harness did not start reaper: %q %v\nstderr:\n%s", line, err, s.Stderr)
 	}
 	go s.collect(pr)
 	t.Cleanup(s.cleanup)
@@ -172,74 +172,74 @@ func start(t testing.TB, o opts) *session {
 }
 
 // collect reads the harness's final line.
-func (s *session) collect(pr *os.File) {
-	defer close(s.ended)
+func (s *Session) collect(pr *os.File) {
+	defer close(s.Ended)
 	defer pr.Close()
 	line, _ := s.report.ReadString('\n')
 	s.cmd.Wait()
-	<-s.stderr.closed
-	var r result
+	<-s.Stderr.Closed
+	var r Result
 	if err := json.Unmarshal([]byte(line), &r); err != nil {
 		r.Code = -1
 		r.Stderr = fmt.Sprintf("harness gave no result (%v): %q\n", err, line)
 	}
-	r.Stderr += s.stderr.String()
+	r.Stderr += s.Stderr.String()
 	s.result = &r
 }
 
-// wait returns how reaper ended; the test fails after the deadline.
-func (s *session) wait() *result {
+// Wait returns how reaper ended; the test fails after the deadline.
+func (s *Session) Wait() *Result {
 	s.t.Helper()
 	select {
-	case <-s.ended:
+	case <-s.Ended:
 		return s.result
-	case <-time.After(deadline):
-		s.t.Fatalf("%s did not exit within %v\nstderr:\n%s", s.cmd.Args[len(s.cmd.Args)-len(s.argv):], deadline, s.stderr)
+	case <-time.After(Deadline):
+		s.t.Fatalf("%s did not exit within %v\nstderr:\n%s", s.cmd.Args[len(s.cmd.Args)-len(s.argv):], Deadline, s.Stderr)
 		return nil
 	}
 }
 
 // cleanup kills what is left if the test ended early.
-func (s *session) cleanup() {
+func (s *Session) cleanup() {
 	select {
-	case <-s.ended:
+	case <-s.Ended:
 	default:
-		if s.cg != nil {
-			s.cg.kill()
+		if s.Cgroup != nil {
+			s.Cgroup.Kill()
 		} else {
-			syscall.Kill(s.child, syscall.SIGKILL)
+			syscall.Kill(s.Child, syscall.SIGKILL)
 		}
 		s.cmd.Process.Kill()
-		<-s.ended
+		<-s.Ended
 	}
-	if s.cg != nil {
-		s.cg.remove(s.t)
+	if s.Cgroup != nil {
+		s.Cgroup.Remove(s.t)
 	}
 }
 
-// reaperPID is reaper's pid as the test sees it (the host's, with pid1).
-func (s *session) reaperPID() int {
+// ReaperPID is reaper's pid as the test sees it (the host's, with pid1).
+func (s *Session) ReaperPID() int {
 	s.t.Helper()
 	if !s.pid1 {
-		return s.child
+		return s.Child
 	}
-	kids := childrenOf(s.child)
+	kids := ChildrenOf(s.Child)
 	if len(kids) != 1 {
-		s.t.Fatalf("unshare (pid %d) has children %v, want reaper alone", s.child, kids)
+		s.t.Fatalf("unshare (pid %d) has children %v, want reaper alone", s.Child, kids)
 	}
 	return kids[0]
 }
 
-// signal sends sig to reaper.
-func (s *session) signal(sig syscall.Signal) {
+// Signal sends sig to reaper.
+func (s *Session) Signal(sig syscall.Signal) {
 	s.t.Helper()
-	if err := syscall.Kill(s.reaperPID(), sig); err != nil {
+	if err := syscall.Kill(s.ReaperPID(), sig); err != nil {
 		s.t.Fatalf("kill reaper: %v", err)
 	}
 }
 
-// childrenOf lists the children of every thread of pid.
-func childrenOf(pid int) []int {
+// ChildrenOf lists the children of every thread of pid.
+func ChildrenOf(pid int) []int {
 	var kids []int
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, task := range tasks {
@@ -253,9 +253,9 @@ func childrenOf(pid int) []int {
 	return kids
 }
 
-// statFields returns the fields of /proc/PID/stat after the command name
+// StatFields returns the fields of /proc/PID/stat after the command name
 // (field 3, the state, first), or nil when pid is gone.
-func statFields(pid int) []string {
+func StatFields(pid int) []string {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return nil
@@ -267,18 +267,18 @@ func statFields(pid int) []string {
 	return strings.Fields(string(data[i+1:]))
 }
 
-// procState returns the state letter of pid from /proc/PID/stat, or 0.
-func procState(pid int) byte {
-	if f := statFields(pid); len(f) > 0 {
+// ProcState returns the state letter of pid from /proc/PID/stat, or 0.
+func ProcState(pid int) byte {
+	if f := StatFields(pid); len(f) > 0 {
 		return f[0][0]
 	}
 	return 0
 }
 
-// innermostPID returns pid's number in its own PID namespace (the last
+// InnermostPID returns pid's number in its own PID namespace (the last
 // NSpid entry of /proc/PID/status), and whether that namespace is nested
 // below the one of the /proc it was read from.
-func innermostPID(pid int) (int, bool) {
+func InnermostPID(pid int) (int, bool) {
 	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" {
@@ -292,9 +292,9 @@ func innermostPID(pid int) (int, bool) {
 	return 0, false
 }
 
-// firstBelow returns the first process, root or below it, breadth first,
+// FirstBelow returns the first process, root or below it, breadth first,
 // for which match is true, or 0.
-func firstBelow(root int, match func(pid int) bool) int {
+func FirstBelow(root int, match func(pid int) bool) int {
 	queue := []int{root}
 	for len(queue) > 0 {
 		pid := queue[0]
@@ -302,25 +302,25 @@ func firstBelow(root int, match func(pid int) bool) int {
 		if match(pid) {
 			return pid
 		}
-		queue = append(queue, childrenOf(pid)...)
+		queue = append(queue, ChildrenOf(pid)...)
 	}
 	return 0
 }
 
-// lines collects a stream line by line and lets a test wait for a line.
-type lines struct {
+// Lines collects a stream line by line and lets a test wait for a line.
+type Lines struct {
 	mu     sync.Mutex
 	all    []string
 	grew   chan struct{}
-	closed chan struct{}
+	Closed chan struct{}
 }
 
-func newLines() *lines {
-	return &lines{grew: make(chan struct{}), closed: make(chan struct{})}
+func NewLines() *Lines {
+	return &Lines{grew: make(chan struct{}), Closed: make(chan struct{})}
 }
 
-func (l *lines) readFrom(r io.Reader) {
-	defer close(l.closed)
+func (l *Lines) Collect(r io.Reader) {
+	defer close(l.Closed)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
@@ -332,15 +332,23 @@ func (l *lines) readFrom(r io.Reader) {
 	}
 }
 
-func (l *lines) String() string {
+// Snapshot returns the lines seen so far, and a channel closed when the
+// next one comes.
+func (l *Lines) Snapshot() ([]string, chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.all...), l.grew
+}
+
+func (l *Lines) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.all, "\n")
 }
 
-// waitFor blocks until every pattern has matched some line, and returns
+// WaitFor blocks until every pattern has matched some line, and returns
 // the lines seen so far.
-func (l *lines) waitFor(t testing.TB, patterns ...*regexp.Regexp) []string {
+func (l *Lines) WaitFor(t testing.TB, patterns ...*regexp.Regexp) []string {
 	t.Helper()
 	return l.waitUntil(t, fmt.Sprintf("%d patterns", len(patterns)), func(seen []string) bool {
 		for _, p := range patterns {
@@ -352,8 +360,8 @@ func (l *lines) waitFor(t testing.TB, patterns ...*regexp.Regexp) []string {
 	})
 }
 
-// waitCount blocks until n lines match pattern, and returns them.
-func (l *lines) waitCount(t testing.TB, pattern *regexp.Regexp, n int) []string {
+// WaitCount blocks until n lines match pattern, and returns them.
+func (l *Lines) WaitCount(t testing.TB, pattern *regexp.Regexp, n int) []string {
 	t.Helper()
 	seen := l.waitUntil(t, fmt.Sprintf("%d lines matching %s", n, pattern), func(seen []string) bool {
 		return len(matching(seen, pattern)) >= n
@@ -364,22 +372,20 @@ func (l *lines) waitCount(t testing.TB, pattern *regexp.Regexp, n int) []string 
 // waitUntil blocks until done says yes to the lines seen so far, and
 // returns them; it fails the test, saying what it waited for, when the
 // stream ends first or after the deadline.
-func (l *lines) waitUntil(t testing.TB, what string, done func(seen []string) bool) []string {
+func (l *Lines) waitUntil(t testing.TB, what string, done func(seen []string) bool) []string {
 	t.Helper()
-	timeout := time.After(deadline)
+	timeout := time.After(Deadline)
 	for {
-		l.mu.Lock()
-		seen, grew := append([]string(nil), l.all...), l.grew
-		l.mu.Unlock()
+		seen, grew := l.Snapshot()
 		if done(seen) {
 			return seen
 		}
 		select {
 		case <-grew:
-		case <-l.closed:
+		case <-l.Closed:
 			t.Fatalf("stream ended without %s:\n%s", what, strings.Join(seen, "\n"))
 		case <-timeout:
-			t.Fatalf("no %s after %v:\n%s", what, deadline, strings.Join(seen, "\n"))
+			t.Fatalf("no %s after %v:\n%s", what, Deadline, strings.Join(seen, "\n"))
 		}
 	}
 }
@@ -395,26 +401,26 @@ func matching(lines []string, pattern *regexp.Regexp) []string {
 	return out
 }
 
-// requireRoot skips tests that need privileges this run does not have.
-func requireRoot(t testing.TB) {
+// RequireRoot skips tests that need privileges this run does not have.
+func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skip(t, "needs root (PID namespaces, cgroups); CI runs as root")
+		Skip(t, "needs root (PID namespaces, cgroups); CI runs as root")
 	}
 }
 
-// fifo is a named pipe a payload writes lines into and the test reads.
-type fifo struct {
-	path string
-	f    *os.File
-	r    *bufio.Reader
+// FIFO is a named pipe a payload writes lines into and the test reads.
+type FIFO struct {
+	Path   string
+	File   *os.File
+	Reader *bufio.Reader
 }
 
-// newFIFO makes a FIFO in the test's temporary directory and opens it for
+// NewFIFO makes a FIFO in the test's temporary directory and opens it for
 // reading. Opening it read-write never blocks and never sees end of file.
-func newFIFO(t testing.TB, name string) *fifo {
+func NewFIFO(t testing.TB, name string) *FIFO {
 	t.Helper()
-	path := sharedDir(t) + "/" + name
+	path := SharedDir(t) + "/" + name
 	if err := syscall.Mkfifo(path, 0o666); err != nil {
 		t.Fatal(err)
 	}
@@ -424,12 +430,12 @@ func newFIFO(t testing.TB, name string) *fifo {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return &fifo{path: path, f: f, r: bufio.NewReader(f)}
+	return &FIFO{Path: path, File: f, Reader: bufio.NewReader(f)}
 }
 
-// sharedDir returns a temporary directory anyone may use, for payloads run
+// SharedDir returns a temporary directory anyone may use, for payloads run
 // as an unprivileged user.
-func sharedDir(t testing.TB) string {
+func SharedDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	// The test's own temporary directory holds it, 0700 too.
@@ -442,33 +448,33 @@ func sharedDir(t testing.TB) string {
 	return dir
 }
 
-// next returns the next line, failing the test after the deadline.
-func (p *fifo) next(t testing.TB) string {
+// Next returns the next line, failing the test after the deadline.
+func (p *FIFO) Next(t testing.TB) string {
 	t.Helper()
-	return p.nextWithin(t, deadline)
+	return p.NextWithin(t, Deadline)
 }
 
-// nextWithin returns the next line, failing the test after d.
-func (p *fifo) nextWithin(t testing.TB, d time.Duration) string {
+// NextWithin returns the next line, failing the test after d.
+func (p *FIFO) NextWithin(t testing.TB, d time.Duration) string {
 	t.Helper()
-	line, err := p.tryNext(d)
+	line, err := p.TryNext(d)
 	if err != nil {
-		t.Fatalf("reading %s: %v (got %q)", p.path, err, line)
+		t.Fatalf("reading %s: %v (got %q)", p.Path, err, line)
 	}
 	return line
 }
 
-// tryNext returns the next line, or an error after d.
-func (p *fifo) tryNext(d time.Duration) (string, error) {
-	p.f.SetReadDeadline(time.Now().Add(d))
-	line, err := p.r.ReadString('\n')
+// TryNext returns the next line, or an error after d.
+func (p *FIFO) TryNext(d time.Duration) (string, error) {
+	p.File.SetReadDeadline(time.Now().Add(d))
+	line, err := p.Reader.ReadString('\n')
 	return strings.TrimSuffix(line, "\n"), err
 }
 
-// ready reads the helper's "ready PID" line and returns the pid.
-func (p *fifo) ready(t testing.TB) int {
+// Ready reads the helper's "ready PID" line and returns the pid.
+func (p *FIFO) Ready(t testing.TB) int {
 	t.Helper()
-	line := p.next(t)
+	line := p.Next(t)
 	var pid int
 	if _, err := fmt.Sscanf(line, "ready %d", &pid); err != nil {
 		t.Fatalf("want a ready line, got %q", line)
@@ -476,14 +482,14 @@ func (p *fifo) ready(t testing.TB) int {
 	return pid
 }
 
-// rest returns every line already in the pipe: call it once the writer is
+// Rest returns every line already in the pipe: call it once the writer is
 // known to be gone. (A deadline already past would make Go skip the read, so
 // it gets a short one; the data is there or will never come.)
-func (p *fifo) rest() []string {
-	p.f.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+func (p *FIFO) Rest() []string {
+	p.File.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	var out []string
 	for {
-		line, err := p.r.ReadString('\n')
+		line, err := p.Reader.ReadString('\n')
 		if err != nil {
 			return out
 		}

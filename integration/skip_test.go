@@ -10,9 +10,9 @@ import (
 // or privilege can never pass for a pass.
 var requireAll = os.Getenv("REAPER_REQUIRE_ALL") == "1"
 
-// skip skips the test with the reason given, or fails it when requireAll is
+// Skip skips the test with the reason given, or fails it when requireAll is
 // set.
-func skip(t testing.TB, format string, args ...any) {
+func Skip(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if requireAll {
 		t.Fatalf("cannot run, and REAPER_REQUIRE_ALL=1 forbids skipping: "+format, args...)

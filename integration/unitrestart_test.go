@@ -61,9 +61,9 @@ func TestSystemdUnitRestarts(t *testing.T) {
 	ct := bootSystemd(t, units)
 
 	// The example unit, as shipped but for the programs it runs.
-	ct.systemctl(t, "start", "--job-mode=ignore-dependencies", "example-web.service")
-	ct.systemctl(t, "stop", "example-web.service")
-	if journal := ct.journal(t, "example-web.service"); !strings.Contains(journal, "Deactivated successfully") ||
+	ct.Systemctl(t, "start", "--job-mode=ignore-dependencies", "example-web.service")
+	ct.Systemctl(t, "stop", "example-web.service")
+	if journal := ct.Journal(t, "example-web.service"); !strings.Contains(journal, "Deactivated successfully") ||
 		strings.Contains(journal, "warning") {
 		t.Errorf("examples/reaper-example.service:\n%s", journal)
 	}
@@ -77,10 +77,10 @@ func TestSystemdUnitRestarts(t *testing.T) {
 		}
 	}
 
-	ct.systemctl(t, "start", "reaper-warn.service")
+	ct.Systemctl(t, "start", "reaper-warn.service")
 	warning := regexp.MustCompile(`reaper: warning: the grace period is not below the unit's stop timeout.* unit=reaper-warn.service grace=30s timeout_stop=2.5s`)
 	t.Logf("reaper-warn.service: %s", ct.waitJournal(t, "reaper-warn.service", warning))
-	if journal := ct.journal(t, "reaper-payload.service"); strings.Contains(journal, "grace period") {
+	if journal := ct.Journal(t, "reaper-payload.service"); strings.Contains(journal, "grace period") {
 		t.Errorf("a warning for a grace period below the stop timeout:\n%s", journal)
 	}
 
@@ -103,7 +103,7 @@ func TestSystemdUnitRestarts(t *testing.T) {
 // reaper from path around command, its flags unchanged.
 func exampleUnit(t *testing.T, path, command string) string {
 	t.Helper()
-	text := string(mustRead(t, filepath.Join(repoRoot(t), "examples/reaper-example.service")))
+	text := string(MustRead(t, filepath.Join(RepoRoot(t), "examples/reaper-example.service")))
 	execStart := regexp.MustCompile(`(?m)^ExecStart=/usr/local/bin/reaper (.*) -- .*$`)
 	if !execStart.MatchString(text) {
 		t.Fatal("examples/reaper-example.service: no ExecStart=/usr/local/bin/reaper ... -- ... line")
@@ -119,18 +119,28 @@ func step(i int) string {
 	return fmt.Sprintf("restart %d", i+1)
 }
 
-// nspawn is a real systemd, booted by systemd-nspawn on this machine's /usr
+// Nspawn is a real systemd, booted by systemd-nspawn on this machine's /usr
 // with a volatile root.
-type nspawn struct {
+type Nspawn struct {
 	name    string
 	dir     string // bound read-only at /opt/reaper-test
 	cmd     *exec.Cmd
 	ended   chan struct{}
 	console string
-	init    int // the container's PID 1, as the host sees it
+	Init    int // the container's PID 1, as the host sees it
 	initAt  string
-	pidNS   string
+	PidNS   string
 	groups  []string // the test's cgroups nspawn runs in, cgroup2's first
+}
+
+// nspawn is a booted container with the queries of this package's tests
+// added.
+type nspawn struct{ *Nspawn }
+
+// boot boots a container as bootSystemdWith does.
+func boot(t testing.TB, spec BootSpec) *nspawn {
+	t.Helper()
+	return &nspawn{BootSystemdWith(t, spec)}
 }
 
 // bootSystemd boots a container with units installed in
@@ -139,58 +149,58 @@ type nspawn struct {
 // cannot run.
 func bootSystemd(t *testing.T, units map[string]string) *nspawn {
 	t.Helper()
-	return bootSystemdWith(t, bootSpec{units: units})
+	return boot(t, BootSpec{Units: units})
 }
 
-// bootSpec is what a container gets besides reaper and payload.sh in
+// BootSpec is what a container gets besides reaper and payload.sh in
 // /opt/reaper-test.
-type bootSpec struct {
-	units map[string]string // name: text, in /etc/systemd/system
-	opt   map[string][]byte // name: content, executable, in /opt/reaper-test
-	// files are bound read-only at any other path of the container (path:
+type BootSpec struct {
+	Units map[string]string // name: text, in /etc/systemd/system
+	Opt   map[string][]byte // name: content, executable, in /opt/reaper-test
+	// Files are bound read-only at any other path of the container (path:
 	// content); nspawn makes the directories they need.
-	files map[string]string
-	// dirs are host directories bound read-only at the same path.
-	dirs []string
+	Files map[string]string
+	// Dirs are host directories bound read-only at the same path.
+	Dirs []string
 }
 
 // nspawnSeq numbers the containers of this test process: tests that run
 // in parallel each boot their own.
 var nspawnSeq atomic.Int32
 
-// bootSystemdWith is bootSystemd with more files in the container.
-func bootSystemdWith(t testing.TB, spec bootSpec) *nspawn {
+// BootSystemdWith is bootSystemd with more files in the container.
+func BootSystemdWith(t testing.TB, spec BootSpec) *Nspawn {
 	t.Helper()
-	requireRoot(t)
+	RequireRoot(t)
 	for _, tool := range []string{"systemd-nspawn", "script", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skip(t, "%s not installed (apt-get install systemd-container util-linux bsdutils): %v", tool, err)
+			Skip(t, "%s not installed (apt-get install systemd-container util-linux bsdutils): %v", tool, err)
 		}
 	}
 	if _, err := os.Stat("/usr/lib/systemd/systemd"); err != nil {
-		skip(t, "no systemd on this machine to boot: %v", err)
+		Skip(t, "no systemd on this machine to boot: %v", err)
 	}
 	name := fmt.Sprintf("reaper-nspawn-%d-%d", os.Getpid(), nspawnSeq.Add(1))
-	ct := &nspawn{name: name, dir: t.TempDir(), ended: make(chan struct{})}
+	ct := &Nspawn{name: name, dir: t.TempDir(), ended: make(chan struct{})}
 	ct.console = filepath.Join(ct.dir, "console.log")
 	args := []string{"systemd-nspawn", "-D", "/", "--volatile=yes", "-b", "--register=no", "--keep-unit",
 		"--private-network", "-M", ct.name, "--bind-ro=" + ct.dir + ":/opt/reaper-test"}
-	ct.install(t, "reaper", mustRead(t, bin().reaper), 0o755)
-	ct.install(t, "payload.sh", []byte(servicePayload), 0o755)
-	for name, data := range spec.opt {
-		ct.install(t, name, data, 0o755)
+	ct.Install(t, "reaper", MustRead(t, Bin().Reaper), 0o755)
+	ct.Install(t, "payload.sh", []byte(servicePayload), 0o755)
+	for name, data := range spec.Opt {
+		ct.Install(t, name, data, 0o755)
 	}
-	for name, text := range spec.units {
-		ct.install(t, name, []byte(text), 0o644)
+	for name, text := range spec.Units {
+		ct.Install(t, name, []byte(text), 0o644)
 		args = append(args, "--bind-ro="+filepath.Join(ct.dir, name)+":/etc/systemd/system/"+name)
 	}
-	for _, dir := range spec.dirs {
+	for _, dir := range spec.Dirs {
 		args = append(args, "--bind-ro="+dir)
 	}
-	if len(spec.files) > 0 {
+	if len(spec.Files) > 0 {
 		dir := t.TempDir()
 		i := 0
-		for path, text := range spec.files {
+		for path, text := range spec.Files {
 			i++
 			host := filepath.Join(dir, fmt.Sprintf("%d-%s", i, filepath.Base(path)))
 			if err := os.WriteFile(host, []byte(text), 0o644); err != nil {
@@ -207,8 +217,8 @@ func bootSystemdWith(t testing.TB, spec bootSpec) *nspawn {
 	return ct
 }
 
-// install writes a file into the directory bound at /opt/reaper-test.
-func (ct *nspawn) install(t testing.TB, name string, data []byte, mode os.FileMode) {
+// Install writes a file into the directory bound at /opt/reaper-test.
+func (ct *Nspawn) Install(t testing.TB, name string, data []byte, mode os.FileMode) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(ct.dir, name), data, mode); err != nil {
 		t.Fatal(err)
@@ -217,7 +227,7 @@ func (ct *nspawn) install(t testing.TB, name string, data []byte, mode os.FileMo
 
 // start runs systemd-nspawn under script (it needs a terminal) from cgroups
 // of the test's own, bounded by pids.max.
-func (ct *nspawn) start(t testing.TB, nspawnLine string) {
+func (ct *Nspawn) start(t testing.TB, nspawnLine string) {
 	t.Helper()
 	ct.makeGroups(t)
 	t.Cleanup(func() { ct.shutdown(t) })
@@ -241,70 +251,70 @@ func (ct *nspawn) start(t testing.TB, nspawnLine string) {
 // cgroup2, of name=systemd and of the v1 pids hierarchy. With --keep-unit,
 // nspawn makes its payload and supervisor groups below its own group in
 // name=systemd, and the same path in cgroup2: the paths must agree.
-func (ct *nspawn) makeGroups(t testing.TB) {
+func (ct *Nspawn) makeGroups(t testing.TB) {
 	t.Helper()
 	bounded := false
-	for _, h := range cgroupHierarchies() {
-		if !h.v2 && !h.systemd && !h.pids {
+	for _, h := range CgroupHierarchies() {
+		if !h.V2 && !h.Systemd && !h.Pids {
 			continue
 		}
-		dir := filepath.Join(h.mount, ct.name)
+		dir := filepath.Join(h.Mount, ct.name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			ct.removeGroups(t)
-			skip(t, "cannot make a cgroup for systemd-nspawn: %v", err)
+			Skip(t, "cannot make a cgroup for systemd-nspawn: %v", err)
 		}
-		if h.v2 {
+		if h.V2 {
 			ct.groups = append([]string{dir}, ct.groups...)
 		} else {
 			ct.groups = append(ct.groups, dir)
 		}
-		if h.v2 || h.pids {
+		if h.V2 || h.Pids {
 			bounded = bounded || os.WriteFile(dir+"/pids.max", []byte("2048"), 0) == nil
 		}
 	}
-	if v2, _ := cgroupMounts(); !bounded || len(ct.groups) == 0 || v2 == "" || !strings.HasPrefix(ct.groups[0], v2) {
+	if v2, _ := CgroupMounts(); !bounded || len(ct.groups) == 0 || v2 == "" || !strings.HasPrefix(ct.groups[0], v2) {
 		ct.removeGroups(t)
-		skip(t, "no cgroup2 group with a pids.max bound for systemd-nspawn")
+		Skip(t, "no cgroup2 group with a pids.max bound for systemd-nspawn")
 	}
 }
 
 // removeGroups removes the test's cgroups and what nspawn made below them.
-func (ct *nspawn) removeGroups(t testing.TB) {
+func (ct *Nspawn) removeGroups(t testing.TB) {
 	for _, dir := range ct.groups {
-		removeCgroupTree(t, dir)
+		RemoveCgroupTree(t, dir)
 	}
 	ct.groups = nil
 }
 
-// bootDeadline bounds the boot and each systemctl call: boots take seconds,
+// BootDeadline bounds the boot and each systemctl call: boots take seconds,
 // and minutes on a loaded machine.
-const bootDeadline = 3 * time.Minute
+const BootDeadline = 3 * time.Minute
 
 // waitBoot finds the container's systemd and waits until it is up.
-func (ct *nspawn) waitBoot(t testing.TB) {
+func (ct *Nspawn) waitBoot(t testing.TB) {
 	t.Helper()
-	end := time.Now().Add(bootDeadline)
-	for ct.init == 0 {
+	end := time.Now().Add(BootDeadline)
+	for ct.Init == 0 {
 		select {
 		case <-ct.ended:
-			skip(t, "systemd-nspawn cannot run here: it exited %v\n%s", ct.cmd.ProcessState, ct.consoleTail())
+			Skip(t, "systemd-nspawn cannot run here: it exited %v\n%s", ct.cmd.ProcessState, ct.consoleTail())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(end) {
-			t.Fatalf("no systemd in the container after %v\n%s", bootDeadline, ct.consoleTail())
+			t.Fatalf("no systemd in the container after %v\n%s", BootDeadline, ct.consoleTail())
 		}
-		ct.init = containerInit(ct.cmd.Process.Pid)
+		ct.Init = containerInit(ct.cmd.Process.Pid)
 	}
-	ct.initAt = startTime(ct.init)
-	ct.pidNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", ct.init))
+	ct.initAt = StartTime(ct.Init)
+	ct.PidNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", ct.Init))
 	ctx, cancel := context.WithDeadline(context.Background(), end)
 	defer cancel()
 	for {
 		// "offline" until the container's PID 1 is systemd and listens.
-		out, _ := ct.command(ctx, "systemctl", "is-system-running", "--wait").Output()
+		out, _ := ct.Command(ctx, "systemctl", "is-system-running", "--wait").Output()
 		switch state := strings.TrimSpace(string(out)); state {
 		case "running", "degraded":
-			t.Logf("systemd up in the container (%s) in %v", state, time.Since(end.Add(-bootDeadline)).Round(time.Millisecond))
+			t.Logf("systemd up in the container (%s) in %v", state, time.Since(end.Add(-BootDeadline)).Round(time.Millisecond))
 			return
 		case "offline", "":
 			if ctx.Err() == nil {
@@ -319,14 +329,14 @@ func (ct *nspawn) waitBoot(t testing.TB) {
 // containerInit returns the host pid of the first process below root that
 // is PID 1 of a PID namespace of its own, or 0.
 func containerInit(root int) int {
-	return firstBelow(root, func(pid int) bool {
-		ns, nested := innermostPID(pid)
+	return FirstBelow(root, func(pid int) bool {
+		ns, nested := InnermostPID(pid)
 		return nested && ns == 1
 	})
 }
 
 // consoleTail is the end of the container's console, for failures.
-func (ct *nspawn) consoleTail() string {
+func (ct *Nspawn) consoleTail() string {
 	data, _ := os.ReadFile(ct.console)
 	if len(data) > 4000 {
 		data = data[len(data)-4000:]
@@ -334,41 +344,41 @@ func (ct *nspawn) consoleTail() string {
 	return string(data)
 }
 
-// command runs a program in the container's namespaces.
-func (ct *nspawn) command(ctx context.Context, argv ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(ct.init), "-a", "--"}, argv...)...)
+// Command runs a program in the container's namespaces.
+func (ct *Nspawn) Command(ctx context.Context, argv ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(ct.Init), "-a", "--"}, argv...)...)
 	cmd.WaitDelay = time.Second
 	return cmd
 }
 
-// systemctl runs systemctl in the container and fails the test on an error.
-func (ct *nspawn) systemctl(t *testing.T, args ...string) string {
+// Systemctl runs systemctl in the container and fails the test on an error.
+func (ct *Nspawn) Systemctl(t *testing.T, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
+	ctx, cancel := context.WithTimeout(context.Background(), BootDeadline)
 	defer cancel()
-	out, err := ct.command(ctx, append([]string{"systemctl"}, args...)...).CombinedOutput()
+	out, err := ct.Command(ctx, append([]string{"systemctl"}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("systemctl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return strings.TrimSpace(string(out))
 }
 
-// show returns the values of a unit's properties, separated by spaces.
-func (ct *nspawn) show(t *testing.T, unit string, props ...string) string {
+// Show returns the values of a unit's properties, separated by spaces.
+func (ct *Nspawn) Show(t *testing.T, unit string, props ...string) string {
 	t.Helper()
 	var values []string
 	for _, p := range props {
-		values = append(values, ct.systemctl(t, "show", "--property="+p, "--value", unit))
+		values = append(values, ct.Systemctl(t, "show", "--property="+p, "--value", unit))
 	}
 	return strings.Join(values, " ")
 }
 
-// journal returns a unit's messages.
-func (ct *nspawn) journal(t *testing.T, unit string) string {
+// Journal returns a unit's messages.
+func (ct *Nspawn) Journal(t *testing.T, unit string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
+	ctx, cancel := context.WithTimeout(context.Background(), BootDeadline)
 	defer cancel()
-	out, _ := ct.command(ctx, "journalctl", "--no-pager", "-o", "cat", "-u", unit).CombinedOutput()
+	out, _ := ct.Command(ctx, "journalctl", "--no-pager", "-o", "cat", "-u", unit).CombinedOutput()
 	return string(out)
 }
 
@@ -376,9 +386,9 @@ func (ct *nspawn) journal(t *testing.T, unit string) string {
 // returns the match.
 func (ct *nspawn) waitJournal(t *testing.T, unit string, re *regexp.Regexp) string {
 	t.Helper()
-	end := time.Now().Add(deadline)
+	end := time.Now().Add(Deadline)
 	for {
-		journal := ct.journal(t, unit)
+		journal := ct.Journal(t, unit)
 		if m := re.FindString(journal); m != "" {
 			return m
 		}
@@ -393,8 +403,8 @@ func (ct *nspawn) waitJournal(t *testing.T, unit string, re *regexp.Regexp) stri
 // (INVOCATION_ID) each belongs to.
 func (ct *nspawn) payload(marker string) []payloadProc {
 	var procs []payloadProc
-	for _, pid := range allPIDs() {
-		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); ns != ct.pidNS {
+	for _, pid := range AllPIDs() {
+		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); ns != ct.PidNS {
 			continue
 		}
 		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
@@ -439,8 +449,8 @@ func split(procs []payloadProc, run string) (current, others []string) {
 // wrapper (reaper or tini), the script, the daemon and the worker.
 func (ct *nspawn) waitUp(t *testing.T, unit, marker string) string {
 	t.Helper()
-	run := ct.systemctl(t, "show", "--property=InvocationID", "--value", unit)
-	end := time.Now().Add(deadline)
+	run := ct.Systemctl(t, "show", "--property=InvocationID", "--value", unit)
+	end := time.Now().Add(Deadline)
 	for {
 		current, _ := split(ct.payload(marker), run)
 		if len(current) == 4 {
@@ -459,25 +469,25 @@ func (ct *nspawn) waitUp(t *testing.T, unit, marker string) string {
 // unit failed.
 func (ct *nspawn) restartAndStop(t *testing.T, unit, marker string) [][]string {
 	t.Helper()
-	ct.systemctl(t, "start", unit)
+	ct.Systemctl(t, "start", unit)
 	ct.waitUp(t, unit, marker)
 	var left [][]string
 	for i := 0; i < 5; i++ {
-		ct.systemctl(t, "restart", unit)
-		run := ct.systemctl(t, "show", "--property=InvocationID", "--value", unit)
+		ct.Systemctl(t, "restart", unit)
+		run := ct.Systemctl(t, "show", "--property=InvocationID", "--value", unit)
 		_, others := split(ct.payload(marker), run)
 		left = append(left, others)
 		ct.waitUp(t, unit, marker)
 	}
-	ct.systemctl(t, "stop", unit)
+	ct.Systemctl(t, "stop", unit)
 	_, others := split(ct.payload(marker), "")
 	left = append(left, others)
 	// An inactive unit without processes is unloaded at once, with its
 	// exit status: the journal keeps the account of each stop.
-	if state := ct.show(t, unit, "ActiveState"); state != "inactive" {
+	if state := ct.Show(t, unit, "ActiveState"); state != "inactive" {
 		t.Errorf("%s after stop: %s, want inactive", unit, state)
 	}
-	journal := ct.journal(t, unit)
+	journal := ct.Journal(t, unit)
 	if n := strings.Count(journal, "Deactivated successfully"); n != 6 || strings.Contains(journal, "Failed with result") {
 		t.Errorf("%s: %d stops deactivated successfully, want 6; journal:\n%s", unit, n, journal)
 	}
@@ -486,20 +496,20 @@ func (ct *nspawn) restartAndStop(t *testing.T, unit, marker string) [][]string {
 
 // shutdown kills the container's PID 1 (the kernel then kills the rest of
 // its PID namespace), waits for nspawn, and removes the cgroups.
-func (ct *nspawn) shutdown(t testing.TB) {
-	if ct.init != 0 && startTime(ct.init) == ct.initAt {
-		syscall.Kill(ct.init, syscall.SIGKILL)
+func (ct *Nspawn) shutdown(t testing.TB) {
+	if ct.Init != 0 && StartTime(ct.Init) == ct.initAt {
+		syscall.Kill(ct.Init, syscall.SIGKILL)
 	}
 	kill := func() { os.WriteFile(ct.groups[0]+"/cgroup.kill", []byte("1"), 0) }
 	select {
 	case <-ct.ended:
-	case <-time.After(deadline):
+	case <-time.After(Deadline):
 		t.Errorf("systemd-nspawn did not exit after its container's PID 1 was killed")
 		kill()
 		<-ct.ended
 	}
 	kill() // anything nspawn left
-	if err := waitEmpty(ct.groups[0]); err != nil {
+	if err := WaitEmpty(ct.groups[0]); err != nil {
 		t.Errorf("cgroup %s: %v", ct.groups[0], err)
 	}
 	ct.removeGroups(t)
