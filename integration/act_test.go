@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // actVersion is the act these tests are written against (.ci/run
@@ -34,14 +36,14 @@ func actBinary(t *testing.T) string {
 	t.Helper()
 	path, err := exec.LookPath("act")
 	if err != nil {
-		path = filepath.Join(GoEnv(t, "GOPATH"), "bin", "act")
+		path = filepath.Join(itest.GoEnv(t, "GOPATH"), "bin", "act")
 	}
 	out, err := exec.Command(path, "--version").Output()
 	if err != nil {
-		Skip(t, "no act (go install github.com/nektos/act@v%s): %v", actVersion, err)
+		itest.Skip(t, "no act (go install github.com/nektos/act@v%s): %v", actVersion, err)
 	}
 	if got := strings.TrimSpace(string(out)); got != "act version "+actVersion {
-		Skip(t, "%s says %q: these tests read the log of act %s (go install github.com/nektos/act@v%s)", path, got, actVersion, actVersion)
+		itest.Skip(t, "%s says %q: these tests read the log of act %s (go install github.com/nektos/act@v%s)", path, got, actVersion, actVersion)
 	}
 	return path
 }
@@ -49,10 +51,10 @@ func actBinary(t *testing.T) string {
 // actJob is one run of act.
 type actJob struct {
 	cmd    *exec.Cmd
-	out    *Lines        // act's stdout and stderr: its log and the steps' output
+	out    *itest.Lines  // act's stdout and stderr: its log and the steps' output
 	events chan string   // the lines the step's processes announce on $F
-	gate   *FIFO         // the step waits for a line here ($G)
-	cg     *Cgroup       // act and everything it starts
+	gate   *itest.FIFO   // the step waits for a line here ($G)
+	cg     *itest.Cgroup // act and everything it starts
 	done   chan struct{} // closed once act has exited and its output is read
 }
 
@@ -63,12 +65,12 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 	t.Helper()
 	act := actBinary(t)
 	dir := t.TempDir()
-	j := &actJob{events: make(chan string, 16), gate: NewFIFO(t, "gate"), done: make(chan struct{})}
-	j.cg = SharedCgroup(t, 256)
+	j := &actJob{events: make(chan string, 16), gate: itest.NewFIFO(t, "gate"), done: make(chan struct{})}
+	j.cg = itest.SharedCgroup(t, 256)
 
 	// The checkout: the workflow alone, committed.
 	repo, home := filepath.Join(dir, "repo"), filepath.Join(dir, "home")
-	text := string(MustRead(t, filepath.Join("testdata", "act", workflow)))
+	text := string(itest.MustRead(t, filepath.Join("testdata", "act", workflow)))
 	if shell != "" {
 		text = strings.ReplaceAll(text, withReaper, shell)
 	}
@@ -87,17 +89,17 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 		git := exec.Command("git", argv...)
 		git.Dir, git.Env = repo, env
 		if out, err := git.CombinedOutput(); err != nil {
-			Skip(t, "git %v: %v (apt-get install git)\n%s", argv, err, out)
+			itest.Skip(t, "git %v: %v (apt-get install git)\n%s", argv, err, out)
 		}
 	}
 	if err := os.MkdirAll(dir+"/bin", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(Bin().Reaper, dir+"/bin/reaper"); err != nil {
+	if err := os.Symlink(itest.Bin().Reaper, dir+"/bin/reaper"); err != nil {
 		t.Fatal(err)
 	}
 
-	events := NewFIFO(t, "events")
+	events := itest.NewFIFO(t, "events")
 	args := []string{act, "workflow_dispatch", "-W", ".github/workflows/" + workflow,
 		"-P", "ubuntu-latest=-self-hosted", // steps run on this host: no image
 		"--no-cache-server",   // no cache server started
@@ -106,10 +108,10 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 	for _, v := range vars {
 		args = append(args, "--env", v)
 	}
-	argv := JoinArgv(args...)
+	argv := itest.JoinArgv(args...)
 	j.cmd = exec.Command(argv[0], argv[1:]...)
 	j.cmd.Dir, j.cmd.Env = repo, append(env, j.cg.JoinEnv()...)
-	d := StartDaemon(t, "act", j.cmd)
+	d := itest.StartDaemon(t, "act", j.cmd)
 	j.out = d.Log
 	go func() {
 		<-d.Ended
@@ -142,13 +144,13 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 func (j *actJob) announced(t *testing.T, n int) map[string][]int {
 	t.Helper()
 	got := map[string][]int{}
-	timeout := time.After(Deadline)
+	timeout := time.After(itest.Deadline)
 	for i := 0; i < n; i++ {
 		var line string
 		select {
 		case line = <-j.events:
 		case <-timeout:
-			t.Fatalf("%d of %d processes announced themselves within %v:\n%s", i, n, Deadline, j.out)
+			t.Fatalf("%d of %d processes announced themselves within %v:\n%s", i, n, itest.Deadline, j.out)
 		case <-j.done:
 			select {
 			case line = <-j.events:
@@ -179,8 +181,8 @@ func (j *actJob) wait(t *testing.T) int {
 	t.Helper()
 	select {
 	case <-j.done:
-	case <-time.After(Deadline):
-		t.Fatalf("act still runs after %v:\n%s", Deadline, j.out)
+	case <-time.After(itest.Deadline):
+		t.Fatalf("act still runs after %v:\n%s", itest.Deadline, j.out)
 	}
 	ws := j.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if ws.Signaled() {
@@ -205,10 +207,10 @@ func (j *actJob) expect(t *testing.T, texts ...string) {
 // guardian included, is left).
 func (j *actJob) expectNothingLeft(t *testing.T, fds, pids []int) {
 	t.Helper()
-	if alive := Running(fds, pids); len(alive) > 0 {
+	if alive := itest.Running(fds, pids); len(alive) > 0 {
 		t.Errorf("still running after act exited: %v of %v\n%s", alive, pids, j.out)
 	}
-	if err := WaitEmpty(j.cg.V2); err != nil {
+	if err := itest.WaitEmpty(j.cg.V2); err != nil {
 		t.Errorf("the cgroup of act's run: %v", err)
 	}
 }
@@ -226,14 +228,14 @@ func summaryRow(pid int, ending string) *regexp.Regexp {
 // summary.
 func TestActLeakingStep(t *testing.T) {
 	t.Parallel()
-	addr := FreeAddr(t)
-	j := startAct(t, "leak.yml", "", "HELPER="+Bin().Helper, "ADDR="+addr)
+	addr := itest.FreeAddr(t)
+	j := startAct(t, "leak.yml", "", "HELPER="+itest.Bin().Helper, "ADDR="+addr)
 	got := j.announced(t, 3)
 	left := append(got["up"], got["listening"]...)
 	if len(left) != 2 || len(got["command"]) != 1 {
 		t.Fatalf("announced %v, want a command, an up and a listening", got)
 	}
-	fds := Pidfds(t, left)
+	fds := itest.Pidfds(t, left)
 	j.release(t)
 	if code := j.wait(t); code != 0 {
 		t.Errorf("act exited %d, want 0:\n%s", code, j.out)
@@ -273,7 +275,7 @@ func (j *actJob) runLeaving(t *testing.T, kind string) (pid, code int) {
 	if len(left) != 1 {
 		t.Fatalf("announced %v, want one %s", left, kind)
 	}
-	fds := Pidfds(t, left)
+	fds := itest.Pidfds(t, left)
 	j.release(t)
 	code = j.wait(t)
 	j.expectNothingLeft(t, fds, left)
@@ -333,7 +335,7 @@ func TestActCancelledJob(t *testing.T) {
 			if len(got["up"]) != 1 || len(got["stubborn"]) != 1 {
 				t.Fatalf("announced %v, want an up and a stubborn", got)
 			}
-			fds := Pidfds(t, pids)
+			fds := itest.Pidfds(t, pids)
 			cancelled := time.Now()
 			if err := j.cmd.Process.Signal(syscall.SIGINT); err != nil {
 				t.Fatal(err)
@@ -344,20 +346,20 @@ func TestActCancelledJob(t *testing.T) {
 			// act SIGKILLed the step's process: reaper had no teardown.
 			j.expect(t, "this step has been cancelled: signal: killed", "🏁  Job failed")
 			if !c.guarded {
-				alive := Running(fds, pids)
+				alive := itest.Running(fds, pids)
 				t.Logf("baseline, %s: act's cancel left running %v of %v (%v the setsid TERM-ignorer), run cgroups left: %v",
-					c.name, alive, pids, got["stubborn"], LeafDirs(j.cg))
-				if len(Running(fds[1:], pids[1:])) == 0 {
+					c.name, alive, pids, got["stubborn"], itest.LeafDirs(j.cg))
+				if len(itest.Running(fds[1:], pids[1:])) == 0 {
 					t.Errorf("%s: the setsid TERM-ignorer did not survive act's cancel: the baseline has changed, and so must docs/ci.md", c.name)
 				}
 				return
 			}
-			AwaitGone(t, fds, pids)
+			itest.AwaitGone(t, fds, pids)
 			t.Logf("with reaper: every process of the step gone %v after act's SIGINT", time.Since(cancelled).Round(time.Millisecond))
-			if err := WaitEmpty(j.cg.V2); err != nil {
+			if err := itest.WaitEmpty(j.cg.V2); err != nil {
 				t.Errorf("the cgroup of act's run: %v", err)
 			}
-			if dirs := LeafDirs(j.cg); len(dirs) > 0 {
+			if dirs := itest.LeafDirs(j.cg); len(dirs) > 0 {
 				t.Errorf("the run's cgroup is left: %v", dirs)
 			}
 		})
@@ -369,7 +371,7 @@ func TestActCancelledJob(t *testing.T) {
 // run under act.
 func TestGitHubExampleUsesTheTestedShellLine(t *testing.T) {
 	for _, name := range []string{"examples/github-actions.yml", "README.md"} {
-		if !strings.Contains(string(MustRead(t, filepath.Join(RepoRoot(t), name))), withReaper) {
+		if !strings.Contains(string(itest.MustRead(t, filepath.Join(itest.RepoRoot(t), name))), withReaper) {
 			t.Errorf("%s has no %q", name, withReaper)
 		}
 	}

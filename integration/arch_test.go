@@ -23,6 +23,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // archMachine is an architecture whose kernel the test boots.
@@ -74,11 +76,11 @@ func TestArchKernels(t *testing.T) {
 			busybox := filepath.Join(archCache(), m.debian, "busybox")
 			for _, f := range []string{kernel, busybox} {
 				if _, err := os.Stat(f); err != nil {
-					Skip(t, "no %s: .ci/kernels fetches it (%v)", f, err)
+					itest.Skip(t, "no %s: .ci/kernels fetches it (%v)", f, err)
 				}
 			}
 			if _, err := exec.LookPath(m.qemu); err != nil {
-				Skip(t, "no %s: .ci/kernels installs it", m.qemu)
+				itest.Skip(t, "no %s: .ci/kernels installs it", m.qemu)
 			}
 			console := bootArch(t, m, archInitramfs(t, m, busybox), kernel)
 			checkArchConsole(t, m, console)
@@ -129,7 +131,7 @@ func crossTest(t *testing.T, goarch, pkg, out string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", out, "./"+pkg)
-	cmd.Dir = RepoRoot(t)
+	cmd.Dir = itest.RepoRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go test -c %s for %s: %v\n%s", pkg, goarch, err, b)
@@ -154,7 +156,7 @@ func bootArch(t *testing.T, m archMachine, initrd, kernel string) string {
 	err := cmd.Run()
 	t.Logf("%s: booted, ran the cases, powered off in %v (emulated: no figure)", m.qemu, time.Since(began).Round(time.Second))
 	if err != nil {
-		t.Errorf("%s: %v (deadline: %v)\n%s", m.qemu, err, ctx.Err(), Tail(console.String(), 60))
+		t.Errorf("%s: %v (deadline: %v)\n%s", m.qemu, err, ctx.Err(), itest.Tail(console.String(), 60))
 	}
 	return console.String()
 }
@@ -195,9 +197,9 @@ func checkArchConsole(t *testing.T, m archMachine, console string) {
 		t.Errorf("uname -m in the machine: %q, want %q", info["machine"], m.uname)
 	}
 	wantVersion := "reaper version "
-	if v := info["version"]; !strings.HasPrefix(v, wantVersion) || !strings.Contains(v, "(commit "+GitHead(t)) ||
+	if v := info["version"]; !strings.HasPrefix(v, wantVersion) || !strings.Contains(v, "(commit "+itest.GitHead(t)) ||
 		!strings.HasSuffix(v, ", linux/"+m.target+")") {
-		t.Errorf("reaper --version in the machine: %q, want its version, commit %s and linux/%s", v, GitHead(t), m.target)
+		t.Errorf("reaper --version in the machine: %q, want its version, commit %s and linux/%s", v, itest.GitHead(t), m.target)
 	}
 	t.Logf("kernel %s, SIGRTMAX %s", info["kernel"], info["rtmax"])
 	cases := append([]string{}, archCases...)
@@ -217,7 +219,7 @@ func checkArchConsole(t *testing.T, m archMachine, console string) {
 		})
 	}
 	if !ended {
-		t.Errorf("the init did not end its cases (the last begun: %s); the console's end:\n%s", last, Tail(console, 40))
+		t.Errorf("the init did not end its cases (the last begun: %s); the console's end:\n%s", last, itest.Tail(console, 40))
 	}
 }
 

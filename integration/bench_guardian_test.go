@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // BenchmarkGuardianStart: start to exit of `reaper -- /bin/true` with the
@@ -27,14 +29,14 @@ import (
 // and of `reaper -- sleep 0.1`, a COMMAND that outlasts the guardian's
 // own start.
 func BenchmarkGuardianStart(b *testing.B) {
-	runs := EnvInt("REAPER_BENCH_RUNS", 300)
+	runs := itest.EnvInt("REAPER_BENCH_RUNS", 300)
 	for _, command := range [][]string{{"/bin/true"}, {"/bin/sleep", "0.1"}} {
 		all := []shim{
-			{name: "reaper (guardian)", argv: func(c ...string) []string { return append([]string{Bin().Reaper, "--"}, c...) }},
+			{name: "reaper (guardian)", argv: func(c ...string) []string { return append([]string{itest.Bin().Reaper, "--"}, c...) }},
 			{name: "reaper --guardian=off", argv: func(c ...string) []string {
-				return append([]string{Bin().Reaper, "--guardian=off", "--"}, c...)
+				return append([]string{itest.Bin().Reaper, "--guardian=off", "--"}, c...)
 			}},
-			{name: "Go floor", argv: func(c ...string) []string { return append([]string{Bin().Floor}, c...) }},
+			{name: "Go floor", argv: func(c ...string) []string { return append([]string{itest.Bin().Floor}, c...) }},
 		}
 		times := make([][]time.Duration, len(all))
 		for r := 0; r < runs; r++ {
@@ -46,15 +48,15 @@ func BenchmarkGuardianStart(b *testing.B) {
 		for i := range all {
 			slices.Sort(times[i])
 		}
-		off := Percentile(times[1], 50)
+		off := itest.Percentile(times[1], 50)
 		var rows [][]string
 		for i, s := range all {
-			med := Percentile(times[i], 50)
-			rows = append(rows, []string{s.name, Millis(med), Millis(Percentile(times[i], 90)),
+			med := itest.Percentile(times[i], 50)
+			rows = append(rows, []string{s.name, itest.Millis(med), itest.Millis(itest.Percentile(times[i], 90)),
 				fmt.Sprintf("%.2f×", float64(med)/float64(off)), fmt.Sprintf("%+.2f ms", float64(med-off)/1e6)})
 		}
-		b.ReportMetric(float64(Percentile(times[0], 50)-off)/1e3, "guardian-µs/"+filepath.Base(command[0]))
-		Table(fmt.Sprintf("Start to exit: `reaper -- %s`, %d runs each, interleaved (load average %s)", strings.Join(command, " "), runs, loadAverage()),
+		b.ReportMetric(float64(itest.Percentile(times[0], 50)-off)/1e3, "guardian-µs/"+filepath.Base(command[0]))
+		itest.Table(fmt.Sprintf("Start to exit: `reaper -- %s`, %d runs each, interleaved (load average %s)", strings.Join(command, " "), runs, loadAverage()),
 			[]string{"run", "median", "p90", "vs --guardian=off", "difference"}, rows)
 	}
 }
@@ -63,7 +65,7 @@ func BenchmarkGuardianStart(b *testing.B) {
 // memory, threads and wakeups, beside reaper's own.
 func BenchmarkGuardianIdle(b *testing.B) {
 	idle := envDuration("REAPER_BENCH_IDLE", 60*time.Second)
-	cmd := exec.Command(Bin().Reaper, "--", "sleep", "100000")
+	cmd := exec.Command(itest.Bin().Reaper, "--", "sleep", "100000")
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -76,19 +78,19 @@ func BenchmarkGuardianIdle(b *testing.B) {
 	pids := []int{guard, cmd.Process.Pid}
 	var status, before []map[string]int
 	for _, pid := range pids {
-		status = append(status, ProcStatus(pid, false, keys...))
-		before = append(before, ProcStatus(pid, true, switches...))
+		status = append(status, itest.ProcStatus(pid, false, keys...))
+		before = append(before, itest.ProcStatus(pid, true, switches...))
 	}
 	time.Sleep(idle)
 	var rows [][]string
 	for i, name := range []string{"guardian (reaper-guard)", "reaper"} {
-		after := ProcStatus(pids[i], true, switches...)
+		after := itest.ProcStatus(pids[i], true, switches...)
 		st := status[i]
 		rows = append(rows, []string{name, kib(st["VmRSS"]), kib(st["RssAnon"]), kib(st["RssFile"]), kib(pss(pids[i])),
 			strconv.Itoa(st["Threads"]), strconv.Itoa(after[switches[0]] - before[i][switches[0]])})
 	}
 	b.ReportMetric(float64(status[0]["VmRSS"])/1024, "guardian-RSS-MiB")
-	Table(fmt.Sprintf("At rest: `reaper -- sleep`, over %v (load average %s)", idle, loadAverage()),
+	itest.Table(fmt.Sprintf("At rest: `reaper -- sleep`, over %v (load average %s)", idle, loadAverage()),
 		[]string{"process", "RSS", "anonymous", "file", "PSS", "threads", "voluntary switches"}, rows)
 }
 
@@ -98,9 +100,9 @@ func BenchmarkGuardianIdle(b *testing.B) {
 // the kill(2) every one of them has exited, as pidfds say, and (cgroup
 // mode) the run's leaf cgroup is gone.
 func BenchmarkGuardianKill(b *testing.B) {
-	RequireRoot(b)
-	runs := EnvInt("REAPER_BENCH_KILLS", 10)
-	cg := NewCgroup(b, 1024)
+	itest.RequireRoot(b)
+	runs := itest.EnvInt("REAPER_BENCH_KILLS", 10)
+	cg := itest.NewCgroup(b, 1024)
 	defer cg.Remove(b)
 	type cell struct{ gone, leaf []time.Duration }
 	sizes := []int{3, 100}
@@ -130,39 +132,39 @@ func BenchmarkGuardianKill(b *testing.B) {
 			slices.Sort(c.leaf)
 			leaf := "-"
 			if mode == "on" {
-				leaf = Millis(Percentile(c.leaf, 50)) + " / " + Millis(c.leaf[len(c.leaf)-1])
+				leaf = itest.Millis(itest.Percentile(c.leaf, 50)) + " / " + itest.Millis(c.leaf[len(c.leaf)-1])
 			}
-			rows = append(rows, []string{strconv.Itoa(n), "--cgroup=" + mode, Millis(Percentile(c.gone, 50)), Millis(c.gone[len(c.gone)-1]), leaf})
+			rows = append(rows, []string{strconv.Itoa(n), "--cgroup=" + mode, itest.Millis(itest.Percentile(c.gone, 50)), itest.Millis(c.gone[len(c.gone)-1]), leaf})
 		}
 	}
-	Table(fmt.Sprintf("reaper SIGKILLed: its leftovers gone, %d runs each, interleaved (load average %s)", runs, loadAverage()),
+	itest.Table(fmt.Sprintf("reaper SIGKILLed: its leftovers gone, %d runs each, interleaved (load average %s)", runs, loadAverage()),
 		[]string{"processes left", "mode", "all exited, median", "max", "leaf cgroup removed, median / max"}, rows)
 }
 
 // killOnce starts reaper with n processes below it, SIGKILLs it, and
 // returns when they had all exited, and when the run's leaf cgroup was
 // gone (cgroup mode), after the kill.
-func killOnce(b *testing.B, cg *Cgroup, mode string, n int) (gone, leaf time.Duration) {
+func killOnce(b *testing.B, cg *itest.Cgroup, mode string, n int) (gone, leaf time.Duration) {
 	body := `sh -c "$LEAF" &` + "\n"
 	if n > 1 {
 		body += fmt.Sprintf(`i=0; while [ $i -lt %d ]; do setsid sh -c "$STUBBORN" & i=$((i+1)); done`+"\n", n-1-n/3)
 		body += fmt.Sprintf(`i=0; while [ $i -lt %d ]; do sh -c "$LEAF" & i=$((i+1)); done`, n/3)
 	}
-	p := Plant(b, false, Tree{Flags: []string{"--cgroup=" + mode}, Ups: n, Cgroup: cg, Leave: true, NoReport: true, Body: body})
-	fds := Pidfds(b, p.Ups)
-	leaves := LeafDirs(cg)
+	p := itest.Plant(b, false, itest.Tree{Flags: []string{"--cgroup=" + mode}, Ups: n, Cgroup: cg, Leave: true, NoReport: true, Body: body})
+	fds := itest.Pidfds(b, p.Ups)
+	leaves := itest.LeafDirs(cg)
 	began := time.Now()
 	p.Signal(syscall.SIGKILL)
-	if !AllExit(fds, Deadline) {
-		b.Fatalf("--cgroup=%s, %d processes: still running %v after reaper's SIGKILL", mode, n, Deadline)
+	if !itest.AllExit(fds, itest.Deadline) {
+		b.Fatalf("--cgroup=%s, %d processes: still running %v after reaper's SIGKILL", mode, n, itest.Deadline)
 	}
 	gone = time.Since(began)
 	for mode == "on" && len(leaves) > 0 {
 		if _, err := os.Stat(leaves[0]); err != nil {
 			break
 		}
-		if time.Since(began) > Deadline {
-			b.Fatalf("leaf cgroup %s still there %v after reaper's SIGKILL", leaves[0], Deadline)
+		if time.Since(began) > itest.Deadline {
+			b.Fatalf("leaf cgroup %s still there %v after reaper's SIGKILL", leaves[0], itest.Deadline)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -175,7 +177,7 @@ func killOnce(b *testing.B, cg *Cgroup, mode string, n int) (gone, leaf time.Dur
 // process named reaper-guard whose command line names that pid.
 func guardianOf(b *testing.B, reaper int) int {
 	want := []byte("--guardian-of=" + strconv.Itoa(reaper) + "\x00")
-	for end := time.Now().Add(Deadline); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+	for end := time.Now().Add(itest.Deadline); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		dirs, _ := filepath.Glob("/proc/[0-9]*")
 		for _, dir := range dirs {
 			comm, _ := os.ReadFile(dir + "/comm")
@@ -186,7 +188,7 @@ func guardianOf(b *testing.B, reaper int) int {
 			}
 		}
 	}
-	b.Fatalf("no guardian of reaper %d within %v", reaper, Deadline)
+	b.Fatalf("no guardian of reaper %d within %v", reaper, itest.Deadline)
 	return 0
 }
 

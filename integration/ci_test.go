@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // runnerCancel cancels p as the GitHub runner cancels a step's process
@@ -17,14 +19,14 @@ import (
 // to it alone; if it has not exited 2.5 s after that, SIGKILL to it alone
 // (on Linux the runner's "kill the process tree" is Process.Kill() of the
 // step's process). It returns how reaper ended and what was sent.
-func runnerCancel(p *Planted) (*Result, []syscall.Signal) {
-	ended := make(chan *Result, 1)
+func runnerCancel(p *itest.Planted) (*itest.Result, []syscall.Signal) {
+	ended := make(chan *itest.Result, 1)
 	go func() { ended <- p.Wait() }()
 	var sent []syscall.Signal
 	for _, step := range []struct {
 		sig  syscall.Signal
 		wait time.Duration
-	}{{syscall.SIGINT, 7500 * time.Millisecond}, {syscall.SIGTERM, 2500 * time.Millisecond}, {syscall.SIGKILL, Deadline}} {
+	}{{syscall.SIGINT, 7500 * time.Millisecond}, {syscall.SIGTERM, 2500 * time.Millisecond}, {syscall.SIGKILL, itest.Deadline}} {
 		p.Signal(step.sig)
 		sent = append(sent, step.sig)
 		select {
@@ -55,7 +57,7 @@ func TestGitHubCancelSequence(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			p := Plant(t, false, Tree{Flags: c.flags, Ups: 3, Env: []string{"GITHUB_ACTIONS=true"}, Body: `sh -c "$LEAF" &
+			p := itest.Plant(t, false, itest.Tree{Flags: c.flags, Ups: 3, Env: []string{"GITHUB_ACTIONS=true"}, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &
 setsid sh -c "$STUBBORN" &`})
 			r, sent := runnerCancel(p)

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"debug/buildinfo"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -25,49 +24,7 @@ import (
 // of a new PID namespace.
 func modes(t *testing.T, f func(t *testing.T, pid1 bool)) {
 	t.Run("subreaper", func(t *testing.T) { t.Parallel(); f(t, false) })
-	t.Run("pid1", func(t *testing.T) { t.Parallel(); RequireRoot(t); f(t, true) })
-}
-
-// RunReaper runs reaper directly, without the harness, for runs that start
-// nothing that could outlive it, and returns its exit code, stdout and
-// stderr.
-func RunReaper(t testing.TB, env []string, args ...string) (int, string, string) {
-	t.Helper()
-	return RunBinary(t, Bin().Reaper, env, args...)
-}
-
-// RunBinary is runReaper for another build of reaper.
-func RunBinary(t testing.TB, binary string, env []string, args ...string) (int, string, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code, ok := ShellStatus(err)
-	if !ok {
-		t.Fatal(err)
-	}
-	return code, stdout.String(), stderr.String()
-}
-
-// ShellStatus is the status a shell would show for a command that ended
-// with err (cmd.Run's): its exit code, or 128+N when signal N ended it. It
-// reports false for an error that is no exit status.
-func ShellStatus(err error) (int, bool) {
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, true
-	case !errors.As(err, &ee):
-		return 0, false
-	}
-	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal()), true
-	}
-	return ee.ExitCode(), true
+	t.Run("pid1", func(t *testing.T) { t.Parallel(); itest.RequireRoot(t); f(t, true) })
 }
 
 func TestExitCodes(t *testing.T) {
@@ -98,7 +55,7 @@ func TestExitCodes(t *testing.T) {
 	}
 	modes(t, func(t *testing.T, pid1 bool) {
 		for _, c := range cases {
-			r := Start(t, Opts{Args: c.args, PID1: pid1}).Wait()
+			r := itest.Start(t, itest.Opts{Args: c.args, PID1: pid1}).Wait()
 			if r.Status() != c.want {
 				t.Errorf("%s: exit %d, want %d\nstderr:\n%s", c.name, r.Status(), c.want, r.Stderr)
 			}
@@ -130,7 +87,7 @@ func TestStartErrorsSayWhy(t *testing.T) {
 		{[]string{"reaper-no-such-command"}, 127, "reaper: reaper-no-such-command: command not found"},
 		{[]string{notExec}, 126, "reaper: " + notExec + ": permission denied"},
 	} {
-		code, stdout, stderr := RunReaper(t, nil, c.args...)
+		code, stdout, stderr := itest.RunReaper(t, nil, c.args...)
 		if code != c.code || strings.TrimSpace(stderr) != c.line || stdout != "" {
 			t.Errorf("reaper %v: exit %d, stderr %q, stdout %q; want %d and %q", c.args, code, stderr, stdout, c.code, c.line)
 		}
@@ -138,8 +95,8 @@ func TestStartErrorsSayWhy(t *testing.T) {
 	// A path that exists but cannot be reached (a directory on the way that
 	// may not be searched) is 126, as in sh and bash; one that does not
 	// exist, 127. Root searches every directory: this runs as nobody.
-	nobody := AsNobody(t)
-	locked := SharedDir(t) + "/locked"
+	nobody := itest.AsNobody(t)
+	locked := itest.SharedDir(t) + "/locked"
 	if err := os.Mkdir(locked, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -153,14 +110,14 @@ func TestStartErrorsSayWhy(t *testing.T) {
 	}{
 		{locked + "/true", 126, ": permission denied"},
 		{locked + "/absent", 126, ": permission denied"}, // nobody cannot tell it is absent: sh says 126 too
-		{SharedDir(t) + "/absent/true", 127, ": no such file or directory"},
+		{itest.SharedDir(t) + "/absent/true", 127, ": no such file or directory"},
 	} {
 		argv := append(append([]string{}, nobody[1:]...), c.path)
-		code, _, stderr := RunBinary(t, nobody[0], nil, argv...)
+		code, _, stderr := itest.RunBinary(t, nobody[0], nil, argv...)
 		if code != c.code || !strings.HasSuffix(strings.TrimSpace(stderr), c.line) {
 			t.Errorf("reaper %s as nobody: exit %d, %q; want %d and %q", c.path, code, stderr, c.code, c.line)
 		}
-		shCode, _, _ := RunBinary(t, nobody[0], nil, append(append([]string{}, nobody[1:len(nobody)-1]...), "sh", "-c", c.path)...)
+		shCode, _, _ := itest.RunBinary(t, nobody[0], nil, append(append([]string{}, nobody[1:len(nobody)-1]...), "sh", "-c", c.path)...)
 		if shCode != c.code {
 			t.Errorf("sh -c %s as nobody exits %d, reaper %d", c.path, shCode, code)
 		}
@@ -201,7 +158,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"REAPER_VERBOSE=loud"}, []string{"true"}, "REAPER_VERBOSE"},
 	}
 	for _, c := range cases {
-		code, stdout, stderr := RunReaper(t, c.env, c.args...)
+		code, stdout, stderr := itest.RunReaper(t, c.env, c.args...)
 		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
 		if code != 2 || len(lines) != 1 || !strings.Contains(stderr, c.says) ||
 			!strings.Contains(stderr, "--help") || stdout != "" {
@@ -216,12 +173,12 @@ func TestUsageErrors(t *testing.T) {
 
 func TestFlagBeatsEnvironment(t *testing.T) {
 	// The variable would make reaper fail; the flag must win over it.
-	code, _, stderr := RunReaper(t, []string{"REAPER_FORWARD=session"}, "--forward=child", "true")
+	code, _, stderr := itest.RunReaper(t, []string{"REAPER_FORWARD=session"}, "--forward=child", "true")
 	if code != 0 {
 		t.Errorf("flag did not win over REAPER_FORWARD: exit %d, %s", code, stderr)
 	}
 	// The variable alone applies.
-	code, _, _ = RunReaper(t, []string{"REAPER_SUCCESS_EXIT=7,9"}, "sh", "-c", "exit 9")
+	code, _, _ = itest.RunReaper(t, []string{"REAPER_SUCCESS_EXIT=7,9"}, "sh", "-c", "exit 9")
 	if code != 0 {
 		t.Errorf("REAPER_SUCCESS_EXIT=7,9 did not map 9: exit %d", code)
 	}
@@ -229,7 +186,7 @@ func TestFlagBeatsEnvironment(t *testing.T) {
 
 func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 	for _, arg := range []string{"-h", "--help"} {
-		code, stdout, stderr := RunReaper(t, nil, arg)
+		code, stdout, stderr := itest.RunReaper(t, nil, arg)
 		if code != 0 || stderr != "" {
 			t.Fatalf("reaper %s: exit %d, stderr %q", arg, code, stderr)
 		}
@@ -259,7 +216,7 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 			}
 		}
 	}
-	code, stdout, _ := RunReaper(t, nil, "--version")
+	code, stdout, _ := itest.RunReaper(t, nil, "--version")
 	if code != 0 || !regexp.MustCompile(`^reaper version \S+ \(commit \S+, linux/\S+\)\n$`).MatchString(stdout) {
 		t.Errorf("--version: exit %d, %q", code, stdout)
 	}
@@ -267,7 +224,7 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 
 func TestSilentOnSuccess(t *testing.T) {
 	var stdout bytes.Buffer
-	r := Start(t, Opts{Stdout: &stdout, Args: []string{"sh", "-c", "sleep 60 & setsid sleep 60 & exit 0"}}).Wait()
+	r := itest.Start(t, itest.Opts{Stdout: &stdout, Args: []string{"sh", "-c", "sleep 60 & setsid sleep 60 & exit 0"}}).Wait()
 	if r.Status() != 0 || stdout.String() != "" || r.Stderr != "" || r.Leftovers() != "" {
 		t.Errorf("exit %d, stdout %q, stderr %q, left %s; want 0, nothing written, nothing left",
 			r.Status(), stdout.String(), r.Stderr, r.Leftovers())
@@ -275,7 +232,7 @@ func TestSilentOnSuccess(t *testing.T) {
 }
 
 func TestVerboseLogging(t *testing.T) {
-	_, stdout, stderr := RunReaper(t, nil, "-vv", "sh", "-c", "exit 5")
+	_, stdout, stderr := itest.RunReaper(t, nil, "-vv", "sh", "-c", "exit 5")
 	if stdout != "" {
 		t.Errorf("logs went to stdout: %q", stdout)
 	}
@@ -284,7 +241,7 @@ func TestVerboseLogging(t *testing.T) {
 			t.Errorf("-vv: no line matching %s in:\n%s", want, stderr)
 		}
 	}
-	_, _, stderr = RunReaper(t, nil, "-v", "--log-format=json", "sh", "-c", "exit 5")
+	_, _, stderr = itest.RunReaper(t, nil, "-v", "--log-format=json", "sh", "-c", "exit 5")
 	if !regexp.MustCompile(`(?m)^\{"level":"info",.*"msg":"command exited".*"status":"exit 5"`).MatchString(stderr) {
 		t.Errorf("--log-format=json -v: no JSON info line in:\n%s", stderr)
 	}
@@ -294,12 +251,12 @@ func TestVerboseLogging(t *testing.T) {
 // in its process group), sends each signal in turn and waits until the child
 // (and, when both should get it, the grandchild) has recorded it, then
 // returns what child and grandchild recorded.
-func sendAndRecord(t testing.TB, pid1 bool, flags []string, send []syscall.Signal) (child, grandchild []string, r *Result) {
+func sendAndRecord(t testing.TB, pid1 bool, flags []string, send []syscall.Signal) (child, grandchild []string, r *itest.Result) {
 	bothGet := slices.Contains(flags, "--forward=group")
 	t.Helper()
-	rec, grec := NewFIFO(t, "child"), NewFIFO(t, "grandchild")
-	args := append(flags, Bin().Helper, "record", "-child", grec.Path, rec.Path)
-	s := Start(t, Opts{Args: args, PID1: pid1})
+	rec, grec := itest.NewFIFO(t, "child"), itest.NewFIFO(t, "grandchild")
+	args := append(flags, itest.Bin().Helper, "record", "-child", grec.Path, rec.Path)
+	s := itest.Start(t, itest.Opts{Args: args, PID1: pid1})
 	rec.Ready(t)
 	grec.Ready(t)
 	for i, sig := range send {
@@ -384,8 +341,8 @@ for s in $SIGS; do kill -$s $PPID; done
 while :; do sleep 300 & wait $!; done`
 	modes(t, func(t *testing.T, pid1 bool) {
 		for round := range 10 {
-			rec := NewFIFO(t, fmt.Sprintf("round%d", round))
-			s := Start(t, Opts{PID1: pid1, Env: []string{"F=" + rec.Path, "SIGS=" + strings.Join(last, " ")},
+			rec := itest.NewFIFO(t, fmt.Sprintf("round%d", round))
+			s := itest.Start(t, itest.Opts{PID1: pid1, Env: []string{"F=" + rec.Path, "SIGS=" + strings.Join(last, " ")},
 				Args: []string{"--forward=child", "sh", "-c", script}})
 			var got []string
 			for range last {
@@ -410,9 +367,9 @@ while :; do sleep 300 & wait $!; done`
 
 func TestRewriteAndDrop(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		rec := NewFIFO(t, "child")
-		s := Start(t, Opts{PID1: pid1, Args: []string{"--rewrite=USR1:USR2", "--rewrite", "HUP:0",
-			"--rewrite=TERM:QUIT", Bin().Helper, "record", rec.Path}})
+		rec := itest.NewFIFO(t, "child")
+		s := itest.Start(t, itest.Opts{PID1: pid1, Args: []string{"--rewrite=USR1:USR2", "--rewrite", "HUP:0",
+			"--rewrite=TERM:QUIT", itest.Bin().Helper, "record", rec.Path}})
 		rec.Ready(t)
 		s.Signal(syscall.SIGUSR1)
 		if got := rec.Next(t); got != "SIGUSR2" {
@@ -438,9 +395,9 @@ func TestEveryStopSignalRewritten(t *testing.T) {
 	// With TERM, INT, HUP and QUIT all rewritten no stop signal is left to
 	// catch apart, and an empty list must not make os/signal relay every
 	// signal twice (signal.Notify with no signals means all of them).
-	rec := NewFIFO(t, "child")
-	s := Start(t, Opts{Args: []string{"-vv", "--rewrite=TERM:QUIT", "--rewrite=INT:QUIT", "--rewrite=HUP:QUIT",
-		"--rewrite=QUIT:TERM", Bin().Helper, "record", rec.Path}})
+	rec := itest.NewFIFO(t, "child")
+	s := itest.Start(t, itest.Opts{Args: []string{"-vv", "--rewrite=TERM:QUIT", "--rewrite=INT:QUIT", "--rewrite=HUP:QUIT",
+		"--rewrite=QUIT:TERM", itest.Bin().Helper, "record", rec.Path}})
 	rec.Ready(t)
 	s.Signal(syscall.SIGUSR2)
 	if got := rec.Next(t); got != "SIGUSR2" {
@@ -466,11 +423,11 @@ func TestEveryStopSignalRewritten(t *testing.T) {
 
 func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 	// The documented build turns async preemption off at link time.
-	info, err := buildinfo.ReadFile(Bin().Reaper)
+	info, err := buildinfo.ReadFile(itest.Bin().Reaper)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ldflags := SettingOf(info, "-ldflags"); !strings.Contains(ldflags, "asyncpreemptoff=1") {
+	if ldflags := itest.SettingOf(info, "-ldflags"); !strings.Contains(ldflags, "asyncpreemptoff=1") {
 		t.Errorf("reaper is built with -ldflags %q, without asyncpreemptoff=1", ldflags)
 	}
 	// A bare "go build" re-executes itself with GODEBUG=asyncpreemptoff=1,
@@ -484,13 +441,13 @@ func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 			env = []string{c.callerGodebug}
 		}
 		script := `tr '\0' '\n' < /proc/$PPID/environ | grep ^GODEBUG=; echo "GODEBUG=$GODEBUG"; env | grep -c ^REAPER_SAVED`
-		_, stdout, stderr := RunBinary(t, Bin().Plain, env, "sh", "-c", script) // grep -c exits 1 on 0
+		_, stdout, stderr := itest.RunBinary(t, itest.Bin().Plain, env, "sh", "-c", script) // grep -c exits 1 on 0
 		want := c.reaperGodebug + "\n" + c.commandGodebug + "\n0\n"
 		if stdout != want {
 			t.Errorf("plain build, caller %q: reaper/COMMAND GODEBUG and leftover variables:\n%s\nwant:\n%s\n%s", c.callerGodebug, stdout, want, stderr)
 		}
 	}
-	for _, binary := range []string{Bin().Reaper, Bin().Plain} {
+	for _, binary := range []string{itest.Bin().Reaper, itest.Bin().Plain} {
 		t.Run(filepath.Base(binary), func(t *testing.T) {
 			modes(t, func(t *testing.T, pid1 bool) { busyReaperSendsNoSIGURG(t, pid1, binary) })
 		})
@@ -503,12 +460,12 @@ func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 // 400 group members through a pidfd: work long enough for the runtime to
 // preempt reaper's goroutines, which it would do with SIGURG.
 func busyReaperSendsNoSIGURG(t testing.TB, pid1 bool, binary string) {
-	rec := NewFIFO(t, "child")
+	rec := itest.NewFIFO(t, "child")
 	script := `"$HELPER" record "$REC" &
 i=0; while [ $i -lt 400 ]; do sleep 300 & i=$((i+1)); done
 exit 0`
-	s := Start(t, Opts{PID1: pid1, Binary: binary, PidsMax: 600, Args: []string{"-v", "--wait", "--forward=group", "sh", "-c", script},
-		Env: []string{"HELPER=" + Bin().Helper, "REC=" + rec.Path}})
+	s := itest.Start(t, itest.Opts{PID1: pid1, Binary: binary, PidsMax: 600, Args: []string{"-v", "--wait", "--forward=group", "sh", "-c", script},
+		Env: []string{"HELPER=" + itest.Bin().Helper, "REC=" + rec.Path}})
 	rec.Ready(t)
 	s.Stderr.WaitFor(t, regexp.MustCompile(`command exited`))
 	for i := 0; i < 100; i++ {
@@ -531,19 +488,10 @@ exit 0`
 	}
 }
 
-func SettingOf(info *debug.BuildInfo, key string) string {
-	for _, s := range info.Settings {
-		if s.Key == key {
-			return s.Value
-		}
-	}
-	return ""
-}
-
 func TestReapsEveryOrphan(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		out := NewFIFO(t, "orphans")
-		s := Start(t, Opts{PID1: pid1, PidsMax: 256, Args: []string{"-vv", Bin().Helper, "orphans", "200", out.Path}})
+		out := itest.NewFIFO(t, "orphans")
+		s := itest.Start(t, itest.Opts{PID1: pid1, PidsMax: 256, Args: []string{"-vv", itest.Bin().Helper, "orphans", "200", out.Path}})
 		var patterns []*regexp.Regexp
 		for {
 			line := out.Next(t)
@@ -561,8 +509,8 @@ func TestReapsEveryOrphan(t *testing.T) {
 		// Every orphan was reaped, so none may be left as a zombie.
 		reaper := s.ReaperPID()
 		var zombies []int
-		for _, kid := range ChildrenOf(reaper) {
-			if ProcState(kid) == 'Z' {
+		for _, kid := range itest.ChildrenOf(reaper) {
+			if itest.ProcState(kid) == 'Z' {
 				zombies = append(zombies, kid)
 			}
 		}
@@ -579,14 +527,14 @@ func TestReapsEveryOrphan(t *testing.T) {
 func TestChildStartsClean(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		var out bytes.Buffer
-		r := Start(t, Opts{PID1: pid1, Stdout: &out, Args: []string{Bin().Helper, "fds"}}).Wait()
+		r := itest.Start(t, itest.Opts{PID1: pid1, Stdout: &out, Args: []string{itest.Bin().Helper, "fds"}}).Wait()
 		if got := strings.TrimSpace(out.String()); got != "0 1 2" || r.Status() != 0 {
 			t.Errorf("COMMAND's open descriptors are %q (exit %d), want 0 1 2", got, r.Status())
 		}
 	})
 	// A descriptor reaper's caller passed on purpose passes through, as exec
 	// would pass it.
-	out, err := exec.Command("sh", "-c", "exec 7</dev/null; exec "+Bin().Reaper+" "+Bin().Helper+" fds").Output()
+	out, err := exec.Command("sh", "-c", "exec 7</dev/null; exec "+itest.Bin().Reaper+" "+itest.Bin().Helper+" fds").Output()
 	if got := strings.Fields(string(out)); err != nil || !slices.Contains(got, "7") {
 		t.Errorf("with fd 7 open in the caller COMMAND has %q (%v), want 7 among them", got, err)
 	}
@@ -604,24 +552,24 @@ func TestChildStartsClean(t *testing.T) {
 		}
 		return fields
 	}
-	st := status(t, Bin().Reaper+" -- cat /proc/self/status")
+	st := status(t, itest.Bin().Reaper+" -- cat /proc/self/status")
 	if st["SigBlk"] != "0000000000000000" || st["SigIgn"] != "0000000000000000" {
 		t.Errorf("COMMAND starts with SigBlk %s SigIgn %s, want both zero", st["SigBlk"], st["SigIgn"])
 	}
 	// A mask the caller set passes on as it is, SIGPIPE and SIGTTOU too,
 	// which reaper blocks on one thread of its own.
-	st = status(t, Bin().Helper+" blocked PIPE,TTOU,USR1 "+Bin().Reaper+" -- cat /proc/self/status")
+	st = status(t, itest.Bin().Helper+" blocked PIPE,TTOU,USR1 "+itest.Bin().Reaper+" -- cat /proc/self/status")
 	if st["SigBlk"] != "0000000000201200" {
 		t.Errorf("with PIPE, TTOU and USR1 blocked by the caller, COMMAND's SigBlk is %s, want 0000000000201200", st["SigBlk"])
 	}
 	// A signal the caller ignores (nohup's SIGHUP, a background job's
 	// SIGINT) stays ignored, though reaper catches it to forward it.
-	st = status(t, "trap '' HUP INT; exec "+Bin().Reaper+" -- cat /proc/self/status")
+	st = status(t, "trap '' HUP INT; exec "+itest.Bin().Reaper+" -- cat /proc/self/status")
 	if st["SigIgn"] != "0000000000000003" {
 		t.Errorf("with SIGHUP and SIGINT ignored by the caller, COMMAND's SigIgn is %s, want 0000000000000003", st["SigIgn"])
 	}
 	// ... with the caller's mask, through the trampoline that sets them.
-	st = status(t, "trap '' INT; exec "+Bin().Helper+" blocked USR1 "+Bin().Reaper+" -- cat /proc/self/status")
+	st = status(t, "trap '' INT; exec "+itest.Bin().Helper+" blocked USR1 "+itest.Bin().Reaper+" -- cat /proc/self/status")
 	if st["SigIgn"] != "0000000000000002" || st["SigBlk"] != "0000000000000200" {
 		t.Errorf("with SIGINT ignored and SIGUSR1 blocked by the caller, COMMAND's SigIgn is %s and SigBlk %s, want 2 and 200",
 			st["SigIgn"], st["SigBlk"])
@@ -629,7 +577,7 @@ func TestChildStartsClean(t *testing.T) {
 }
 
 func TestEnvironmentAndLimitsPassThrough(t *testing.T) {
-	cmd := exec.Command(Bin().Reaper, "env")
+	cmd := exec.Command(itest.Bin().Reaper, "env")
 	cmd.Env = []string{"A=1", "PATH=" + os.Getenv("PATH"), "REAPER_GRACE=2s", "WEIRD= x=y "}
 	out, err := cmd.Output()
 	if err != nil {
@@ -644,9 +592,9 @@ func TestEnvironmentAndLimitsPassThrough(t *testing.T) {
 		t.Errorf("COMMAND's environment is %v, want %v and REAPER_INSTANCE", got, want)
 	}
 	if _, err := exec.LookPath("prlimit"); err != nil {
-		Skip(t, "prlimit (util-linux) not installed")
+		itest.Skip(t, "prlimit (util-linux) not installed")
 	}
-	out, err = exec.Command("prlimit", "--nofile=1000:4000", Bin().Reaper, "sh", "-c", "ulimit -Sn; ulimit -Hn").Output()
+	out, err = exec.Command("prlimit", "--nofile=1000:4000", itest.Bin().Reaper, "sh", "-c", "ulimit -Sn; ulimit -Hn").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -659,14 +607,14 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 	// reaper's stderr is a pipe whose reader goes away once COMMAND runs:
 	// from then on every -vv line fails with EPIPE. reaper must live on, and
 	// COMMAND must not see a SIGPIPE.
-	rec := NewFIFO(t, "child")
+	rec := itest.NewFIFO(t, "child")
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, Bin().Reaper, "-vv", Bin().Helper, "record", rec.Path)
+	cmd := exec.CommandContext(ctx, itest.Bin().Reaper, "-vv", itest.Bin().Helper, "record", rec.Path)
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -694,15 +642,15 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 	// status is its own.
 	for _, mode := range []string{"on", "off"} {
 		if mode == "on" {
-			RequireRoot(t)
+			itest.RequireRoot(t)
 		}
-		rec := NewFIFO(t, "child-"+mode)
+		rec := itest.NewFIFO(t, "child-"+mode)
 		pr, pw, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
 		}
 		pr.Close()
-		cmd := exec.CommandContext(ctx, Bin().Reaper, "-vv", "--cgroup="+mode, Bin().Helper, "record", rec.Path)
+		cmd := exec.CommandContext(ctx, itest.Bin().Reaper, "-vv", "--cgroup="+mode, itest.Bin().Helper, "record", rec.Path)
 		cmd.Stderr = pw
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -719,7 +667,7 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 		}
 	}
 	// With stdout and stderr closed, the Go runtime opens /dev/null there.
-	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec "+Bin().Reaper+" -vv sh -c 'exit 4' >&- 2>&-").CombinedOutput(); err == nil ||
+	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec "+itest.Bin().Reaper+" -vv sh -c 'exit 4' >&- 2>&-").CombinedOutput(); err == nil ||
 		err.(*exec.ExitError).ExitCode() != 4 {
 		t.Errorf("with stdout and stderr closed: %v %s, want exit 4", err, out)
 	}
@@ -728,9 +676,9 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 func TestStopSignalBeforeCommandStarts(t *testing.T) {
 	// reaper waits for a port: SIGTERM then must end reaper at once, with
 	// 128+15, without starting COMMAND only to stop it.
-	ran := SharedDir(t) + "/ran"
-	port, _ := HeldPort(t)
-	s := Start(t, Opts{Args: []string{"-v", "--wait-port=" + port, "--wait-port-timeout=60s", "touch", ran}})
+	ran := itest.SharedDir(t) + "/ran"
+	port, _ := itest.HeldPort(t)
+	s := itest.Start(t, itest.Opts{Args: []string{"-v", "--wait-port=" + port, "--wait-port-timeout=60s", "touch", ran}})
 	s.Stderr.WaitFor(t, regexp.MustCompile(`port is held`))
 	s.Signal(syscall.SIGTERM)
 	r := s.Wait()

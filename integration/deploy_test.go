@@ -5,9 +5,6 @@ package integration
 // podman_test.go, the systemd service in unitrestart_test.go.
 
 import (
-	"debug/buildinfo"
-	"debug/elf"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -22,18 +19,18 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/reaper"
-	"github.com/reaper-init/reaper/reaper/cgroup"
 )
 
 func TestTiniParentDeathSignal(t *testing.T) {
 	// tini -p SIGTERM: reaper gets SIGTERM when its parent dies, and stops
 	// what runs below it.
 	link := filepath.Join(t.TempDir(), "tini")
-	if err := os.Symlink(Bin().Reaper, link); err != nil {
+	if err := os.Symlink(itest.Bin().Reaper, link); err != nil {
 		t.Fatal(err)
 	}
-	events := NewFIFO(t, "events")
+	events := itest.NewFIFO(t, "events")
 	parent := exec.Command("sh", "-c", `"$TINI" -p SIGTERM -- sh -c 'echo "up $$" > "$F"; exec sleep 300' &
 echo "reaper $!" > "$F"
 read x`)
@@ -50,7 +47,7 @@ read x`)
 		kind, pid, _ := strings.Cut(events.Next(t), " ")
 		pids[kind], _ = strconv.Atoi(pid)
 	}
-	fds := Pidfds(t, []int{pids["reaper"], pids["up"]})
+	fds := itest.Pidfds(t, []int{pids["reaper"], pids["up"]})
 	t.Cleanup(func() {
 		for _, fd := range fds {
 			unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0)
@@ -58,13 +55,13 @@ read x`)
 	})
 	stdin.Close() // the parent exits
 	parent.Wait()
-	if !AllExit(fds, 10*time.Second) {
+	if !itest.AllExit(fds, 10*time.Second) {
 		t.Errorf("reaper (%d) or its child (%d) still runs after reaper's parent died", pids["reaper"], pids["up"])
 	}
 }
 
 func TestExamplesKeepTheirTimeouts(t *testing.T) {
-	read := func(name string) string { return string(MustRead(t, filepath.Join(RepoRoot(t), name))) }
+	read := func(name string) string { return string(itest.MustRead(t, filepath.Join(itest.RepoRoot(t), name))) }
 	seconds := func(name, text, pattern string) time.Duration {
 		t.Helper()
 		m := regexp.MustCompile(pattern).FindStringSubmatch(text)
@@ -108,7 +105,7 @@ func TestExamplesKeepTheirTimeouts(t *testing.T) {
 	}
 	docker := read("Dockerfile")
 	for _, want := range []string{"ENV CGO_ENABLED=0", "FROM scratch", `ENTRYPOINT ["/reaper", "--"]`,
-		strings.TrimPrefix(PreemptOff, "-ldflags=")} {
+		strings.TrimPrefix(itest.PreemptOff, "-ldflags=")} {
 		if !strings.Contains(docker, want) {
 			t.Errorf("Dockerfile: no %s", want)
 		}
@@ -118,8 +115,8 @@ func TestExamplesKeepTheirTimeouts(t *testing.T) {
 func TestCIJobLeakingAServer(t *testing.T) {
 	// As in examples/github-actions.yml: reaper --timeout=... --report=... --
 	// JOB. The job starts a server in the background and fails with 3.
-	addr := FreeAddr(t)
-	p := Plant(t, false, Tree{Flags: []string{"--timeout=10m"}, Ups: 1, Exit: 3, Leave: true,
+	addr := itest.FreeAddr(t)
+	p := itest.Plant(t, false, itest.Tree{Flags: []string{"--timeout=10m"}, Ups: 1, Exit: 3, Leave: true,
 		Body: fmt.Sprintf(`"$HELPER" listen %s "$F" &`, addr)})
 	p.Release(t)
 	r := p.Wait()
@@ -135,8 +132,8 @@ func TestCIJobLeakingAServer(t *testing.T) {
 
 	// A job that hangs: --timeout stops it, and everything it started.
 	t.Run("timeout", func(t *testing.T) {
-		addr := FreeAddr(t)
-		p := Plant(t, false, Tree{Flags: []string{"--timeout=1s"}, Ups: 1,
+		addr := itest.FreeAddr(t)
+		p := itest.Plant(t, false, itest.Tree{Flags: []string{"--timeout=1s"}, Ups: 1,
 			Body: fmt.Sprintf(`"$HELPER" listen %s "$F" &`, addr)})
 		r := p.Wait()
 		p.ExpectClean(t, r, reaper.ExitTimeout)
@@ -144,140 +141,4 @@ func TestCIJobLeakingAServer(t *testing.T) {
 			t.Errorf("report: timed_out false")
 		}
 	})
-}
-
-// AllExit waits until every pidfd is readable (its process gone), or
-// timeout passes; it reports whether all are gone.
-func AllExit(fds []int, timeout time.Duration) bool {
-	end := time.Now().Add(timeout)
-	for _, fd := range fds {
-		for {
-			left := time.Until(end)
-			if left <= 0 {
-				return false
-			}
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, err := unix.Poll(pfd, int(left.Milliseconds())+1)
-			if n > 0 {
-				break
-			}
-			if err != nil && !errors.Is(err, unix.EINTR) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// ---- builds, files and the go command --------------------------------------
-
-// StaticELF checks that path is a static, stripped executable: no program
-// interpreter, no dynamic section, no symbol table.
-func StaticELF(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		switch p.Type {
-		case elf.PT_INTERP:
-			return errors.New("dynamically linked: it has a PT_INTERP program header")
-		case elf.PT_DYNAMIC:
-			return errors.New("it has a dynamic section")
-		}
-	}
-	if f.Section(".symtab") != nil {
-		return errors.New("not stripped: it has a .symtab")
-	}
-	return nil
-}
-
-// DocumentedBuild checks the build information of the reaper at path: cgo
-// off, and the documented linker flags (async preemption off).
-func DocumentedBuild(path string) error {
-	info, err := buildinfo.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if cgo := SettingOf(info, "CGO_ENABLED"); cgo != "0" {
-		return fmt.Errorf("CGO_ENABLED=%q, want 0", cgo)
-	}
-	if ld := SettingOf(info, "-ldflags"); !strings.Contains(ld, "asyncpreemptoff=1") || !strings.Contains(ld, "-s -w") {
-		return fmt.Errorf("-ldflags %q, want the documented ones", ld)
-	}
-	return nil
-}
-
-// RepoRoot is the repository's top directory.
-func RepoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-// GoEnv returns a go env variable.
-func GoEnv(t testing.TB, name string) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", name).Output()
-	if err != nil {
-		t.Fatalf("go env %s: %v", name, err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// ---- cgroups and /proc -----------------------------------------------------
-
-// RemoveCgroupTree removes a cgroup and every group below it, deepest first,
-// trying again while processes still leave them.
-func RemoveCgroupTree(t testing.TB, dir string) {
-	if _, err := os.Stat(dir); err != nil {
-		return
-	}
-	end := time.Now().Add(Deadline)
-	for {
-		err := cgroup.RemoveTree(dir)
-		if err == nil {
-			return
-		}
-		if time.Now().After(end) {
-			t.Errorf("cannot remove cgroup %s: %v", dir, err)
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// AllPIDs lists the processes in /proc.
-func AllPIDs() []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// StartTime returns field 22 of /proc/PID/stat, "" when pid is gone.
-func StartTime(pid int) string {
-	if f := StatFields(pid); len(f) > 19 {
-		return f[19]
-	}
-	return ""
-}
-
-// MustRead returns the content of the file at path, failing the test when
-// it cannot be read.
-func MustRead(t testing.TB, path string) []byte {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
 }

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // engineNS is a mount and cgroup namespace for one container engine.
@@ -79,14 +81,14 @@ func newEngineNS(t testing.TB, dir, kind string) *engineNS {
 // newEngineNSWith is newEngineNS with options.
 func newEngineNSWith(t testing.TB, dir, kind string, opts engineOptions) *engineNS {
 	t.Helper()
-	RequireRoot(t)
+	itest.RequireRoot(t)
 	tools := []string{"unshare", "nsenter", "mount", "umount"}
 	if opts.net {
 		tools = append(tools, "ip")
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			Skip(t, "%s not installed (apt-get install util-linux mount iproute2): %v", tool, err)
+			itest.Skip(t, "%s not installed (apt-get install util-linux mount iproute2): %v", tool, err)
 		}
 	}
 	if opts.pidsMax == 0 {
@@ -118,14 +120,14 @@ func (n *engineNS) privateDirs() []string {
 func (n *engineNS) makeGroups(t testing.TB) {
 	t.Helper()
 	bounded := false
-	for _, h := range CgroupHierarchies() {
+	for _, h := range itest.CgroupHierarchies() {
 		if h.Memory {
 			continue
 		}
 		dir := h.Mount + n.root
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			n.removeGroups(t)
-			Skip(t, "cannot make a cgroup for a container engine: %v", err)
+			itest.Skip(t, "cannot make a cgroup for a container engine: %v", err)
 		}
 		if h.V2 {
 			n.groups = append([]string{dir}, n.groups...)
@@ -137,9 +139,9 @@ func (n *engineNS) makeGroups(t testing.TB) {
 		}
 		inheritCpuset(dir)
 	}
-	if v2, _ := CgroupMounts(); !bounded || v2 == "" || len(n.groups) == 0 || !strings.HasPrefix(n.groups[0], v2) {
+	if v2, _ := itest.CgroupMounts(); !bounded || v2 == "" || len(n.groups) == 0 || !strings.HasPrefix(n.groups[0], v2) {
 		n.removeGroups(t)
-		Skip(t, "no cgroup2 group with a pids.max bound for a container engine")
+		itest.Skip(t, "no cgroup2 group with a pids.max bound for a container engine")
 	}
 	// In the namespace, in place of the v1 memory hierarchy: see mountScript.
 	if err := os.Mkdir(n.groups[0]+"/v1-memory", 0o755); err != nil {
@@ -189,7 +191,7 @@ func (n *engineNS) startHolder(t testing.TB) {
 	mounts, err := n.mountScript()
 	if err != nil {
 		n.removeGroups(t)
-		Skip(t, "container engine namespace: %v", err)
+		itest.Skip(t, "container engine namespace: %v", err)
 	}
 	args := append(append([]string{"-c", joinGroups, "sh"}, n.groups...), "--", "unshare", "--mount", "--cgroup")
 	if n.opts.net {
@@ -216,9 +218,9 @@ func (n *engineNS) startHolder(t testing.TB) {
 		if line != "ready\n" {
 			n.holder.Wait()
 			n.removeGroups(t)
-			Skip(t, "cannot set up the mount and cgroup namespaces of a container engine: %q", line)
+			itest.Skip(t, "cannot set up the mount and cgroup namespaces of a container engine: %q", line)
 		}
-	case <-time.After(Deadline):
+	case <-time.After(itest.Deadline):
 		n.holder.Process.Kill()
 		n.holder.Wait()
 		n.removeGroups(t)
@@ -256,7 +258,7 @@ func (n *engineNS) mountScript() (string, error) {
 		}
 		lines = append(lines, fmt.Sprintf(format, quoted...))
 	}
-	hs := CgroupHierarchies()
+	hs := itest.CgroupHierarchies()
 	parent := ""
 	for _, h := range hs {
 		if h.Memory {
@@ -286,7 +288,7 @@ func (n *engineNS) mountScript() (string, error) {
 				add("mkdir %s && mount --move %s %s", h.Mount, stage, h.Mount)
 			}
 		}
-		v2, _ := CgroupMounts()
+		v2, _ := itest.CgroupMounts()
 		for _, h := range hs {
 			if h.Memory {
 				add("mkdir %s && mount --bind %s %s", h.Mount, v2+"/v1-memory", h.Mount)
@@ -337,16 +339,16 @@ func (n *engineNS) close(t testing.TB) {
 		go func() { n.holder.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(Deadline):
+		case <-time.After(itest.Deadline):
 			n.holder.Process.Kill()
 			<-done
 		}
 	}
 	if len(n.groups) > 0 {
-		if err := WaitEmpty(n.groups[0]); err != nil {
+		if err := itest.WaitEmpty(n.groups[0]); err != nil {
 			t.Errorf("processes of the test's container engine are still in %s: %v", n.groups[0], err)
 			os.WriteFile(n.groups[0]+"/cgroup.kill", []byte("1"), 0)
-			WaitEmpty(n.groups[0])
+			itest.WaitEmpty(n.groups[0])
 		}
 	}
 	n.removeGroups(t)
@@ -355,7 +357,7 @@ func (n *engineNS) close(t testing.TB) {
 // removeGroups removes root and every group below it, in each hierarchy.
 func (n *engineNS) removeGroups(t testing.TB) {
 	for _, dir := range n.groups {
-		RemoveCgroupTree(t, dir)
+		itest.RemoveCgroupTree(t, dir)
 	}
 	n.groups = nil
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +49,7 @@ const forgedName = "\x1b[1C\u009b\r"
 func forgingHelper(t *testing.T) string {
 	t.Helper()
 	link := filepath.Join(t.TempDir(), forgedName)
-	if err := os.Symlink(Bin().Helper, link); err != nil {
+	if err := os.Symlink(itest.Bin().Helper, link); err != nil {
 		t.Fatal(err)
 	}
 	return link
@@ -98,12 +99,12 @@ func TestForgedNamesCannotForgeTheLog(t *testing.T) {
 // forged entry and which ignores SIGTERM: reaper names it as it signals it
 // (-vv: its comm) and as it kills it (its command line).
 func forgedDescendant(t *testing.T, evil, format string) {
-	rec, gate := NewFIFO(t, "rec"), NewFIFO(t, "gate")
-	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	rec, gate := itest.NewFIFO(t, "rec"), itest.NewFIFO(t, "gate")
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	script := `"$EVIL" record -stay "$R" "$@" & read x < "$G"`
 	args := append([]string{"-vv", "--log-format=" + format, "--grace=200ms", "--", "sh", "-c", script, "sh"}, forged...)
-	cmd := exec.CommandContext(ctx, Bin().Reaper, args...)
+	cmd := exec.CommandContext(ctx, itest.Bin().Reaper, args...)
 	cmd.Env = append(os.Environ(), "EVIL="+evil, "R="+rec.Path, "G="+gate.Path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -151,7 +152,7 @@ func forgedDescendant(t *testing.T, evil, format string) {
 // its argv, hold the port reaper waits for: reaper names it while it waits
 // and in the error when it gives up.
 func forgedPortHolder(t *testing.T, evil, format string) {
-	addr, ready := FreeAddr(t), NewFIFO(t, "listening")
+	addr, ready := itest.FreeAddr(t), itest.NewFIFO(t, "listening")
 	holder := exec.Command(evil, append([]string{"listen", addr, ready.Path}, forged...)...)
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
@@ -159,7 +160,7 @@ func forgedPortHolder(t *testing.T, evil, format string) {
 	defer holder.Wait()
 	defer holder.Process.Kill()
 	ready.Next(t)
-	code, _, stderr := RunReaper(t, nil, "--log-format="+format, "--wait-port="+PortOf(addr), "--wait-port-timeout=100ms", "true")
+	code, _, stderr := itest.RunReaper(t, nil, "--log-format="+format, "--wait-port="+itest.PortOf(addr), "--wait-port-timeout=100ms", "true")
 	if code != 2 {
 		t.Errorf("exit %d, want 2", code)
 	}
@@ -194,9 +195,9 @@ func protectedSysctls() string {
 // what was planted, and leaves its report, mode 0600, in its place (or,
 // for a directory, one error line).
 func TestPlantedReportPath(t *testing.T) {
-	RequireRoot(t)
+	itest.RequireRoot(t)
 	t.Logf("%s (they apply to sticky directories only: this one is not)", protectedSysctls())
-	ws := filepath.Join(SharedDir(t), "workspace")
+	ws := filepath.Join(itest.SharedDir(t), "workspace")
 	if err := os.Mkdir(ws, 0o777); err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +222,7 @@ func TestPlantedReportPath(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Cleanup(func() { os.RemoveAll(report) })
-			if code, out := AsNobodyRun(t, nil, c.plant...); code != 0 {
+			if code, out := itest.AsNobodyRun(t, nil, c.plant...); code != 0 {
 				t.Fatalf("planting %v: exit %d %s", c.plant, code, out)
 			}
 			var planted syscall.Stat_t
@@ -233,12 +234,12 @@ func TestPlantedReportPath(t *testing.T) {
 				hers, _ = os.Open(report) // root looks; what she sees stays hers
 				defer hers.Close()
 			}
-			name := InstanceName(t)
-			code, _, stderr := RunReaper(t, nil, "--instance="+name, "--report="+report, "sh", "-c", "exit 7")
+			name := itest.InstanceName(t)
+			code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "--report="+report, "sh", "-c", "exit 7")
 			if code != 7 {
 				t.Errorf("exit %d, want COMMAND's 7\n%s", code, stderr)
 			}
-			if code, _, stderr := RunReaper(t, nil, "--instance="+name, "true"); code != 0 {
+			if code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "true"); code != 0 {
 				t.Errorf("the next run of the instance: exit %d, want 0 (the lock released)\n%s", code, stderr)
 			}
 			if data, _ := os.ReadFile(target); string(data) != "precious\n" {
@@ -317,17 +318,17 @@ Delegate=yes
 // takes such a datagram from a unit's main process.
 func TestNotifyRelayBypass(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		Skip(t, "no /usr/bin/python3 for the payload (apt-get install python3): %v", err)
+		itest.Skip(t, "no /usr/bin/python3 for the payload (apt-get install python3): %v", err)
 	}
 	const dir = "/opt/reaper-test"
-	spec := BootSpec{
+	spec := itest.BootSpec{
 		Units: map[string]string{
 			"reaper-bypass@.service": bypassUnit(dir+"/reaper -v --grace=1s -- ", "%i", dir+"/victim.pid"),
 			"bypass-base.service":    bypassUnit("", "cr-after", dir+"/victim-base.pid"),
 		},
-		Opt: map[string][]byte{"bypass.py": MustRead(t, "testdata/bypass.py"), "helper": MustRead(t, Bin().Helper)},
+		Opt: map[string][]byte{"bypass.py": itest.MustRead(t, "testdata/bypass.py"), "helper": itest.MustRead(t, itest.Bin().Helper)},
 	}
-	ct := BootSystemdWith(t, spec)
+	ct := itest.BootSystemdWith(t, spec)
 	// victim starts a unit of its own whose process records every signal
 	// it gets in the container's /run/NAME.log, and returns its pid.
 	victim := func(name string) (pid int, signals func() []string) {
@@ -336,7 +337,7 @@ func TestNotifyRelayBypass(t *testing.T) {
 		if err := os.WriteFile(host, nil, 0o666); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), BootDeadline)
+		ctx, cancel := context.WithTimeout(context.Background(), itest.BootDeadline)
 		defer cancel()
 		if out, err := ct.Command(ctx, "systemd-run", "--unit="+name, dir+"/helper", "record", "-stay", log).CombinedOutput(); err != nil {
 			t.Fatalf("systemd-run: %v %s", err, out)
@@ -358,7 +359,7 @@ func TestNotifyRelayBypass(t *testing.T) {
 		return pid, signals
 	}
 	start := func(unit string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), BootDeadline)
+		ctx, cancel := context.WithTimeout(context.Background(), itest.BootDeadline)
 		defer cancel()
 		out, err := ct.Command(ctx, "systemctl", "start", unit).CombinedOutput()
 		if err != nil {
@@ -412,8 +413,8 @@ func TestNotifyRelayBypass(t *testing.T) {
 // run's marker, and reaper stops it at the end of the run (SIGTERM, which
 // it records and exits on), with a warning that says how it escaped.
 func TestNamespaceEscapeIsStopped(t *testing.T) {
-	nobody := AsNobody(t)[:len(AsNobody(t))-1] // setpriv ... --
-	held := NewFIFO(t, "held")
+	nobody := itest.AsNobody(t)[:len(itest.AsNobody(t))-1] // setpriv ... --
+	held := itest.NewFIFO(t, "held")
 	holder := exec.Command(nobody[0], append(nobody[1:], "unshare", "-Urpf", "--mount-proc", "sh", "-c",
 		`echo "held $$" > "$0"; exec sleep 1000`, held.Path)...)
 	if err := holder.Start(); err != nil {
@@ -430,18 +431,18 @@ func TestNamespaceEscapeIsStopped(t *testing.T) {
 	if line := held.Next(t); line != "held 1" {
 		t.Fatalf("the holder wrote %q, want held 1", line)
 	}
-	if kids := ChildrenOf(holder.Process.Pid); len(kids) == 1 {
+	if kids := itest.ChildrenOf(holder.Process.Pid); len(kids) == 1 {
 		init = kids[0]
 	} else {
 		t.Fatalf("unshare has children %v", kids)
 	}
 
-	rec, gate := NewFIFO(t, "escapee"), NewFIFO(t, "gate")
-	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	rec, gate := itest.NewFIFO(t, "escapee"), itest.NewFIFO(t, "gate")
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	script := `nsenter --preserve-credentials -U -p -t "$HOLDER" sh -c '"$HELPER" record "$R" &'; read x < "$G"`
-	cmd := exec.CommandContext(ctx, nobody[0], append(nobody[1:], Bin().Reaper, "--cgroup=off", "--grace=5s", "sh", "-c", script)...)
-	cmd.Env = append(os.Environ(), "HOLDER="+strconv.Itoa(init), "HELPER="+Bin().Helper, "R="+rec.Path, "G="+gate.Path)
+	cmd := exec.CommandContext(ctx, nobody[0], append(nobody[1:], itest.Bin().Reaper, "--cgroup=off", "--grace=5s", "sh", "-c", script)...)
+	cmd.Env = append(os.Environ(), "HOLDER="+strconv.Itoa(init), "HELPER="+itest.Bin().Helper, "R="+rec.Path, "G="+gate.Path)
 	// A file, not a pipe: an escapee that outlives reaper would hold a
 	// pipe open, and Wait with it.
 	stderr, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
@@ -454,8 +455,8 @@ func TestNamespaceEscapeIsStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := rec.Next(t)
-	escapee := FirstBelow(init, func(pid int) bool {
-		ns, _ := InnermostPID(pid)
+	escapee := itest.FirstBelow(init, func(pid int) bool {
+		ns, _ := itest.InnermostPID(pid)
 		return "ready "+strconv.Itoa(ns) == line
 	})
 	if escapee == 0 || slices.Contains(descendants(cmd.Process.Pid), escapee) {
@@ -471,7 +472,7 @@ func TestNamespaceEscapeIsStopped(t *testing.T) {
 		t.Errorf("the escapee got %q (%v), want SIGTERM (it exits on it)\n%s", got, err, log)
 	}
 	want := fmt.Sprintf(`reaper: warning: escapee of this run instance=run-%d-`, cmd.Process.Pid)
-	how := fmt.Sprintf(`pid=%d command="%s record %s" how="left reaper's tree: another PID namespace" signal=SIGTERM`, escapee, Bin().Helper, rec.Path)
+	how := fmt.Sprintf(`pid=%d command="%s record %s" how="left reaper's tree: another PID namespace" signal=SIGTERM`, escapee, itest.Bin().Helper, rec.Path)
 	if !strings.Contains(string(log), want) || !strings.Contains(string(log), how) {
 		t.Errorf("no warning names escapee %d and how it escaped:\n%s", escapee, log)
 	}
@@ -480,7 +481,7 @@ func TestNamespaceEscapeIsStopped(t *testing.T) {
 // descendants lists the processes below pid.
 func descendants(pid int) []int {
 	var all []int
-	for _, child := range ChildrenOf(pid) {
+	for _, child := range itest.ChildrenOf(pid) {
 		all = append(append(all, child), descendants(child)...)
 	}
 	return all
@@ -492,23 +493,23 @@ func descendants(pid int) []int {
 // COMMAND), the next start of the outer instance still finds what the
 // inner run started and stops it.
 func TestNestedReaperKeepsTheOuterMarker(t *testing.T) {
-	cg := SharedCgroup(t, 128)
-	name := InstanceName(t)
+	cg := itest.SharedCgroup(t, 128)
+	name := itest.InstanceName(t)
 	// --guardian=off, both: the next start's sweep is what this tests.
-	first := Plant(t, false, Tree{Flags: []string{"--cgroup=off", "--guardian=off", "--instance=" + name, Bin().Reaper,
+	first := itest.Plant(t, false, itest.Tree{Flags: []string{"--cgroup=off", "--guardian=off", "--instance=" + name, itest.Bin().Reaper,
 		"--cgroup=off", "--guardian=off", "--"},
 		Ups: 1, Body: `setsid sh -c "$LEAF" &`, Cgroup: cg, Leave: true})
-	left := Pidfds(t, first.Ups)
+	left := itest.Pidfds(t, first.Ups)
 	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", first.Ups[0]))
 	t.Logf("the inner run's leaf has %s", regexp.MustCompile(`REAPER_INSTANCE=[^\x00]*`).Find(env))
 	first.Signal(syscall.SIGKILL)
 	first.Wait()
-	if alive := Running(left, first.Ups); len(alive) != 1 {
+	if alive := itest.Running(left, first.Ups); len(alive) != 1 {
 		t.Fatalf("the killed reapers left %v running; the test needs the inner run's leaf", alive)
 	}
-	second := Start(t, Opts{Cgroup: cg, Args: []string{"--instance=" + name, "--cgroup=off", "--grace=1s", "true"}})
+	second := itest.Start(t, itest.Opts{Cgroup: cg, Args: []string{"--instance=" + name, "--cgroup=off", "--grace=1s", "true"}})
 	r := second.Wait()
-	if alive := Running(left, first.Ups); len(alive) > 0 {
+	if alive := itest.Running(left, first.Ups); len(alive) > 0 {
 		t.Errorf("the inner run's leaf still runs: %v\n%s", alive, r.Stderr)
 	}
 	if !regexp.MustCompile(fmt.Sprintf(`warning: leftover of an earlier run instance=%s pid=%d `, regexp.QuoteMeta(name), first.Ups[0])).

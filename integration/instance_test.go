@@ -2,87 +2,25 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/reaper-init/reaper/integration/itest"
 )
-
-// SharedCgroup makes a cgroup for several runs of one test, removed (with
-// whatever is left in it) when the test ends.
-func SharedCgroup(t *testing.T, pidsMax int) *Cgroup {
-	t.Helper()
-	cg := NewCgroup(t, pidsMax)
-	t.Cleanup(func() { cg.Remove(t) })
-	return cg
-}
-
-var instanceSeq atomic.Int64
-
-// InstanceName is unique to one test run: instances are host-wide. Its
-// lock file goes when the test ends.
-func InstanceName(t *testing.T) string {
-	name := fmt.Sprintf("it-%d-%d", os.Getpid(), instanceSeq.Add(1))
-	t.Cleanup(func() { os.Remove("/run/reaper/" + name + ".lock") })
-	return name
-}
-
-// Pidfds opens a pidfd on each pid, closed when the test ends.
-func Pidfds(t testing.TB, pids []int) []int {
-	t.Helper()
-	return PidfdsUntil(t, t, pids)
-}
-
-// Cleaner is what ends with a test: a test, or the parent of the subtest
-// that makes it.
-type Cleaner interface{ Cleanup(func()) }
-
-// PidfdsUntil opens a pidfd on each pid, closed when owner ends.
-func PidfdsUntil(t testing.TB, owner Cleaner, pids []int) []int {
-	t.Helper()
-	var fds []int
-	for _, pid := range pids {
-		fd, err := unix.PidfdOpen(pid, 0)
-		if err != nil {
-			t.Fatalf("pidfd_open(%d): %v", pid, err)
-		}
-		owner.Cleanup(func() { unix.Close(fd) })
-		fds = append(fds, fd)
-	}
-	return fds
-}
-
-// Running lists the pids whose pidfds say they have not exited.
-func Running(fds []int, pids []int) []int {
-	var alive []int
-	for i, fd := range fds {
-		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(p, 0)
-		for errors.Is(err, unix.EINTR) { // not an exit: ask again
-			n, err = unix.Poll(p, 0)
-		}
-		if n == 0 {
-			alive = append(alive, pids[i])
-		}
-	}
-	return alive
-}
 
 func TestLeftoversOfAKilledReaperAreSweptAtNextStart(t *testing.T) {
 	for _, mode := range []string{"on", "off"} {
 		t.Run("cgroup="+mode, func(t *testing.T) {
-			cg := SharedCgroup(t, 256)
-			name := InstanceName(t)
-			addr := FreeAddr(t)
+			cg := itest.SharedCgroup(t, 256)
+			name := itest.InstanceName(t)
+			addr := itest.FreeAddr(t)
 			// Run 1: setsid escapees, a double fork, and a listener that
 			// ignores SIGTERM, all outside COMMAND's process group.
 			body := fmt.Sprintf(`setsid sh -c "$LEAF" &
@@ -90,23 +28,23 @@ func TestLeftoversOfAKilledReaperAreSweptAtNextStart(t *testing.T) {
 setsid "$HELPER" listen -ignore-term %s "$F" &`, addr)
 			// --guardian=off: the next start's sweep is the fallback when no
 			// guardian stopped them (it was off, or killed too).
-			first := Plant(t, false, Tree{Flags: []string{"--instance=" + name, "--cgroup=" + mode, "--guardian=off"}, Ups: 3, Body: body,
+			first := itest.Plant(t, false, itest.Tree{Flags: []string{"--instance=" + name, "--cgroup=" + mode, "--guardian=off"}, Ups: 3, Body: body,
 				Cgroup: cg, Leave: true})
-			left := Pidfds(t, first.Ups)
+			left := itest.Pidfds(t, first.Ups)
 			first.Signal(syscall.SIGKILL) // reaper dies without a teardown
 			first.Wait()
-			if alive := Running(left, first.Ups); len(alive) != 3 {
+			if alive := itest.Running(left, first.Ups); len(alive) != 3 {
 				t.Fatalf("the killed reaper left %v running; the test needs its three escapees", alive)
 			}
 			// Run 2, same instance: sweep first, then the port is free.
-			ready := NewFIFO(t, "listening")
-			second := Start(t, Opts{Cgroup: cg, Args: []string{"-v", "--instance=" + name, "--cgroup=" + mode,
-				"--grace=1s", "--wait-port=" + PortOf(addr), Bin().Helper, "listen", addr, ready.Path}})
+			ready := itest.NewFIFO(t, "listening")
+			second := itest.Start(t, itest.Opts{Cgroup: cg, Args: []string{"-v", "--instance=" + name, "--cgroup=" + mode,
+				"--grace=1s", "--wait-port=" + itest.PortOf(addr), itest.Bin().Helper, "listen", addr, ready.Path}})
 			line := ready.Next(t)
 			if !strings.HasPrefix(line, "listening ") {
 				t.Fatalf("COMMAND of the second run wrote %q", line)
 			}
-			if alive := Running(left, first.Ups); len(alive) > 0 {
+			if alive := itest.Running(left, first.Ups); len(alive) > 0 {
 				t.Errorf("leftovers of the first run still run: %v", alive)
 			}
 			for _, pid := range first.Ups {
@@ -124,22 +62,22 @@ setsid "$HELPER" listen -ignore-term %s "$F" &`, addr)
 }
 
 func TestDuplicateInstanceIsRefusedAndReplaceTakesOver(t *testing.T) {
-	cg := SharedCgroup(t, 128)
-	name := InstanceName(t)
-	rec := NewFIFO(t, "first")
-	first := Start(t, Opts{Cgroup: cg, Args: []string{"--instance=" + name, Bin().Helper, "record", rec.Path}})
+	cg := itest.SharedCgroup(t, 128)
+	name := itest.InstanceName(t)
+	rec := itest.NewFIFO(t, "first")
+	first := itest.Start(t, itest.Opts{Cgroup: cg, Args: []string{"--instance=" + name, itest.Bin().Helper, "record", rec.Path}})
 	rec.Ready(t)
 	// A second live instance is refused, naming the first.
-	code, _, stderr := RunReaper(t, nil, "--instance="+name, "true")
+	code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "true")
 	want := fmt.Sprintf("instance %s is running as pid %d", name, first.ReaperPID())
 	if code != 2 || !strings.Contains(stderr, want) {
 		t.Errorf("second instance: exit %d, %q; want 2 and %q", code, stderr, want)
 	}
 	// From a PID namespace whose /proc is the parent's, the holder's pid
 	// (/proc/locks) is not one to signal: --replace is refused.
-	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	out, err := exec.CommandContext(ctx, "unshare", "--pid", "--fork", "--kill-child", "--",
-		Bin().Reaper, "--instance="+name, "--replace", "true").CombinedOutput()
+		itest.Bin().Reaper, "--instance="+name, "--replace", "true").CombinedOutput()
 	cancel()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "--replace needs a /proc") {
 		t.Errorf("--replace with a foreign /proc: %v, %q; want exit 2, refused", err, out)
@@ -150,7 +88,7 @@ func TestDuplicateInstanceIsRefusedAndReplaceTakesOver(t *testing.T) {
 	default:
 	}
 	// --replace stops the first (its COMMAND gets SIGTERM) and runs.
-	code, _, stderr = RunReaper(t, nil, "--instance="+name, "--replace", "sh", "-c", "exit 4")
+	code, _, stderr = itest.RunReaper(t, nil, "--instance="+name, "--replace", "sh", "-c", "exit 4")
 	if code != 4 {
 		t.Errorf("--replace: exit %d, want COMMAND's 4\n%s", code, stderr)
 	}
@@ -160,16 +98,16 @@ func TestDuplicateInstanceIsRefusedAndReplaceTakesOver(t *testing.T) {
 	if r := first.Wait(); r.Status() != 0 || r.Leftovers() != "" {
 		t.Errorf("replaced instance: exit %d, left %s", r.Status(), r.Leftovers())
 	}
-	if code, _, _ := RunReaper(t, nil, "--replace", "true"); code != 2 {
+	if code, _, _ := itest.RunReaper(t, nil, "--replace", "true"); code != 2 {
 		t.Errorf("--replace without --instance: exit %d, want 2", code)
 	}
 }
 
 func TestCgroupModeContainsAndRemovesItsGroup(t *testing.T) {
-	cg := SharedCgroup(t, 128)
-	name := InstanceName(t)
-	out := NewFIFO(t, "cgroup")
-	s := Start(t, Opts{Cgroup: cg, Args: []string{"--cgroup=on", "--instance=" + name, "sh", "-c",
+	cg := itest.SharedCgroup(t, 128)
+	name := itest.InstanceName(t)
+	out := itest.NewFIFO(t, "cgroup")
+	s := itest.Start(t, itest.Opts{Cgroup: cg, Args: []string{"--cgroup=on", "--instance=" + name, "sh", "-c",
 		`setsid sh -c 'cat /proc/self/cgroup > "$F"; exec sleep 300' & exec sleep 300`},
 		Env: []string{"F=" + out.Path}})
 	// Even the setsid escapee was born in the instance's leaf group.
@@ -196,18 +134,18 @@ func TestCgroupModeContainsAndRemovesItsGroup(t *testing.T) {
 }
 
 func TestCgroupAutoFallsBackWhereCgroupsAreReadOnly(t *testing.T) {
-	RequireRoot(t)
-	v2, _ := CgroupMounts()
+	itest.RequireRoot(t)
+	v2, _ := itest.CgroupMounts()
 	if v2 == "" {
-		Skip(t, "no cgroup2 mount")
+		itest.Skip(t, "no cgroup2 mount")
 	}
 	// A mount namespace of its own, where cgroup2 is bind-mounted
 	// read-only over itself: as in many containers.
 	readOnly := func(args ...string) (int, string) {
 		script := `mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"`
-		cmd := exec.Command("unshare", append([]string{"--mount", "sh", "-c", script, "sh", v2, Bin().Reaper}, args...)...)
+		cmd := exec.Command("unshare", append([]string{"--mount", "sh", "-c", script, "sh", v2, itest.Bin().Reaper}, args...)...)
 		out, err := cmd.CombinedOutput()
-		code, ok := ShellStatus(err)
+		code, ok := itest.ShellStatus(err)
 		if !ok {
 			t.Fatal(err)
 		}
@@ -225,8 +163,8 @@ func TestCgroupAutoFallsBackWhereCgroupsAreReadOnly(t *testing.T) {
 
 func TestWaitPort(t *testing.T) {
 	// A foreign holder: this test process. reaper names it and gives up.
-	port, release := HeldPort(t)
-	code, _, stderr := RunReaper(t, nil, "--wait-port="+port, "--wait-port-timeout=500ms", "true")
+	port, release := itest.HeldPort(t)
+	code, _, stderr := itest.RunReaper(t, nil, "--wait-port="+port, "--wait-port-timeout=500ms", "true")
 	holder := fmt.Sprintf("pid %d (", os.Getpid())
 	if code != 2 || !strings.Contains(stderr, "port "+port+" is still held by "+holder) {
 		t.Errorf("held port: exit %d, stderr %q; want 2 naming %s", code, stderr, holder)
@@ -235,8 +173,8 @@ func TestWaitPort(t *testing.T) {
 		t.Errorf("no warning while waiting: %q", stderr)
 	}
 	// The holder goes away while reaper waits: COMMAND starts.
-	cmd := exec.Command(Bin().Reaper, "-v", "--wait-port="+port, "--wait-port-timeout=30s", "sh", "-c", "exit 6")
-	lines := NewLines()
+	cmd := exec.Command(itest.Bin().Reaper, "-v", "--wait-port="+port, "--wait-port-timeout=30s", "sh", "-c", "exit 6")
+	lines := itest.NewLines()
 	pipe, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -257,19 +195,19 @@ func TestStaleCgroupIsSweptWithoutTheMarker(t *testing.T) {
 	// cgroup is still swept (cgroup.kill).
 	for _, foreign := range []bool{false, true} {
 		t.Run(map[bool]string{false: "own /proc", true: "foreign /proc"}[foreign], func(t *testing.T) {
-			cg := SharedCgroup(t, 128)
-			name := InstanceName(t)
-			first := Plant(t, false, Tree{Flags: []string{"--instance=" + name, "--cgroup=on", "--guardian=off"}, Ups: 1, Cgroup: cg, Leave: true,
+			cg := itest.SharedCgroup(t, 128)
+			name := itest.InstanceName(t)
+			first := itest.Plant(t, false, itest.Tree{Flags: []string{"--instance=" + name, "--cgroup=on", "--guardian=off"}, Ups: 1, Cgroup: cg, Leave: true,
 				Body: `setsid env -i F="$F" sh -c 'echo "up $$" > "$F"; exec sleep 300' &`})
-			left := Pidfds(t, first.Ups)
+			left := itest.Pidfds(t, first.Ups)
 			first.Signal(syscall.SIGKILL)
 			first.Wait()
-			if alive := Running(left, first.Ups); len(alive) != 1 {
+			if alive := itest.Running(left, first.Ups); len(alive) != 1 {
 				t.Fatalf("the escapee did not survive the killed reaper: %v", alive)
 			}
-			r := Start(t, Opts{Cgroup: cg, PID1: foreign, NoMountProc: foreign,
+			r := itest.Start(t, itest.Opts{Cgroup: cg, PID1: foreign, NoMountProc: foreign,
 				Args: []string{"--instance=" + name, "--cgroup=on", "--grace=1s", "true"}}).Wait()
-			if alive := Running(left, first.Ups); len(alive) > 0 {
+			if alive := itest.Running(left, first.Ups); len(alive) > 0 {
 				t.Errorf("the marker-less leftover %v still runs\n%s", alive, r.Stderr)
 			}
 			want := fmt.Sprintf("leftover of an earlier run instance=%s pid=%d", name, first.Ups[0])
@@ -286,12 +224,12 @@ func TestStaleCgroupIsSweptWithoutTheMarker(t *testing.T) {
 func TestDescendantMovedOutOfTheCgroupIsStillStopped(t *testing.T) {
 	// Someone allowed to moves a descendant out of reaper's leaf group:
 	// cgroup.procs no longer lists it, the /proc walk still finds it.
-	cg := SharedCgroup(t, 128)
+	cg := itest.SharedCgroup(t, 128)
 	other := filepath.Join(cg.V2, "elsewhere")
 	if err := os.Mkdir(other, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := Plant(t, false, Tree{Flags: []string{"--cgroup=on", "--grace=30s"}, Ups: 1, Cgroup: cg, Body: fmt.Sprintf(
+	p := itest.Plant(t, false, itest.Tree{Flags: []string{"--cgroup=on", "--grace=30s"}, Ups: 1, Cgroup: cg, Body: fmt.Sprintf(
 		`sh -c 'echo $$ > %s/cgroup.procs && echo "up $$" > "$F" && exec sleep 300' &`, other)})
 	p.Release(t)
 	r := p.Wait() // with the grace of 30 s honoured, the test's deadline comes first
@@ -303,13 +241,13 @@ func TestDescendantThatLeftTheCgroupGetsTheStopSignal(t *testing.T) {
 	// stays below reaper; a TERM-ignoring one keeps the leaf populated for
 	// the whole grace period. The one that left must get SIGTERM at once,
 	// with the rest, and exit on it: not only the final SIGKILL.
-	cg := SharedCgroup(t, 128)
+	cg := itest.SharedCgroup(t, 128)
 	other := filepath.Join(cg.V2, "elsewhere")
 	if err := os.Mkdir(other, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	rec := NewFIFO(t, "left")
-	p := Plant(t, false, Tree{Flags: []string{"--cgroup=on", "--grace=3s"}, Ups: 2, Cgroup: cg, Env: []string{"R=" + rec.Path},
+	rec := itest.NewFIFO(t, "left")
+	p := itest.Plant(t, false, itest.Tree{Flags: []string{"--cgroup=on", "--grace=3s"}, Ups: 2, Cgroup: cg, Env: []string{"R=" + rec.Path},
 		Body: fmt.Sprintf(`sh -c "$STUBBORN" &
 sh -c 'echo $$ > %s/cgroup.procs && echo "up $$" > "$F" && exec "$HELPER" record "$R"' &`, other)})
 	if line := rec.Next(t); !strings.HasPrefix(line, "ready ") {

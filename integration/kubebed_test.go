@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,7 +42,7 @@ var kubeTools = []string{"kubelet", "containerd", "containerd-shim-runc-v2", "ct
 func kubeBinDir(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("REAPER_KUBE_BIN")
-	script := filepath.Join(RepoRoot(t), ".ci/kube-testbed")
+	script := filepath.Join(itest.RepoRoot(t), ".ci/kube-testbed")
 	if dir == "" {
 		out, err := exec.Command(script, "dir").Output()
 		if err != nil {
@@ -51,7 +52,7 @@ func kubeBinDir(t testing.TB) string {
 	}
 	for _, tool := range kubeTools {
 		if _, err := os.Stat(filepath.Join(dir, tool)); err != nil {
-			Skip(t, "no Kubernetes test bed in %s (%v): build it once per machine with `%s build` "+
+			itest.Skip(t, "no Kubernetes test bed in %s (%v): build it once per machine with `%s build` "+
 				"(about 12 minutes on 2 cores; .ci/run does), or set REAPER_KUBE_BIN to a directory with %s",
 				dir, err, script, strings.Join(kubeTools, ", "))
 		}
@@ -73,11 +74,11 @@ var kubeHostTools = map[string]string{
 func requireKubeHostTools(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("runc"); err != nil {
-		Skip(t, "runc not installed (apt-get install runc): %v", err)
+		itest.Skip(t, "runc not installed (apt-get install runc): %v", err)
 	}
 	for path, pkg := range kubeHostTools {
 		if _, err := os.Stat(path); err != nil {
-			Skip(t, "%s not installed (apt-get install %s): %v", path, pkg, err)
+			itest.Skip(t, "%s not installed (apt-get install %s): %v", path, pkg, err)
 		}
 	}
 }
@@ -90,9 +91,9 @@ type kubeBed struct {
 	cli        []string // the groups of ctr and crictl
 	sock       string   // containerd's
 	manifests  string   // the kubelet's staticPodPath
-	containerd *Daemon
-	kubelet    *Daemon
-	events     *Lines // the runtime's events (`ctr events`)
+	containerd *itest.Daemon
+	kubelet    *itest.Daemon
+	events     *itest.Lines // the runtime's events (`ctr events`)
 	host       hostState
 }
 
@@ -120,7 +121,7 @@ const kubePause = "localhost/reaper-test-pause:1"
 // It ends with the test.
 func newKubeBed(t testing.TB) *kubeBed {
 	t.Helper()
-	RequireRoot(t)
+	itest.RequireRoot(t)
 	b := &kubeBed{bin: kubeBinDir(t), dir: t.TempDir()}
 	requireKubeHostTools(t)
 	lockKubeBed(t, b.bin)
@@ -289,11 +290,11 @@ func (b *kubeBed) startContainerd(t testing.TB) {
 	config := b.writeFile(t, "containerd.toml", b.expand(containerdConfig))
 	cmd := b.ns.command(context.Background(), b.ns.group(t, "containerd"), filepath.Join(b.bin, "containerd"), "--config", config)
 	cmd.Env = b.env()
-	b.containerd = StartDaemon(t, "containerd", cmd)
+	b.containerd = itest.StartDaemon(t, "containerd", cmd)
 	b.containerd.WaitLog(t, regexp.MustCompile(`containerd successfully booted`))
 	ctx, cancel := context.WithCancel(context.Background())
 	events := b.ctrCommand(ctx, "events")
-	b.events = NewLines()
+	b.events = itest.NewLines()
 	out, err := events.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -366,7 +367,7 @@ func (b *kubeBed) startKubelet(t testing.TB) {
 	config := b.writeFile(t, "kubelet.yaml", b.expand(kubeletConfig))
 	argv := []string{filepath.Join(b.bin, "kubelet"), "--config=" + config, "--root-dir=" + filepath.Join(b.dir, "kubelet"),
 		"--cert-dir=" + filepath.Join(b.dir, "certs"), "--hostname-override=" + kubeNode, "--v=2"}
-	for _, h := range CgroupHierarchies() {
+	for _, h := range itest.CgroupHierarchies() {
 		if h.Memory {
 			argv = append([]string{"unshare", "--mount", "--", "sh", "-c", kubeletMounts, "sh"}, argv...)
 			break
@@ -374,7 +375,7 @@ func (b *kubeBed) startKubelet(t testing.TB) {
 	}
 	cmd := b.ns.command(context.Background(), b.ns.group(t, "kubelet"), argv...)
 	cmd.Env = b.env()
-	b.kubelet = StartDaemon(t, "kubelet", cmd)
+	b.kubelet = itest.StartDaemon(t, "kubelet", cmd)
 }
 
 // close stops the kubelet first (it would start the static pods again),
@@ -399,9 +400,9 @@ func (b *kubeBed) close(t testing.TB) {
 	}
 	b.host.restore(t)
 	if t.Failed() {
-		for _, d := range []*Daemon{b.kubelet, b.containerd} {
+		for _, d := range []*itest.Daemon{b.kubelet, b.containerd} {
 			if d != nil {
-				t.Logf("%s's output, the end:\n%s", d.Name, Tail(d.Log.String(), 6000))
+				t.Logf("%s's output, the end:\n%s", d.Name, itest.Tail(d.Log.String(), 6000))
 			}
 		}
 	}
@@ -510,74 +511,11 @@ func (b *kubeBed) addPod(t testing.TB, name, manifest string) string {
 	return path
 }
 
-// ---- daemons -------------------------------------------------------------------
-
-// Daemon is a process a test bed runs as long as it lasts, with its output.
-type Daemon struct {
-	Name  string
-	Cmd   *exec.Cmd
-	Log   *Lines
-	Ended chan struct{}
-}
-
-// StartDaemon starts cmd, its output collected.
-func StartDaemon(t testing.TB, name string, cmd *exec.Cmd) *Daemon {
-	t.Helper()
-	d := &Daemon{Name: name, Cmd: cmd, Log: NewLines(), Ended: make(chan struct{})}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	pw.Close()
-	go d.Log.Collect(pr)
-	go func() { cmd.Wait(); close(d.Ended) }()
-	return d
-}
-
-// WaitLog waits until the daemon writes a line matching re, and fails the
-// test when it exits first, or after the deadline.
-func (d *Daemon) WaitLog(t testing.TB, re *regexp.Regexp) {
-	t.Helper()
-	began := time.Now()
-	d.Log.WaitFor(t, re)
-	t.Logf("%s up in %v", d.Name, time.Since(began).Round(time.Millisecond))
-}
-
-// Exited tells whether the daemon has exited.
-func (d *Daemon) Exited() bool {
-	select {
-	case <-d.Ended:
-		return true
-	default:
-		return false
-	}
-}
-
-// Stop sends the daemon SIGTERM and waits for it, SIGKILLing it after the
-// deadline.
-func (d *Daemon) Stop(t testing.TB) {
-	if d.Exited() {
-		return
-	}
-	d.Cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.Ended:
-	case <-time.After(Deadline):
-		t.Errorf("%s did not stop within %v of SIGTERM", d.Name, Deadline)
-		d.Cmd.Process.Kill()
-		<-d.Ended
-	}
-}
-
 // ---- following a log file ----------------------------------------------------------
 
 // followFile follows the file at path, which another process appends to,
 // line by line, until owner ends.
-func followFile(t testing.TB, owner Cleaner, path string) *Lines {
+func followFile(t testing.TB, owner itest.Cleaner, path string) *itest.Lines {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -594,7 +532,7 @@ func followFile(t testing.TB, owner Cleaner, path string) *Lines {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := NewLines()
+	l := itest.NewLines()
 	go l.Collect(&tailReader{f: f, ino: ino, stop: int(stop.Fd())})
 	owner.Cleanup(func() {
 		stopped.Close()

@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // leaderExits is a payload whose main thread exits while a second thread
@@ -20,10 +22,10 @@ ctypes.CDLL(None).pthread_exit(None)' &`
 // ends every thread), in both walks.
 func TestTeardownReachesAProcessWhoseLeaderExited(t *testing.T) {
 	if _, err := exec.LookPath("python3"); err != nil {
-		Skip(t, "python3 is not installed (apt-get install python3): %v", err)
+		itest.Skip(t, "python3 is not installed (apt-get install python3): %v", err)
 	}
 	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := Plant(t, pid1, Tree{Flags: []string{cgroupFlag, "--grace=30s"}, Ups: 1, Body: leaderExits})
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{cgroupFlag, "--grace=30s"}, Ups: 1, Body: leaderExits})
 		waitState(t, p.HostPIDAnywhere(t, p.Ups[0]), 'Z')
 		p.Release(t)
 		r := p.Wait()
@@ -42,9 +44,9 @@ func TestTeardownReachesAProcessWhoseLeaderExited(t *testing.T) {
 // COMMAND outside the cgroup and exits with its status; with --cgroup=on it
 // fails with 125.
 func TestCgroupFallsBackWhenClone3RefusesIt(t *testing.T) {
-	RequireRoot(t)
+	itest.RequireRoot(t)
 	if _, err := exec.LookPath("strace"); err != nil {
-		Skip(t, "strace is not installed (apt-get install strace): %v", err)
+		itest.Skip(t, "strace is not installed (apt-get install strace): %v", err)
 	}
 	for _, tc := range []struct {
 		errno, flag string
@@ -56,8 +58,8 @@ func TestCgroupFallsBackWhenClone3RefusesIt(t *testing.T) {
 		{"E2BIG", "--cgroup=on", 125, "cannot start a process in a cgroup"},
 	} {
 		t.Run(tc.errno+tc.flag, func(t *testing.T) {
-			s := Start(t, Opts{Command: []string{"strace", "-f", "-qq", "-o", "/dev/null",
-				"-e", "inject=clone3:error=" + tc.errno, Bin().Reaper, "-v", tc.flag, "sh", "-c", "exit 5"}})
+			s := itest.Start(t, itest.Opts{Command: []string{"strace", "-f", "-qq", "-o", "/dev/null",
+				"-e", "inject=clone3:error=" + tc.errno, itest.Bin().Reaper, "-v", tc.flag, "sh", "-c", "exit 5"}})
 			r := s.Wait()
 			if r.Status() != tc.code || !strings.Contains(r.Stderr, tc.says) || r.Leftovers() != "" {
 				t.Errorf("exit %d, want %d and %q in:\n%s\nleft %s", r.Status(), tc.code, tc.says, r.Stderr, r.Leftovers())
@@ -68,7 +70,7 @@ func TestCgroupFallsBackWhenClone3RefusesIt(t *testing.T) {
 		})
 	}
 	// Without the injection, the same run is contained.
-	r := Start(t, Opts{Args: []string{"-v", "--cgroup=on", "sh", "-c", "exit 5"}}).Wait()
+	r := itest.Start(t, itest.Opts{Args: []string{"-v", "--cgroup=on", "sh", "-c", "exit 5"}}).Wait()
 	if r.Status() != 5 || !strings.Contains(r.Stderr, "info: contained") {
 		t.Errorf("exit %d, want 5 and contained:\n%s", r.Status(), r.Stderr)
 	}

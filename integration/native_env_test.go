@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // What reaper changes in COMMAND's environment for systemd, outside a
@@ -39,11 +41,11 @@ func TestPidVariablesNameCommand(t *testing.T) {
 			func(pid string) string { return pid + " " + pid + " " + pid }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+			ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 			defer cancel()
 			script := fmt.Sprintf(`exec 3</dev/null; %s LISTEN_FDS=1 LISTEN_FDNAMES=web WATCHDOG_USEC=1000000 exec "$REAPER" sh -c '%s'`, tc.vars, command)
 			cmd := exec.CommandContext(ctx, "sh", "-c", script)
-			cmd.Env = append(os.Environ(), "REAPER="+Bin().Reaper)
+			cmd.Env = append(os.Environ(), "REAPER="+itest.Bin().Reaper)
 			out, err := cmd.CombinedOutput()
 			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 			if err != nil || len(lines) != 2 {
@@ -70,13 +72,13 @@ func TestPidVariablesNameCommand(t *testing.T) {
 // recognises reaper (it compares its own file, not /proc/PPID's), so
 // COMMAND gets its own pid in LISTEN_PID and WATCHDOG_PID.
 func TestPidVariablesInAForeignProc(t *testing.T) {
-	RequireRoot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	itest.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	// The namespace's pid 1 is a shell; the caller of reaper is pid 2.
 	cmd := exec.CommandContext(ctx, "unshare", "--pid", "--fork", "--kill-child", "sh", "-c",
 		`sh -c 'LISTEN_PID=$$ WATCHDOG_PID=$$ LISTEN_FDS=1 exec "$REAPER" sh -c "echo \$\$ \$LISTEN_PID \$WATCHDOG_PID"'`)
-	cmd.Env = append(os.Environ(), "REAPER="+Bin().Reaper)
+	cmd.Env = append(os.Environ(), "REAPER="+itest.Bin().Reaper)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -114,8 +116,8 @@ func notificationOfAGoneSender(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer goW.Close()
-	events := NewFIFO(t, "events")
-	s := Start(t, Opts{Env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.Path, "HELPER=" + Bin().Helper}, Stdin: goR,
+	events := itest.NewFIFO(t, "events")
+	s := itest.Start(t, itest.Opts{Env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.Path, "HELPER=" + itest.Bin().Helper}, Stdin: goR,
 		Args: []string{"sh", "-c", `echo waiting > "$F"; read go; "$HELPER" notify READY=1 > "$F"; echo reaped > "$F"; exec sleep 300`}})
 	goR.Close()
 	if line := events.Next(t); line != "waiting" {
@@ -135,7 +137,7 @@ func notificationOfAGoneSender(t *testing.T) {
 	}
 	syscall.Kill(reaper, syscall.SIGCONT)
 	buf := make([]byte, 4096)
-	manager.SetReadDeadline(time.Now().Add(Deadline))
+	manager.SetReadDeadline(time.Now().Add(itest.Deadline))
 	n, err := manager.Read(buf)
 	if err != nil || string(buf[:n]) != "READY=1" {
 		t.Errorf("the manager got %q (%v), want READY=1 from the sender gone meanwhile", buf[:n], err)
@@ -160,8 +162,8 @@ func notificationsRelayed(t *testing.T, foreign bool) {
 	}
 	raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_PASSCRED, 1) })
 
-	events := NewFIFO(t, "events")
-	s := Start(t, Opts{PID1: foreign, NoMountProc: foreign, Env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.Path, "HELPER=" + Bin().Helper},
+	events := itest.NewFIFO(t, "events")
+	s := itest.Start(t, itest.Opts{PID1: foreign, NoMountProc: foreign, Env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.Path, "HELPER=" + itest.Bin().Helper},
 		Args: []string{"sh", "-c", `echo "command $NOTIFY_SOCKET" > "$F"; "$HELPER" notify 'READY=1\nMAINPID=1\nSTATUS=up' > /dev/null; exec sleep 300`},
 	})
 	line := events.Next(t)
@@ -169,7 +171,7 @@ func notificationsRelayed(t *testing.T, foreign bool) {
 		t.Errorf("COMMAND's NOTIFY_SOCKET: %q, want reaper's relay", line)
 	}
 	buf, oob := make([]byte, 4096), make([]byte, 1024)
-	manager.SetReadDeadline(time.Now().Add(Deadline))
+	manager.SetReadDeadline(time.Now().Add(itest.Deadline))
 	n, oobn, _, _, err := manager.ReadMsgUnix(buf, oob)
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,7 +81,7 @@ func requireOpenClaw(t testing.TB) {
 	t.Helper()
 	for _, path := range []string{clawNode, clawEntry, "/usr/bin/tini", "/usr/bin/python3"} {
 		if _, err := os.Stat(path); err != nil {
-			Skip(t, "%s: %v (.ci/run installs node 24 and OpenClaw from npm, tini and python3 from apt)", path, err)
+			itest.Skip(t, "%s: %v (.ci/run installs node 24 and OpenClaw from npm, tini and python3 from apt)", path, err)
 		}
 	}
 }
@@ -136,9 +137,9 @@ const clawDeadline = 30 * time.Minute
 // bound read-only, and the escape's files.
 func bootClaw(t testing.TB, variants []clawVariant) *nspawn {
 	t.Helper()
-	spec := BootSpec{Units: map[string]string{}, Opt: map[string][]byte{
-		"escape.cjs": MustRead(t, "testdata/openclaw/escape.cjs"),
-		"escapee.py": MustRead(t, "testdata/openclaw/escapee.py"),
+	spec := itest.BootSpec{Units: map[string]string{}, Opt: map[string][]byte{
+		"escape.cjs": itest.MustRead(t, "testdata/openclaw/escape.cjs"),
+		"escapee.py": itest.MustRead(t, "testdata/openclaw/escapee.py"),
 	}, Dirs: []string{"/opt/node24", "/opt/openclaw"}, Files: map[string]string{
 		// OpenClaw's unit wants network-online.target: without this, its
 		// first start waits the 2 minutes systemd-networkd-wait-online
@@ -150,7 +151,7 @@ func bootClaw(t testing.TB, variants []clawVariant) *nspawn {
 	}
 	ct := boot(t, spec)
 	for _, v := range variants {
-		ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+		ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 		out, err := ct.Command(ctx, "mkdir", "-p", v.home()).CombinedOutput()
 		cancel()
 		if err != nil {
@@ -178,7 +179,7 @@ func clawUnit(t testing.TB, v clawVariant) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, clawNode, script, string(arg)).Output()
 	var exit *exec.ExitError
@@ -445,7 +446,7 @@ func (p clawProc) String() string {
 // census lists the processes of the container's PID namespace.
 func (ct *nspawn) census() []clawProc {
 	var procs []clawProc
-	for _, pid := range AllPIDs() {
+	for _, pid := range itest.AllPIDs() {
 		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); ns != ct.PidNS {
 			continue
 		}
@@ -578,7 +579,7 @@ func (ct *nspawn) listeners(port int) []clawProc {
 // baselines' escapees) is SIGKILLed after it, and counted.
 func BenchmarkOpenClawStop(b *testing.B) {
 	requireOpenClaw(b)
-	rounds := EnvInt("REAPER_BENCH_OPENCLAW", 3)
+	rounds := itest.EnvInt("REAPER_BENCH_OPENCLAW", 3)
 	tini := []string{"/usr/bin/tini", "-s", "-g", "--"}
 	variants := []clawVariant{
 		{name: "bench-direct"}, {name: "bench-tini", wrap: tini}, {name: "bench-reaper", wrap: reaperInContainer},
@@ -609,10 +610,10 @@ func BenchmarkOpenClawStop(b *testing.B) {
 		if len(v.wrap) > 0 {
 			wrapper = strings.Join(v.wrap[:len(v.wrap)-1], " ")
 		}
-		rows = append(rows, []string{kill, wrapper, secs(Percentile(d, 50)), secs(d[0]), secs(d[len(d)-1]), strconv.Itoa(left[v.name])})
-		b.ReportMetric(Percentile(d, 50).Seconds(), strings.TrimPrefix(v.name, "bench-")+"-s/stop")
+		rows = append(rows, []string{kill, wrapper, secs(itest.Percentile(d, 50)), secs(d[0]), secs(d[len(d)-1]), strconv.Itoa(left[v.name])})
+		b.ReportMetric(itest.Percentile(d, 50).Seconds(), strings.TrimPrefix(v.name, "bench-")+"-s/stop")
 	}
-	Table(fmt.Sprintf("systemctl stop of the OpenClaw gateway under its own unit (%d rounds, interleaved)", rounds),
+	itest.Table(fmt.Sprintf("systemctl stop of the OpenClaw gateway under its own unit (%d rounds, interleaved)", rounds),
 		[]string{"KillMode", "ExecStart= runs the gateway", "median", "min", "max", "processes left, all rounds"}, rows)
 }
 
@@ -651,7 +652,7 @@ func (c *claw) timeStop(v clawVariant) (time.Duration, int, error) {
 			fds = append(fds, fd)
 		}
 	}
-	if !AllExit(fds, Deadline) {
+	if !itest.AllExit(fds, itest.Deadline) {
 		return took, len(left), fmt.Errorf("%v outlived SIGKILL", left)
 	}
 	return took, len(left), nil
@@ -662,7 +663,7 @@ func (c *claw) timeStop(v clawVariant) (time.Duration, int, error) {
 func waitIdle(pid int, within time.Duration) error {
 	end := time.Now().Add(within)
 	cpu := func() int {
-		f := StatFields(pid)
+		f := itest.StatFields(pid)
 		if len(f) < 13 {
 			return -1
 		}

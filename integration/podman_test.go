@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/reaper"
 )
 
@@ -37,8 +38,8 @@ func TestImageBuildRunStop(t *testing.T) {
 	image := "localhost/reaper-deploy-test:latest"
 	began := time.Now()
 	e.mustRun(t, append([]string{"build", "--isolation=chroot", "--pull=never", "--layers=false", "--network=host",
-		"-v", GoEnv(t, "GOMODCACHE") + ":/go/pkg/mod", "-v", GoEnv(t, "GOCACHE") + ":/root/.cache/go-build",
-		"-t", image, "-f", "Dockerfile"}, RepoRoot(t))...)
+		"-v", itest.GoEnv(t, "GOMODCACHE") + ":/go/pkg/mod", "-v", itest.GoEnv(t, "GOCACHE") + ":/root/.cache/go-build",
+		"-t", image, "-f", "Dockerfile"}, itest.RepoRoot(t))...)
 	t.Logf("podman build: %v", time.Since(began).Round(time.Millisecond))
 
 	// The binary in the image: static, stripped, built as documented.
@@ -46,10 +47,10 @@ func TestImageBuildRunStop(t *testing.T) {
 	extracted := filepath.Join(e.dir, "reaper-from-image")
 	e.mustRun(t, "cp", "reaper-extract:/reaper", extracted)
 	e.mustRun(t, "rm", "reaper-extract")
-	if err := StaticELF(extracted); err != nil {
+	if err := itest.StaticELF(extracted); err != nil {
 		t.Errorf("/reaper in the image: %v", err)
 	}
-	if err := DocumentedBuild(extracted); err != nil {
+	if err := itest.DocumentedBuild(extracted); err != nil {
 		t.Errorf("/reaper in the image: %v", err)
 	}
 
@@ -63,10 +64,10 @@ func TestImageBuildRunStop(t *testing.T) {
 func TestDockerInitDropIn(t *testing.T) {
 	// The init binary dockerd and podman run: `--version` as dockerd parses it.
 	link := filepath.Join(t.TempDir(), "docker-init")
-	if err := os.Symlink(Bin().Reaper, link); err != nil {
+	if err := os.Symlink(itest.Bin().Reaper, link); err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, stderr := RunBinary(t, link, nil, "--version")
+	code, stdout, stderr := itest.RunBinary(t, link, nil, "--version")
 	if code != 0 || !regexp.MustCompile(`^tini version 0\.19\.0 - reaper \S+\n$`).MatchString(stdout) || stderr != "" {
 		t.Errorf("docker-init --version: exit %d, %q, %q", code, stdout, stderr)
 	}
@@ -76,7 +77,7 @@ func TestDockerInitDropIn(t *testing.T) {
 	// mode only: reaper's info lines show it took tini's command line.
 	e := newPodman(t)
 	rootfs := busyboxRoot(t)
-	c := e.runPayload(t, "init", []string{"--init", "--init-path=" + Bin().Reaper, "-e", "TINI_VERBOSITY=2", "--rootfs"}, rootfs)
+	c := e.runPayload(t, "init", []string{"--init", "--init-path=" + itest.Bin().Reaper, "-e", "TINI_VERBOSITY=2", "--rootfs"}, rootfs)
 	c.stop(t)
 	c.expect(t, 7)
 	if !strings.Contains(c.stderr.String(), "reaper: info: started") {
@@ -102,10 +103,10 @@ type podman struct {
 // whatever --root says), and ends with the test.
 func newPodman(t *testing.T) *podman {
 	t.Helper()
-	RequireRoot(t)
+	itest.RequireRoot(t)
 	for _, tool := range []string{"podman", "runc"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			Skip(t, "%s not installed (apt-get install podman runc): %v", tool, err)
+			itest.Skip(t, "%s not installed (apt-get install podman runc): %v", tool, err)
 		}
 	}
 	e := &podman{dir: t.TempDir()}
@@ -176,7 +177,7 @@ func (e *podman) importGolang(t *testing.T, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	pipeInto(t, golangTar(ctx, t, root), e.command(ctx, importArgs("docker.io/library/"+name, golangChanges)...))
-	t.Logf("%s imported from %s in %v", name, GoEnv(t, "GOROOT"), time.Since(began).Round(time.Millisecond))
+	t.Logf("%s imported from %s in %v", name, itest.GoEnv(t, "GOROOT"), time.Since(began).Round(time.Millisecond))
 }
 
 // golangChanges is the configuration of the golang base image, as in
@@ -192,7 +193,7 @@ func golangRoot(t *testing.T, name string) string {
 	t.Helper()
 	want, _, _ := strings.Cut(strings.TrimPrefix(name, "golang:"), "-")
 	if v := strings.TrimPrefix(runtime.Version(), "go"); v != want && !strings.HasPrefix(v, want+".") {
-		Skip(t, "the Dockerfile builds with %s; this machine's Go is %s", name, runtime.Version())
+		itest.Skip(t, "the Dockerfile builds with %s; this machine's Go is %s", name, runtime.Version())
 	}
 	root := t.TempDir()
 	busyboxInto(t, filepath.Join(root, "bin"), "sh")
@@ -217,7 +218,7 @@ func golangTar(ctx context.Context, t *testing.T, root string) *exec.Cmd {
 	args := []string{"-c", "--exclude=testdata", "--exclude=*_test.go", "--exclude=./test", "--exclude=./doc",
 		"--exclude=./api", "--exclude=./src/cmd", "--exclude=./pkg/tool/*/pprof", "--exclude=./pkg/tool/*/trace",
 		"--exclude=./pkg/tool/*/fix", "--exclude=./pkg/tool/*/vet", "--exclude=./pkg/tool/*/doc",
-		"--transform=s,^\\.,usr/local/go,", "-C", GoEnv(t, "GOROOT"), ".", "-C", root}
+		"--transform=s,^\\.,usr/local/go,", "-C", itest.GoEnv(t, "GOROOT"), ".", "-C", root}
 	for _, e := range entries {
 		args = append(args, e.Name())
 	}
@@ -250,9 +251,9 @@ type container struct {
 	e      *podman
 	name   string
 	cmd    *exec.Cmd
-	events *FIFO
+	events *itest.FIFO
 	dir    string // mounted at /w
-	stderr *Lines
+	stderr *itest.Lines
 	pids   map[string]int // "command" and "daemon", as the container sees them
 	host   []procID       // every process of the container, as the host sees them
 	ended  chan struct{}
@@ -269,7 +270,7 @@ type procID struct {
 // daemon have announced themselves.
 func (e *podman) runPayload(t *testing.T, name string, flags []string, image string) *container {
 	t.Helper()
-	c := &container{e: e, name: "reaper-" + name, events: NewFIFO(t, "events"), stderr: NewLines(), ended: make(chan struct{})}
+	c := &container{e: e, name: "reaper-" + name, events: itest.NewFIFO(t, "events"), stderr: itest.NewLines(), ended: make(chan struct{})}
 	c.dir = filepath.Dir(c.events.Path)
 	// No --rm: with it, `podman run` races the removal that `podman stop`
 	// starts for the container's exit code, and now and then reports 0.
@@ -287,7 +288,7 @@ func (e *podman) runPayload(t *testing.T, name string, flags []string, image str
 	go c.stderr.Collect(stderr)
 	go func() { <-c.stderr.Closed; c.cmd.Wait(); close(c.ended) }()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+		ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 		defer cancel()
 		e.run(ctx, "rm", "--force", "--time=0", c.name)
 		select {
@@ -296,7 +297,7 @@ func (e *podman) runPayload(t *testing.T, name string, flags []string, image str
 			c.cmd.Process.Kill()
 			select {
 			case <-c.ended:
-			case <-time.After(Deadline):
+			case <-time.After(itest.Deadline):
 				t.Errorf("podman run %s did not end after SIGKILL", c.name)
 			}
 		}
@@ -308,7 +309,7 @@ func (e *podman) runPayload(t *testing.T, name string, flags []string, image str
 			lines <- strings.TrimSpace(line)
 		}
 	}()
-	c.events.File.SetReadDeadline(time.Now().Add(Deadline))
+	c.events.File.SetReadDeadline(time.Now().Add(itest.Deadline))
 	for len(c.pids) < 2 {
 		select {
 		case line := <-lines:
@@ -316,8 +317,8 @@ func (e *podman) runPayload(t *testing.T, name string, flags []string, image str
 			c.pids[kind], _ = strconv.Atoi(pid)
 		case <-c.ended:
 			t.Fatalf("podman run %s exited before its payload ran:\n%s", c.name, c.stderr)
-		case <-time.After(Deadline):
-			t.Fatalf("podman run %s: no payload after %v:\n%s", c.name, Deadline, c.stderr)
+		case <-time.After(itest.Deadline):
+			t.Fatalf("podman run %s: no payload after %v:\n%s", c.name, itest.Deadline, c.stderr)
 		}
 	}
 	c.host = c.processes(t)
@@ -338,9 +339,9 @@ func (c *container) processes(t *testing.T) []procID {
 		t.Fatal(err)
 	}
 	var procs []procID
-	for _, pid := range AllPIDs() {
+	for _, pid := range itest.AllPIDs() {
 		if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); link == ns {
-			procs = append(procs, procID{pid, StartTime(pid)})
+			procs = append(procs, procID{pid, itest.StartTime(pid)})
 		}
 	}
 	if len(procs) < 5 { // reaper, sh, the daemon and two sleeps
@@ -365,7 +366,7 @@ func (c *container) expect(t *testing.T, code int) {
 	t.Helper()
 	select {
 	case <-c.ended:
-	case <-time.After(Deadline):
+	case <-time.After(itest.Deadline):
 		t.Fatalf("podman run did not exit after podman stop\n%s", c.stderr)
 	}
 	if got := c.cmd.ProcessState.ExitCode(); got != code {
@@ -382,7 +383,7 @@ func (c *container) expect(t *testing.T, code int) {
 	if rep.ExitCode != code {
 		t.Errorf("reaper exited %d, want COMMAND's %d\n%s", rep.ExitCode, code, data)
 	}
-	got := Outcomes(rep)
+	got := itest.Outcomes(rep)
 	if len(got) < 4 || got[c.pids["daemon"]] != "exited" || got[c.pids["command"]] != "exited" {
 		t.Errorf("report: outcomes %v, want the daemon (%d), COMMAND (%d) and the sleeps exited after SIGTERM\n%s",
 			got, c.pids["daemon"], c.pids["command"], data)
@@ -396,7 +397,7 @@ func (c *container) expect(t *testing.T, code int) {
 		t.Errorf("the daemon noted %q, want its SIGTERM", log)
 	}
 	for _, p := range c.host {
-		if StartTime(p.pid) == p.start {
+		if itest.StartTime(p.pid) == p.start {
 			t.Errorf("host pid %d of the container still runs", p.pid)
 		}
 	}
@@ -406,7 +407,7 @@ func (c *container) expect(t *testing.T, code int) {
 // from: "golang:1.26".
 func dockerfileBase(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(RepoRoot(t), "Dockerfile"))
+	data, err := os.ReadFile(filepath.Join(itest.RepoRoot(t), "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,10 +424,10 @@ func busyboxInto(t testing.TB, dir string, applets ...string) string {
 	t.Helper()
 	path, err := exec.LookPath("busybox")
 	if err != nil {
-		Skip(t, "no busybox (apt-get install busybox-static)")
+		itest.Skip(t, "no busybox (apt-get install busybox-static)")
 	}
-	if err := StaticELF(path); err != nil && !strings.Contains(err.Error(), "symtab") {
-		Skip(t, "%s is not static (apt-get install busybox-static): %v", path, err)
+	if err := itest.StaticELF(path); err != nil && !strings.Contains(err.Error(), "symtab") {
+		itest.Skip(t, "%s is not static (apt-get install busybox-static): %v", path, err)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

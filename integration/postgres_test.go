@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // pgBin holds Debian's PostgreSQL 15 programs.
@@ -45,11 +47,11 @@ var pgTemplate struct {
 // pgCluster returns a fresh cluster in dir/data, owned by postgres.
 func pgCluster(t testing.TB, dir string) string {
 	t.Helper()
-	RequireRoot(t)
+	itest.RequireRoot(t)
 	requireTools(t, pgBin+"/initdb", pgBin+"/postgres", pgBin+"/pg_ctl", pgBin+"/psql")
 	pgTemplate.once.Do(func() {
 		// Beside the binaries: TestMain removes it with them.
-		base := filepath.Join(filepath.Dir(Bin().Reaper), "postgres")
+		base := filepath.Join(filepath.Dir(itest.Bin().Reaper), "postgres")
 		pgTemplate.dir = filepath.Join(base, "data")
 		pgTemplate.err = initdb(base)
 	})
@@ -100,7 +102,7 @@ func pgCommand(dir, data, port string, settings ...string) []string {
 
 // postgres is a run of postgres under a runner.
 type postgres struct {
-	s               *Session
+	s               *itest.Session
 	dir, data, port string
 }
 
@@ -109,11 +111,11 @@ type postgres struct {
 // accepts connections.
 func startPostgres(t testing.TB, r runner, wrap, flags []string, settings ...string) *postgres {
 	t.Helper()
-	pg := &postgres{dir: SharedDir(t), port: PortOf(FreeAddr(t))}
+	pg := &postgres{dir: itest.SharedDir(t), port: itest.PortOf(itest.FreeAddr(t))}
 	pg.data = pgCluster(t, pg.dir)
 	o := r.opts(pg.dir, flags, pgCommand(pg.dir, pg.data, pg.port, settings...)...)
 	o.Command = append(wrap, o.Command...)
-	pg.s = Start(t, o)
+	pg.s = itest.Start(t, o)
 	pg.s.Stderr.WaitFor(t, pgReady)
 	return pg
 }
@@ -130,7 +132,7 @@ type pgClient struct {
 // ends.
 func pgSession(t *testing.T, dir, port, query string) *pgClient {
 	t.Helper()
-	connected := NewFIFO(t, "connected")
+	connected := itest.NewFIFO(t, "connected")
 	c := &pgClient{done: make(chan error, 1)}
 	c.cmd = commandAs(t, "postgres", pgBin+"/psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", dir, "-p", port, "-U", "postgres", "-d", "postgres")
 	c.cmd.Dir = dir
@@ -149,7 +151,7 @@ func pgSession(t *testing.T, dir, port, query string) *pgClient {
 // wait returns psql's exit code and what it wrote.
 func (c *pgClient) wait() (int, string) {
 	err := <-c.done
-	code, _ := ShellStatus(err)
+	code, _ := itest.ShellStatus(err)
 	return code, c.out.String()
 }
 
@@ -193,7 +195,7 @@ func (c pgStop) run(t *testing.T, r runner) {
 	session := pgSession(t, dir, port, "select pg_sleep(1.5);")
 	target := s.ReaperPID()
 	if c.background {
-		kids := ChildrenOf(s.Child)
+		kids := itest.ChildrenOf(s.Child)
 		if len(kids) != 1 {
 			t.Fatalf("the script (pid %d) has children %v, want the shim alone", s.Child, kids)
 		}
@@ -220,7 +222,7 @@ func (c pgStop) run(t *testing.T, r runner) {
 // it does no crash recovery: it was shut down cleanly.
 func pgStartsClean(t *testing.T, dir, data, port string) {
 	t.Helper()
-	s := Start(t, runner{}.opts(dir, nil, pgCommand(dir, data, port)...))
+	s := itest.Start(t, runner{}.opts(dir, nil, pgCommand(dir, data, port)...))
 	seen := strings.Join(s.Stderr.WaitFor(t, pgReady), "\n")
 	if pgRecovery.MatchString(seen) || !pgCleanOpen.MatchString(seen) {
 		t.Errorf("the next start recovered from a crash:\n%s", seen)
@@ -265,7 +267,7 @@ func TestPostgresStops(t *testing.T) {
 // about 16 s, mostly waiting.
 func TestPostgresArchivesTheLastSegment(t *testing.T) {
 	t.Parallel()
-	RequireRoot(t)
+	itest.RequireRoot(t)
 	requireTools(t, tiniPath)
 	var runs []*pgArchiving
 	for _, r := range shimRunners {
@@ -280,7 +282,7 @@ func TestPostgresArchivesTheLastSegment(t *testing.T) {
 // while the command runs.
 type pgArchiving struct {
 	r                      runner
-	s                      *Session
+	s                      *itest.Session
 	data, archive, segment string
 }
 
@@ -289,8 +291,8 @@ type pgArchiving struct {
 // switched.
 func startArchiving(t *testing.T, r runner) *pgArchiving {
 	t.Helper()
-	a := &pgArchiving{r: r, archive: SharedDir(t)}
-	archiving := NewFIFO(t, "archiving")
+	a := &pgArchiving{r: r, archive: itest.SharedDir(t)}
+	archiving := itest.NewFIFO(t, "archiving")
 	var flags []string
 	if r.shim == "reaper" && !r.pid1 {
 		flags = []string{"--grace=30s"}

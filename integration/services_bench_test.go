@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,32 +26,32 @@ import (
 type stopCase struct {
 	name string
 	// start runs the service under r and returns once it serves.
-	start func(b *testing.B, r runner) *Session
+	start func(b *testing.B, r runner) *itest.Session
 	// before, if set, runs just before the stop signal.
-	before func(b *testing.B, s *Session)
+	before func(b *testing.B, s *itest.Session)
 	sig    syscall.Signal // 0: the service exits on its own (the CI job)
 }
 
 var stopCases = []stopCase{
 	{name: "postgres, SIGTERM (smart, no session)", sig: syscall.SIGTERM,
-		start: func(b *testing.B, r runner) *Session { return startPostgres(b, r, nil, nil).s }},
+		start: func(b *testing.B, r runner) *itest.Session { return startPostgres(b, r, nil, nil).s }},
 	{name: "postgres, SIGINT (fast)", sig: syscall.SIGINT,
-		start: func(b *testing.B, r runner) *Session { return startPostgres(b, r, nil, nil).s }},
+		start: func(b *testing.B, r runner) *itest.Session { return startPostgres(b, r, nil, nil).s }},
 	{name: "nginx, SIGQUIT (graceful)", sig: syscall.SIGQUIT,
-		start: func(b *testing.B, r runner) *Session {
+		start: func(b *testing.B, r runner) *itest.Session {
 			s, _, _ := startNginx(b, r, "127.0.0.1:9")
 			return s
 		}},
 	{name: "redis, SIGTERM (saves)", sig: syscall.SIGTERM,
-		start: func(b *testing.B, r runner) *Session {
+		start: func(b *testing.B, r runner) *itest.Session {
 			s, _, _, _ := startRedis(b, r)
 			return s
 		}},
 	{name: "gunicorn, SIGTERM", sig: syscall.SIGTERM,
-		start: func(b *testing.B, r runner) *Session { return startGunicorn(b, r).Session }},
+		start: func(b *testing.B, r runner) *itest.Session { return startGunicorn(b, r).Session }},
 	{name: "gunicorn, SIGTERM right after SIGHUP", sig: syscall.SIGTERM,
-		start: func(b *testing.B, r runner) *Session { return startGunicorn(b, r, "--grace=30s").Session },
-		before: func(b *testing.B, s *Session) {
+		start: func(b *testing.B, r runner) *itest.Session { return startGunicorn(b, r, "--grace=30s").Session },
+		before: func(b *testing.B, s *itest.Session) {
 			mark := s.Stderr.Mark()
 			s.Signal(syscall.SIGHUP)
 			s.Stderr.WaitMatches(b, mark, gunicornHup, 1)
@@ -59,14 +60,14 @@ var stopCases = []stopCase{
 }
 
 // startCIJob runs the CI job of TestCIJobStartingDaemons under r.
-func startCIJob(b *testing.B, r runner) *Session {
+func startCIJob(b *testing.B, r runner) *itest.Session {
 	requireTools(b, redisPath, redisCLI)
-	dir := SharedDir(b)
+	dir := itest.SharedDir(b)
 	data := pgCluster(b, dir)
 	o := r.opts(dir, nil, "sh", "-c", ciJob)
 	o.Env = []string{"PGBIN=" + pgBin, "PGDATA=" + data, "DIR=" + dir,
-		"PGPORT=" + PortOf(FreeAddr(b)), "REDISPORT=" + PortOf(FreeAddr(b))}
-	return Start(b, o)
+		"PGPORT=" + itest.PortOf(itest.FreeAddr(b)), "REDISPORT=" + itest.PortOf(itest.FreeAddr(b))}
+	return itest.Start(b, o)
 }
 
 // stopRunners are the columns: the service alone, then each shim as a
@@ -80,9 +81,9 @@ type stopTimes struct {
 }
 
 func BenchmarkServiceStop(b *testing.B) {
-	RequireRoot(b)
+	itest.RequireRoot(b)
 	requireTools(b, tiniPath)
-	runs := EnvInt("REAPER_BENCH_STOPS", 5)
+	runs := itest.EnvInt("REAPER_BENCH_STOPS", 5)
 	var rows, shares, services [][]string
 	for _, c := range stopCases {
 		took := make([][]time.Duration, len(stopRunners)) // the stop: signal (or job's exit) to the runner's exit
@@ -107,13 +108,13 @@ func BenchmarkServiceStop(b *testing.B) {
 			slices.Sort(took[i])
 			slices.Sort(own[i])
 			slices.Sort(svc[i])
-			cell := fmt.Sprintf("%s (%s)", Millis(Percentile(took[i], 50)), Millis(took[i][len(took[i])-1]))
+			cell := fmt.Sprintf("%s (%s)", itest.Millis(itest.Percentile(took[i], 50)), itest.Millis(took[i][len(took[i])-1]))
 			if left[i] > 0 {
 				cell += fmt.Sprintf(", %d left", left[i])
 			}
 			row = append(row, cell)
-			share = append(share, Millis(Percentile(own[i], 50)))
-			service = append(service, Millis(Percentile(svc[i], 50)))
+			share = append(share, itest.Millis(itest.Percentile(own[i], 50)))
+			service = append(service, itest.Millis(itest.Percentile(svc[i], 50)))
 		}
 		rows, shares, services = append(rows, row), append(shares, share), append(services, service)
 	}
@@ -121,9 +122,9 @@ func BenchmarkServiceStop(b *testing.B) {
 	for _, r := range stopRunners {
 		header = append(header, r.String())
 	}
-	Table(fmt.Sprintf("Stop time: the stop signal to the runner's exit, median (max) of %d runs each, interleaved", runs), header, rows)
-	Table("The service's share: the stop signal (the CI job: its exit) to the service's exit, median", header, services)
-	Table("The runner's own share: the service's exit to the runner's exit, median", header, shares)
+	itest.Table(fmt.Sprintf("Stop time: the stop signal to the runner's exit, median (max) of %d runs each, interleaved", runs), header, rows)
+	itest.Table("The service's share: the stop signal (the CI job: its exit) to the service's exit, median", header, services)
+	itest.Table("The runner's own share: the service's exit to the runner's exit, median", header, shares)
 }
 
 // measureStop starts the service under r, stops it as c says, and times
@@ -141,7 +142,7 @@ func measureStop(b *testing.B, c stopCase, r runner) stopTimes {
 		// serverCron, ten times a second) would otherwise be caught at
 		// the same phase of it each run, a phase each runner shifts.
 		time.Sleep(time.Duration(rand.Int64N(int64(100 * time.Millisecond))))
-		m.signalled = MonotonicNS()
+		m.signalled = itest.MonotonicNS()
 		s.Signal(c.sig)
 	}
 	res := s.Wait()
@@ -159,7 +160,7 @@ func measureStop(b *testing.B, c stopCase, r runner) stopTimes {
 
 // servicePID returns the pid (as the test sees it) of the service's main
 // process: the runner's child, or the shim's.
-func servicePID(b *testing.B, s *Session, r runner) int {
+func servicePID(b *testing.B, s *itest.Session, r runner) int {
 	pid := s.Child
 	if r.pid1 {
 		pid = firstChild(b, pid) // the shim, below unshare
@@ -172,12 +173,12 @@ func servicePID(b *testing.B, s *Session, r runner) int {
 
 // firstChild waits until pid has a child, and returns it.
 func firstChild(b *testing.B, pid int) int {
-	for end := time.Now().Add(Deadline); ; time.Sleep(time.Millisecond) {
-		if kids := ChildrenOf(pid); len(kids) > 0 {
+	for end := time.Now().Add(itest.Deadline); ; time.Sleep(time.Millisecond) {
+		if kids := itest.ChildrenOf(pid); len(kids) > 0 {
 			return kids[0]
 		}
 		if time.Now().After(end) {
-			b.Fatalf("%d started nothing within %v", pid, Deadline)
+			b.Fatalf("%d started nothing within %v", pid, itest.Deadline)
 		}
 	}
 }
@@ -194,9 +195,9 @@ func exitTime(b *testing.B, pid int) <-chan int64 {
 		runtime.LockOSThread() // a thread of its own, woken by the exit alone
 		defer unix.Close(fd)
 		for {
-			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(Deadline.Milliseconds()))
+			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(itest.Deadline.Milliseconds()))
 			if n > 0 || (err != nil && !errors.Is(err, unix.EINTR)) || (n == 0 && err == nil) {
-				done <- MonotonicNS()
+				done <- itest.MonotonicNS()
 				return
 			}
 		}

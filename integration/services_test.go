@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -60,7 +61,7 @@ var shimRunners = []runner{{"reaper", true}, {"reaper", false}, {"tini", true}, 
 // eachRunner runs f under each of shimRunners, in parallel subtests.
 func eachRunner(t *testing.T, f func(t *testing.T, r runner)) {
 	t.Helper()
-	RequireRoot(t)
+	itest.RequireRoot(t)
 	requireTools(t, tiniPath)
 	for _, r := range shimRunners {
 		t.Run(r.String(), func(t *testing.T) { t.Parallel(); f(t, r) })
@@ -72,7 +73,7 @@ func eachRunner(t *testing.T, f func(t *testing.T, r runner)) {
 func (r runner) argv(flags []string, command ...string) []string {
 	switch r.shim {
 	case "reaper":
-		return append(append(append([]string{Bin().Reaper, "-v"}, flags...), "--"), command...)
+		return append(append(append([]string{itest.Bin().Reaper, "-v"}, flags...), "--"), command...)
 	case "tini":
 		return append([]string{tiniPath, "-s", "--"}, command...)
 	}
@@ -80,8 +81,8 @@ func (r runner) argv(flags []string, command ...string) []string {
 }
 
 // opts returns the harness's options that run command under r in dir.
-func (r runner) opts(dir string, flags []string, command ...string) Opts {
-	return Opts{PID1: r.pid1, Dir: dir, Command: r.argv(flags, command...)}
+func (r runner) opts(dir string, flags []string, command ...string) itest.Opts {
+	return itest.Opts{PID1: r.pid1, Dir: dir, Command: r.argv(flags, command...)}
 }
 
 // requireTools skips (fails in CI) when a program the test runs is missing.
@@ -89,7 +90,7 @@ func requireTools(t testing.TB, paths ...string) {
 	t.Helper()
 	for _, p := range paths {
 		if _, err := os.Stat(p); err != nil {
-			Skip(t, "no %s (.ci/run installs it from Debian): %v", p, err)
+			itest.Skip(t, "no %s (.ci/run installs it from Debian): %v", p, err)
 		}
 	}
 }
@@ -102,76 +103,30 @@ func runAs(name string, argv ...string) []string {
 
 // expectStopped checks that a service's run ended with code, that nothing
 // was left, and that nothing needed reaper's SIGKILL.
-func expectStopped(t *testing.T, res *Result, code int) {
+func expectStopped(t *testing.T, res *itest.Result, code int) {
 	t.Helper()
 	if res.Status() != code || res.Leftovers() != "" || strings.Contains(res.Stderr, "warning: killed") {
 		t.Errorf("exit %d, left %s; want %d, nothing left, nothing killed\n%s", res.Status(), res.Leftovers(), code, res.Stderr)
 	}
 }
 
-// Mark returns how many lines l holds now.
-func (l *Lines) Mark() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.all)
-}
-
-// WaitMatches blocks until n lines past the first from match re.
-func (l *Lines) WaitMatches(t testing.TB, from int, re *regexp.Regexp, n int) {
-	t.Helper()
-	timeout := time.After(Deadline)
-	for {
-		l.mu.Lock()
-		seen, grew := l.all, l.grew
-		l.mu.Unlock()
-		found := 0
-		for i := from; i < len(seen); i++ {
-			if re.MatchString(seen[i]) {
-				if found++; found == n {
-					return
-				}
-			}
-		}
-		select {
-		case <-grew:
-		case <-l.Closed:
-			t.Fatalf("stream ended with %d of %d lines matching %s:\n%s", found, n, re, strings.Join(seen, "\n"))
-		case <-timeout:
-			t.Fatalf("%d of %d lines matching %s after %v:\n%s", found, n, re, Deadline, strings.Join(seen, "\n"))
-		}
-	}
-}
-
-// Matching counts the lines of l that match re.
-func (l *Lines) Matching(re *regexp.Regexp) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, line := range l.all {
-		if re.MatchString(line) {
-			n++
-		}
-	}
-	return n
-}
-
 // stdoutLines gives what a service writes to its stdout to the test, line
 // by line: set opts.stdout to w, and close w once start has returned.
-func stdoutLines(t testing.TB) (l *Lines, w *os.File) {
+func stdoutLines(t testing.TB) (l *itest.Lines, w *os.File) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	l = NewLines()
+	l = itest.NewLines()
 	go l.Collect(r)
 	return l, w
 }
 
 // httpClient opens a connection per request: no idle connection keeps a
 // worker that is shutting down busy.
-var httpClient = &http.Client{Timeout: Deadline, Transport: &http.Transport{DisableKeepAlives: true}}
+var httpClient = &http.Client{Timeout: itest.Deadline, Transport: &http.Transport{DisableKeepAlives: true}}
 
 // httpGet returns the status and body of GET http://addr/path.
 func httpGet(addr, path string) (int, string, error) {
@@ -257,8 +212,8 @@ func (u *slowUpstream) waitArrived(t *testing.T) {
 	t.Helper()
 	select {
 	case <-u.arrived:
-	case <-time.After(Deadline):
-		t.Fatalf("no request reached the upstream within %v", Deadline)
+	case <-time.After(itest.Deadline):
+		t.Fatalf("no request reached the upstream within %v", itest.Deadline)
 	}
 }
 
@@ -272,13 +227,13 @@ var (
 // startNginx runs nginx under r with a configuration of generation 1,
 // and returns once its workers run, with its configuration file and
 // address.
-func startNginx(t testing.TB, r runner, upstream string) (s *Session, conf, addr string) {
+func startNginx(t testing.TB, r runner, upstream string) (s *itest.Session, conf, addr string) {
 	t.Helper()
 	requireTools(t, nginxPath)
-	dir, addr := SharedDir(t), FreeAddr(t)
+	dir, addr := itest.SharedDir(t), itest.FreeAddr(t)
 	conf = filepath.Join(dir, "nginx.conf")
 	writeFile(t, conf, nginxConf(dir, addr, upstream, 1))
-	s = Start(t, r.opts(dir, nil, nginxPath, "-e", "stderr", "-p", dir, "-c", conf, "-g", "daemon off;"))
+	s = itest.Start(t, r.opts(dir, nil, nginxPath, "-e", "stderr", "-p", dir, "-c", conf, "-g", "daemon off;"))
 	s.Stderr.WaitMatches(t, 0, nginxWorkerStarted, 2)
 	return s, conf, addr
 }
@@ -297,7 +252,7 @@ func TestNginx(t *testing.T) {
 		// the way is answered.
 		writeFile(t, conf, nginxConf(filepath.Dir(conf), addr, up.addr, 2))
 		s.Signal(syscall.SIGHUP)
-		for end := time.Now().Add(Deadline); ; {
+		for end := time.Now().Add(itest.Deadline); ; {
 			code, body, err := httpGet(addr, "/")
 			if err != nil || code != 200 {
 				t.Fatalf("during the reload: %d %q %v\n%s", code, body, err, s.Stderr)
@@ -306,7 +261,7 @@ func TestNginx(t *testing.T) {
 				break
 			}
 			if time.Now().After(end) {
-				t.Fatalf("still %q %v after SIGHUP\n%s", body, Deadline, s.Stderr)
+				t.Fatalf("still %q %v after SIGHUP\n%s", body, itest.Deadline, s.Stderr)
 			}
 		}
 
@@ -350,12 +305,12 @@ func expectBody(t *testing.T, addr, path, body string) {
 // first answer line.
 func redisDo(t *testing.T, addr string, args ...string) string {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, Deadline)
+	conn, err := net.DialTimeout("tcp", addr, itest.Deadline)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(Deadline))
+	conn.SetDeadline(time.Now().Add(itest.Deadline))
 	req := fmt.Sprintf("*%d\r\n", len(args))
 	for _, a := range args {
 		req += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
@@ -385,14 +340,14 @@ var (
 
 // startRedis runs redis-server under r, and returns once it is ready,
 // with its log (its stdout), its directory and its address.
-func startRedis(t testing.TB, r runner) (s *Session, out *Lines, dir, addr string) {
+func startRedis(t testing.TB, r runner) (s *itest.Session, out *itest.Lines, dir, addr string) {
 	t.Helper()
 	requireTools(t, redisPath)
-	dir, addr = SharedDir(t), FreeAddr(t)
+	dir, addr = itest.SharedDir(t), itest.FreeAddr(t)
 	out, w := stdoutLines(t)
 	o := r.opts(dir, nil, redisCommand(dir, addr)...)
 	o.Stdout = w
-	s = Start(t, o)
+	s = itest.Start(t, o)
 	w.Close()
 	out.WaitFor(t, redisReady)
 	return s, out, dir, addr
@@ -410,8 +365,8 @@ func TestRedis(t *testing.T) {
 		expectStopped(t, res, 0)
 		select {
 		case <-out.Closed: // redis's last lines are in
-		case <-time.After(Deadline):
-			t.Fatalf("redis's stdout still open %v after its exit", Deadline)
+		case <-time.After(itest.Deadline):
+			t.Fatalf("redis's stdout still open %v after its exit", itest.Deadline)
 		}
 		if out.Matching(redisSaved) != 1 || out.Matching(redisBye) != 1 {
 			t.Errorf("redis did not save and say goodbye:\n%s", out)
@@ -433,10 +388,10 @@ var (
 // gunicorn is a run of Debian's gunicorn (python3-gunicorn) serving
 // testdata/wsgiapp.py with two sync workers.
 type gunicorn struct {
-	*Session
+	*itest.Session
 	addr    string
-	events  *FIFO // "slow PID" when a slow request arrives
-	release *FIFO // a line written here answers it
+	events  *itest.FIFO // "slow PID" when a slow request arrives
+	release *itest.FIFO // a line written here answers it
 }
 
 func startGunicorn(t testing.TB, r runner, flags ...string) *gunicorn {
@@ -447,11 +402,11 @@ func startGunicorn(t testing.TB, r runner, flags ...string) *gunicorn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gunicorn{addr: FreeAddr(t), events: NewFIFO(t, "events"), release: NewFIFO(t, "release")}
-	o := r.opts(SharedDir(t), flags, python, "-m", "gunicorn", "--workers", "2", "--bind", g.addr,
+	g := &gunicorn{addr: itest.FreeAddr(t), events: itest.NewFIFO(t, "events"), release: itest.NewFIFO(t, "release")}
+	o := r.opts(itest.SharedDir(t), flags, python, "-m", "gunicorn", "--workers", "2", "--bind", g.addr,
 		"--graceful-timeout", "1", "--chdir", app, "wsgiapp:app")
 	o.Env = []string{"F=" + g.events.Path, "RELEASE=" + g.release.Path}
-	g.Session = Start(t, o)
+	g.Session = itest.Start(t, o)
 	g.Stderr.WaitMatches(t, 0, gunicornBooting, 2)
 	return g
 }
@@ -459,7 +414,7 @@ func startGunicorn(t testing.TB, r runner, flags ...string) *gunicorn {
 // master returns the pid of gunicorn's master, as the test sees it.
 func (g *gunicorn) master(t testing.TB) int {
 	t.Helper()
-	master := FirstBelow(g.Child, func(pid int) bool {
+	master := itest.FirstBelow(g.Child, func(pid int) bool {
 		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		return strings.HasPrefix(string(cmd), "/usr/bin/python3\x00-m\x00gunicorn\x00")
 	})
@@ -474,9 +429,9 @@ func (g *gunicorn) master(t testing.TB) int {
 // deadline.
 func waitWorkers(t *testing.T, master, n int) {
 	t.Helper()
-	for end := time.Now().Add(Deadline); len(ChildrenOf(master)) != n; {
+	for end := time.Now().Add(itest.Deadline); len(itest.ChildrenOf(master)) != n; {
 		if time.Now().After(end) {
-			t.Fatalf("gunicorn's master has %d workers, want %d", len(ChildrenOf(master)), n)
+			t.Fatalf("gunicorn's master has %d workers, want %d", len(itest.ChildrenOf(master)), n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -509,7 +464,7 @@ func TestGunicorn(t *testing.T) {
 				// Measured, not judged: tini ignores SIGTTIN and SIGTTOU
 				// rather than forwarding them.
 				time.Sleep(time.Second)
-				t.Logf("tini: %d workers a second after %s", len(ChildrenOf(master)), signals.Name(step.sig))
+				t.Logf("tini: %d workers a second after %s", len(itest.ChildrenOf(master)), signals.Name(step.sig))
 				continue
 			}
 			waitWorkers(t, master, step.want)
@@ -558,12 +513,12 @@ exit 3
 func TestCIJobStartingDaemons(t *testing.T) {
 	requireTools(t, redisPath, redisCLI)
 	eachRunner(t, func(t *testing.T, r runner) {
-		dir := SharedDir(t)
+		dir := itest.SharedDir(t)
 		data := pgCluster(t, dir)
 		o := r.opts(dir, nil, "sh", "-c", ciJob)
 		o.Env = []string{"PGBIN=" + pgBin, "PGDATA=" + data, "DIR=" + dir,
-			"PGPORT=" + PortOf(FreeAddr(t)), "REDISPORT=" + PortOf(FreeAddr(t))}
-		res := Start(t, o).Wait()
+			"PGPORT=" + itest.PortOf(itest.FreeAddr(t)), "REDISPORT=" + itest.PortOf(itest.FreeAddr(t))}
+		res := itest.Start(t, o).Wait()
 		pgLog, redisLog := readLog(t, dir, "postgres.log"), readLog(t, dir, "redis.log")
 		pgClean := pgShutDown.MatchString(pgLog) && pgSmart.MatchString(pgLog)
 		redisClean := redisSaved.MatchString(redisLog) && redisBye.MatchString(redisLog)
@@ -595,7 +550,7 @@ func readLog(t *testing.T, dir, name string) string {
 // withDeadline returns a context that ends with the test or after the
 // deadline.
 func withDeadline(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	t.Cleanup(cancel)
 	return ctx
 }

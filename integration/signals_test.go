@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -50,7 +51,7 @@ func without(sigs []syscall.Signal, drop syscall.Signal) []syscall.Signal {
 // sendOneByOne sends each signal to reaper once COMMAND has recorded the one
 // before, and returns what COMMAND recorded: one line per signal sent,
 // except those dropped (expected to leave no line).
-func sendOneByOne(t *testing.T, s *Session, rec *FIFO, send []syscall.Signal, dropped map[syscall.Signal]bool) []string {
+func sendOneByOne(t *testing.T, s *itest.Session, rec *itest.FIFO, send []syscall.Signal, dropped map[syscall.Signal]bool) []string {
 	t.Helper()
 	var got []string
 	for _, sig := range send {
@@ -61,16 +62,6 @@ func sendOneByOne(t *testing.T, s *Session, rec *FIFO, send []syscall.Signal, dr
 		got = append(got, rec.Next(t))
 	}
 	return got
-}
-
-// Running reports whether the session's reaper is still running.
-func (s *Session) Running() bool {
-	select {
-	case <-s.Ended:
-		return false
-	default:
-		return true
-	}
 }
 
 // TestEverySignalReachesCommandInOrder sends every signal, one after
@@ -123,9 +114,9 @@ func TestEverySignalReachesCommandInOrder(t *testing.T) {
 // begins a stop with a long grace period, and forwarding goes on during
 // it. A second SIGTERM then ends it with SIGKILL.
 func everySignalThroughAStop(t *testing.T, pid1 bool, binary string, flags []string, drop map[syscall.Signal]bool, want []string) {
-	rec := NewFIFO(t, "child")
-	s := Start(t, Opts{PID1: pid1, Binary: binary, Args: append(append([]string{"-v", "--grace=60s"}, flags...),
-		Bin().Helper, "record", "-stay", rec.Path)})
+	rec := itest.NewFIFO(t, "child")
+	s := itest.Start(t, itest.Opts{PID1: pid1, Binary: binary, Args: append(append([]string{"-v", "--grace=60s"}, flags...),
+		itest.Bin().Helper, "record", "-stay", rec.Path)})
 	rec.Ready(t)
 	got := sendOneByOne(t, s, rec, everySignal(), drop)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -145,9 +136,9 @@ func everySignalThroughAStop(t *testing.T, pid1 bool, binary string, flags []str
 // withoutStopRequest sends every signal but SIGTERM: none stops, and
 // COMMAND still runs a grace period (1 s) later.
 func withoutStopRequest(t *testing.T, pid1 bool, binary string, flags []string, drop map[syscall.Signal]bool) {
-	rec := NewFIFO(t, "child-no-stop")
-	s := Start(t, Opts{PID1: pid1, Binary: binary, Args: append(append([]string{"-v", "--grace=1s"}, flags...),
-		Bin().Helper, "record", "-stay", rec.Path)})
+	rec := itest.NewFIFO(t, "child-no-stop")
+	s := itest.Start(t, itest.Opts{PID1: pid1, Binary: binary, Args: append(append([]string{"-v", "--grace=1s"}, flags...),
+		itest.Bin().Helper, "record", "-stay", rec.Path)})
 	rec.Ready(t)
 	sendOneByOne(t, s, rec, without(everySignal(), syscall.SIGTERM), drop)
 	time.Sleep(1500 * time.Millisecond) // a grace period and a margin: proving that nothing happens
@@ -171,11 +162,11 @@ func TestHandledSignalsDoNotStop(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			modes(t, func(t *testing.T, pid1 bool) {
-				events := NewFIFO(t, "events")
+				events := itest.NewFIFO(t, "events")
 				script := fmt.Sprintf(`trap 'echo "handled %[1]s" > "$F"' %[1]s
 echo "command $$" > "$F"
 while :; do sleep 300 & wait $!; done`, name)
-				s := Start(t, Opts{PID1: pid1, Env: []string{"F=" + events.Path},
+				s := itest.Start(t, itest.Opts{PID1: pid1, Env: []string{"F=" + events.Path},
 					Args: []string{"-v", "--grace=1s", "sh", "-c", script}})
 				if line := events.Next(t); !strings.HasPrefix(line, "command ") {
 					t.Fatalf("payload wrote %q", line)
@@ -223,13 +214,13 @@ func TestStopOn(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			events := NewFIFO(t, "events")
-			o := Opts{Env: append([]string{"F=" + events.Path}, tc.env...),
+			events := itest.NewFIFO(t, "events")
+			o := itest.Opts{Env: append([]string{"F=" + events.Path}, tc.env...),
 				Args: append(append([]string{"-v", "--grace=1s"}, tc.flags...), "sh", "-c", ignoring)}
 			if tc.intIgnored { // the shell becomes reaper: same pid
-				o.Command = append([]string{"sh", "-c", `trap '' INT; exec "$0" "$@"`, Bin().Reaper}, o.Args...)
+				o.Command = append([]string{"sh", "-c", `trap '' INT; exec "$0" "$@"`, itest.Bin().Reaper}, o.Args...)
 			}
-			s := Start(t, o)
+			s := itest.Start(t, o)
 			events.Next(t)
 			s.Signal(tc.sig)
 			if !tc.stops {
@@ -254,7 +245,7 @@ func TestStopOn(t *testing.T) {
 	}
 	// --stop-on takes only signals reaper can receive as one.
 	for _, bad := range []string{"--stop-on=KILL", "--stop-on=CHLD", "--stop-on=PROF", "--stop-on=BOGUS"} {
-		if code, _, stderr := RunReaper(t, nil, bad, "true"); code != 2 || strings.Count(stderr, "\n") != 1 {
+		if code, _, stderr := itest.RunReaper(t, nil, bad, "true"); code != 2 || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("%s: exit %d, %q; want 2 and one line", bad, code, stderr)
 		}
 	}
@@ -267,7 +258,7 @@ type build struct {
 }
 
 func builds() []build {
-	return []build{{"documented", Bin().Reaper}, {"plain", Bin().Plain}}
+	return []build{{"documented", itest.Bin().Reaper}, {"plain", itest.Bin().Plain}}
 }
 
 // TestEveryBuildIsNamedReaper runs each build as PID 1 of a PID namespace:
@@ -276,8 +267,8 @@ func builds() []build {
 func TestEveryBuildIsNamedReaper(t *testing.T) {
 	for _, b := range builds() {
 		t.Run(b.name, func(t *testing.T) {
-			events := NewFIFO(t, "events")
-			s := Start(t, Opts{PID1: true, Binary: b.path, Env: []string{"F=" + events.Path},
+			events := itest.NewFIFO(t, "events")
+			s := itest.Start(t, itest.Opts{PID1: true, Binary: b.path, Env: []string{"F=" + events.Path},
 				Args: []string{"sh", "-c", `echo "command $$" > "$F"; exec sleep 300`}})
 			events.Next(t)
 			reaper := s.ReaperPID()
@@ -311,8 +302,8 @@ func readTrimmed(path string) string {
 // directory, and reaper itself moves to /, so that it keeps no mount busy.
 func TestReaperLeavesTheCallersDirectory(t *testing.T) {
 	dir := t.TempDir()
-	events := NewFIFO(t, "events")
-	s := Start(t, Opts{Dir: dir, Env: []string{"F=" + events.Path},
+	events := itest.NewFIFO(t, "events")
+	s := itest.Start(t, itest.Opts{Dir: dir, Env: []string{"F=" + events.Path},
 		Args: []string{"--report=report.json", "sh", "-c", `echo "command $$" > "$F"; exec sleep 300`}})
 	var command int
 	fmt.Sscanf(events.Next(t), "command %d", &command)
@@ -334,11 +325,11 @@ func TestReaperLeavesTheCallersDirectory(t *testing.T) {
 // cannot make it skip the re-execution that turns async preemption off:
 // reaper's own environment then holds GODEBUG=asyncpreemptoff=1.
 func TestForgedSavedStateKeepsPreemptionOff(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-c",
 		`REAPER_SAVED_GODEBUG="$$:\"reaper\":unset" exec "$PLAIN" -- sh -c 'tr "\0" "\n" < /proc/$PPID/environ'`)
-	cmd.Env = append(os.Environ(), "PLAIN="+Bin().Plain)
+	cmd.Env = append(os.Environ(), "PLAIN="+itest.Bin().Plain)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -22,8 +23,8 @@ import (
 // drains for a while on SIGTERM, then stops its worker (in a session of
 // its own) and exits 0, and an escapee it does not manage.
 type orderly struct {
-	*Session
-	events  *FIFO
+	*itest.Session
+	events  *itest.FIFO
 	pids    map[string]int // command, worker, escapee: as the payload sees them
 	reaper  int            // reaper's pid as the payload sees it
 	senders map[string]int // who sent each its SIGTERM, once the run ended
@@ -33,14 +34,14 @@ type orderly struct {
 // drain seconds, and waits until its three processes announced themselves.
 func startOrderly(t *testing.T, pid1 bool, drain string, flags ...string) *orderly {
 	t.Helper()
-	python := RequirePython(t)
-	o := &orderly{events: NewFIFO(t, "events"), pids: map[string]int{}, senders: map[string]int{}}
+	python := itest.RequirePython(t)
+	o := &orderly{events: itest.NewFIFO(t, "events"), pids: map[string]int{}, senders: map[string]int{}}
 	script, err := filepath.Abs("testdata/orderly.py")
 	if err != nil {
 		t.Fatal(err)
 	}
 	args := append(append([]string{"-v"}, flags...), python, script)
-	o.Session = Start(t, Opts{PID1: pid1, Args: args, Env: []string{"F=" + o.events.Path, "DRAIN=" + drain}})
+	o.Session = itest.Start(t, itest.Opts{PID1: pid1, Args: args, Env: []string{"F=" + o.events.Path, "DRAIN=" + drain}})
 	for len(o.pids) < 3 {
 		var who string
 		var pid int
@@ -57,7 +58,7 @@ func startOrderly(t *testing.T, pid1 bool, drain string, flags ...string) *order
 }
 
 // finish waits for reaper and reads who sent each process its SIGTERM.
-func (o *orderly) finish(t *testing.T) *Result {
+func (o *orderly) finish(t *testing.T) *itest.Result {
 	t.Helper()
 	r := o.Wait()
 	for _, line := range o.events.Rest() {
@@ -68,16 +69,6 @@ func (o *orderly) finish(t *testing.T) *Result {
 		}
 	}
 	return r
-}
-
-// RequirePython returns Debian's python3, or skips.
-func RequirePython(t *testing.T) string {
-	t.Helper()
-	const python = "/usr/bin/python3"
-	if _, err := os.Stat(python); err != nil {
-		Skip(t, "no %s (apt-get install python3): %v", python, err)
-	}
-	return python
 }
 
 // TestStopRequestReachesCommandFirst: by default a stop request goes to
@@ -154,14 +145,14 @@ func TestIgnoredSignalsStillForwarded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rec, pids := NewFIFO(t, "rec"), NewFIFO(t, "pids")
+			rec, pids := itest.NewFIFO(t, "rec"), itest.NewFIFO(t, "pids")
 			cmd := exec.Command("sh", "-c", tc.script)
-			cmd.Dir = SharedDir(t) // nohup.out, if any, goes there
-			cmd.Env = append(os.Environ(), "REAPER="+Bin().Reaper, "HELPER="+Bin().Helper, "REC="+rec.Path, "PIDS="+pids.Path)
+			cmd.Dir = itest.SharedDir(t) // nohup.out, if any, goes there
+			cmd.Env = append(os.Environ(), "REAPER="+itest.Bin().Reaper, "HELPER="+itest.Bin().Helper, "REC="+rec.Path, "PIDS="+pids.Path)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			timer := time.AfterFunc(Deadline, func() { cmd.Process.Kill() })
+			timer := time.AfterFunc(itest.Deadline, func() { cmd.Process.Kill() })
 			defer timer.Stop()
 			reaper, err := strconv.Atoi(pids.Next(t))
 			if err != nil {

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // The lingering user whose manager runs the user units.
@@ -111,11 +113,11 @@ Delegate=yes
 
 func TestSystemdNative(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		Skip(t, "no /usr/bin/python3 for the payloads (apt-get install python3): %v", err)
+		itest.Skip(t, "no /usr/bin/python3 for the payloads (apt-get install python3): %v", err)
 	}
-	spec := BootSpec{
+	spec := itest.BootSpec{
 		Units: map[string]string{},
-		Opt:   map[string][]byte{"native.py": MustRead(t, "testdata/native.py")},
+		Opt:   map[string][]byte{"native.py": itest.MustRead(t, "testdata/native.py")},
 		Files: map[string]string{
 			// What a user manager needs here: a PAM stack for
 			// systemd-user, and XDG_RUNTIME_DIR (logind would set it).
@@ -151,12 +153,12 @@ func TestSystemdNative(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), 2*Deadline)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*itest.Deadline)
 				defer cancel()
 				results[i][j] = row.run(n, ctx, v)
 				if ctx.Err() != nil {
 					results[i][j].ok = false
-					results[i][j].why += fmt.Sprintf(" (the row's deadline of %v passed)", 2*Deadline)
+					results[i][j].why += fmt.Sprintf(" (the row's deadline of %v passed)", 2*itest.Deadline)
 				}
 			}()
 		}
@@ -302,7 +304,7 @@ func (n *native) stopResults(ctx context.Context, user bool, unit string, want i
 	q := regexp.QuoteMeta(unit)
 	line := regexp.MustCompile(`(?m)^(?:` + q + `: Main process exited, (code=\S+, status=\S+)|` +
 		q + `: Failed with result '([^']+)'\.|(Stopped) ` + q + `\.)$`)
-	end := time.Now().Add(Deadline)
+	end := time.Now().Add(itest.Deadline)
 	for {
 		journal, err := n.try(ctx, append([]string{"journalctl", "--no-pager", "-o", "cat"}, match...)...)
 		var results []string
@@ -350,7 +352,7 @@ func (n *native) runs(name string) (map[string]int, []string) {
 // escapeeUp waits until the current run of a stop payload has its escapee.
 func (n *native) escapeeUp(ctx context.Context, user bool, unit, name string) error {
 	run := n.prop(ctx, user, unit, "InvocationID")
-	end := time.Now().Add(Deadline)
+	end := time.Now().Add(itest.Deadline)
 	for {
 		for _, p := range n.payload(name) {
 			if p.run == run && strings.HasPrefix(p.cmdline, "sleep 1001") {
@@ -423,7 +425,7 @@ func (n *native) reload(ctx context.Context, v nativeVariant) outcome {
 	if _, err := n.ctl(ctx, false, "start", unit); err != nil {
 		return outcome{cell: "start failed", why: err.Error()}
 	}
-	if _, ok := n.waitEvent(ctx, name, "up", Deadline); !ok {
+	if _, ok := n.waitEvent(ctx, name, "up", itest.Deadline); !ok {
 		return outcome{cell: "COMMAND never up", why: "no 'up' from the payload: " + n.eventLog(name)}
 	}
 	pid := n.prop(ctx, false, unit, "MainPID")

@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,156 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/reaper-init/reaper/reaper"
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
-
-// Leaf processes of the payloads: each announces itself on $F, then
-// sleeps. STUBBORN ignores SIGTERM, and so does the sleep it becomes.
-const (
-	leaf     = `echo "up $$" > "$F"; exec sleep 300`
-	stubborn = `trap "" TERM; echo "stubborn $$" > "$F"; exec sleep 300`
-)
-
-// Tree is a payload: COMMAND runs body, which starts processes that each
-// announce themselves on $F, then waits for the test to write to the gate $G
-// and exits with code exit.
-type Tree struct {
-	Flags   []string
-	Body    string
-	Ups     int // how many processes body starts that announce themselves
-	Exit    int
-	PidsMax int
-	// Shim, when set, runs the tree under this command line (a peer such
-	// as tini) instead of reaper with flags and --report.
-	Shim []string
-	// Cgroup and leave are passed on to start (see opts).
-	Cgroup *Cgroup
-	Leave  bool
-	// NoReport runs reaper without --report, as the benchmarks do: the
-	// report reads every descendant's command line.
-	NoReport bool
-	Env      []string // added to reaper's environment
-	Prefix   []string // passed on to start (see opts)
-}
-
-// Planted is a running tree.
-type Planted struct {
-	*Session
-	Events   *FIFO
-	gate     *FIFO
-	Ups      []int // the announced pids, as seen inside reaper's PID namespace
-	Stubborn []int // those of them that ignore SIGTERM
-	report   string
-	Command  int // COMMAND's pid inside reaper's PID namespace
-}
-
-// Plant starts reaper around tr and waits until every process announced
-// itself.
-func Plant(t testing.TB, pid1 bool, tr Tree) *Planted {
-	t.Helper()
-	p := &Planted{Events: NewFIFO(t, "events"), gate: NewFIFO(t, "gate")}
-	p.report = SharedDir(t) + "/report.json"
-	script := fmt.Sprintf("echo \"command $$\" > \"$F\"\n%s\nread x < \"$G\"\nexit %d", tr.Body, tr.Exit)
-	args := []string{"-v"}
-	if !tr.NoReport {
-		args = append(args, "--report="+p.report)
-	}
-	args = append(args, tr.Flags...)
-	args = append(args, "sh", "-c", script)
-	var command []string
-	if tr.Shim != nil {
-		command = append(append(append([]string{}, tr.Shim...), "sh", "-c"), script)
-	}
-	p.Session = Start(t, Opts{PID1: pid1, PidsMax: tr.PidsMax, Args: args, Command: command, Cgroup: tr.Cgroup, Leave: tr.Leave, Prefix: tr.Prefix, Env: append([]string{
-		"F=" + p.Events.Path, "G=" + p.gate.Path, "LEAF=" + leaf, "STUBBORN=" + stubborn, "HELPER=" + Bin().Helper,
-	}, tr.Env...)})
-	for len(p.Ups) < tr.Ups || p.Command == 0 {
-		line := p.Events.Next(t)
-		kind, pid, _ := strings.Cut(line, " ")
-		n, err := strconv.Atoi(pid)
-		if err != nil {
-			t.Fatalf("payload wrote %q", line)
-		}
-		switch kind {
-		case "command":
-			p.Command = n
-		case "up", "listening":
-			p.Ups = append(p.Ups, n)
-		case "stubborn":
-			p.Ups = append(p.Ups, n)
-			p.Stubborn = append(p.Stubborn, n)
-		default:
-			t.Fatalf("payload wrote %q", line)
-		}
-	}
-	return p
-}
-
-// Release lets COMMAND exit, and returns when, in CLOCK_MONOTONIC
-// nanoseconds (the clock of the harness's exit_ns).
-func (p *Planted) Release(t testing.TB) int64 {
-	t.Helper()
-	now := MonotonicNS()
-	if _, err := p.gate.File.Write([]byte("go\n")); err != nil {
-		t.Fatal(err)
-	}
-	return now
-}
-
-func MonotonicNS() int64 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
-}
-
-// ReadReport decodes the --report file.
-func (p *Planted) ReadReport(t testing.TB) reaper.Report {
-	t.Helper()
-	data, err := os.ReadFile(p.report)
-	if err != nil {
-		t.Fatalf("no report: %v", err)
-	}
-	var r reaper.Report
-	if err := json.Unmarshal(data, &r); err != nil {
-		t.Fatalf("report %s: %v", data, err)
-	}
-	return r
-}
-
-// Outcomes maps each descendant's pid to its outcome in the report.
-func Outcomes(r reaper.Report) map[int]string {
-	m := map[int]string{}
-	if r.Teardown != nil {
-		for _, d := range r.Teardown.Descendants {
-			m[d.PID] = d.Outcome
-		}
-	}
-	return m
-}
-
-// ExpectClean fails the test unless reaper exited with code and left
-// nothing behind, and every announced process went after the stop signal
-// (outcome "exited"), except the stubborn ones, which were killed.
-func (p *Planted) ExpectClean(t testing.TB, r *Result, code int) {
-	t.Helper()
-	if r.Status() != code {
-		t.Errorf("exit %d, want %d\nstderr:\n%s", r.Status(), code, r.Stderr)
-	}
-	if left := r.Leftovers(); left != "" {
-		t.Errorf("reaper left %s\nstderr:\n%s", left, r.Stderr)
-	}
-	got := Outcomes(p.ReadReport(t))
-	for _, pid := range p.Ups {
-		want := "exited"
-		if slices.Contains(p.Stubborn, pid) {
-			want = "killed"
-		}
-		if got[pid] != want {
-			t.Errorf("pid %d: outcome %q in the report, want %q (report: %v)", pid, got[pid], want, got)
-		}
-	}
-}
 
 // bothWalks runs f with reaper finding descendants through its cgroup
 // (--cgroup=on) and through /proc (--cgroup=off), each as a subreaper and
@@ -181,7 +31,7 @@ func bothWalks(t *testing.T, f func(t *testing.T, pid1 bool, cgroupFlag string))
 
 func TestTeardownBackgroundChildInGroup(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := Plant(t, pid1, Tree{Body: `sh -c "$LEAF" &`, Ups: 1})
+		p := itest.Plant(t, pid1, itest.Tree{Body: `sh -c "$LEAF" &`, Ups: 1})
 		p.Release(t)
 		p.ExpectClean(t, p.Wait(), 0)
 	})
@@ -189,7 +39,7 @@ func TestTeardownBackgroundChildInGroup(t *testing.T) {
 
 func TestTeardownSetsidAndDoubleForkedDaemons(t *testing.T) {
 	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := Plant(t, pid1, Tree{Flags: []string{cgroupFlag}, Ups: 3, Exit: 5, Body: `
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{cgroupFlag}, Ups: 3, Exit: 5, Body: `
 setsid sh -c 'sh -c "$LEAF" & exit 0' &
 (sh -c "$LEAF" &)
 setsid sh -c "$LEAF" &`})
@@ -201,7 +51,7 @@ setsid sh -c "$LEAF" &`})
 func TestTeardownKillsWhatIgnoresSIGTERMAfterGrace(t *testing.T) {
 	const grace = time.Second
 	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := Plant(t, pid1, Tree{Flags: []string{cgroupFlag, "--grace=1s"}, Ups: 2,
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{cgroupFlag, "--grace=1s"}, Ups: 2,
 			Body: `sh -c "$STUBBORN" &
 sh -c "$LEAF" &`})
 		released := time.Now()
@@ -233,7 +83,7 @@ while [ $i -lt 125 ]; do
   i=$((i+1))
 done`
 	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := Plant(t, pid1, Tree{Flags: []string{cgroupFlag}, Body: body, Ups: 500, PidsMax: 1024})
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{cgroupFlag}, Body: body, Ups: 500, PidsMax: 1024})
 		p.Release(t)
 		p.ExpectClean(t, p.Wait(), 0)
 		if n := len(p.ReadReport(t).Teardown.Descendants); n != 500 {
@@ -249,7 +99,7 @@ func TestTeardownCatchesForksDuringTeardown(t *testing.T) {
 	// empty tree.
 	forker := `trap "" TERM; echo "stubborn $$" > "$F"; while :; do sleep 300 & done 2>/dev/null`
 	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := Plant(t, pid1, Tree{Flags: []string{cgroupFlag, "--grace=1s"}, Ups: 1, PidsMax: 128,
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{cgroupFlag, "--grace=1s"}, Ups: 1, PidsMax: 128,
 			Body: `bash -c '` + forker + `' &`})
 		p.Release(t)
 		p.ExpectClean(t, p.Wait(), 0)
@@ -258,7 +108,7 @@ func TestTeardownCatchesForksDuringTeardown(t *testing.T) {
 
 func TestTeardownWhenCommandIsKilled(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := Plant(t, pid1, Tree{Ups: 2, Body: `sh -c "$LEAF" &
+		p := itest.Plant(t, pid1, itest.Tree{Ups: 2, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &`})
 		if err := syscall.Kill(p.HostPIDAnywhere(t, p.Command), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -278,7 +128,7 @@ func TestTeardownOnStopSignalToReaper(t *testing.T) {
 	}{{syscall.SIGTERM, "SIGTERM", nil}, {syscall.SIGHUP, "SIGHUP or SIGTERM", []string{"--stop-on=HUP"}}} {
 		t.Run(signals.Name(sc.sig), func(t *testing.T) {
 			bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-				p := Plant(t, pid1, Tree{Flags: append([]string{cgroupFlag}, sc.flags...), Ups: 3, Body: `sh -c "$LEAF" &
+				p := itest.Plant(t, pid1, itest.Tree{Flags: append([]string{cgroupFlag}, sc.flags...), Ups: 3, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &
 (sh -c "$LEAF" &)`})
 				p.Signal(sc.sig)
@@ -304,7 +154,7 @@ func TestStopSignalReachesCommandFirst(t *testing.T) {
 	for _, target := range []string{"child", "group"} {
 		t.Run(target, func(t *testing.T) {
 			modes(t, func(t *testing.T, pid1 bool) {
-				p := Plant(t, pid1, Tree{Flags: []string{"-vv", "--forward=" + target}, Ups: 2, Body: `sh -c "$LEAF" &
+				p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"-vv", "--forward=" + target}, Ups: 2, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &`})
 				p.Signal(syscall.SIGTERM)
 				r := p.Wait()
@@ -321,7 +171,7 @@ setsid sh -c "$LEAF" &`})
 
 func TestTeardownOnTimeout(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := Plant(t, pid1, Tree{Flags: []string{"--timeout=3s"}, Ups: 2, Body: `sh -c "$LEAF" &
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--timeout=3s"}, Ups: 2, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &`})
 		r := p.Wait() // COMMAND waits at its gate for ever
 		p.ExpectClean(t, r, 124)
@@ -335,9 +185,9 @@ func TestTeardownFreesTheListenersPort(t *testing.T) {
 	for _, flag := range []string{"", "-ignore-term"} {
 		t.Run("listener"+flag, func(t *testing.T) {
 			modes(t, func(t *testing.T, pid1 bool) {
-				addr := FreeAddr(t)
+				addr := itest.FreeAddr(t)
 				// leave: a listener reaper left must still hold the port.
-				p := Plant(t, pid1, Tree{Flags: []string{"--grace=500ms"}, Ups: 1, Leave: true,
+				p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=500ms"}, Ups: 1, Leave: true,
 					Body: fmt.Sprintf(`setsid "$HELPER" listen %s %s "$F" &`, flag, addr)})
 				if l, err := net.Listen("tcp", addr); err == nil {
 					l.Close()
@@ -360,10 +210,10 @@ func TestTeardownFreesTheListenersPort(t *testing.T) {
 
 func TestWaitLetsDescendantsFinish(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		finish := NewFIFO(t, "finish")
+		finish := itest.NewFIFO(t, "finish")
 		// The descendant outlives COMMAND and reports any SIGTERM it gets.
 		body := `H=` + finish.Path + ` sh -c 'trap "echo TERM > \"\$F\"" TERM; echo "up $$" > "$F"; read x < "$H"; echo bye > "$F"' &`
-		p := Plant(t, pid1, Tree{Flags: []string{"--wait"}, Ups: 1, Exit: 3, Body: body})
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--wait"}, Ups: 1, Exit: 3, Body: body})
 		p.Release(t)
 		p.Stderr.WaitFor(t, regexp.MustCompile(`reaper: info: command exited`))
 		select {
@@ -384,7 +234,7 @@ func TestWaitLetsDescendantsFinish(t *testing.T) {
 
 func TestWaitIsBoundedByTimeout(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := Plant(t, pid1, Tree{Flags: []string{"--wait", "--timeout=2s"}, Ups: 1, Body: `setsid sh -c "$LEAF" &`})
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--wait", "--timeout=2s"}, Ups: 1, Body: `setsid sh -c "$LEAF" &`})
 		p.Release(t)
 		p.ExpectClean(t, p.Wait(), 124)
 	})
@@ -392,7 +242,7 @@ func TestWaitIsBoundedByTimeout(t *testing.T) {
 
 func TestReportMatchesWhatHappened(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := Plant(t, pid1, Tree{Flags: []string{"--grace=500ms"}, Ups: 3, Exit: 7, Body: `sh -c "$LEAF" &
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=500ms"}, Ups: 3, Exit: 7, Body: `sh -c "$LEAF" &
 setsid sh -c "$STUBBORN" &
 (sh -c "$LEAF" &)`})
 		p.Release(t)
@@ -430,7 +280,7 @@ func TestStopSignalFlag(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		// The leaf ignores SIGTERM and leaves on SIGUSR1, writing it down.
 		body := `sh -c 'trap "" TERM; trap "echo usr1 \$\$ > \"\$F\"; exit 0" USR1; echo "up $$" > "$F"; while :; do sleep 1; done' &`
-		p := Plant(t, pid1, Tree{Flags: []string{"--stop-signal=USR1", "--grace=30s"}, Ups: 1, Body: body})
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--stop-signal=USR1", "--grace=30s"}, Ups: 1, Body: body})
 		p.Release(t)
 		r := p.Wait()
 		if got := p.Events.Next(t); got != fmt.Sprintf("usr1 %d", p.Ups[0]) {
@@ -447,7 +297,7 @@ func TestStoppedProcessesGetSIGCONT(t *testing.T) {
 				// One stopped process in COMMAND's group, one in a session of
 				// its own; without SIGCONT neither acts on SIGTERM and both
 				// would be killed at the deadline.
-				p := Plant(t, pid1, Tree{Flags: []string{"--grace=30s"}, Ups: 2, Body: `sh -c "$LEAF" &
+				p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=30s"}, Ups: 2, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &`})
 				for _, pid := range p.Ups {
 					host := p.HostPIDAnywhere(t, pid)
@@ -474,7 +324,7 @@ setsid sh -c "$LEAF" &`})
 
 func TestSecondStopSignalKillsAtOnce(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := Plant(t, pid1, Tree{Flags: []string{"--grace=45s"}, Ups: 1, Body: `sh -c "$STUBBORN" &`})
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=45s"}, Ups: 1, Body: `sh -c "$STUBBORN" &`})
 		p.Signal(syscall.SIGTERM)
 		p.Stderr.WaitFor(t, regexp.MustCompile(`reaper: info: stopping reason=signal`))
 		p.Signal(syscall.SIGTERM)
@@ -494,7 +344,7 @@ func TestGraceZero(t *testing.T) {
 	// grace (5 s) could end, nothing is left, and each is named by its
 	// command line.
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := Plant(t, pid1, Tree{Flags: []string{"--grace=0", "--cgroup=off"}, Ups: 20, Body: `i=0
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=0", "--cgroup=off"}, Ups: 20, Body: `i=0
 while [ $i -lt 20 ]; do sh -c "$STUBBORN" & i=$((i+1)); done`})
 		p.Release(t)
 		r := p.Wait()
@@ -520,7 +370,7 @@ func TestOneStopSignalDuringAStopKeepsTheGrace(t *testing.T) {
 	// COMMAND exits: the stop begins without a signal. A single SIGTERM from
 	// outside (docker stop) must not cut the grace period short.
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := Plant(t, pid1, Tree{Flags: []string{"--grace=1s"}, Ups: 1, Body: `sh -c "$STUBBORN" &`})
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=1s"}, Ups: 1, Body: `sh -c "$STUBBORN" &`})
 		p.Release(t)
 		p.Stderr.WaitFor(t, regexp.MustCompile(`reaper: info: stopping reason="command exited"`))
 		p.Signal(syscall.SIGTERM)
@@ -536,7 +386,7 @@ func TestOneStopSignalDuringAStopKeepsTheGrace(t *testing.T) {
 
 func TestTimeoutDuringAStopKeepsTheStatus(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := Plant(t, pid1, Tree{Flags: []string{"--timeout=2s", "--grace=3s"}, Ups: 1, Exit: 3, Body: `sh -c "$STUBBORN" &`})
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--timeout=2s", "--grace=3s"}, Ups: 1, Exit: 3, Body: `sh -c "$STUBBORN" &`})
 		p.Release(t)
 		r := p.Wait()
 		p.ExpectClean(t, r, 3) // COMMAND exited 3 before the timeout: not 124
@@ -555,7 +405,7 @@ func TestParentDeathSignal(t *testing.T) {
 			}
 			// leave: the harness must not kill what reaper left, or COMMAND
 			// would be dead whether the parent-death signal worked or not.
-			p := Plant(t, false, Tree{Flags: flags, Leave: true})
+			p := itest.Plant(t, false, itest.Tree{Flags: flags, Leave: true})
 			pidfd, err := unix.PidfdOpen(p.Command, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -572,7 +422,7 @@ func TestParentDeathSignal(t *testing.T) {
 			if c.dies {
 				// Dead, or about to be: the signal is queued as reaper exits.
 				fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-				if n, _ := unix.Poll(fds, int(Deadline.Milliseconds())); n != 1 {
+				if n, _ := unix.Poll(fds, int(itest.Deadline.Milliseconds())); n != 1 {
 					t.Errorf("COMMAND still runs after reaper was SIGKILLed")
 				}
 			} else if !commandSurvived {
@@ -583,11 +433,11 @@ func TestParentDeathSignal(t *testing.T) {
 }
 
 func TestProcOfAnotherNamespace(t *testing.T) {
-	RequireRoot(t)
+	itest.RequireRoot(t)
 	// A PID namespace without a /proc of its own: reaper (PID 1) must not
 	// act on the parent namespace's processes; it warns and falls back to
 	// COMMAND's process group.
-	s := Start(t, Opts{PID1: true, NoMountProc: true, Args: []string{"-v", "--grace=1s", "sh", "-c", "sleep 300 & exec sleep 300"}})
+	s := itest.Start(t, itest.Opts{PID1: true, NoMountProc: true, Args: []string{"-v", "--grace=1s", "sh", "-c", "sleep 300 & exec sleep 300"}})
 	s.Stderr.WaitFor(t, regexp.MustCompile(`/proc belongs to another PID namespace`), regexp.MustCompile(`info: started`))
 	s.Signal(syscall.SIGTERM)
 	if r := s.Wait(); r.Status() != 128+15 || r.Leftovers() != "" {
@@ -596,13 +446,13 @@ func TestProcOfAnotherNamespace(t *testing.T) {
 }
 
 func TestProcOfAnotherNamespaceChildForward(t *testing.T) {
-	RequireRoot(t)
+	itest.RequireRoot(t)
 	// Blind, with --forward=child: the forwarded SIGTERM reaches COMMAND
 	// only, so the rest of COMMAND's group gets the stop signal as well,
 	// not just the SIGKILL at the deadline.
-	events := NewFIFO(t, "events")
+	events := itest.NewFIFO(t, "events")
 	body := `sh -c 'trap "echo term > \"$F\"; exit 0" TERM; echo up > "$F"; sleep 300 & wait' & exec sleep 300`
-	s := Start(t, Opts{PID1: true, NoMountProc: true, Env: []string{"F=" + events.Path},
+	s := itest.Start(t, itest.Opts{PID1: true, NoMountProc: true, Env: []string{"F=" + events.Path},
 		Args: []string{"-v", "--grace=30s", "--forward=child", "sh", "-c", body}})
 	if got := events.Next(t); got != "up" {
 		t.Fatalf("payload wrote %q", got)
@@ -617,30 +467,12 @@ func TestProcOfAnotherNamespaceChildForward(t *testing.T) {
 	}
 }
 
-// HostPIDAnywhere finds the test's pid of a process seen inside reaper's
-// PID namespace, anywhere below reaper.
-func (s *Session) HostPIDAnywhere(t testing.TB, nsPID int) int {
-	t.Helper()
-	if !s.pid1 {
-		return nsPID
-	}
-	host := FirstBelow(s.ReaperPID(), func(pid int) bool {
-		ns, _ := InnermostPID(pid)
-		return ns == nsPID
-	})
-	if host != 0 {
-		return host
-	}
-	t.Fatalf("no process below reaper has pid %d in its namespace", nsPID)
-	return 0
-}
-
 // waitState waits until pid is in state (a letter of /proc/PID/stat). The
 // kernel gives no event for a stop of a process that is not one's child.
 func waitState(t testing.TB, pid int, state byte) {
 	t.Helper()
-	end := time.Now().Add(Deadline)
-	for ProcState(pid) != state {
+	end := time.Now().Add(itest.Deadline)
+	for itest.ProcState(pid) != state {
 		if time.Now().After(end) {
 			t.Fatalf("pid %d never reached state %c", pid, state)
 		}

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,8 +91,8 @@ ExecStopPost=/bin/sh -c 'echo "$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS" >/run
 
 func TestSystemdUnitStop(t *testing.T) {
 	t.Parallel() // with TestOpenClawGateway: mostly waiting
-	RequirePython(t)
-	spec := BootSpec{Units: map[string]string{}, Opt: map[string][]byte{"orderly.py": MustRead(t, "testdata/orderly.py")}}
+	itest.RequirePython(t)
+	spec := itest.BootSpec{Units: map[string]string{}, Opt: map[string][]byte{"orderly.py": itest.MustRead(t, "testdata/orderly.py")}}
 	for _, row := range unitStopRows {
 		spec.Units[row.name+".service"] = unitStopUnit(row)
 	}
@@ -103,7 +104,7 @@ func TestSystemdUnitStop(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 2*Deadline)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*itest.Deadline)
 			defer cancel()
 			if err := n.unitStop(ctx, t, row); err != nil {
 				t.Errorf("%s: %v", row.name, err)
@@ -187,7 +188,7 @@ func (n *native) unitStop(ctx context.Context, t *testing.T, row unitStopRow) er
 // marked with name.
 func (n *native) waitPayload(ctx context.Context, unit, name string, want int) error {
 	run := n.prop(ctx, false, unit, "InvocationID")
-	end := time.Now().Add(Deadline)
+	end := time.Now().Add(itest.Deadline)
 	for {
 		current, _ := split(n.payload(name), run)
 		if len(current) == want {
@@ -221,7 +222,7 @@ func (ct *nspawn) orderlyEvents(name string) []string {
 // waitEvents waits until the orderly service of name has announced each
 // of its processes, and returns their pids (as the container sees them).
 func (ct *nspawn) waitEvents(ctx context.Context, name string, who ...string) (map[string]int, error) {
-	end := time.Now().Add(Deadline)
+	end := time.Now().Add(itest.Deadline)
 	for {
 		pids := map[string]int{}
 		for _, line := range ct.orderlyEvents(name) {

@@ -1,4 +1,4 @@
-package integration
+package itest
 
 import (
 	"os"
@@ -18,4 +18,22 @@ func Skip(t testing.TB, format string, args ...any) {
 		t.Fatalf("cannot run, and REAPER_REQUIRE_ALL=1 forbids skipping: "+format, args...)
 	}
 	t.Skipf(format, args...)
+}
+
+// RequireRoot skips tests that need privileges this run does not have.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Skip(t, "needs root (PID namespaces, cgroups); CI runs as root")
+	}
+}
+
+// RequirePython returns Debian's python3, or skips.
+func RequirePython(t *testing.T) string {
+	t.Helper()
+	const python = "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		Skip(t, "no %s (apt-get install python3): %v", python, err)
+	}
+	return python
 }

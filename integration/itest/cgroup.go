@@ -1,4 +1,4 @@
-package integration
+package itest
 
 import (
 	"fmt"
@@ -54,6 +54,15 @@ func NewCgroup(t testing.TB, pidsMax int) *Cgroup {
 			t.Fatalf("pids.max: %v", err)
 		}
 	}
+	return cg
+}
+
+// SharedCgroup makes a cgroup for several runs of one test, removed (with
+// whatever is left in it) when the test ends.
+func SharedCgroup(t *testing.T, pidsMax int) *Cgroup {
+	t.Helper()
+	cg := NewCgroup(t, pidsMax)
+	t.Cleanup(func() { cg.Remove(t) })
 	return cg
 }
 
@@ -132,6 +141,32 @@ func WaitEmpty(dir string) error {
 			unix.Read(fd, buf)
 		}
 	}
+}
+
+// RemoveCgroupTree removes a cgroup and every group below it, deepest first,
+// trying again while processes still leave them.
+func RemoveCgroupTree(t testing.TB, dir string) {
+	if _, err := os.Stat(dir); err != nil {
+		return
+	}
+	end := time.Now().Add(Deadline)
+	for {
+		err := cgroup.RemoveTree(dir)
+		if err == nil {
+			return
+		}
+		if time.Now().After(end) {
+			t.Errorf("cannot remove cgroup %s: %v", dir, err)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// LeafDirs lists the cgroups of reaper's runs below the test's group.
+func LeafDirs(cg *Cgroup) []string {
+	dirs, _ := filepath.Glob(filepath.Join(cg.V2, "reaper-instance-*"))
+	return dirs
 }
 
 // Hierarchy is one mounted cgroup hierarchy.
