@@ -1,4 +1,4 @@
-package integration
+package systemd
 
 // reaper in a systemd unit, in a real systemd 252 (issue 23): without
 // --grace a stop request gets the unit's stop timeout, COMMAND stops its
@@ -29,7 +29,7 @@ type unitStopRow struct {
 	name  string // NAME.service; marks its processes
 	exec  string // ExecStart=
 	lines string // more [Service] lines
-	// the orderly service (testdata/orderly.py, draining 8 s): who must
+	// the orderly service (integration/testdata/orderly.py, draining 8 s): who must
 	// have sent the worker its SIGTERM, "command" or "reaper"
 	worker string
 	result string                                 // "$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS" of the stop
@@ -92,7 +92,7 @@ ExecStopPost=/bin/sh -c 'echo "$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS" >/run
 func TestSystemdUnitStop(t *testing.T) {
 	t.Parallel() // with TestOpenClawGateway: mostly waiting
 	itest.RequirePython(t)
-	spec := itest.BootSpec{Units: map[string]string{}, Opt: map[string][]byte{"orderly.py": itest.MustRead(t, "testdata/orderly.py")}}
+	spec := itest.BootSpec{Units: map[string]string{}, Opt: map[string][]byte{"orderly.py": itest.MustRead(t, itest.Testdata(t, "orderly.py"))}}
 	for _, row := range unitStopRows {
 		spec.Units[row.name+".service"] = unitStopUnit(row)
 	}
@@ -207,7 +207,7 @@ func (ct *nspawn) readFile(path string) string {
 	return string(data)
 }
 
-// orderlyEvents returns the lines testdata/orderly.py wrote to
+// orderlyEvents returns the lines integration/testdata/orderly.py wrote to
 // /run/NAME.events.
 func (ct *nspawn) orderlyEvents(name string) []string {
 	var lines []string

@@ -1,4 +1,4 @@
-package integration
+package engines
 
 // Where the container engines of the tests (podman, dockerd) run: a mount
 // namespace and a cgroup namespace of their own, so that whatever they

@@ -1,4 +1,4 @@
-package integration
+package services
 
 // Real services, run as their users run them, under reaper as PID 1 and as
 // a child, with Debian's tini (tini -s) as the baseline in the same test

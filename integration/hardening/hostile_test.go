@@ -1,4 +1,4 @@
-package integration
+package hardening
 
 // Hostile input (issue 29): what other processes and other users control
 // must not steer reaper: the names in its log, the --report file, escapes

@@ -1,4 +1,4 @@
-package integration
+package systemd
 
 // reaper as a systemd-native ExecStart= wrapper (issue 15): notifications,
 // the watchdog, socket activation, reload, a clean stop, and a user

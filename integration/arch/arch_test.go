@@ -1,9 +1,9 @@
-package integration
+package arch
 
 // Proof on real kernels of other architectures: Debian's kernels for arm64
 // and mips64el (whose signal numbers are not x86's) boot under qemu-system
 // with an initramfs of busybox, the release binary of reaper for that
-// architecture, and testdata/arch/init, which runs the cases and reports
+// architecture, and testdata/init, which runs the cases and reports
 // on the console. qemu-user is no test bed: it emulates neither
 // PR_SET_CHILD_SUBREAPER nor clone3. Emulation is slow and its timings
 // mean nothing: the cases check behaviour alone.
@@ -54,7 +54,7 @@ var archGoTests = []struct{ pkg, run string }{
 	{"reaper/internal/supervisor", "^TestFatalUncaughtMatchesTheRuntime$"},
 }
 
-// archCases are the cases testdata/arch/init runs, each of which must
+// archCases are the cases testdata/init runs, each of which must
 // report.
 var archCases = []string{"demo/cgroup=on", "demo/cgroup=off", "escapee/cgroup=on", "escapee/cgroup=off",
 	"pid1", "forward", "names", "exit-status", "stop-signal", "rewrite"}
@@ -105,8 +105,8 @@ func archInitramfs(t *testing.T, m archMachine, busybox string) string {
 	for _, d := range []string{"bin", "dev", "proc", "sys", "tmp"} {
 		files = append(files, cpioFile{name: d, mode: 0o40755})
 	}
-	add("init", "testdata/arch/init")
-	add("bin/trapper", "testdata/arch/trapper")
+	add("init", "testdata/init")
+	add("bin/trapper", "testdata/trapper")
 	add("bin/busybox", busybox)
 	files = append(files, cpioFile{name: "bin/sh", mode: 0o120777, data: []byte("busybox")})
 	add("bin/reaper", filepath.Join(releaseDir(t), "reaper-linux-"+m.target))
@@ -161,7 +161,7 @@ func bootArch(t *testing.T, m archMachine, initrd, kernel string) string {
 	return console.String()
 }
 
-// archLine is one report of testdata/arch/init.
+// archLine is one report of testdata/init.
 var archLine = regexp.MustCompile(`^ARCH (info|begin|FAIL|done|out|end)(?: (\S+))?(?: (.*))?$`)
 
 // checkArchConsole reads the console: each case must be done, with no

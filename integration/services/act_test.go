@@ -1,4 +1,4 @@
-package integration
+package services
 
 // reaper as the shell of GitHub Actions steps, run by act
 // (github.com/nektos/act) on this host (-P ubuntu-latest=-self-hosted):

@@ -1,4 +1,4 @@
-package integration
+package arch
 
 import (
 	"bufio"
@@ -32,7 +32,7 @@ func releaseDir(t *testing.T) string {
 			return
 		}
 		release.dir = filepath.Join(filepath.Dir(itest.Bin().Reaper), "dist")
-		if out, err := exec.Command("../.ci/release", release.dir).CombinedOutput(); err != nil {
+		if out, err := exec.Command(filepath.Join(itest.RepoRoot(t), ".ci", "release"), release.dir).CombinedOutput(); err != nil {
 			release.err = fmt.Errorf(".ci/release: %v\n%s", err, out)
 		}
 	})

@@ -1,4 +1,4 @@
-package integration
+package engines
 
 // Docker, for real: Debian's dockerd, isolated (its own directories,
 // socket and namespaces, no network of its own), with reaper as its init

@@ -1,4 +1,4 @@
-package integration
+package services
 
 // PostgreSQL 15, Debian's, as its users run it in a container or a unit:
 // `postgres -D DIR` in the foreground as user postgres. Its children (the

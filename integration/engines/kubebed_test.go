@@ -1,4 +1,4 @@
-package integration
+package engines
 
 // The Kubernetes test bed: a standalone kubelet (static pods from a
 // directory, no API server) on containerd's CRI plugin, with runc and

@@ -1,4 +1,4 @@
-package integration
+package systemd
 
 // The real OpenClaw gateway (npm openclaw@2026.9.6 on node 24, installed by
 // .ci/run) under OpenClaw's own systemd unit, in a real systemd 252 (issue

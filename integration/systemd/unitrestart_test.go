@@ -1,4 +1,4 @@
-package integration
+package systemd
 
 // reaper as a systemd service's ExecStart in a real systemd booted with
 // systemd-nspawn, and the helpers that boot one.

@@ -1,4 +1,4 @@
-package integration
+package services
 
 // How long each real service of services_test.go and postgres_test.go
 // takes to stop, run directly, under tini and under reaper, in one run:

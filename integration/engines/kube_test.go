@@ -1,4 +1,4 @@
-package integration
+package engines
 
 // Kubernetes pods, for real: the example manifests, as they are but for
 // their images, run by a standalone kubelet on containerd's CRI (see

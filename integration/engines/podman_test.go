@@ -1,4 +1,4 @@
-package integration
+package engines
 
 // Real deployments on podman: the image built from the Dockerfile by podman
 // and stopped with `podman stop`, and reaper as podman's --init.
