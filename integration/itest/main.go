@@ -34,9 +34,9 @@ var (
 )
 
 // Bin returns the binaries Main built. Its first call, which comes from a
-// test, opens every source file of the project (see openSources).
+// test, opens every source file of the project (see coverSources).
 func Bin() *BinSet {
-	sourcesOnce.Do(func() { openSources(root) })
+	coverSources()
 	return &binaries
 }
 
@@ -67,6 +67,13 @@ func Main(m *testing.M) {
 	}
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// coverSources opens every source file of the project once (see
+// openSources). Bin and RepoRoot call it: every test package has tests that
+// run what Main built from the sources, or build from them themselves.
+func coverSources() {
+	sourcesOnce.Do(func() { openSources(root) })
 }
 
 // openSources opens every Go source and module file of the project. The
@@ -139,12 +146,14 @@ func findRoot() (string, error) {
 	}
 }
 
-// RepoRoot is the repository's top directory.
+// RepoRoot is the repository's top directory. Its first call, as Bin's,
+// opens every source file of the project (see coverSources).
 func RepoRoot(t testing.TB) string {
 	t.Helper()
 	if root == "" {
 		t.Fatal("itest.RepoRoot: the test package's TestMain does not call itest.Main")
 	}
+	coverSources()
 	return root
 }
 
