@@ -3,7 +3,7 @@ package integration
 // Benchmarks of reaper side by side with its peers, in one invocation:
 //
 //	apt-get install tini dumb-init catatonit   # the peers, where missing
-//	go test -run '^$' -bench . -benchtime 1x -timeout 60m ./integration/
+//	go test -p 1 -run '^$' -bench . -benchtime 1x -timeout 60m ./integration/...
 //
 // Each benchmark runs every shim installed here, interleaved where it can,
 // and prints a table; this machine is shared and noisy, so the ratios
@@ -12,7 +12,9 @@ package integration
 // default 60s), REAPER_BENCH_SIGNALS (forwarded signals, default 10000),
 // REAPER_BENCH_ORPHANS (default 10000), REAPER_BENCH_TEARDOWNS (trees per
 // shim and size, default 2), REAPER_BENCH_PODS (deletions per pod, default
-// 3, in kube_test.go: it needs the Kubernetes test bed).
+// 3, in engines/kube_test.go: it needs the Kubernetes test bed). The
+// benchmarks of real services and the OpenClaw gateway are in the packages
+// services and systemd.
 
 import (
 	"debug/elf"

@@ -2,7 +2,7 @@ package integration
 
 // Deployments without an engine: reaper as tini (-p), the shipped examples'
 // timeouts, and reaper around a CI job. The image and podman's --init are in
-// podman_test.go, the systemd service in unitrestart_test.go.
+// engines/podman_test.go, the systemd service in systemd/unitrestart_test.go.
 
 import (
 	"fmt"
