@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // BenchmarkGuardianStart: start to exit of `reaper -- /bin/true` with the
@@ -27,14 +29,14 @@ import (
 // and of `reaper -- sleep 0.1`, a COMMAND that outlasts the guardian's
 // own start.
 func BenchmarkGuardianStart(b *testing.B) {
-	runs := envInt("REAPER_BENCH_RUNS", 300)
+	runs := itest.EnvInt("REAPER_BENCH_RUNS", 300)
 	for _, command := range [][]string{{"/bin/true"}, {"/bin/sleep", "0.1"}} {
 		all := []shim{
-			{name: "reaper (guardian)", argv: func(c ...string) []string { return append([]string{bin().reaper, "--"}, c...) }},
+			{name: "reaper (guardian)", argv: func(c ...string) []string { return append([]string{itest.Bin().Reaper, "--"}, c...) }},
 			{name: "reaper --guardian=off", argv: func(c ...string) []string {
-				return append([]string{bin().reaper, "--guardian=off", "--"}, c...)
+				return append([]string{itest.Bin().Reaper, "--guardian=off", "--"}, c...)
 			}},
-			{name: "Go floor", argv: func(c ...string) []string { return append([]string{bin().floor}, c...) }},
+			{name: "Go floor", argv: func(c ...string) []string { return append([]string{itest.Bin().Floor}, c...) }},
 		}
 		times := make([][]time.Duration, len(all))
 		for r := 0; r < runs; r++ {
@@ -46,15 +48,15 @@ func BenchmarkGuardianStart(b *testing.B) {
 		for i := range all {
 			slices.Sort(times[i])
 		}
-		off := percentile(times[1], 50)
+		off := itest.Percentile(times[1], 50)
 		var rows [][]string
 		for i, s := range all {
-			med := percentile(times[i], 50)
-			rows = append(rows, []string{s.name, ms(med), ms(percentile(times[i], 90)),
+			med := itest.Percentile(times[i], 50)
+			rows = append(rows, []string{s.name, itest.Millis(med), itest.Millis(itest.Percentile(times[i], 90)),
 				fmt.Sprintf("%.2f×", float64(med)/float64(off)), fmt.Sprintf("%+.2f ms", float64(med-off)/1e6)})
 		}
-		b.ReportMetric(float64(percentile(times[0], 50)-off)/1e3, "guardian-µs/"+filepath.Base(command[0]))
-		table(fmt.Sprintf("Start to exit: `reaper -- %s`, %d runs each, interleaved (load average %s)", strings.Join(command, " "), runs, loadAverage()),
+		b.ReportMetric(float64(itest.Percentile(times[0], 50)-off)/1e3, "guardian-µs/"+filepath.Base(command[0]))
+		itest.Table(fmt.Sprintf("Start to exit: `reaper -- %s`, %d runs each, interleaved (load average %s)", strings.Join(command, " "), runs, loadAverage()),
 			[]string{"run", "median", "p90", "vs --guardian=off", "difference"}, rows)
 	}
 }
@@ -63,7 +65,7 @@ func BenchmarkGuardianStart(b *testing.B) {
 // memory, threads and wakeups, beside reaper's own.
 func BenchmarkGuardianIdle(b *testing.B) {
 	idle := envDuration("REAPER_BENCH_IDLE", 60*time.Second)
-	cmd := exec.Command(bin().reaper, "--", "sleep", "100000")
+	cmd := exec.Command(itest.Bin().Reaper, "--", "sleep", "100000")
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -76,19 +78,19 @@ func BenchmarkGuardianIdle(b *testing.B) {
 	pids := []int{guard, cmd.Process.Pid}
 	var status, before []map[string]int
 	for _, pid := range pids {
-		status = append(status, procStatus(pid, false, keys...))
-		before = append(before, procStatus(pid, true, switches...))
+		status = append(status, itest.ProcStatus(pid, false, keys...))
+		before = append(before, itest.ProcStatus(pid, true, switches...))
 	}
 	time.Sleep(idle)
 	var rows [][]string
 	for i, name := range []string{"guardian (reaper-guard)", "reaper"} {
-		after := procStatus(pids[i], true, switches...)
+		after := itest.ProcStatus(pids[i], true, switches...)
 		st := status[i]
 		rows = append(rows, []string{name, kib(st["VmRSS"]), kib(st["RssAnon"]), kib(st["RssFile"]), kib(pss(pids[i])),
 			strconv.Itoa(st["Threads"]), strconv.Itoa(after[switches[0]] - before[i][switches[0]])})
 	}
 	b.ReportMetric(float64(status[0]["VmRSS"])/1024, "guardian-RSS-MiB")
-	table(fmt.Sprintf("At rest: `reaper -- sleep`, over %v (load average %s)", idle, loadAverage()),
+	itest.Table(fmt.Sprintf("At rest: `reaper -- sleep`, over %v (load average %s)", idle, loadAverage()),
 		[]string{"process", "RSS", "anonymous", "file", "PSS", "threads", "voluntary switches"}, rows)
 }
 
@@ -98,10 +100,10 @@ func BenchmarkGuardianIdle(b *testing.B) {
 // the kill(2) every one of them has exited, as pidfds say, and (cgroup
 // mode) the run's leaf cgroup is gone.
 func BenchmarkGuardianKill(b *testing.B) {
-	requireRoot(b)
-	runs := envInt("REAPER_BENCH_KILLS", 10)
-	cg := newCgroup(b, 1024)
-	defer cg.remove(b)
+	itest.RequireRoot(b)
+	runs := itest.EnvInt("REAPER_BENCH_KILLS", 10)
+	cg := itest.NewCgroup(b, 1024)
+	defer cg.Remove(b)
 	type cell struct{ gone, leaf []time.Duration }
 	sizes := []int{3, 100}
 	modes := []string{"on", "off"}
@@ -130,44 +132,44 @@ func BenchmarkGuardianKill(b *testing.B) {
 			slices.Sort(c.leaf)
 			leaf := "-"
 			if mode == "on" {
-				leaf = ms(percentile(c.leaf, 50)) + " / " + ms(c.leaf[len(c.leaf)-1])
+				leaf = itest.Millis(itest.Percentile(c.leaf, 50)) + " / " + itest.Millis(c.leaf[len(c.leaf)-1])
 			}
-			rows = append(rows, []string{strconv.Itoa(n), "--cgroup=" + mode, ms(percentile(c.gone, 50)), ms(c.gone[len(c.gone)-1]), leaf})
+			rows = append(rows, []string{strconv.Itoa(n), "--cgroup=" + mode, itest.Millis(itest.Percentile(c.gone, 50)), itest.Millis(c.gone[len(c.gone)-1]), leaf})
 		}
 	}
-	table(fmt.Sprintf("reaper SIGKILLed: its leftovers gone, %d runs each, interleaved (load average %s)", runs, loadAverage()),
+	itest.Table(fmt.Sprintf("reaper SIGKILLed: its leftovers gone, %d runs each, interleaved (load average %s)", runs, loadAverage()),
 		[]string{"processes left", "mode", "all exited, median", "max", "leaf cgroup removed, median / max"}, rows)
 }
 
 // killOnce starts reaper with n processes below it, SIGKILLs it, and
 // returns when they had all exited, and when the run's leaf cgroup was
 // gone (cgroup mode), after the kill.
-func killOnce(b *testing.B, cg *testGroup, mode string, n int) (gone, leaf time.Duration) {
+func killOnce(b *testing.B, cg *itest.Cgroup, mode string, n int) (gone, leaf time.Duration) {
 	body := `sh -c "$LEAF" &` + "\n"
 	if n > 1 {
 		body += fmt.Sprintf(`i=0; while [ $i -lt %d ]; do setsid sh -c "$STUBBORN" & i=$((i+1)); done`+"\n", n-1-n/3)
 		body += fmt.Sprintf(`i=0; while [ $i -lt %d ]; do sh -c "$LEAF" & i=$((i+1)); done`, n/3)
 	}
-	p := plant(b, false, tree{flags: []string{"--cgroup=" + mode}, ups: n, cgroup: cg, leave: true, noReport: true, body: body})
-	fds := pidfds(b, p.ups)
-	leaves := leafDirs(cg)
+	p := itest.Plant(b, false, itest.Tree{Flags: []string{"--cgroup=" + mode}, Ups: n, Cgroup: cg, Leave: true, NoReport: true, Body: body})
+	fds := itest.Pidfds(b, p.Ups)
+	leaves := itest.LeafDirs(cg)
 	began := time.Now()
-	p.signal(syscall.SIGKILL)
-	if !allExit(fds, deadline) {
-		b.Fatalf("--cgroup=%s, %d processes: still running %v after reaper's SIGKILL", mode, n, deadline)
+	p.Signal(syscall.SIGKILL)
+	if !itest.AllExit(fds, itest.Deadline) {
+		b.Fatalf("--cgroup=%s, %d processes: still running %v after reaper's SIGKILL", mode, n, itest.Deadline)
 	}
 	gone = time.Since(began)
 	for mode == "on" && len(leaves) > 0 {
 		if _, err := os.Stat(leaves[0]); err != nil {
 			break
 		}
-		if time.Since(began) > deadline {
-			b.Fatalf("leaf cgroup %s still there %v after reaper's SIGKILL", leaves[0], deadline)
+		if time.Since(began) > itest.Deadline {
+			b.Fatalf("leaf cgroup %s still there %v after reaper's SIGKILL", leaves[0], itest.Deadline)
 		}
 		time.Sleep(time.Millisecond)
 	}
 	leaf = time.Since(began)
-	p.wait()
+	p.Wait()
 	return gone, leaf
 }
 
@@ -175,7 +177,7 @@ func killOnce(b *testing.B, cg *testGroup, mode string, n int) (gone, leaf time.
 // process named reaper-guard whose command line names that pid.
 func guardianOf(b *testing.B, reaper int) int {
 	want := []byte("--guardian-of=" + strconv.Itoa(reaper) + "\x00")
-	for end := time.Now().Add(deadline); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+	for end := time.Now().Add(itest.Deadline); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		dirs, _ := filepath.Glob("/proc/[0-9]*")
 		for _, dir := range dirs {
 			comm, _ := os.ReadFile(dir + "/comm")
@@ -186,7 +188,7 @@ func guardianOf(b *testing.B, reaper int) int {
 			}
 		}
 	}
-	b.Fatalf("no guardian of reaper %d within %v", reaper, deadline)
+	b.Fatalf("no guardian of reaper %d within %v", reaper, itest.Deadline)
 	return 0
 }
 

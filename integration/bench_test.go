@@ -3,7 +3,7 @@ package integration
 // Benchmarks of reaper side by side with its peers, in one invocation:
 //
 //	apt-get install tini dumb-init catatonit   # the peers, where missing
-//	go test -run '^$' -bench . -benchtime 1x -timeout 60m ./integration/
+//	go test -p 1 -run '^$' -bench . -benchtime 1x -timeout 60m ./integration/...
 //
 // Each benchmark runs every shim installed here, interleaved where it can,
 // and prints a table; this machine is shared and noisy, so the ratios
@@ -12,7 +12,9 @@ package integration
 // default 60s), REAPER_BENCH_SIGNALS (forwarded signals, default 10000),
 // REAPER_BENCH_ORPHANS (default 10000), REAPER_BENCH_TEARDOWNS (trees per
 // shim and size, default 2), REAPER_BENCH_PODS (deletions per pod, default
-// 3, in kube_test.go: it needs the Kubernetes test bed).
+// 3, in engines/kube_test.go: it needs the Kubernetes test bed). The
+// benchmarks of real services and the OpenClaw gateway are in the packages
+// services and systemd.
 
 import (
 	"debug/elf"
@@ -26,6 +28,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // shim is one init shim under comparison.
@@ -39,8 +43,8 @@ type shim struct {
 // shims returns reaper and every peer installed here.
 func shims(b *testing.B, reaperFlags ...string) []shim {
 	b.Helper()
-	all := []shim{{name: "reaper", path: bin().reaper, argv: func(c ...string) []string {
-		return append(append(append([]string{bin().reaper}, reaperFlags...), "--"), c...)
+	all := []shim{{name: "reaper", path: itest.Bin().Reaper, argv: func(c ...string) []string {
+		return append(append(append([]string{itest.Bin().Reaper}, reaperFlags...), "--"), c...)
 	}}}
 	for _, p := range []struct{ name, path, flags string }{
 		{"tini-static", "/usr/bin/tini-static", "-s"},
@@ -67,13 +71,6 @@ func shims(b *testing.B, reaperFlags ...string) []shim {
 	return all
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
 func envDuration(name string, def time.Duration) time.Duration {
 	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
 		return v
@@ -81,25 +78,7 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
-// percentile returns the p-th percentile (0-100) of sorted durations.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p / 100 * float64(len(sorted)-1))
-	return sorted[i]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 func us(d time.Duration) string { return fmt.Sprintf("%d µs", d.Microseconds()) }
-
-// table prints a markdown table.
-func table(title string, header []string, rows [][]string) {
-	fmt.Printf("\n%s\n\n| %s |\n|%s\n", title, strings.Join(header, " | "), strings.Repeat("---|", len(header)))
-	for _, r := range rows {
-		fmt.Printf("| %s |\n", strings.Join(r, " | "))
-	}
-}
 
 // runOnce starts argv with stdio on /dev/null and waits for it: the time a
 // caller (a shell, systemd, a CI runner) waits for the whole run.
@@ -131,20 +110,20 @@ func BenchmarkStartToExit(b *testing.B) {
 	all = append(all,
 		// The least a Go init can do: catch the same signals, fork/exec,
 		// wait, exit with the status (testdata/floor).
-		shim{name: "Go floor", argv: func(c ...string) []string { return append([]string{bin().floor}, c...) }},
+		shim{name: "Go floor", argv: func(c ...string) []string { return append([]string{itest.Bin().Floor}, c...) }},
 		shim{name: "(no shim)", argv: func(c ...string) []string { return c }},
 		// Under systemd's socket activation or watchdog, reaper starts
 		// COMMAND through its trampoline (LISTEN_PID names COMMAND): both
 		// through sh, which sets LISTEN_PID to its own pid and becomes
 		// reaper, to tell what the trampoline costs.
 		shim{name: "sh, exec reaper", argv: func(c ...string) []string {
-			return append([]string{"/bin/sh", "-c", `exec "$0" -- "$@"`, bin().reaper}, c...)
+			return append([]string{"/bin/sh", "-c", `exec "$0" -- "$@"`, itest.Bin().Reaper}, c...)
 		}},
 		shim{name: "sh, exec reaper with LISTEN_PID", argv: func(c ...string) []string {
-			return append([]string{"/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=0 exec "$0" -- "$@"`, bin().reaper}, c...)
+			return append([]string{"/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=0 exec "$0" -- "$@"`, itest.Bin().Reaper}, c...)
 		}},
 	)
-	runs := envInt("REAPER_BENCH_RUNS", 300)
+	runs := itest.EnvInt("REAPER_BENCH_RUNS", 300)
 	times := make([][]time.Duration, len(all))
 	for r := 0; r < runs; r++ {
 		for k := range all {
@@ -157,9 +136,9 @@ func BenchmarkStartToExit(b *testing.B) {
 		slices.Sort(times[i])
 		switch s.name {
 		case "tini-static":
-			base = percentile(times[i], 50)
+			base = itest.Percentile(times[i], 50)
 		case "Go floor":
-			floor = percentile(times[i], 50)
+			floor = itest.Percentile(times[i], 50)
 		}
 	}
 	ratio := func(d, to time.Duration) string {
@@ -170,8 +149,8 @@ func BenchmarkStartToExit(b *testing.B) {
 	}
 	var rows [][]string
 	for i, s := range all {
-		med := percentile(times[i], 50)
-		rows = append(rows, []string{s.name, ms(med), ms(percentile(times[i], 90)), ratio(med, base), ratio(med, floor)})
+		med := itest.Percentile(times[i], 50)
+		rows = append(rows, []string{s.name, itest.Millis(med), itest.Millis(itest.Percentile(times[i], 90)), ratio(med, base), ratio(med, floor)})
 		if s.name == "reaper" {
 			b.ReportMetric(float64(med.Microseconds()), "reaper-µs/run")
 			if floor > 0 {
@@ -179,7 +158,7 @@ func BenchmarkStartToExit(b *testing.B) {
 			}
 		}
 	}
-	table(fmt.Sprintf("Start to exit: `SHIM -- /bin/true`, %d runs each, interleaved", runs),
+	itest.Table(fmt.Sprintf("Start to exit: `SHIM -- /bin/true`, %d runs each, interleaved", runs),
 		[]string{"shim", "median", "p90", "median vs tini-static", "median vs the Go floor"}, rows)
 }
 
@@ -207,41 +186,15 @@ func BenchmarkBinarySize(b *testing.B) {
 			b.ReportMetric(float64(st.Size())/(1<<20), "reaper-MiB")
 		}
 	}
-	table("Binary", []string{"shim", "size", "kind"}, rows)
-}
-
-// procStatus returns the named fields of /proc/PID/status, summed over the
-// process's threads when perThread.
-func procStatus(pid int, perThread bool, keys ...string) map[string]int {
-	out := map[string]int{}
-	files := []string{fmt.Sprintf("/proc/%d/status", pid)}
-	if perThread {
-		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		files = nil
-		for _, t := range tasks {
-			files = append(files, fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
-		}
-	}
-	for _, f := range files {
-		data, _ := os.ReadFile(f)
-		for _, line := range strings.Split(string(data), "\n") {
-			k, v, ok := strings.Cut(line, ":")
-			if !ok || !slices.Contains(keys, k) {
-				continue
-			}
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			out[k] += n
-		}
-	}
-	return out
+	itest.Table("Binary", []string{"shim", "size", "kind"}, rows)
 }
 
 func BenchmarkIdle(b *testing.B) {
-	requireRoot(b)
+	itest.RequireRoot(b)
 	idle := envDuration("REAPER_BENCH_IDLE", 60*time.Second)
 	all := shims(b, "-v") // reaper with its logger on, as asked
-	cg := newCgroup(b, 64)
-	defer cg.remove(b)
+	cg := itest.NewCgroup(b, 64)
+	defer cg.Remove(b)
 	type running struct {
 		cmd    *exec.Cmd
 		before map[string]int
@@ -251,9 +204,9 @@ func BenchmarkIdle(b *testing.B) {
 	var procs []*running
 	for _, s := range all {
 		argv := s.argv("sleep", "100000")
-		cmd := exec.Command(bin().harness, append([]string{"-cgroup", cg.v2, "-cgroup", cg.pids, "--"}, argv...)...)
-		if cg.pids == "" {
-			cmd.Args = append([]string{bin().harness, "-cgroup", cg.v2, "--"}, argv...)
+		cmd := exec.Command(itest.Bin().Harness, append([]string{"-cgroup", cg.V2, "-cgroup", cg.Pids, "--"}, argv...)...)
+		if cg.Pids == "" {
+			cmd.Args = append([]string{itest.Bin().Harness, "-cgroup", cg.V2, "--"}, argv...)
 		}
 		r, w, _ := os.Pipe()
 		cmd.ExtraFiles = []*os.File{w}
@@ -272,14 +225,14 @@ func BenchmarkIdle(b *testing.B) {
 	// Let every shim start its sleep and settle.
 	time.Sleep(500 * time.Millisecond)
 	for _, p := range procs {
-		p.before = procStatus(p.cmd.Process.Pid, true, "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
-		st := procStatus(p.cmd.Process.Pid, false, "VmRSS", "Threads")
+		p.before = itest.ProcStatus(p.cmd.Process.Pid, true, "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+		st := itest.ProcStatus(p.cmd.Process.Pid, false, "VmRSS", "Threads")
 		p.rss, p.thr = st["VmRSS"], st["Threads"]
 	}
 	time.Sleep(idle)
 	var rows [][]string
 	for i, p := range procs {
-		after := procStatus(p.cmd.Process.Pid, true, "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+		after := itest.ProcStatus(p.cmd.Process.Pid, true, "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
 		vol := after["voluntary_ctxt_switches"] - p.before["voluntary_ctxt_switches"]
 		invol := after["nonvoluntary_ctxt_switches"] - p.before["nonvoluntary_ctxt_switches"]
 		rows = append(rows, []string{all[i].name, fmt.Sprintf("%.2f MiB", float64(p.rss)/1024), strconv.Itoa(p.thr),
@@ -290,64 +243,64 @@ func BenchmarkIdle(b *testing.B) {
 		}
 		syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
 	}
-	table(fmt.Sprintf("Idle: `SHIM -- sleep`, RSS after start, context switches over %v", idle),
+	itest.Table(fmt.Sprintf("Idle: `SHIM -- sleep`, RSS after start, context switches over %v", idle),
 		[]string{"shim", "RSS", "threads", "voluntary switches", "involuntary"}, rows)
 }
 
 func BenchmarkForwardingLatency(b *testing.B) {
-	requireRoot(b)
-	n := envInt("REAPER_BENCH_SIGNALS", 10000)
+	itest.RequireRoot(b)
+	n := itest.EnvInt("REAPER_BENCH_SIGNALS", 10000)
 	all := shims(b)
 	all = append(all, shim{name: "(no shim)", argv: func(c ...string) []string { return c }})
 	var rows [][]string
 	for _, s := range all {
-		stamps := newFIFO(b, "stamps-"+s.name)
-		sess := start(b, opts{command: s.argv(bin().helper, "stamp", stamps.path)})
-		target := sess.child
-		helper := stamps.ready(b)
+		stamps := itest.NewFIFO(b, "stamps-"+s.name)
+		sess := itest.Start(b, itest.Opts{Command: s.argv(itest.Bin().Helper, "stamp", stamps.Path)})
+		target := sess.Child
+		helper := stamps.Ready(b)
 		if s.name == "(no shim)" {
 			target = helper
 		}
 		lat := make([]time.Duration, 0, n)
 		for i := 0; i < n; i++ {
-			sent := monotonicNS()
+			sent := itest.MonotonicNS()
 			syscall.Kill(target, syscall.SIGUSR1)
-			got, err := strconv.ParseInt(stamps.next(b), 10, 64)
+			got, err := strconv.ParseInt(stamps.Next(b), 10, 64)
 			if err != nil {
 				b.Fatal(err)
 			}
 			lat = append(lat, time.Duration(got-sent))
 		}
 		syscall.Kill(target, syscall.SIGTERM)
-		sess.wait()
+		sess.Wait()
 		slices.Sort(lat)
-		rows = append(rows, []string{s.name, us(percentile(lat, 50)), us(percentile(lat, 99)), us(lat[len(lat)-1])})
+		rows = append(rows, []string{s.name, us(itest.Percentile(lat, 50)), us(itest.Percentile(lat, 99)), us(lat[len(lat)-1])})
 		if s.name == "reaper" {
-			b.ReportMetric(float64(percentile(lat, 99).Microseconds()), "reaper-p99-µs")
+			b.ReportMetric(float64(itest.Percentile(lat, 99).Microseconds()), "reaper-p99-µs")
 		}
 	}
-	table(fmt.Sprintf("Forwarding latency: kill(shim, SIGUSR1) to the child's handler, %d signals, one at a time", n),
+	itest.Table(fmt.Sprintf("Forwarding latency: kill(shim, SIGUSR1) to the child's handler, %d signals, one at a time", n),
 		[]string{"shim", "p50", "p99", "max"}, rows)
 }
 
 func BenchmarkOrphanStorm(b *testing.B) {
-	requireRoot(b)
-	n := envInt("REAPER_BENCH_ORPHANS", 10000)
+	itest.RequireRoot(b)
+	n := itest.EnvInt("REAPER_BENCH_ORPHANS", 10000)
 	var rows [][]string
 	for _, s := range shims(b) {
-		done := newFIFO(b, "done-"+s.name)
+		done := itest.NewFIFO(b, "done-"+s.name)
 		// Each (true &) is a subshell that forks a background job and exits
 		// at once: the job is orphaned, running or already a zombie.
-		script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do (true &); i=$((i+1)); done; echo done > %s; exec sleep 100000`, n, done.path)
-		sess := start(b, opts{pidsMax: 4096, command: s.argv("sh", "-c", script)})
-		shimPID := sess.child
+		script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do (true &); i=$((i+1)); done; echo done > %s; exec sleep 100000`, n, done.Path)
+		sess := itest.Start(b, itest.Opts{PidsMax: 4096, Command: s.argv("sh", "-c", script)})
+		shimPID := sess.Child
 		peak, samples := 0, 0
 		finished := make(chan time.Time, 1)
-		go func() { done.next(b); finished <- time.Now() }()
+		go func() { done.Next(b); finished <- time.Now() }()
 		var doneAt time.Time
 		var drained time.Duration
 		for {
-			z := zombiesOf(shimPID)
+			z := itest.ZombiesOf(shimPID)
 			samples++
 			peak = max(peak, z)
 			if doneAt.IsZero() {
@@ -361,29 +314,15 @@ func BenchmarkOrphanStorm(b *testing.B) {
 			}
 			time.Sleep(500 * time.Microsecond)
 		}
-		sess.cg.kill() // measured; some peers do not stop on SIGTERM here
-		sess.wait()
-		rows = append(rows, []string{s.name, strconv.Itoa(peak), ms(drained), strconv.Itoa(samples)})
+		sess.Cgroup.Kill() // measured; some peers do not stop on SIGTERM here
+		sess.Wait()
+		rows = append(rows, []string{s.name, strconv.Itoa(peak), itest.Millis(drained), strconv.Itoa(samples)})
 		if s.name == "reaper" {
 			b.ReportMetric(float64(peak), "reaper-peak-zombies")
 		}
 	}
-	table(fmt.Sprintf("Orphan storm: %d short-lived orphans as fast as sh can make them", n),
+	itest.Table(fmt.Sprintf("Orphan storm: %d short-lived orphans as fast as sh can make them", n),
 		[]string{"shim", "peak zombie backlog", "zero zombies after the storm ends", "samples"}, rows)
-}
-
-// zombiesOf counts the zombie children of pid's main thread (where a
-// subreaper's orphans go; every shim here forks from its main thread).
-func zombiesOf(pid int) int {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	z := 0
-	for _, f := range strings.Fields(string(data)) {
-		kid, _ := strconv.Atoi(f)
-		if procState(kid) == 'Z' {
-			z++
-		}
-	}
-	return z
 }
 
 // mixedTree returns a body that starts coop cooperative and stubborn
@@ -406,8 +345,8 @@ done
 }
 
 func BenchmarkTeardown(b *testing.B) {
-	requireRoot(b)
-	runs := envInt("REAPER_BENCH_TEARDOWNS", 2)
+	itest.RequireRoot(b)
+	runs := itest.EnvInt("REAPER_BENCH_TEARDOWNS", 2)
 	type scenario struct {
 		name           string
 		coop, stubborn int
@@ -420,15 +359,15 @@ func BenchmarkTeardown(b *testing.B) {
 			var took []time.Duration
 			left := 0
 			for r := 0; r < runs; r++ {
-				tr := tree{body: mixedTree(sc.coop, sc.stubborn), ups: sc.coop/4*4 + sc.stubborn/4*4, pidsMax: 4096, noReport: true}
+				tr := itest.Tree{Body: mixedTree(sc.coop, sc.stubborn), Ups: sc.coop/4*4 + sc.stubborn/4*4, PidsMax: 4096, NoReport: true}
 				if s.name != "reaper" {
-					tr.shim = s.argv()
+					tr.Shim = s.argv()
 				} else {
-					tr.flags = []string{"--grace=1s"}
+					tr.Flags = []string{"--grace=1s"}
 				}
-				p := plant(b, false, tr)
-				released := p.release(b)
-				res := p.wait()
+				p := itest.Plant(b, false, tr)
+				released := p.Release(b)
+				res := p.Wait()
 				took = append(took, time.Duration(res.ExitNS-released))
 				left = max(left, len(res.Survivors))
 				if s.name == "reaper" && !exitLine.MatchString(res.Stderr) {
@@ -436,15 +375,15 @@ func BenchmarkTeardown(b *testing.B) {
 				}
 			}
 			slices.Sort(took)
-			rows = append(rows, []string{s.name, ms(percentile(took, 50)), ms(took[len(took)-1]), strconv.Itoa(left)})
+			rows = append(rows, []string{s.name, itest.Millis(itest.Percentile(took, 50)), itest.Millis(took[len(took)-1]), strconv.Itoa(left)})
 			if s.name == "reaper" {
-				b.ReportMetric(float64(percentile(took, 50).Microseconds())/1000, "reaper-ms/"+strings.Fields(sc.name)[0])
+				b.ReportMetric(float64(itest.Percentile(took, 50).Microseconds())/1000, "reaper-ms/"+strings.Fields(sc.name)[0])
 			}
 		}
 		if sc.stubborn == 0 {
 			rows = append(rows, kernelFloor(b, sc.coop, runs))
 		}
-		table(fmt.Sprintf("Teardown, %s (%d trees each): from COMMAND's exit to the shim's exit", sc.name, runs),
+		itest.Table(fmt.Sprintf("Teardown, %s (%d trees each): from COMMAND's exit to the shim's exit", sc.name, runs),
 			[]string{"shim", "median", "max", "survivors (most in one run)"}, rows)
 	}
 }
@@ -458,20 +397,20 @@ func BenchmarkTeardown(b *testing.B) {
 func kernelFloor(b *testing.B, n, runs int) []string {
 	var took []time.Duration
 	for r := 0; r < runs; r++ {
-		p := plant(b, false, tree{body: mixedTree(n, 0), ups: n / 4 * 4, pidsMax: 4096, shim: []string{"env"}, leave: true})
-		p.release(b)
-		left := p.wait().InCgroup
+		p := itest.Plant(b, false, itest.Tree{Body: mixedTree(n, 0), Ups: n / 4 * 4, PidsMax: 4096, Shim: []string{"env"}, Leave: true})
+		p.Release(b)
+		left := p.Wait().InCgroup
 		if len(left) < n/4*4 { // more: a shell of the tree still on its way out
 			b.Fatalf("%d processes left in the cgroup, want at least %d", len(left), n/4*4)
 		}
-		fds := pidfds(b, left)
+		fds := itest.Pidfds(b, left)
 		began := time.Now()
-		p.session.cg.kill()
-		if !allExit(fds, deadline) {
-			b.Fatalf("processes still running %v after cgroup.kill", deadline)
+		p.Session.Cgroup.Kill()
+		if !itest.AllExit(fds, itest.Deadline) {
+			b.Fatalf("processes still running %v after cgroup.kill", itest.Deadline)
 		}
 		took = append(took, time.Since(began))
 	}
 	slices.Sort(took)
-	return []string{"the kernel alone: one cgroup.kill, to every process exited", ms(percentile(took, 50)), ms(took[len(took)-1]), "0"}
+	return []string{"the kernel alone: one cgroup.kill, to every process exited", itest.Millis(itest.Percentile(took, 50)), itest.Millis(took[len(took)-1]), "0"}
 }

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // runnerCancel cancels p as the GitHub runner cancels a step's process
@@ -17,15 +19,15 @@ import (
 // to it alone; if it has not exited 2.5 s after that, SIGKILL to it alone
 // (on Linux the runner's "kill the process tree" is Process.Kill() of the
 // step's process). It returns how reaper ended and what was sent.
-func runnerCancel(p *planted) (*result, []syscall.Signal) {
-	ended := make(chan *result, 1)
-	go func() { ended <- p.wait() }()
+func runnerCancel(p *itest.Planted) (*itest.Result, []syscall.Signal) {
+	ended := make(chan *itest.Result, 1)
+	go func() { ended <- p.Wait() }()
 	var sent []syscall.Signal
 	for _, step := range []struct {
 		sig  syscall.Signal
 		wait time.Duration
-	}{{syscall.SIGINT, 7500 * time.Millisecond}, {syscall.SIGTERM, 2500 * time.Millisecond}, {syscall.SIGKILL, deadline}} {
-		p.signal(step.sig)
+	}{{syscall.SIGINT, 7500 * time.Millisecond}, {syscall.SIGTERM, 2500 * time.Millisecond}, {syscall.SIGKILL, itest.Deadline}} {
+		p.Signal(step.sig)
 		sent = append(sent, step.sig)
 		select {
 		case r := <-ended:
@@ -55,7 +57,7 @@ func TestGitHubCancelSequence(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			p := plant(t, false, tree{flags: c.flags, ups: 3, env: []string{"GITHUB_ACTIONS=true"}, body: `sh -c "$LEAF" &
+			p := itest.Plant(t, false, itest.Tree{Flags: c.flags, Ups: 3, Env: []string{"GITHUB_ACTIONS=true"}, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &
 setsid sh -c "$STUBBORN" &`})
 			r, sent := runnerCancel(p)
@@ -66,11 +68,11 @@ setsid sh -c "$STUBBORN" &`})
 			if c.termSent && !slices.Contains(sent, syscall.SIGTERM) {
 				t.Errorf("reaper ended before the runner's SIGTERM: the 30 s grace was not honoured")
 			}
-			p.expectClean(t, r, 128+int(syscall.SIGINT))
+			p.ExpectClean(t, r, 128+int(syscall.SIGINT))
 			if !regexp.MustCompile(`info: stopping reason=signal first=COMMAND`).MatchString(r.Stderr) {
 				t.Errorf("SIGINT did not begin a stop:\n%s", r.Stderr)
 			}
-			if rep := p.readReport(t); rep.Teardown == nil || rep.Teardown.Received != "SIGINT" || rep.Teardown.Killed != 1 {
+			if rep := p.ReadReport(t); rep.Teardown == nil || rep.Teardown.Received != "SIGINT" || rep.Teardown.Killed != 1 {
 				t.Errorf("report: %+v, want a stop begun by SIGINT that killed the TERM-ignorer alone", rep.Teardown)
 			}
 		})

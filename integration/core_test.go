@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"debug/buildinfo"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -25,49 +24,7 @@ import (
 // of a new PID namespace.
 func modes(t *testing.T, f func(t *testing.T, pid1 bool)) {
 	t.Run("subreaper", func(t *testing.T) { t.Parallel(); f(t, false) })
-	t.Run("pid1", func(t *testing.T) { t.Parallel(); requireRoot(t); f(t, true) })
-}
-
-// runReaper runs reaper directly, without the harness, for runs that start
-// nothing that could outlive it, and returns its exit code, stdout and
-// stderr.
-func runReaper(t testing.TB, env []string, args ...string) (int, string, string) {
-	t.Helper()
-	return runBinary(t, bin().reaper, env, args...)
-}
-
-// runBinary is runReaper for another build of reaper.
-func runBinary(t testing.TB, binary string, env []string, args ...string) (int, string, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code, ok := shellStatus(err)
-	if !ok {
-		t.Fatal(err)
-	}
-	return code, stdout.String(), stderr.String()
-}
-
-// shellStatus is the status a shell would show for a command that ended
-// with err (cmd.Run's): its exit code, or 128+N when signal N ended it. It
-// reports false for an error that is no exit status.
-func shellStatus(err error) (int, bool) {
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, true
-	case !errors.As(err, &ee):
-		return 0, false
-	}
-	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal()), true
-	}
-	return ee.ExitCode(), true
+	t.Run("pid1", func(t *testing.T) { t.Parallel(); itest.RequireRoot(t); f(t, true) })
 }
 
 func TestExitCodes(t *testing.T) {
@@ -98,9 +55,9 @@ func TestExitCodes(t *testing.T) {
 	}
 	modes(t, func(t *testing.T, pid1 bool) {
 		for _, c := range cases {
-			r := start(t, opts{args: c.args, pid1: pid1}).wait()
-			if r.status() != c.want {
-				t.Errorf("%s: exit %d, want %d\nstderr:\n%s", c.name, r.status(), c.want, r.Stderr)
+			r := itest.Start(t, itest.Opts{Args: c.args, PID1: pid1}).Wait()
+			if r.Status() != c.want {
+				t.Errorf("%s: exit %d, want %d\nstderr:\n%s", c.name, r.Status(), c.want, r.Stderr)
 			}
 			// COMMAND died of a signal: so does reaper, without a core
 			// dump, unless it is PID 1, which exits 128+N (unshare passes
@@ -112,7 +69,7 @@ func TestExitCodes(t *testing.T) {
 			case (!signalled || pid1) && r.Signal != 0:
 				t.Errorf("%s: reaper died of signal %d, want exit %d", c.name, r.Signal, c.want)
 			}
-			if left := r.leftovers(); left != "" {
+			if left := r.Leftovers(); left != "" {
 				t.Errorf("%s: left %s", c.name, left)
 			}
 		}
@@ -130,7 +87,7 @@ func TestStartErrorsSayWhy(t *testing.T) {
 		{[]string{"reaper-no-such-command"}, 127, "reaper: reaper-no-such-command: command not found"},
 		{[]string{notExec}, 126, "reaper: " + notExec + ": permission denied"},
 	} {
-		code, stdout, stderr := runReaper(t, nil, c.args...)
+		code, stdout, stderr := itest.RunReaper(t, nil, c.args...)
 		if code != c.code || strings.TrimSpace(stderr) != c.line || stdout != "" {
 			t.Errorf("reaper %v: exit %d, stderr %q, stdout %q; want %d and %q", c.args, code, stderr, stdout, c.code, c.line)
 		}
@@ -138,8 +95,8 @@ func TestStartErrorsSayWhy(t *testing.T) {
 	// A path that exists but cannot be reached (a directory on the way that
 	// may not be searched) is 126, as in sh and bash; one that does not
 	// exist, 127. Root searches every directory: this runs as nobody.
-	nobody := asNobody(t)
-	locked := sharedDir(t) + "/locked"
+	nobody := itest.AsNobody(t)
+	locked := itest.SharedDir(t) + "/locked"
 	if err := os.Mkdir(locked, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -153,14 +110,14 @@ func TestStartErrorsSayWhy(t *testing.T) {
 	}{
 		{locked + "/true", 126, ": permission denied"},
 		{locked + "/absent", 126, ": permission denied"}, // nobody cannot tell it is absent: sh says 126 too
-		{sharedDir(t) + "/absent/true", 127, ": no such file or directory"},
+		{itest.SharedDir(t) + "/absent/true", 127, ": no such file or directory"},
 	} {
 		argv := append(append([]string{}, nobody[1:]...), c.path)
-		code, _, stderr := runBinary(t, nobody[0], nil, argv...)
+		code, _, stderr := itest.RunBinary(t, nobody[0], nil, argv...)
 		if code != c.code || !strings.HasSuffix(strings.TrimSpace(stderr), c.line) {
 			t.Errorf("reaper %s as nobody: exit %d, %q; want %d and %q", c.path, code, stderr, c.code, c.line)
 		}
-		shCode, _, _ := runBinary(t, nobody[0], nil, append(append([]string{}, nobody[1:len(nobody)-1]...), "sh", "-c", c.path)...)
+		shCode, _, _ := itest.RunBinary(t, nobody[0], nil, append(append([]string{}, nobody[1:len(nobody)-1]...), "sh", "-c", c.path)...)
 		if shCode != c.code {
 			t.Errorf("sh -c %s as nobody exits %d, reaper %d", c.path, shCode, code)
 		}
@@ -201,7 +158,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"REAPER_VERBOSE=loud"}, []string{"true"}, "REAPER_VERBOSE"},
 	}
 	for _, c := range cases {
-		code, stdout, stderr := runReaper(t, c.env, c.args...)
+		code, stdout, stderr := itest.RunReaper(t, c.env, c.args...)
 		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
 		if code != 2 || len(lines) != 1 || !strings.Contains(stderr, c.says) ||
 			!strings.Contains(stderr, "--help") || stdout != "" {
@@ -216,12 +173,12 @@ func TestUsageErrors(t *testing.T) {
 
 func TestFlagBeatsEnvironment(t *testing.T) {
 	// The variable would make reaper fail; the flag must win over it.
-	code, _, stderr := runReaper(t, []string{"REAPER_FORWARD=session"}, "--forward=child", "true")
+	code, _, stderr := itest.RunReaper(t, []string{"REAPER_FORWARD=session"}, "--forward=child", "true")
 	if code != 0 {
 		t.Errorf("flag did not win over REAPER_FORWARD: exit %d, %s", code, stderr)
 	}
 	// The variable alone applies.
-	code, _, _ = runReaper(t, []string{"REAPER_SUCCESS_EXIT=7,9"}, "sh", "-c", "exit 9")
+	code, _, _ = itest.RunReaper(t, []string{"REAPER_SUCCESS_EXIT=7,9"}, "sh", "-c", "exit 9")
 	if code != 0 {
 		t.Errorf("REAPER_SUCCESS_EXIT=7,9 did not map 9: exit %d", code)
 	}
@@ -229,7 +186,7 @@ func TestFlagBeatsEnvironment(t *testing.T) {
 
 func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 	for _, arg := range []string{"-h", "--help"} {
-		code, stdout, stderr := runReaper(t, nil, arg)
+		code, stdout, stderr := itest.RunReaper(t, nil, arg)
 		if code != 0 || stderr != "" {
 			t.Fatalf("reaper %s: exit %d, stderr %q", arg, code, stderr)
 		}
@@ -259,7 +216,7 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 			}
 		}
 	}
-	code, stdout, _ := runReaper(t, nil, "--version")
+	code, stdout, _ := itest.RunReaper(t, nil, "--version")
 	if code != 0 || !regexp.MustCompile(`^reaper version \S+ \(commit \S+, linux/\S+\)\n$`).MatchString(stdout) {
 		t.Errorf("--version: exit %d, %q", code, stdout)
 	}
@@ -267,15 +224,15 @@ func TestHelpListsEveryFlagVariableAndExitCode(t *testing.T) {
 
 func TestSilentOnSuccess(t *testing.T) {
 	var stdout bytes.Buffer
-	r := start(t, opts{stdout: &stdout, args: []string{"sh", "-c", "sleep 60 & setsid sleep 60 & exit 0"}}).wait()
-	if r.status() != 0 || stdout.String() != "" || r.Stderr != "" || r.leftovers() != "" {
+	r := itest.Start(t, itest.Opts{Stdout: &stdout, Args: []string{"sh", "-c", "sleep 60 & setsid sleep 60 & exit 0"}}).Wait()
+	if r.Status() != 0 || stdout.String() != "" || r.Stderr != "" || r.Leftovers() != "" {
 		t.Errorf("exit %d, stdout %q, stderr %q, left %s; want 0, nothing written, nothing left",
-			r.status(), stdout.String(), r.Stderr, r.leftovers())
+			r.Status(), stdout.String(), r.Stderr, r.Leftovers())
 	}
 }
 
 func TestVerboseLogging(t *testing.T) {
-	_, stdout, stderr := runReaper(t, nil, "-vv", "sh", "-c", "exit 5")
+	_, stdout, stderr := itest.RunReaper(t, nil, "-vv", "sh", "-c", "exit 5")
 	if stdout != "" {
 		t.Errorf("logs went to stdout: %q", stdout)
 	}
@@ -284,7 +241,7 @@ func TestVerboseLogging(t *testing.T) {
 			t.Errorf("-vv: no line matching %s in:\n%s", want, stderr)
 		}
 	}
-	_, _, stderr = runReaper(t, nil, "-v", "--log-format=json", "sh", "-c", "exit 5")
+	_, _, stderr = itest.RunReaper(t, nil, "-v", "--log-format=json", "sh", "-c", "exit 5")
 	if !regexp.MustCompile(`(?m)^\{"level":"info",.*"msg":"command exited".*"status":"exit 5"`).MatchString(stderr) {
 		t.Errorf("--log-format=json -v: no JSON info line in:\n%s", stderr)
 	}
@@ -294,24 +251,24 @@ func TestVerboseLogging(t *testing.T) {
 // in its process group), sends each signal in turn and waits until the child
 // (and, when both should get it, the grandchild) has recorded it, then
 // returns what child and grandchild recorded.
-func sendAndRecord(t testing.TB, pid1 bool, flags []string, send []syscall.Signal) (child, grandchild []string, r *result) {
+func sendAndRecord(t testing.TB, pid1 bool, flags []string, send []syscall.Signal) (child, grandchild []string, r *itest.Result) {
 	bothGet := slices.Contains(flags, "--forward=group")
 	t.Helper()
-	rec, grec := newFIFO(t, "child"), newFIFO(t, "grandchild")
-	args := append(flags, bin().helper, "record", "-child", grec.path, rec.path)
-	s := start(t, opts{args: args, pid1: pid1})
-	rec.ready(t)
-	grec.ready(t)
+	rec, grec := itest.NewFIFO(t, "child"), itest.NewFIFO(t, "grandchild")
+	args := append(flags, itest.Bin().Helper, "record", "-child", grec.Path, rec.Path)
+	s := itest.Start(t, itest.Opts{Args: args, PID1: pid1})
+	rec.Ready(t)
+	grec.Ready(t)
 	for i, sig := range send {
-		s.signal(sig)
-		child = append(child, rec.next(t))
+		s.Signal(sig)
+		child = append(child, rec.Next(t))
 		if bothGet && i < len(send)-1 {
-			grandchild = append(grandchild, grec.next(t))
+			grandchild = append(grandchild, grec.Next(t))
 		}
 	}
-	r = s.wait()
-	child = append(child, rec.rest()...)
-	grandchild = append(grandchild, grec.rest()...)
+	r = s.Wait()
+	child = append(child, rec.Rest()...)
+	grandchild = append(grandchild, grec.Rest()...)
 	return child, grandchild, r
 }
 
@@ -338,8 +295,8 @@ func TestForwardsEverySignalInOrder(t *testing.T) {
 				if fmt.Sprint(grandchild) != want {
 					t.Errorf("grandchild in the group recorded %v, want %v", grandchild, want)
 				}
-				if r.status() != 0 {
-					t.Errorf("exit %d, want 0\n%s", r.status(), r.Stderr)
+				if r.Status() != 0 {
+					t.Errorf("exit %d, want 0\n%s", r.Status(), r.Stderr)
 				}
 			})
 			// The default and --forward=child: COMMAND alone gets every
@@ -358,8 +315,8 @@ func TestForwardsEverySignalInOrder(t *testing.T) {
 					if fmt.Sprint(grandchild) != "[SIGTERM]" {
 						t.Errorf("grandchild recorded %v, want only SIGTERM", grandchild)
 					}
-					if r.status() != 0 {
-						t.Errorf("exit %d, want 0\n%s", r.status(), r.Stderr)
+					if r.Status() != 0 {
+						t.Errorf("exit %d, want 0\n%s", r.Status(), r.Stderr)
 					}
 				})
 			}
@@ -384,25 +341,25 @@ for s in $SIGS; do kill -$s $PPID; done
 while :; do sleep 300 & wait $!; done`
 	modes(t, func(t *testing.T, pid1 bool) {
 		for round := range 10 {
-			rec := newFIFO(t, fmt.Sprintf("round%d", round))
-			s := start(t, opts{pid1: pid1, env: []string{"F=" + rec.path, "SIGS=" + strings.Join(last, " ")},
-				args: []string{"--forward=child", "sh", "-c", script}})
+			rec := itest.NewFIFO(t, fmt.Sprintf("round%d", round))
+			s := itest.Start(t, itest.Opts{PID1: pid1, Env: []string{"F=" + rec.Path, "SIGS=" + strings.Join(last, " ")},
+				Args: []string{"--forward=child", "sh", "-c", script}})
 			var got []string
 			for range last {
 				// A lost signal shows only as one that never comes: wait
 				// less than the full deadline for it.
-				line, err := rec.tryNext(10 * time.Second)
+				line, err := rec.TryNext(10 * time.Second)
 				if err != nil {
 					break
 				}
 				got = append(got, line)
 			}
-			s.signal(syscall.SIGTERM)
-			r := s.wait()
+			s.Signal(syscall.SIGTERM)
+			r := s.Wait()
 			slices.Sort(got)
 			want := slices.Sorted(slices.Values(last))
-			if !slices.Equal(got, want) || r.status() != 128+15 {
-				t.Fatalf("round %d: COMMAND got back %v of %v; exit %d (want 143)\n%s", round, got, want, r.status(), r.Stderr)
+			if !slices.Equal(got, want) || r.Status() != 128+15 {
+				t.Fatalf("round %d: COMMAND got back %v of %v; exit %d (want 143)\n%s", round, got, want, r.Status(), r.Stderr)
 			}
 		}
 	})
@@ -410,26 +367,26 @@ while :; do sleep 300 & wait $!; done`
 
 func TestRewriteAndDrop(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		rec := newFIFO(t, "child")
-		s := start(t, opts{pid1: pid1, args: []string{"--rewrite=USR1:USR2", "--rewrite", "HUP:0",
-			"--rewrite=TERM:QUIT", bin().helper, "record", rec.path}})
-		rec.ready(t)
-		s.signal(syscall.SIGUSR1)
-		if got := rec.next(t); got != "SIGUSR2" {
+		rec := itest.NewFIFO(t, "child")
+		s := itest.Start(t, itest.Opts{PID1: pid1, Args: []string{"--rewrite=USR1:USR2", "--rewrite", "HUP:0",
+			"--rewrite=TERM:QUIT", itest.Bin().Helper, "record", rec.Path}})
+		rec.Ready(t)
+		s.Signal(syscall.SIGUSR1)
+		if got := rec.Next(t); got != "SIGUSR2" {
 			t.Errorf("USR1 arrived as %s, want SIGUSR2", got)
 		}
-		s.signal(syscall.SIGHUP) // dropped: the next line must be WINCH's
-		s.signal(syscall.SIGWINCH)
-		if got := rec.next(t); got != "SIGWINCH" {
+		s.Signal(syscall.SIGHUP) // dropped: the next line must be WINCH's
+		s.Signal(syscall.SIGWINCH)
+		if got := rec.Next(t); got != "SIGWINCH" {
 			t.Errorf("after a dropped HUP the child recorded %s, want SIGWINCH", got)
 		}
-		s.signal(syscall.SIGTERM) // arrives as QUIT, which ends the helper
-		r := s.wait()
-		if rest := append([]string{rec.next(t)}, rec.rest()...); fmt.Sprint(rest) != "[SIGQUIT]" {
+		s.Signal(syscall.SIGTERM) // arrives as QUIT, which ends the helper
+		r := s.Wait()
+		if rest := append([]string{rec.Next(t)}, rec.Rest()...); fmt.Sprint(rest) != "[SIGQUIT]" {
 			t.Errorf("TERM arrived as %v, want [SIGQUIT]", rest)
 		}
-		if r.status() != 0 {
-			t.Errorf("exit %d\n%s", r.status(), r.Stderr)
+		if r.Status() != 0 {
+			t.Errorf("exit %d\n%s", r.Status(), r.Stderr)
 		}
 	})
 }
@@ -438,20 +395,20 @@ func TestEveryStopSignalRewritten(t *testing.T) {
 	// With TERM, INT, HUP and QUIT all rewritten no stop signal is left to
 	// catch apart, and an empty list must not make os/signal relay every
 	// signal twice (signal.Notify with no signals means all of them).
-	rec := newFIFO(t, "child")
-	s := start(t, opts{args: []string{"-vv", "--rewrite=TERM:QUIT", "--rewrite=INT:QUIT", "--rewrite=HUP:QUIT",
-		"--rewrite=QUIT:TERM", bin().helper, "record", rec.path}})
-	rec.ready(t)
-	s.signal(syscall.SIGUSR2)
-	if got := rec.next(t); got != "SIGUSR2" {
+	rec := itest.NewFIFO(t, "child")
+	s := itest.Start(t, itest.Opts{Args: []string{"-vv", "--rewrite=TERM:QUIT", "--rewrite=INT:QUIT", "--rewrite=HUP:QUIT",
+		"--rewrite=QUIT:TERM", itest.Bin().Helper, "record", rec.Path}})
+	rec.Ready(t)
+	s.Signal(syscall.SIGUSR2)
+	if got := rec.Next(t); got != "SIGUSR2" {
 		t.Errorf("the child recorded %s, want SIGUSR2", got)
 	}
-	s.signal(syscall.SIGTERM) // arrives as QUIT, which ends the helper
-	r := s.wait()
-	if r.status() != 0 {
-		t.Errorf("exit %d\n%s", r.status(), r.Stderr)
+	s.Signal(syscall.SIGTERM) // arrives as QUIT, which ends the helper
+	r := s.Wait()
+	if r.Status() != 0 {
+		t.Errorf("exit %d\n%s", r.Status(), r.Stderr)
 	}
-	if rest := append([]string{rec.next(t)}, rec.rest()...); fmt.Sprint(rest) != "[SIGQUIT]" {
+	if rest := append([]string{rec.Next(t)}, rec.Rest()...); fmt.Sprint(rest) != "[SIGQUIT]" {
 		t.Errorf("after SIGUSR2 the child recorded %v, want [SIGQUIT]", rest)
 	}
 	for _, sig := range []string{"SIGUSR2", "SIGTERM"} {
@@ -466,11 +423,11 @@ func TestEveryStopSignalRewritten(t *testing.T) {
 
 func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 	// The documented build turns async preemption off at link time.
-	info, err := buildinfo.ReadFile(bin().reaper)
+	info, err := buildinfo.ReadFile(itest.Bin().Reaper)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ldflags := settingOf(info, "-ldflags"); !strings.Contains(ldflags, "asyncpreemptoff=1") {
+	if ldflags := itest.SettingOf(info, "-ldflags"); !strings.Contains(ldflags, "asyncpreemptoff=1") {
 		t.Errorf("reaper is built with -ldflags %q, without asyncpreemptoff=1", ldflags)
 	}
 	// A bare "go build" re-executes itself with GODEBUG=asyncpreemptoff=1,
@@ -484,13 +441,13 @@ func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 			env = []string{c.callerGodebug}
 		}
 		script := `tr '\0' '\n' < /proc/$PPID/environ | grep ^GODEBUG=; echo "GODEBUG=$GODEBUG"; env | grep -c ^REAPER_SAVED`
-		_, stdout, stderr := runBinary(t, bin().plain, env, "sh", "-c", script) // grep -c exits 1 on 0
+		_, stdout, stderr := itest.RunBinary(t, itest.Bin().Plain, env, "sh", "-c", script) // grep -c exits 1 on 0
 		want := c.reaperGodebug + "\n" + c.commandGodebug + "\n0\n"
 		if stdout != want {
 			t.Errorf("plain build, caller %q: reaper/COMMAND GODEBUG and leftover variables:\n%s\nwant:\n%s\n%s", c.callerGodebug, stdout, want, stderr)
 		}
 	}
-	for _, binary := range []string{bin().reaper, bin().plain} {
+	for _, binary := range []string{itest.Bin().Reaper, itest.Bin().Plain} {
 		t.Run(filepath.Base(binary), func(t *testing.T) {
 			modes(t, func(t *testing.T, pid1 bool) { busyReaperSendsNoSIGURG(t, pid1, binary) })
 		})
@@ -503,50 +460,41 @@ func TestRuntimeSIGURGNeverReachesChild(t *testing.T) {
 // 400 group members through a pidfd: work long enough for the runtime to
 // preempt reaper's goroutines, which it would do with SIGURG.
 func busyReaperSendsNoSIGURG(t testing.TB, pid1 bool, binary string) {
-	rec := newFIFO(t, "child")
+	rec := itest.NewFIFO(t, "child")
 	script := `"$HELPER" record "$REC" &
 i=0; while [ $i -lt 400 ]; do sleep 300 & i=$((i+1)); done
 exit 0`
-	s := start(t, opts{pid1: pid1, binary: binary, pidsMax: 600, args: []string{"-v", "--wait", "--forward=group", "sh", "-c", script},
-		env: []string{"HELPER=" + bin().helper, "REC=" + rec.path}})
-	rec.ready(t)
-	s.stderr.waitFor(t, regexp.MustCompile(`command exited`))
+	s := itest.Start(t, itest.Opts{PID1: pid1, Binary: binary, PidsMax: 600, Args: []string{"-v", "--wait", "--forward=group", "sh", "-c", script},
+		Env: []string{"HELPER=" + itest.Bin().Helper, "REC=" + rec.Path}})
+	rec.Ready(t)
+	s.Stderr.WaitFor(t, regexp.MustCompile(`command exited`))
 	for i := 0; i < 100; i++ {
-		s.signal(syscall.SIGUSR1)
-		if got := rec.next(t); got != "SIGUSR1" {
+		s.Signal(syscall.SIGUSR1)
+		if got := rec.Next(t); got != "SIGUSR1" {
 			t.Fatalf("signal %d: the group member recorded %s, want SIGUSR1", i, got)
 		}
 	}
-	s.signal(syscall.SIGURG)
-	if got := rec.next(t); got != "SIGURG" {
+	s.Signal(syscall.SIGURG)
+	if got := rec.Next(t); got != "SIGURG" {
 		t.Errorf("SIGURG sent to reaper arrived as %s", got)
 	}
-	s.signal(syscall.SIGTERM)
-	r := s.wait()
-	if rest := rec.rest(); fmt.Sprint(rest) != "[SIGTERM]" {
+	s.Signal(syscall.SIGTERM)
+	r := s.Wait()
+	if rest := rec.Rest(); fmt.Sprint(rest) != "[SIGTERM]" {
 		t.Errorf("after one SIGURG the group member recorded %v, want [SIGTERM]", rest)
 	}
-	if r.status() != 0 || r.leftovers() != "" {
-		t.Errorf("exit %d, left %s\n%s", r.status(), r.leftovers(), r.Stderr)
+	if r.Status() != 0 || r.Leftovers() != "" {
+		t.Errorf("exit %d, left %s\n%s", r.Status(), r.Leftovers(), r.Stderr)
 	}
-}
-
-func settingOf(info *debug.BuildInfo, key string) string {
-	for _, s := range info.Settings {
-		if s.Key == key {
-			return s.Value
-		}
-	}
-	return ""
 }
 
 func TestReapsEveryOrphan(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		out := newFIFO(t, "orphans")
-		s := start(t, opts{pid1: pid1, pidsMax: 256, args: []string{"-vv", bin().helper, "orphans", "200", out.path}})
+		out := itest.NewFIFO(t, "orphans")
+		s := itest.Start(t, itest.Opts{PID1: pid1, PidsMax: 256, Args: []string{"-vv", itest.Bin().Helper, "orphans", "200", out.Path}})
 		var patterns []*regexp.Regexp
 		for {
-			line := out.next(t)
+			line := out.Next(t)
 			if line == "done" {
 				break
 			}
@@ -557,21 +505,21 @@ func TestReapsEveryOrphan(t *testing.T) {
 		if len(patterns) != 200 {
 			t.Fatalf("%d orphans reported, want 200", len(patterns))
 		}
-		s.stderr.waitFor(t, patterns...)
+		s.Stderr.WaitFor(t, patterns...)
 		// Every orphan was reaped, so none may be left as a zombie.
-		reaper := s.reaperPID()
+		reaper := s.ReaperPID()
 		var zombies []int
-		for _, kid := range childrenOf(reaper) {
-			if procState(kid) == 'Z' {
+		for _, kid := range itest.ChildrenOf(reaper) {
+			if itest.ProcState(kid) == 'Z' {
 				zombies = append(zombies, kid)
 			}
 		}
 		if len(zombies) > 0 {
 			t.Errorf("zombies of reaper after every orphan was reaped: %v", zombies)
 		}
-		s.signal(syscall.SIGTERM)
-		if r := s.wait(); r.status() != 0 || r.leftovers() != "" {
-			t.Errorf("exit %d (want 0), left %s", r.status(), r.leftovers())
+		s.Signal(syscall.SIGTERM)
+		if r := s.Wait(); r.Status() != 0 || r.Leftovers() != "" {
+			t.Errorf("exit %d (want 0), left %s", r.Status(), r.Leftovers())
 		}
 	})
 }
@@ -579,14 +527,14 @@ func TestReapsEveryOrphan(t *testing.T) {
 func TestChildStartsClean(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		var out bytes.Buffer
-		r := start(t, opts{pid1: pid1, stdout: &out, args: []string{bin().helper, "fds"}}).wait()
-		if got := strings.TrimSpace(out.String()); got != "0 1 2" || r.status() != 0 {
-			t.Errorf("COMMAND's open descriptors are %q (exit %d), want 0 1 2", got, r.status())
+		r := itest.Start(t, itest.Opts{PID1: pid1, Stdout: &out, Args: []string{itest.Bin().Helper, "fds"}}).Wait()
+		if got := strings.TrimSpace(out.String()); got != "0 1 2" || r.Status() != 0 {
+			t.Errorf("COMMAND's open descriptors are %q (exit %d), want 0 1 2", got, r.Status())
 		}
 	})
 	// A descriptor reaper's caller passed on purpose passes through, as exec
 	// would pass it.
-	out, err := exec.Command("sh", "-c", "exec 7</dev/null; exec "+bin().reaper+" "+bin().helper+" fds").Output()
+	out, err := exec.Command("sh", "-c", "exec 7</dev/null; exec "+itest.Bin().Reaper+" "+itest.Bin().Helper+" fds").Output()
 	if got := strings.Fields(string(out)); err != nil || !slices.Contains(got, "7") {
 		t.Errorf("with fd 7 open in the caller COMMAND has %q (%v), want 7 among them", got, err)
 	}
@@ -604,24 +552,24 @@ func TestChildStartsClean(t *testing.T) {
 		}
 		return fields
 	}
-	st := status(t, bin().reaper+" -- cat /proc/self/status")
+	st := status(t, itest.Bin().Reaper+" -- cat /proc/self/status")
 	if st["SigBlk"] != "0000000000000000" || st["SigIgn"] != "0000000000000000" {
 		t.Errorf("COMMAND starts with SigBlk %s SigIgn %s, want both zero", st["SigBlk"], st["SigIgn"])
 	}
 	// A mask the caller set passes on as it is, SIGPIPE and SIGTTOU too,
 	// which reaper blocks on one thread of its own.
-	st = status(t, bin().helper+" blocked PIPE,TTOU,USR1 "+bin().reaper+" -- cat /proc/self/status")
+	st = status(t, itest.Bin().Helper+" blocked PIPE,TTOU,USR1 "+itest.Bin().Reaper+" -- cat /proc/self/status")
 	if st["SigBlk"] != "0000000000201200" {
 		t.Errorf("with PIPE, TTOU and USR1 blocked by the caller, COMMAND's SigBlk is %s, want 0000000000201200", st["SigBlk"])
 	}
 	// A signal the caller ignores (nohup's SIGHUP, a background job's
 	// SIGINT) stays ignored, though reaper catches it to forward it.
-	st = status(t, "trap '' HUP INT; exec "+bin().reaper+" -- cat /proc/self/status")
+	st = status(t, "trap '' HUP INT; exec "+itest.Bin().Reaper+" -- cat /proc/self/status")
 	if st["SigIgn"] != "0000000000000003" {
 		t.Errorf("with SIGHUP and SIGINT ignored by the caller, COMMAND's SigIgn is %s, want 0000000000000003", st["SigIgn"])
 	}
 	// ... with the caller's mask, through the trampoline that sets them.
-	st = status(t, "trap '' INT; exec "+bin().helper+" blocked USR1 "+bin().reaper+" -- cat /proc/self/status")
+	st = status(t, "trap '' INT; exec "+itest.Bin().Helper+" blocked USR1 "+itest.Bin().Reaper+" -- cat /proc/self/status")
 	if st["SigIgn"] != "0000000000000002" || st["SigBlk"] != "0000000000000200" {
 		t.Errorf("with SIGINT ignored and SIGUSR1 blocked by the caller, COMMAND's SigIgn is %s and SigBlk %s, want 2 and 200",
 			st["SigIgn"], st["SigBlk"])
@@ -629,7 +577,7 @@ func TestChildStartsClean(t *testing.T) {
 }
 
 func TestEnvironmentAndLimitsPassThrough(t *testing.T) {
-	cmd := exec.Command(bin().reaper, "env")
+	cmd := exec.Command(itest.Bin().Reaper, "env")
 	cmd.Env = []string{"A=1", "PATH=" + os.Getenv("PATH"), "REAPER_GRACE=2s", "WEIRD= x=y "}
 	out, err := cmd.Output()
 	if err != nil {
@@ -644,9 +592,9 @@ func TestEnvironmentAndLimitsPassThrough(t *testing.T) {
 		t.Errorf("COMMAND's environment is %v, want %v and REAPER_INSTANCE", got, want)
 	}
 	if _, err := exec.LookPath("prlimit"); err != nil {
-		skip(t, "prlimit (util-linux) not installed")
+		itest.Skip(t, "prlimit (util-linux) not installed")
 	}
-	out, err = exec.Command("prlimit", "--nofile=1000:4000", bin().reaper, "sh", "-c", "ulimit -Sn; ulimit -Hn").Output()
+	out, err = exec.Command("prlimit", "--nofile=1000:4000", itest.Bin().Reaper, "sh", "-c", "ulimit -Sn; ulimit -Hn").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -659,30 +607,30 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 	// reaper's stderr is a pipe whose reader goes away once COMMAND runs:
 	// from then on every -vv line fails with EPIPE. reaper must live on, and
 	// COMMAND must not see a SIGPIPE.
-	rec := newFIFO(t, "child")
+	rec := itest.NewFIFO(t, "child")
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin().reaper, "-vv", bin().helper, "record", rec.path)
+	cmd := exec.CommandContext(ctx, itest.Bin().Reaper, "-vv", itest.Bin().Helper, "record", rec.Path)
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	pw.Close()
-	rec.ready(t)
+	rec.Ready(t)
 	pr.Close()
 	for _, sig := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGUSR2} {
 		cmd.Process.Signal(sig)
-		if got := rec.next(t); got != signals.Name(sig) {
+		if got := rec.Next(t); got != signals.Name(sig) {
 			t.Fatalf("sent %s, COMMAND recorded %s", signals.Name(sig), got)
 		}
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	err = cmd.Wait()
-	if got := append([]string{rec.next(t)}, rec.rest()...); fmt.Sprint(got) != "[SIGTERM]" {
+	if got := append([]string{rec.Next(t)}, rec.Rest()...); fmt.Sprint(got) != "[SIGTERM]" {
 		t.Errorf("COMMAND recorded %v at the end, want [SIGTERM] and no SIGPIPE", got)
 	}
 	if err != nil {
@@ -694,23 +642,23 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 	// status is its own.
 	for _, mode := range []string{"on", "off"} {
 		if mode == "on" {
-			requireRoot(t)
+			itest.RequireRoot(t)
 		}
-		rec := newFIFO(t, "child-"+mode)
+		rec := itest.NewFIFO(t, "child-"+mode)
 		pr, pw, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
 		}
 		pr.Close()
-		cmd := exec.CommandContext(ctx, bin().reaper, "-vv", "--cgroup="+mode, bin().helper, "record", rec.path)
+		cmd := exec.CommandContext(ctx, itest.Bin().Reaper, "-vv", "--cgroup="+mode, itest.Bin().Helper, "record", rec.Path)
 		cmd.Stderr = pw
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		pw.Close()
-		rec.ready(t)
+		rec.Ready(t)
 		cmd.Process.Signal(syscall.SIGUSR1)
-		if got := rec.next(t); got != "SIGUSR1" {
+		if got := rec.Next(t); got != "SIGUSR1" {
 			t.Errorf("--cgroup=%s: sent SIGUSR1, COMMAND recorded %s", mode, got)
 		}
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -719,7 +667,7 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 		}
 	}
 	// With stdout and stderr closed, the Go runtime opens /dev/null there.
-	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec "+bin().reaper+" -vv sh -c 'exit 4' >&- 2>&-").CombinedOutput(); err == nil ||
+	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec "+itest.Bin().Reaper+" -vv sh -c 'exit 4' >&- 2>&-").CombinedOutput(); err == nil ||
 		err.(*exec.ExitError).ExitCode() != 4 {
 		t.Errorf("with stdout and stderr closed: %v %s, want exit 4", err, out)
 	}
@@ -728,14 +676,14 @@ func TestBrokenStderrDoesNotReachCommand(t *testing.T) {
 func TestStopSignalBeforeCommandStarts(t *testing.T) {
 	// reaper waits for a port: SIGTERM then must end reaper at once, with
 	// 128+15, without starting COMMAND only to stop it.
-	ran := sharedDir(t) + "/ran"
-	port, _ := heldPort(t)
-	s := start(t, opts{args: []string{"-v", "--wait-port=" + port, "--wait-port-timeout=60s", "touch", ran}})
-	s.stderr.waitFor(t, regexp.MustCompile(`port is held`))
-	s.signal(syscall.SIGTERM)
-	r := s.wait()
-	if r.status() != 128+15 {
-		t.Errorf("exit %d, want 143; stderr:\n%s", r.status(), r.Stderr)
+	ran := itest.SharedDir(t) + "/ran"
+	port, _ := itest.HeldPort(t)
+	s := itest.Start(t, itest.Opts{Args: []string{"-v", "--wait-port=" + port, "--wait-port-timeout=60s", "touch", ran}})
+	s.Stderr.WaitFor(t, regexp.MustCompile(`port is held`))
+	s.Signal(syscall.SIGTERM)
+	r := s.Wait()
+	if r.Status() != 128+15 {
+		t.Errorf("exit %d, want 143; stderr:\n%s", r.Status(), r.Stderr)
 	}
 	if _, err := os.Stat(ran); err == nil {
 		t.Errorf("COMMAND ran; stderr:\n%s", r.Stderr)

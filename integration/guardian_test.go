@@ -8,41 +8,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/reaper-init/reaper/integration/itest"
 )
-
-// awaitGone waits until every pid's pidfd says it exited, failing the test
-// at the deadline with those still running.
-func awaitGone(t *testing.T, fds, pids []int) {
-	t.Helper()
-	end := time.Now().Add(deadline)
-	for {
-		alive := running(fds, pids)
-		if len(alive) == 0 {
-			return
-		}
-		if time.Now().After(end) {
-			t.Fatalf("still running %v after the deadline", alive)
-		}
-		polls := make([]unix.PollFd, len(fds))
-		for i, fd := range fds {
-			polls[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-		}
-		unix.Poll(polls, 100)
-	}
-}
-
-// leafDirs lists the cgroups of reaper's runs below the test's group.
-func leafDirs(cg *testGroup) []string {
-	dirs, _ := filepath.Glob(filepath.Join(cg.v2, "reaper-instance-*"))
-	return dirs
-}
 
 // TestGuardianStopsWhatAKilledReaperLeft: SIGKILL of reaper, with COMMAND's
 // group, a setsid escapee and a TERM-ignoring one running: its guardian
@@ -53,32 +25,32 @@ func TestGuardianStopsWhatAKilledReaperLeft(t *testing.T) {
 		for _, guarded := range []bool{true, false} {
 			name := fmt.Sprintf("cgroup=%s/guardian=%v", mode, guarded)
 			t.Run(name, func(t *testing.T) {
-				cg := sharedCgroup(t, 256)
+				cg := itest.SharedCgroup(t, 256)
 				flags := []string{"--cgroup=" + mode}
 				if !guarded {
 					flags = append(flags, "--guardian=off")
 				}
-				p := plant(t, false, tree{flags: flags, ups: 3, cgroup: cg, leave: true, body: `sh -c "$LEAF" &
+				p := itest.Plant(t, false, itest.Tree{Flags: flags, Ups: 3, Cgroup: cg, Leave: true, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &
 setsid sh -c "$STUBBORN" &`})
-				fds := pidfds(t, p.ups)
-				p.signal(syscall.SIGKILL)
-				if r := p.wait(); r.Signal != int(syscall.SIGKILL) {
-					t.Fatalf("reaper: exit %d, want SIGKILL\n%s", r.status(), r.Stderr)
+				fds := itest.Pidfds(t, p.Ups)
+				p.Signal(syscall.SIGKILL)
+				if r := p.Wait(); r.Signal != int(syscall.SIGKILL) {
+					t.Fatalf("reaper: exit %d, want SIGKILL\n%s", r.Status(), r.Stderr)
 				}
 				if !guarded {
-					if alive := running(fds, p.ups); len(alive) == 0 {
+					if alive := itest.Running(fds, p.Ups); len(alive) == 0 {
 						t.Error("without a guardian, nothing survived reaper's SIGKILL: the test shows nothing")
 					}
 					return
 				}
-				awaitGone(t, fds, p.ups)
-				if !strings.Contains(p.stderr.String(), "reaper died before its run's teardown ended") {
-					t.Errorf("the guardian said nothing:\n%s", p.stderr)
+				itest.AwaitGone(t, fds, p.Ups)
+				if !strings.Contains(p.Stderr.String(), "reaper died before its run's teardown ended") {
+					t.Errorf("the guardian said nothing:\n%s", p.Stderr)
 				}
-				for end := time.Now().Add(deadline); len(leafDirs(cg)) > 0; time.Sleep(10 * time.Millisecond) {
+				for end := time.Now().Add(itest.Deadline); len(itest.LeafDirs(cg)) > 0; time.Sleep(10 * time.Millisecond) {
 					if time.Now().After(end) {
-						t.Fatalf("the run's cgroup is left: %v", leafDirs(cg))
+						t.Fatalf("the run's cgroup is left: %v", itest.LeafDirs(cg))
 					}
 				}
 			})
@@ -90,10 +62,10 @@ setsid sh -c "$STUBBORN" &`})
 // what carries the run's marker, and nothing else: not a process of
 // reaper's user without it, not another user's process that carries it.
 func TestGuardianSignalsOnlyTheRun(t *testing.T) {
-	requireRoot(t)
-	cg := sharedCgroup(t, 256)
-	p := plant(t, false, tree{flags: []string{"--cgroup=off"}, ups: 1, cgroup: cg, leave: true, body: `setsid sh -c "$LEAF" &`})
-	marker := markerOf(t, p.ups[0])
+	itest.RequireRoot(t)
+	cg := itest.SharedCgroup(t, 256)
+	p := itest.Plant(t, false, itest.Tree{Flags: []string{"--cgroup=off"}, Ups: 1, Cgroup: cg, Leave: true, Body: `setsid sh -c "$LEAF" &`})
+	marker := markerOf(t, p.Ups[0])
 	stranger := exec.Command("sleep", "300") // reaper's user, no marker
 	forger := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "300")
 	forger.Env = append(os.Environ(), marker) // another user's, with the marker
@@ -104,13 +76,13 @@ func TestGuardianSignalsOnlyTheRun(t *testing.T) {
 		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
 		waitExec(t, c.Process.Pid, "sleep")
 	}
-	fds := pidfds(t, p.ups)
+	fds := itest.Pidfds(t, p.Ups)
 	bystanders := []int{stranger.Process.Pid, forger.Process.Pid}
-	bystanderFDs := pidfds(t, bystanders)
-	p.signal(syscall.SIGKILL)
-	p.wait()
-	awaitGone(t, fds, p.ups)
-	if alive := running(bystanderFDs, bystanders); len(alive) != 2 {
+	bystanderFDs := itest.Pidfds(t, bystanders)
+	p.Signal(syscall.SIGKILL)
+	p.Wait()
+	itest.AwaitGone(t, fds, p.Ups)
+	if alive := itest.Running(bystanderFDs, bystanders); len(alive) != 2 {
 		t.Errorf("of the bystanders %v, only %v still run", bystanders, alive)
 	}
 }
@@ -120,7 +92,7 @@ func TestGuardianSignalsOnlyTheRun(t *testing.T) {
 // kernel shows no environment: it reads again until the deadline.
 func markerOf(t *testing.T, pid int) string {
 	t.Helper()
-	for end := time.Now().Add(deadline); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+	for end := time.Now().Add(itest.Deadline); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 		if err != nil {
 			t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // leaderExits is a payload whose main thread exits while a second thread
@@ -20,16 +22,16 @@ ctypes.CDLL(None).pthread_exit(None)' &`
 // ends every thread), in both walks.
 func TestTeardownReachesAProcessWhoseLeaderExited(t *testing.T) {
 	if _, err := exec.LookPath("python3"); err != nil {
-		skip(t, "python3 is not installed (apt-get install python3): %v", err)
+		itest.Skip(t, "python3 is not installed (apt-get install python3): %v", err)
 	}
 	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := plant(t, pid1, tree{flags: []string{cgroupFlag, "--grace=30s"}, ups: 1, body: leaderExits})
-		waitState(t, p.hostPIDAnywhere(t, p.ups[0]), 'Z')
-		p.release(t)
-		r := p.wait()
-		p.expectClean(t, r, 0)
-		for _, d := range p.readReport(t).Teardown.Descendants {
-			if d.PID == p.ups[0] && d.Signal != "SIGTERM" {
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{cgroupFlag, "--grace=30s"}, Ups: 1, Body: leaderExits})
+		waitState(t, p.HostPIDAnywhere(t, p.Ups[0]), 'Z')
+		p.Release(t)
+		r := p.Wait()
+		p.ExpectClean(t, r, 0)
+		for _, d := range p.ReadReport(t).Teardown.Descendants {
+			if d.PID == p.Ups[0] && d.Signal != "SIGTERM" {
 				t.Errorf("the process whose leader exited got %q first, want SIGTERM", d.Signal)
 			}
 		}
@@ -42,9 +44,9 @@ func TestTeardownReachesAProcessWhoseLeaderExited(t *testing.T) {
 // COMMAND outside the cgroup and exits with its status; with --cgroup=on it
 // fails with 125.
 func TestCgroupFallsBackWhenClone3RefusesIt(t *testing.T) {
-	requireRoot(t)
+	itest.RequireRoot(t)
 	if _, err := exec.LookPath("strace"); err != nil {
-		skip(t, "strace is not installed (apt-get install strace): %v", err)
+		itest.Skip(t, "strace is not installed (apt-get install strace): %v", err)
 	}
 	for _, tc := range []struct {
 		errno, flag string
@@ -56,11 +58,11 @@ func TestCgroupFallsBackWhenClone3RefusesIt(t *testing.T) {
 		{"E2BIG", "--cgroup=on", 125, "cannot start a process in a cgroup"},
 	} {
 		t.Run(tc.errno+tc.flag, func(t *testing.T) {
-			s := start(t, opts{command: []string{"strace", "-f", "-qq", "-o", "/dev/null",
-				"-e", "inject=clone3:error=" + tc.errno, bin().reaper, "-v", tc.flag, "sh", "-c", "exit 5"}})
-			r := s.wait()
-			if r.status() != tc.code || !strings.Contains(r.Stderr, tc.says) || r.leftovers() != "" {
-				t.Errorf("exit %d, want %d and %q in:\n%s\nleft %s", r.status(), tc.code, tc.says, r.Stderr, r.leftovers())
+			s := itest.Start(t, itest.Opts{Command: []string{"strace", "-f", "-qq", "-o", "/dev/null",
+				"-e", "inject=clone3:error=" + tc.errno, itest.Bin().Reaper, "-v", tc.flag, "sh", "-c", "exit 5"}})
+			r := s.Wait()
+			if r.Status() != tc.code || !strings.Contains(r.Stderr, tc.says) || r.Leftovers() != "" {
+				t.Errorf("exit %d, want %d and %q in:\n%s\nleft %s", r.Status(), tc.code, tc.says, r.Stderr, r.Leftovers())
 			}
 			if tc.code == 5 && strings.Contains(r.Stderr, "contained") {
 				t.Errorf("says it contained COMMAND:\n%s", r.Stderr)
@@ -68,8 +70,8 @@ func TestCgroupFallsBackWhenClone3RefusesIt(t *testing.T) {
 		})
 	}
 	// Without the injection, the same run is contained.
-	r := start(t, opts{args: []string{"-v", "--cgroup=on", "sh", "-c", "exit 5"}}).wait()
-	if r.status() != 5 || !strings.Contains(r.Stderr, "info: contained") {
-		t.Errorf("exit %d, want 5 and contained:\n%s", r.status(), r.Stderr)
+	r := itest.Start(t, itest.Opts{Args: []string{"-v", "--cgroup=on", "sh", "-c", "exit 5"}}).Wait()
+	if r.Status() != 5 || !strings.Contains(r.Stderr, "info: contained") {
+		t.Errorf("exit %d, want 5 and contained:\n%s", r.Status(), r.Stderr)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // What reaper changes in COMMAND's environment for systemd, outside a
@@ -39,11 +41,11 @@ func TestPidVariablesNameCommand(t *testing.T) {
 			func(pid string) string { return pid + " " + pid + " " + pid }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 			defer cancel()
 			script := fmt.Sprintf(`exec 3</dev/null; %s LISTEN_FDS=1 LISTEN_FDNAMES=web WATCHDOG_USEC=1000000 exec "$REAPER" sh -c '%s'`, tc.vars, command)
 			cmd := exec.CommandContext(ctx, "sh", "-c", script)
-			cmd.Env = append(os.Environ(), "REAPER="+bin().reaper)
+			cmd.Env = append(os.Environ(), "REAPER="+itest.Bin().Reaper)
 			out, err := cmd.CombinedOutput()
 			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 			if err != nil || len(lines) != 2 {
@@ -70,13 +72,13 @@ func TestPidVariablesNameCommand(t *testing.T) {
 // recognises reaper (it compares its own file, not /proc/PPID's), so
 // COMMAND gets its own pid in LISTEN_PID and WATCHDOG_PID.
 func TestPidVariablesInAForeignProc(t *testing.T) {
-	requireRoot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	itest.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	// The namespace's pid 1 is a shell; the caller of reaper is pid 2.
 	cmd := exec.CommandContext(ctx, "unshare", "--pid", "--fork", "--kill-child", "sh", "-c",
 		`sh -c 'LISTEN_PID=$$ WATCHDOG_PID=$$ LISTEN_FDS=1 exec "$REAPER" sh -c "echo \$\$ \$LISTEN_PID \$WATCHDOG_PID"'`)
-	cmd.Env = append(os.Environ(), "REAPER="+bin().reaper)
+	cmd.Env = append(os.Environ(), "REAPER="+itest.Bin().Reaper)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -114,35 +116,35 @@ func notificationOfAGoneSender(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer goW.Close()
-	events := newFIFO(t, "events")
-	s := start(t, opts{env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.path, "HELPER=" + bin().helper}, stdin: goR,
-		args: []string{"sh", "-c", `echo waiting > "$F"; read go; "$HELPER" notify READY=1 > "$F"; echo reaped > "$F"; exec sleep 300`}})
+	events := itest.NewFIFO(t, "events")
+	s := itest.Start(t, itest.Opts{Env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.Path, "HELPER=" + itest.Bin().Helper}, Stdin: goR,
+		Args: []string{"sh", "-c", `echo waiting > "$F"; read go; "$HELPER" notify READY=1 > "$F"; echo reaped > "$F"; exec sleep 300`}})
 	goR.Close()
-	if line := events.next(t); line != "waiting" {
+	if line := events.Next(t); line != "waiting" {
 		t.Fatalf("COMMAND wrote %q", line)
 	}
-	reaper := s.reaperPID()
+	reaper := s.ReaperPID()
 	if err := syscall.Kill(reaper, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, reaper, 'T')
 	goW.WriteString("go\n")
-	if line := events.next(t); !strings.HasPrefix(line, "sent ") {
+	if line := events.Next(t); !strings.HasPrefix(line, "sent ") {
 		t.Fatalf("the sender wrote %q", line)
 	}
-	if line := events.next(t); line != "reaped" { // the shell waited for it
+	if line := events.Next(t); line != "reaped" { // the shell waited for it
 		t.Fatalf("COMMAND wrote %q", line)
 	}
 	syscall.Kill(reaper, syscall.SIGCONT)
 	buf := make([]byte, 4096)
-	manager.SetReadDeadline(time.Now().Add(deadline))
+	manager.SetReadDeadline(time.Now().Add(itest.Deadline))
 	n, err := manager.Read(buf)
 	if err != nil || string(buf[:n]) != "READY=1" {
 		t.Errorf("the manager got %q (%v), want READY=1 from the sender gone meanwhile", buf[:n], err)
 	}
-	s.signal(syscall.SIGTERM)
-	if r := s.wait(); r.status() != 143 || r.leftovers() != "" {
-		t.Errorf("exit %d, left %s\n%s", r.status(), r.leftovers(), r.Stderr)
+	s.Signal(syscall.SIGTERM)
+	if r := s.Wait(); r.Status() != 143 || r.Leftovers() != "" {
+		t.Errorf("exit %d, left %s\n%s", r.Status(), r.Leftovers(), r.Stderr)
 	}
 }
 
@@ -160,16 +162,16 @@ func notificationsRelayed(t *testing.T, foreign bool) {
 	}
 	raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_PASSCRED, 1) })
 
-	events := newFIFO(t, "events")
-	s := start(t, opts{pid1: foreign, noMountProc: foreign, env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.path, "HELPER=" + bin().helper},
-		args: []string{"sh", "-c", `echo "command $NOTIFY_SOCKET" > "$F"; "$HELPER" notify 'READY=1\nMAINPID=1\nSTATUS=up' > /dev/null; exec sleep 300`},
+	events := itest.NewFIFO(t, "events")
+	s := itest.Start(t, itest.Opts{PID1: foreign, NoMountProc: foreign, Env: []string{"NOTIFY_SOCKET=" + path, "F=" + events.Path, "HELPER=" + itest.Bin().Helper},
+		Args: []string{"sh", "-c", `echo "command $NOTIFY_SOCKET" > "$F"; "$HELPER" notify 'READY=1\nMAINPID=1\nSTATUS=up' > /dev/null; exec sleep 300`},
 	})
-	line := events.next(t)
+	line := events.Next(t)
 	if !strings.HasPrefix(line, "command @reaper-notify-") {
 		t.Errorf("COMMAND's NOTIFY_SOCKET: %q, want reaper's relay", line)
 	}
 	buf, oob := make([]byte, 4096), make([]byte, 1024)
-	manager.SetReadDeadline(time.Now().Add(deadline))
+	manager.SetReadDeadline(time.Now().Add(itest.Deadline))
 	n, oobn, _, _, err := manager.ReadMsgUnix(buf, oob)
 	if err != nil {
 		t.Fatal(err)
@@ -182,11 +184,11 @@ func notificationsRelayed(t *testing.T, foreign bool) {
 		t.Fatalf("no credentials with the datagram")
 	}
 	cred, err := syscall.ParseUnixCredentials(&msgs[0])
-	if err != nil || int(cred.Pid) != s.reaperPID() {
-		t.Errorf("sent by pid %v (%v), want reaper's %d: the main process", cred, err, s.reaperPID())
+	if err != nil || int(cred.Pid) != s.ReaperPID() {
+		t.Errorf("sent by pid %v (%v), want reaper's %d: the main process", cred, err, s.ReaperPID())
 	}
-	s.signal(syscall.SIGTERM)
-	if r := s.wait(); r.status() != 143 || r.leftovers() != "" {
-		t.Errorf("exit %d, left %s\n%s", r.status(), r.leftovers(), r.Stderr)
+	s.Signal(syscall.SIGTERM)
+	if r := s.Wait(); r.Status() != 143 || r.Leftovers() != "" {
+		t.Errorf("exit %d, left %s\n%s", r.Status(), r.Leftovers(), r.Stderr)
 	}
 }

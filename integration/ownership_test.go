@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,7 +67,7 @@ func reusePID(t *testing.T, pid int, argv ...string) *exec.Cmd {
 	t.Helper()
 	for try := 0; try < 1000; try++ {
 		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
-			skip(t, "cannot choose the next pid: %v", err)
+			itest.Skip(t, "cannot choose the next pid: %v", err)
 		}
 		cmd := exec.Command(argv[0], argv[1:]...)
 		if err := cmd.Start(); err != nil {
@@ -90,12 +91,12 @@ func reusePID(t *testing.T, pid int, argv ...string) *exec.Cmd {
 // started. --replace then signals nobody, whether that pid is free or
 // another user's innocent process has it now, and says why.
 func TestReplaceSignalsOnlyTheLockHolder(t *testing.T) {
-	requireRoot(t)
+	itest.RequireRoot(t)
 	os.MkdirAll("/run/reaper", 0o700)
 	t.Run("holder gone", func(t *testing.T) {
-		name := instanceName(t)
+		name := itest.InstanceName(t)
 		named, holder := handOnLock(t, "/run/reaper/"+name+".lock")
-		code, _, stderr := runReaper(t, nil, "--instance="+name, "--replace", "--grace=300s", "true")
+		code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "--replace", "--grace=300s", "true")
 		want := fmt.Sprintf("--replace signalled nothing: the process the kernel names as the lock's holder, pid %d, is gone", named)
 		// (Unless another process took the freed pid meanwhile: then it
 		// holds nothing, as the next case shows.)
@@ -103,31 +104,31 @@ func TestReplaceSignalsOnlyTheLockHolder(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, want) && !strings.Contains(stderr, reused) {
 			t.Errorf("--replace with the named holder gone: exit %d, %q; want 2 and %q", code, stderr, want)
 		}
-		if len(running(pidfds(t, []int{holder}), []int{holder})) == 0 {
+		if len(itest.Running(itest.Pidfds(t, []int{holder}), []int{holder})) == 0 {
 			t.Error("the process that holds the lock was signalled")
 		}
 	})
 	t.Run("pid reused by another user", func(t *testing.T) {
 		for attempt := 0; attempt < 5; attempt++ {
-			name := instanceName(t)
+			name := itest.InstanceName(t)
 			named, holder := handOnLock(t, "/run/reaper/"+name+".lock")
 			innocent := reusePID(t, named, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "sleep", "1000")
 			if innocent == nil {
 				continue // another process took the pid first: again, with another
 			}
 			waitExec(t, named, "sleep")
-			fds := pidfds(t, []int{named, holder})
-			code, _, stderr := runReaper(t, nil, "--instance="+name, "--replace", "--grace=300s", "true")
+			fds := itest.Pidfds(t, []int{named, holder})
+			code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "--replace", "--grace=300s", "true")
 			want := fmt.Sprintf("--replace signalled nothing: pid %d, which the kernel names as the lock's holder, does not hold it now", named)
 			if code != 2 || !strings.Contains(stderr, want) {
 				t.Errorf("--replace with the named holder's pid reused: exit %d, %q; want 2 and %q", code, stderr, want)
 			}
-			if alive := running(fds, []int{named, holder}); len(alive) != 2 {
+			if alive := itest.Running(fds, []int{named, holder}); len(alive) != 2 {
 				t.Errorf("of the innocent process %d and the holder %d, only %v run: --replace signalled them", named, holder, alive)
 			}
 			return
 		}
-		skip(t, "other processes took the freed pid first, five times")
+		itest.Skip(t, "other processes took the freed pid first, five times")
 	})
 }
 
@@ -135,7 +136,7 @@ func TestReplaceSignalsOnlyTheLockHolder(t *testing.T) {
 // of nobody's made it, and removes it when the test ends.
 func nobodysLock(t *testing.T, name string) string {
 	t.Helper()
-	if code, out := asNobodyRun(t, nil, bin().reaper, "--instance="+name, "true"); code != 0 {
+	if code, out := itest.AsNobodyRun(t, nil, itest.Bin().Reaper, "--instance="+name, "true"); code != 0 {
 		t.Fatalf("nobody's first run: %d %s", code, out)
 	}
 	for _, dir := range []string{"/run/user/65534/reaper", "/tmp/reaper-65534"} {
@@ -155,13 +156,13 @@ func nobodysLock(t *testing.T, name string) string {
 // not signal it anyway: it gives up at once, with exit 2, and says so,
 // instead of claiming a kill and waiting out the grace periods.
 func TestReplaceGivesUpAtOnceOnAnotherUsersHolder(t *testing.T) {
-	requireRoot(t)
-	name := instanceName(t)
+	itest.RequireRoot(t)
+	name := itest.InstanceName(t)
 	path := nobodysLock(t, name)
 	holder := startReady(t, "held", "flock", "-x", path, "-c", "echo held; exec sleep 300")
 	// With a grace period of 300 s, a run that waits it out meets the
 	// test's deadline first.
-	code, out := asNobodyRun(t, nil, bin().reaper, "--instance="+name, "--replace", "--grace=300s", "true")
+	code, out := itest.AsNobodyRun(t, nil, itest.Bin().Reaper, "--instance="+name, "--replace", "--grace=300s", "true")
 	want := fmt.Sprintf("--replace signalled nothing: pid %d, which the kernel names as the lock's holder, cannot be shown to hold it: "+
 		"its open files cannot be read (another user's process)", holder.Process.Pid)
 	if code != 2 || !strings.Contains(out, want) || strings.Contains(out, "replacing") || strings.Contains(out, "kill") {
@@ -190,15 +191,15 @@ func conflictWarning(name, madeBy string) *regexp.Regexp {
 // expectUntouched fails the test unless the live run of record's COMMAND
 // still forwards signals to it and has seen none but the test's: then
 // stops it.
-func expectUntouched(t *testing.T, live *session, rec *fifo) {
+func expectUntouched(t *testing.T, live *itest.Session, rec *itest.FIFO) {
 	t.Helper()
-	live.signal(syscall.SIGUSR1)
-	if got := rec.next(t); got != "SIGUSR1" {
+	live.Signal(syscall.SIGUSR1)
+	if got := rec.Next(t); got != "SIGUSR1" {
 		t.Errorf("the live run's COMMAND recorded %s, want the test's SIGUSR1: another run signalled it", got)
 	}
-	live.signal(syscall.SIGTERM)
-	if r := live.wait(); r.status() != 0 {
-		t.Errorf("the live run: exit %d, want 0 (its COMMAND's, after the test's SIGTERM)\n%s", r.status(), r.Stderr)
+	live.Signal(syscall.SIGTERM)
+	if r := live.Wait(); r.Status() != 0 {
+		t.Errorf("the live run: exit %d, want 0 (its COMMAND's, after the test's SIGTERM)\n%s", r.Status(), r.Stderr)
 	}
 }
 
@@ -210,47 +211,47 @@ func expectUntouched(t *testing.T, live *session, rec *fifo) {
 // that cgroup (a leftover without the marker: only the cgroup finds it),
 // and still nothing of the first.
 func TestRunsOfOneNameUnderTwoLocks(t *testing.T) {
-	requireRoot(t)
+	itest.RequireRoot(t)
 	for _, privateFirst := range []bool{false, true} {
 		t.Run(map[bool]string{false: "host first", true: "private /run first"}[privateFirst], func(t *testing.T) {
-			cg := sharedCgroup(t, 256)
-			name := instanceName(t)
+			cg := itest.SharedCgroup(t, 256)
+			name := itest.InstanceName(t)
 			private := privateRun(t)
 			live, other := []string(nil), private
 			if privateFirst {
 				live, other = private, nil
 			}
-			rec := newFIFO(t, "live")
-			first := start(t, opts{cg: cg, prefix: live, args: []string{"--instance=" + name, "--cgroup=on", bin().helper, "record", rec.path}})
-			rec.ready(t)
+			rec := itest.NewFIFO(t, "live")
+			first := itest.Start(t, itest.Opts{Cgroup: cg, Prefix: live, Args: []string{"--instance=" + name, "--cgroup=on", itest.Bin().Helper, "record", rec.Path}})
+			rec.Ready(t)
 
-			second := plant(t, false, tree{prefix: other, flags: []string{"--instance=" + name, "--cgroup=on", "--guardian=off"}, ups: 1, cgroup: cg, leave: true,
-				body: `setsid env -i F="$F" sh -c 'echo "up $$" > "$F"; exec sleep 300' &`})
-			left := pidfds(t, second.ups)
-			second.signal(syscall.SIGKILL)
-			r := second.wait()
+			second := itest.Plant(t, false, itest.Tree{Prefix: other, Flags: []string{"--instance=" + name, "--cgroup=on", "--guardian=off"}, Ups: 1, Cgroup: cg, Leave: true,
+				Body: `setsid env -i F="$F" sh -c 'echo "up $$" > "$F"; exec sleep 300' &`})
+			left := itest.Pidfds(t, second.Ups)
+			second.Signal(syscall.SIGKILL)
+			r := second.Wait()
 			if !conflictWarning(name, "a run under another lock").MatchString(r.Stderr) {
 				t.Errorf("the second run does not say it left the first's cgroup alone:\n%s", r.Stderr)
 			}
-			if alive := running(left, second.ups); len(alive) != 1 {
+			if alive := itest.Running(left, second.Ups); len(alive) != 1 {
 				t.Fatalf("the killed second run's leftover is gone: %v; the test needs it", alive)
 			}
 
-			r = start(t, opts{cg: cg, prefix: other, args: []string{"--instance=" + name, "--cgroup=on", "--grace=1s", "sh", "-c", "exit 7"}}).wait()
-			if r.status() != 7 || !conflictWarning(name, "a run under another lock").MatchString(r.Stderr) {
-				t.Errorf("third run: exit %d (want 7), and a warning naming the conflict:\n%s", r.status(), r.Stderr)
+			r = itest.Start(t, itest.Opts{Cgroup: cg, Prefix: other, Args: []string{"--instance=" + name, "--cgroup=on", "--grace=1s", "sh", "-c", "exit 7"}}).Wait()
+			if r.Status() != 7 || !conflictWarning(name, "a run under another lock").MatchString(r.Stderr) {
+				t.Errorf("third run: exit %d (want 7), and a warning naming the conflict:\n%s", r.Status(), r.Stderr)
 			}
-			if !strings.Contains(r.Stderr, fmt.Sprintf("leftover of an earlier run instance=%s pid=%d ", name, second.ups[0])) {
-				t.Errorf("the third run does not name its own lock's leftover %d:\n%s", second.ups[0], r.Stderr)
+			if !strings.Contains(r.Stderr, fmt.Sprintf("leftover of an earlier run instance=%s pid=%d ", name, second.Ups[0])) {
+				t.Errorf("the third run does not name its own lock's leftover %d:\n%s", second.Ups[0], r.Stderr)
 			}
-			if alive := running(left, second.ups); len(alive) > 0 {
+			if alive := itest.Running(left, second.Ups); len(alive) > 0 {
 				t.Errorf("the second run's leftover %v still runs", alive)
 			}
 			if strings.Count(r.Stderr, "leftover of an earlier run") != 1 {
 				t.Errorf("the third run took more than its own lock's leftover for one:\n%s", r.Stderr)
 			}
 			expectUntouched(t, first, rec)
-			if leaves, _ := filepath.Glob(filepath.Join(cg.v2, "reaper-instance-*")); len(leaves) > 0 {
+			if leaves, _ := filepath.Glob(filepath.Join(cg.V2, "reaper-instance-*")); len(leaves) > 0 {
 				t.Errorf("cgroups left behind: %v", leaves)
 			}
 		})
@@ -260,9 +261,9 @@ func TestRunsOfOneNameUnderTwoLocks(t *testing.T) {
 // delegate gives cg to nobody, as systemd's Delegate=yes gives a unit's
 // cgroup to its user: nobody may make groups in it and start processes
 // in them.
-func delegate(t *testing.T, cg *testGroup) {
+func delegate(t *testing.T, cg *itest.Cgroup) {
 	t.Helper()
-	for _, path := range []string{cg.v2, cg.v2 + "/cgroup.procs"} {
+	for _, path := range []string{cg.V2, cg.V2 + "/cgroup.procs"} {
 		if err := os.Chown(path, 65534, 65534); err != nil {
 			t.Fatal(err)
 		}
@@ -273,26 +274,26 @@ func delegate(t *testing.T, cg *testGroup) {
 // from one cgroup, hold two locks: neither sweeps the other's cgroup,
 // whichever is live, and no line claims a leftover found or killed.
 func TestRunsOfOneNameOfTwoUsers(t *testing.T) {
-	nobody := asNobody(t)
+	nobody := itest.AsNobody(t)
 	for _, rootLive := range []bool{true, false} {
 		t.Run(map[bool]string{true: "root's run live", false: "nobody's run live"}[rootLive], func(t *testing.T) {
-			cg := sharedCgroup(t, 256)
+			cg := itest.SharedCgroup(t, 256)
 			delegate(t, cg)
-			name := instanceName(t)
+			name := itest.InstanceName(t)
 			nobodysLock(t, name)
-			root := []string{bin().reaper}
+			root := []string{itest.Bin().Reaper}
 			liveShim, otherShim, otherUID := root, nobody, 0
 			if !rootLive {
 				liveShim, otherShim, otherUID = nobody, root, 65534
 			}
-			rec := newFIFO(t, "live")
-			first := start(t, opts{cg: cg, command: append(append([]string{}, liveShim...),
-				"--instance="+name, "--cgroup=on", bin().helper, "record", rec.path)})
-			rec.ready(t)
-			r := start(t, opts{cg: cg, command: append(append([]string{}, otherShim...),
-				"--instance="+name, "--grace=1s", "sh", "-c", "exit 7")}).wait()
-			if r.status() != 7 || !conflictWarning(name, "a run of user "+strconv.Itoa(otherUID)).MatchString(r.Stderr) {
-				t.Errorf("the other user's run: exit %d (want 7), and a warning naming the conflict:\n%s", r.status(), r.Stderr)
+			rec := itest.NewFIFO(t, "live")
+			first := itest.Start(t, itest.Opts{Cgroup: cg, Command: append(append([]string{}, liveShim...),
+				"--instance="+name, "--cgroup=on", itest.Bin().Helper, "record", rec.Path)})
+			rec.Ready(t)
+			r := itest.Start(t, itest.Opts{Cgroup: cg, Command: append(append([]string{}, otherShim...),
+				"--instance="+name, "--grace=1s", "sh", "-c", "exit 7")}).Wait()
+			if r.Status() != 7 || !conflictWarning(name, "a run of user "+strconv.Itoa(otherUID)).MatchString(r.Stderr) {
+				t.Errorf("the other user's run: exit %d (want 7), and a warning naming the conflict:\n%s", r.Status(), r.Stderr)
 			}
 			if strings.Contains(r.Stderr, "leftover") {
 				t.Errorf("the other user's run claims leftovers:\n%s", r.Stderr)
@@ -308,31 +309,31 @@ func TestRunsOfOneNameOfTwoUsers(t *testing.T) {
 // signal root's, and why; the cgroup's kill, which the kernel allows the
 // cgroup's owner, ends root's, and the run says so.
 func TestSweepSaysWhatItCouldNotSignal(t *testing.T) {
-	nobody := asNobody(t)
-	cg := sharedCgroup(t, 256)
+	nobody := itest.AsNobody(t)
+	cg := itest.SharedCgroup(t, 256)
 	delegate(t, cg)
-	name := instanceName(t)
+	name := itest.InstanceName(t)
 	nobodysLock(t, name)
-	first := plant(t, false, tree{shim: append(append([]string{}, nobody...), "--instance="+name, "--cgroup=on", "--guardian=off"), ups: 1,
-		cgroup: cg, leave: true, body: `setsid sh -c "$LEAF" &`})
-	left := pidfds(t, first.ups)
-	first.signal(syscall.SIGKILL)
-	first.wait()
+	first := itest.Plant(t, false, itest.Tree{Shim: append(append([]string{}, nobody...), "--instance="+name, "--cgroup=on", "--guardian=off"), Ups: 1,
+		Cgroup: cg, Leave: true, Body: `setsid sh -c "$LEAF" &`})
+	left := itest.Pidfds(t, first.Ups)
+	first.Signal(syscall.SIGKILL)
+	first.Wait()
 	sudo := exec.Command("sleep", "300")
 	if err := sudo.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sudo.Process.Kill(); sudo.Wait() })
-	leaf := filepath.Join(cg.v2, "reaper-instance-"+name)
+	leaf := filepath.Join(cg.V2, "reaper-instance-"+name)
 	if err := os.WriteFile(leaf+"/cgroup.procs", []byte(strconv.Itoa(sudo.Process.Pid)), 0); err != nil {
 		t.Fatal(err)
 	}
-	r := start(t, opts{cg: cg, command: append(append([]string{}, nobody...), "--instance="+name, "--cgroup=on", "--grace=1s", "true")}).wait()
-	if r.status() != 0 {
-		t.Errorf("nobody's second run: exit %d\n%s", r.status(), r.Stderr)
+	r := itest.Start(t, itest.Opts{Cgroup: cg, Command: append(append([]string{}, nobody...), "--instance="+name, "--cgroup=on", "--grace=1s", "true")}).Wait()
+	if r.Status() != 0 {
+		t.Errorf("nobody's second run: exit %d\n%s", r.Status(), r.Stderr)
 	}
 	for _, want := range []string{
-		fmt.Sprintf("warning: leftover of an earlier run instance=%s pid=%d ", name, first.ups[0]),
+		fmt.Sprintf("warning: leftover of an earlier run instance=%s pid=%d ", name, first.Ups[0]),
 		fmt.Sprintf(`warning: leftover of an earlier run not signalled instance=%s pid=%d command="sleep 300" signal=SIGTERM error="signal pid %d: operation not permitted"`,
 			name, sudo.Process.Pid, sudo.Process.Pid),
 		"warning: killed what was left in the cgroup of an earlier run",
@@ -344,7 +345,7 @@ func TestSweepSaysWhatItCouldNotSignal(t *testing.T) {
 	if strings.Contains(r.Stderr, fmt.Sprintf("leftover of an earlier run instance=%s pid=%d ", name, sudo.Process.Pid)) {
 		t.Errorf("a line claims root's process was signalled:\n%s", r.Stderr)
 	}
-	if alive := running(left, first.ups); len(alive) > 0 {
+	if alive := itest.Running(left, first.Ups); len(alive) > 0 {
 		t.Errorf("nobody's leftover %v still runs", alive)
 	}
 	if err := sudo.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {

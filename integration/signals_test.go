@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -50,27 +51,17 @@ func without(sigs []syscall.Signal, drop syscall.Signal) []syscall.Signal {
 // sendOneByOne sends each signal to reaper once COMMAND has recorded the one
 // before, and returns what COMMAND recorded: one line per signal sent,
 // except those dropped (expected to leave no line).
-func sendOneByOne(t *testing.T, s *session, rec *fifo, send []syscall.Signal, dropped map[syscall.Signal]bool) []string {
+func sendOneByOne(t *testing.T, s *itest.Session, rec *itest.FIFO, send []syscall.Signal, dropped map[syscall.Signal]bool) []string {
 	t.Helper()
 	var got []string
 	for _, sig := range send {
-		s.signal(sig)
+		s.Signal(sig)
 		if dropped[sig] {
 			continue
 		}
-		got = append(got, rec.next(t))
+		got = append(got, rec.Next(t))
 	}
 	return got
-}
-
-// running reports whether the session's reaper is still running.
-func (s *session) running() bool {
-	select {
-	case <-s.ended:
-		return false
-	default:
-		return true
-	}
 }
 
 // TestEverySignalReachesCommandInOrder sends every signal, one after
@@ -123,19 +114,19 @@ func TestEverySignalReachesCommandInOrder(t *testing.T) {
 // begins a stop with a long grace period, and forwarding goes on during
 // it. A second SIGTERM then ends it with SIGKILL.
 func everySignalThroughAStop(t *testing.T, pid1 bool, binary string, flags []string, drop map[syscall.Signal]bool, want []string) {
-	rec := newFIFO(t, "child")
-	s := start(t, opts{pid1: pid1, binary: binary, args: append(append([]string{"-v", "--grace=60s"}, flags...),
-		bin().helper, "record", "-stay", rec.path)})
-	rec.ready(t)
+	rec := itest.NewFIFO(t, "child")
+	s := itest.Start(t, itest.Opts{PID1: pid1, Binary: binary, Args: append(append([]string{"-v", "--grace=60s"}, flags...),
+		itest.Bin().Helper, "record", "-stay", rec.Path)})
+	rec.Ready(t)
 	got := sendOneByOne(t, s, rec, everySignal(), drop)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("COMMAND recorded\n%v\nwant\n%v", got, want)
 	}
-	s.stderr.waitFor(t, regexp.MustCompile(`info: stopping reason=signal`))
-	s.signal(syscall.SIGTERM) // a second stop request: SIGKILL at once
-	r := s.wait()
-	if status := r.status(); status != 128+9 || r.leftovers() != "" {
-		t.Errorf("exit %d, left %s; want COMMAND's SIGKILL, nothing left\n%s", status, r.leftovers(), r.Stderr)
+	s.Stderr.WaitFor(t, regexp.MustCompile(`info: stopping reason=signal`))
+	s.Signal(syscall.SIGTERM) // a second stop request: SIGKILL at once
+	r := s.Wait()
+	if status := r.Status(); status != 128+9 || r.Leftovers() != "" {
+		t.Errorf("exit %d, left %s; want COMMAND's SIGKILL, nothing left\n%s", status, r.Leftovers(), r.Stderr)
 	}
 	if n := strings.Count(r.Stderr, "info: stopping"); n != 1 {
 		t.Errorf("%d stops began, want the one SIGTERM began\n%s", n, r.Stderr)
@@ -145,19 +136,19 @@ func everySignalThroughAStop(t *testing.T, pid1 bool, binary string, flags []str
 // withoutStopRequest sends every signal but SIGTERM: none stops, and
 // COMMAND still runs a grace period (1 s) later.
 func withoutStopRequest(t *testing.T, pid1 bool, binary string, flags []string, drop map[syscall.Signal]bool) {
-	rec := newFIFO(t, "child-no-stop")
-	s := start(t, opts{pid1: pid1, binary: binary, args: append(append([]string{"-v", "--grace=1s"}, flags...),
-		bin().helper, "record", "-stay", rec.path)})
-	rec.ready(t)
+	rec := itest.NewFIFO(t, "child-no-stop")
+	s := itest.Start(t, itest.Opts{PID1: pid1, Binary: binary, Args: append(append([]string{"-v", "--grace=1s"}, flags...),
+		itest.Bin().Helper, "record", "-stay", rec.Path)})
+	rec.Ready(t)
 	sendOneByOne(t, s, rec, without(everySignal(), syscall.SIGTERM), drop)
 	time.Sleep(1500 * time.Millisecond) // a grace period and a margin: proving that nothing happens
-	if !s.running() || strings.Contains(s.stderr.String(), "info: stopping") {
-		t.Fatalf("a signal that is no stop request stopped reaper:\n%s", s.stderr)
+	if !s.Running() || strings.Contains(s.Stderr.String(), "info: stopping") {
+		t.Fatalf("a signal that is no stop request stopped reaper:\n%s", s.Stderr)
 	}
-	s.signal(syscall.SIGTERM)
-	r := s.wait()
-	if status := r.status(); status != 128+9 || r.leftovers() != "" {
-		t.Errorf("after SIGTERM: exit %d, left %s; want COMMAND's SIGKILL after the grace period\n%s", status, r.leftovers(), r.Stderr)
+	s.Signal(syscall.SIGTERM)
+	r := s.Wait()
+	if status := r.Status(); status != 128+9 || r.Leftovers() != "" {
+		t.Errorf("after SIGTERM: exit %d, left %s; want COMMAND's SIGKILL after the grace period\n%s", status, r.Leftovers(), r.Stderr)
 	}
 }
 
@@ -171,27 +162,27 @@ func TestHandledSignalsDoNotStop(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			modes(t, func(t *testing.T, pid1 bool) {
-				events := newFIFO(t, "events")
+				events := itest.NewFIFO(t, "events")
 				script := fmt.Sprintf(`trap 'echo "handled %[1]s" > "$F"' %[1]s
 echo "command $$" > "$F"
 while :; do sleep 300 & wait $!; done`, name)
-				s := start(t, opts{pid1: pid1, env: []string{"F=" + events.path},
-					args: []string{"-v", "--grace=1s", "sh", "-c", script}})
-				if line := events.next(t); !strings.HasPrefix(line, "command ") {
+				s := itest.Start(t, itest.Opts{PID1: pid1, Env: []string{"F=" + events.Path},
+					Args: []string{"-v", "--grace=1s", "sh", "-c", script}})
+				if line := events.Next(t); !strings.HasPrefix(line, "command ") {
 					t.Fatalf("payload wrote %q", line)
 				}
-				s.signal(sig)
-				if line := events.next(t); line != "handled "+name {
+				s.Signal(sig)
+				if line := events.Next(t); line != "handled "+name {
 					t.Fatalf("payload wrote %q", line)
 				}
 				time.Sleep(1500 * time.Millisecond) // a grace period and a margin: proving that nothing happens
-				if !s.running() || strings.Contains(s.stderr.String(), "info: stopping") {
-					t.Fatalf("%s stopped reaper:\n%s", name, s.stderr)
+				if !s.Running() || strings.Contains(s.Stderr.String(), "info: stopping") {
+					t.Fatalf("%s stopped reaper:\n%s", name, s.Stderr)
 				}
-				s.signal(syscall.SIGTERM)
-				r := s.wait()
-				if status := r.status(); status != 128+15 || r.leftovers() != "" {
-					t.Errorf("after SIGTERM: exit %d, left %s; want 143 (sh killed by SIGTERM)\n%s", status, r.leftovers(), r.Stderr)
+				s.Signal(syscall.SIGTERM)
+				r := s.Wait()
+				if status := r.Status(); status != 128+15 || r.Leftovers() != "" {
+					t.Errorf("after SIGTERM: exit %d, left %s; want 143 (sh killed by SIGTERM)\n%s", status, r.Leftovers(), r.Stderr)
 				}
 			})
 		})
@@ -223,25 +214,25 @@ func TestStopOn(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			events := newFIFO(t, "events")
-			o := opts{env: append([]string{"F=" + events.path}, tc.env...),
-				args: append(append([]string{"-v", "--grace=1s"}, tc.flags...), "sh", "-c", ignoring)}
+			events := itest.NewFIFO(t, "events")
+			o := itest.Opts{Env: append([]string{"F=" + events.Path}, tc.env...),
+				Args: append(append([]string{"-v", "--grace=1s"}, tc.flags...), "sh", "-c", ignoring)}
 			if tc.intIgnored { // the shell becomes reaper: same pid
-				o.command = append([]string{"sh", "-c", `trap '' INT; exec "$0" "$@"`, bin().reaper}, o.args...)
+				o.Command = append([]string{"sh", "-c", `trap '' INT; exec "$0" "$@"`, itest.Bin().Reaper}, o.Args...)
 			}
-			s := start(t, o)
-			events.next(t)
-			s.signal(tc.sig)
+			s := itest.Start(t, o)
+			events.Next(t)
+			s.Signal(tc.sig)
 			if !tc.stops {
 				time.Sleep(1500 * time.Millisecond) // a grace period and a margin: proving that nothing happens
-				if !s.running() {
-					t.Fatalf("%s stopped reaper:\n%s", signals.Name(tc.sig), s.stderr)
+				if !s.Running() {
+					t.Fatalf("%s stopped reaper:\n%s", signals.Name(tc.sig), s.Stderr)
 				}
-				s.signal(syscall.SIGTERM)
+				s.Signal(syscall.SIGTERM)
 			}
-			r := s.wait()
-			if status := r.status(); status != 128+9 || r.leftovers() != "" {
-				t.Errorf("exit %d, left %s; want COMMAND SIGKILLed after the grace period\n%s", status, r.leftovers(), r.Stderr)
+			r := s.Wait()
+			if status := r.Status(); status != 128+9 || r.Leftovers() != "" {
+				t.Errorf("exit %d, left %s; want COMMAND SIGKILLed after the grace period\n%s", status, r.Leftovers(), r.Stderr)
 			}
 			want := signals.Name(tc.sig)
 			if !tc.stops {
@@ -254,7 +245,7 @@ func TestStopOn(t *testing.T) {
 	}
 	// --stop-on takes only signals reaper can receive as one.
 	for _, bad := range []string{"--stop-on=KILL", "--stop-on=CHLD", "--stop-on=PROF", "--stop-on=BOGUS"} {
-		if code, _, stderr := runReaper(t, nil, bad, "true"); code != 2 || strings.Count(stderr, "\n") != 1 {
+		if code, _, stderr := itest.RunReaper(t, nil, bad, "true"); code != 2 || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("%s: exit %d, %q; want 2 and one line", bad, code, stderr)
 		}
 	}
@@ -267,7 +258,7 @@ type build struct {
 }
 
 func builds() []build {
-	return []build{{"documented", bin().reaper}, {"plain", bin().plain}}
+	return []build{{"documented", itest.Bin().Reaper}, {"plain", itest.Bin().Plain}}
 }
 
 // TestEveryBuildIsNamedReaper runs each build as PID 1 of a PID namespace:
@@ -276,11 +267,11 @@ func builds() []build {
 func TestEveryBuildIsNamedReaper(t *testing.T) {
 	for _, b := range builds() {
 		t.Run(b.name, func(t *testing.T) {
-			events := newFIFO(t, "events")
-			s := start(t, opts{pid1: true, binary: b.path, env: []string{"F=" + events.path},
-				args: []string{"sh", "-c", `echo "command $$" > "$F"; exec sleep 300`}})
-			events.next(t)
-			reaper := s.reaperPID()
+			events := itest.NewFIFO(t, "events")
+			s := itest.Start(t, itest.Opts{PID1: true, Binary: b.path, Env: []string{"F=" + events.Path},
+				Args: []string{"sh", "-c", `echo "command $$" > "$F"; exec sleep 300`}})
+			events.Next(t)
+			reaper := s.ReaperPID()
 			if comm := readTrimmed(fmt.Sprintf("/proc/%d/comm", reaper)); comm != "reaper" {
 				t.Errorf("/proc/1/comm of the namespace is %q, want reaper", comm)
 			}
@@ -294,9 +285,9 @@ func TestEveryBuildIsNamedReaper(t *testing.T) {
 			if !strings.HasPrefix(cmdline, b.path+"\x00sh\x00") {
 				t.Errorf("reaper's command line is %q, want the one it was started with", cmdline)
 			}
-			s.signal(syscall.SIGTERM)
-			if r := s.wait(); r.status() != 128+15 {
-				t.Errorf("exit %d, want 143\n%s", r.status(), r.Stderr)
+			s.Signal(syscall.SIGTERM)
+			if r := s.Wait(); r.Status() != 128+15 {
+				t.Errorf("exit %d, want 143\n%s", r.Status(), r.Stderr)
 			}
 		})
 	}
@@ -311,19 +302,19 @@ func readTrimmed(path string) string {
 // directory, and reaper itself moves to /, so that it keeps no mount busy.
 func TestReaperLeavesTheCallersDirectory(t *testing.T) {
 	dir := t.TempDir()
-	events := newFIFO(t, "events")
-	s := start(t, opts{dir: dir, env: []string{"F=" + events.path},
-		args: []string{"--report=report.json", "sh", "-c", `echo "command $$" > "$F"; exec sleep 300`}})
+	events := itest.NewFIFO(t, "events")
+	s := itest.Start(t, itest.Opts{Dir: dir, Env: []string{"F=" + events.Path},
+		Args: []string{"--report=report.json", "sh", "-c", `echo "command $$" > "$F"; exec sleep 300`}})
 	var command int
-	fmt.Sscanf(events.next(t), "command %d", &command)
-	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", s.reaperPID())); cwd != "/" {
+	fmt.Sscanf(events.Next(t), "command %d", &command)
+	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", s.ReaperPID())); cwd != "/" {
 		t.Errorf("reaper's directory is %q, want /", cwd)
 	}
 	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", command)); cwd != dir {
 		t.Errorf("COMMAND's directory is %q, want the caller's %s", cwd, dir)
 	}
-	s.signal(syscall.SIGTERM)
-	s.wait()
+	s.Signal(syscall.SIGTERM)
+	s.Wait()
 	if _, err := os.Stat(dir + "/report.json"); err != nil {
 		t.Errorf("the report named relative to the caller's directory: %v", err)
 	}
@@ -334,11 +325,11 @@ func TestReaperLeavesTheCallersDirectory(t *testing.T) {
 // cannot make it skip the re-execution that turns async preemption off:
 // reaper's own environment then holds GODEBUG=asyncpreemptoff=1.
 func TestForgedSavedStateKeepsPreemptionOff(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-c",
 		`REAPER_SAVED_GODEBUG="$$:\"reaper\":unset" exec "$PLAIN" -- sh -c 'tr "\0" "\n" < /proc/$PPID/environ'`)
-	cmd.Env = append(os.Environ(), "PLAIN="+bin().plain)
+	cmd.Env = append(os.Environ(), "PLAIN="+itest.Bin().Plain)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)

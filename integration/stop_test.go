@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -22,8 +23,8 @@ import (
 // drains for a while on SIGTERM, then stops its worker (in a session of
 // its own) and exits 0, and an escapee it does not manage.
 type orderly struct {
-	*session
-	events  *fifo
+	*itest.Session
+	events  *itest.FIFO
 	pids    map[string]int // command, worker, escapee: as the payload sees them
 	reaper  int            // reaper's pid as the payload sees it
 	senders map[string]int // who sent each its SIGTERM, once the run ended
@@ -33,34 +34,34 @@ type orderly struct {
 // drain seconds, and waits until its three processes announced themselves.
 func startOrderly(t *testing.T, pid1 bool, drain string, flags ...string) *orderly {
 	t.Helper()
-	python := requirePython(t)
-	o := &orderly{events: newFIFO(t, "events"), pids: map[string]int{}, senders: map[string]int{}}
+	python := itest.RequirePython(t)
+	o := &orderly{events: itest.NewFIFO(t, "events"), pids: map[string]int{}, senders: map[string]int{}}
 	script, err := filepath.Abs("testdata/orderly.py")
 	if err != nil {
 		t.Fatal(err)
 	}
 	args := append(append([]string{"-v"}, flags...), python, script)
-	o.session = start(t, opts{pid1: pid1, args: args, env: []string{"F=" + o.events.path, "DRAIN=" + drain}})
+	o.Session = itest.Start(t, itest.Opts{PID1: pid1, Args: args, Env: []string{"F=" + o.events.Path, "DRAIN=" + drain}})
 	for len(o.pids) < 3 {
 		var who string
 		var pid int
-		if _, err := fmt.Sscanf(o.events.next(t), "%s %d", &who, &pid); err != nil {
+		if _, err := fmt.Sscanf(o.events.Next(t), "%s %d", &who, &pid); err != nil {
 			t.Fatal(err)
 		}
 		o.pids[who] = pid
 	}
 	o.reaper = 1
 	if !pid1 {
-		o.reaper = o.reaperPID()
+		o.reaper = o.ReaperPID()
 	}
 	return o
 }
 
 // finish waits for reaper and reads who sent each process its SIGTERM.
-func (o *orderly) finish(t *testing.T) *result {
+func (o *orderly) finish(t *testing.T) *itest.Result {
 	t.Helper()
-	r := o.wait()
-	for _, line := range o.events.rest() {
+	r := o.Wait()
+	for _, line := range o.events.Rest() {
 		var who string
 		var from int
 		if _, err := fmt.Sscanf(line, "term %s %d", &who, &from); err == nil {
@@ -68,16 +69,6 @@ func (o *orderly) finish(t *testing.T) *result {
 		}
 	}
 	return r
-}
-
-// requirePython returns Debian's python3, or skips.
-func requirePython(t *testing.T) string {
-	t.Helper()
-	const python = "/usr/bin/python3"
-	if _, err := os.Stat(python); err != nil {
-		skip(t, "no %s (apt-get install python3): %v", python, err)
-	}
-	return python
 }
 
 // TestStopRequestReachesCommandFirst: by default a stop request goes to
@@ -90,10 +81,10 @@ func TestStopRequestReachesCommandFirst(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			modes(t, func(t *testing.T, pid1 bool) {
 				o := startOrderly(t, pid1, "0.5", "--grace=30s", "--kill-mode="+mode)
-				o.signal(syscall.SIGTERM)
+				o.Signal(syscall.SIGTERM)
 				r := o.finish(t)
-				if r.status() != 0 || r.leftovers() != "" || strings.Contains(r.Stderr, "warning: killed") {
-					t.Errorf("exit %d, left %s; want the service's 0, nothing left, nothing killed\n%s", r.status(), r.leftovers(), r.Stderr)
+				if r.Status() != 0 || r.Leftovers() != "" || strings.Contains(r.Stderr, "warning: killed") {
+					t.Errorf("exit %d, left %s; want the service's 0, nothing left, nothing killed\n%s", r.Status(), r.Leftovers(), r.Stderr)
 				}
 				wantWorker := o.pids["command"]
 				if mode == "control-group" {
@@ -127,14 +118,14 @@ func TestStopGivesCommandTheManagersTime(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			o := startOrderly(t, tc.pid1, "6.5", tc.flags...) // longer than the default 5 s
-			o.signal(syscall.SIGTERM)
+			o.Signal(syscall.SIGTERM)
 			r := o.finish(t)
-			if r.leftovers() != "" {
-				t.Errorf("left %s\n%s", r.leftovers(), r.Stderr)
+			if r.Leftovers() != "" {
+				t.Errorf("left %s\n%s", r.Leftovers(), r.Stderr)
 			}
 			killed := strings.Contains(r.Stderr, "warning: killed")
-			if killed != tc.killed || (!tc.killed && r.status() != 0) || (tc.killed && r.status() != 128+9) {
-				t.Errorf("exit %d, killed %v; want killed %v (exit 137), else the service's 0\n%s", r.status(), killed, tc.killed, r.Stderr)
+			if killed != tc.killed || (!tc.killed && r.Status() != 0) || (tc.killed && r.Status() != 128+9) {
+				t.Errorf("exit %d, killed %v; want killed %v (exit 137), else the service's 0\n%s", r.Status(), killed, tc.killed, r.Stderr)
 			}
 		})
 	}
@@ -154,22 +145,22 @@ func TestIgnoredSignalsStillForwarded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rec, pids := newFIFO(t, "rec"), newFIFO(t, "pids")
+			rec, pids := itest.NewFIFO(t, "rec"), itest.NewFIFO(t, "pids")
 			cmd := exec.Command("sh", "-c", tc.script)
-			cmd.Dir = sharedDir(t) // nohup.out, if any, goes there
-			cmd.Env = append(os.Environ(), "REAPER="+bin().reaper, "HELPER="+bin().helper, "REC="+rec.path, "PIDS="+pids.path)
+			cmd.Dir = itest.SharedDir(t) // nohup.out, if any, goes there
+			cmd.Env = append(os.Environ(), "REAPER="+itest.Bin().Reaper, "HELPER="+itest.Bin().Helper, "REC="+rec.Path, "PIDS="+pids.Path)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			timer := time.AfterFunc(deadline, func() { cmd.Process.Kill() })
+			timer := time.AfterFunc(itest.Deadline, func() { cmd.Process.Kill() })
 			defer timer.Stop()
-			reaper, err := strconv.Atoi(pids.next(t))
+			reaper, err := strconv.Atoi(pids.Next(t))
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec.ready(t)
+			rec.Ready(t)
 			syscall.Kill(reaper, tc.sig)
-			if got := rec.next(t); got != signals.Name(tc.sig) {
+			if got := rec.Next(t); got != signals.Name(tc.sig) {
 				t.Errorf("COMMAND recorded %s, want %s", got, signals.Name(tc.sig))
 			}
 			if err := cmd.Wait(); err != nil {

@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,156 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/reaper-init/reaper/reaper"
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
-
-// Leaf processes of the payloads: each announces itself on $F, then
-// sleeps. STUBBORN ignores SIGTERM, and so does the sleep it becomes.
-const (
-	leaf     = `echo "up $$" > "$F"; exec sleep 300`
-	stubborn = `trap "" TERM; echo "stubborn $$" > "$F"; exec sleep 300`
-)
-
-// tree is a payload: COMMAND runs body, which starts processes that each
-// announce themselves on $F, then waits for the test to write to the gate $G
-// and exits with code exit.
-type tree struct {
-	flags   []string
-	body    string
-	ups     int // how many processes body starts that announce themselves
-	exit    int
-	pidsMax int
-	// shim, when set, runs the tree under this command line (a peer such
-	// as tini) instead of reaper with flags and --report.
-	shim []string
-	// cgroup and leave are passed on to start (see opts).
-	cgroup *testGroup
-	leave  bool
-	// noReport runs reaper without --report, as the benchmarks do: the
-	// report reads every descendant's command line.
-	noReport bool
-	env      []string // added to reaper's environment
-	prefix   []string // passed on to start (see opts)
-}
-
-// planted is a running tree.
-type planted struct {
-	*session
-	events   *fifo
-	gate     *fifo
-	ups      []int // the announced pids, as seen inside reaper's PID namespace
-	stubborn []int // those of them that ignore SIGTERM
-	report   string
-	command  int // COMMAND's pid inside reaper's PID namespace
-}
-
-// plant starts reaper around tr and waits until every process announced
-// itself.
-func plant(t testing.TB, pid1 bool, tr tree) *planted {
-	t.Helper()
-	p := &planted{events: newFIFO(t, "events"), gate: newFIFO(t, "gate")}
-	p.report = sharedDir(t) + "/report.json"
-	script := fmt.Sprintf("echo \"command $$\" > \"$F\"\n%s\nread x < \"$G\"\nexit %d", tr.body, tr.exit)
-	args := []string{"-v"}
-	if !tr.noReport {
-		args = append(args, "--report="+p.report)
-	}
-	args = append(args, tr.flags...)
-	args = append(args, "sh", "-c", script)
-	var command []string
-	if tr.shim != nil {
-		command = append(append(append([]string{}, tr.shim...), "sh", "-c"), script)
-	}
-	p.session = start(t, opts{pid1: pid1, pidsMax: tr.pidsMax, args: args, command: command, cg: tr.cgroup, leave: tr.leave, prefix: tr.prefix, env: append([]string{
-		"F=" + p.events.path, "G=" + p.gate.path, "LEAF=" + leaf, "STUBBORN=" + stubborn, "HELPER=" + bin().helper,
-	}, tr.env...)})
-	for len(p.ups) < tr.ups || p.command == 0 {
-		line := p.events.next(t)
-		kind, pid, _ := strings.Cut(line, " ")
-		n, err := strconv.Atoi(pid)
-		if err != nil {
-			t.Fatalf("payload wrote %q", line)
-		}
-		switch kind {
-		case "command":
-			p.command = n
-		case "up", "listening":
-			p.ups = append(p.ups, n)
-		case "stubborn":
-			p.ups = append(p.ups, n)
-			p.stubborn = append(p.stubborn, n)
-		default:
-			t.Fatalf("payload wrote %q", line)
-		}
-	}
-	return p
-}
-
-// release lets COMMAND exit, and returns when, in CLOCK_MONOTONIC
-// nanoseconds (the clock of the harness's exit_ns).
-func (p *planted) release(t testing.TB) int64 {
-	t.Helper()
-	now := monotonicNS()
-	if _, err := p.gate.f.Write([]byte("go\n")); err != nil {
-		t.Fatal(err)
-	}
-	return now
-}
-
-func monotonicNS() int64 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
-}
-
-// readReport decodes the --report file.
-func (p *planted) readReport(t testing.TB) reaper.Report {
-	t.Helper()
-	data, err := os.ReadFile(p.report)
-	if err != nil {
-		t.Fatalf("no report: %v", err)
-	}
-	var r reaper.Report
-	if err := json.Unmarshal(data, &r); err != nil {
-		t.Fatalf("report %s: %v", data, err)
-	}
-	return r
-}
-
-// outcomes maps each descendant's pid to its outcome in the report.
-func outcomes(r reaper.Report) map[int]string {
-	m := map[int]string{}
-	if r.Teardown != nil {
-		for _, d := range r.Teardown.Descendants {
-			m[d.PID] = d.Outcome
-		}
-	}
-	return m
-}
-
-// expectClean fails the test unless reaper exited with code and left
-// nothing behind, and every announced process went after the stop signal
-// (outcome "exited"), except the stubborn ones, which were killed.
-func (p *planted) expectClean(t testing.TB, r *result, code int) {
-	t.Helper()
-	if r.status() != code {
-		t.Errorf("exit %d, want %d\nstderr:\n%s", r.status(), code, r.Stderr)
-	}
-	if left := r.leftovers(); left != "" {
-		t.Errorf("reaper left %s\nstderr:\n%s", left, r.Stderr)
-	}
-	got := outcomes(p.readReport(t))
-	for _, pid := range p.ups {
-		want := "exited"
-		if slices.Contains(p.stubborn, pid) {
-			want = "killed"
-		}
-		if got[pid] != want {
-			t.Errorf("pid %d: outcome %q in the report, want %q (report: %v)", pid, got[pid], want, got)
-		}
-	}
-}
 
 // bothWalks runs f with reaper finding descendants through its cgroup
 // (--cgroup=on) and through /proc (--cgroup=off), each as a subreaper and
@@ -181,41 +31,41 @@ func bothWalks(t *testing.T, f func(t *testing.T, pid1 bool, cgroupFlag string))
 
 func TestTeardownBackgroundChildInGroup(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{body: `sh -c "$LEAF" &`, ups: 1})
-		p.release(t)
-		p.expectClean(t, p.wait(), 0)
+		p := itest.Plant(t, pid1, itest.Tree{Body: `sh -c "$LEAF" &`, Ups: 1})
+		p.Release(t)
+		p.ExpectClean(t, p.Wait(), 0)
 	})
 }
 
 func TestTeardownSetsidAndDoubleForkedDaemons(t *testing.T) {
 	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := plant(t, pid1, tree{flags: []string{cgroupFlag}, ups: 3, exit: 5, body: `
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{cgroupFlag}, Ups: 3, Exit: 5, Body: `
 setsid sh -c 'sh -c "$LEAF" & exit 0' &
 (sh -c "$LEAF" &)
 setsid sh -c "$LEAF" &`})
-		p.release(t)
-		p.expectClean(t, p.wait(), 5)
+		p.Release(t)
+		p.ExpectClean(t, p.Wait(), 5)
 	})
 }
 
 func TestTeardownKillsWhatIgnoresSIGTERMAfterGrace(t *testing.T) {
 	const grace = time.Second
 	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := plant(t, pid1, tree{flags: []string{cgroupFlag, "--grace=1s"}, ups: 2,
-			body: `sh -c "$STUBBORN" &
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{cgroupFlag, "--grace=1s"}, Ups: 2,
+			Body: `sh -c "$STUBBORN" &
 sh -c "$LEAF" &`})
 		released := time.Now()
-		p.release(t)
-		r := p.wait()
+		p.Release(t)
+		r := p.Wait()
 		elapsed := time.Since(released)
-		stubbornPID := p.stubborn[0]
-		p.expectClean(t, r, 0)
+		stubbornPID := p.Stubborn[0]
+		p.ExpectClean(t, r, 0)
 		// The one deadline: the grace period, once, whatever the number of
 		// processes; generous bounds, this machine is shared.
 		if elapsed < grace || elapsed >= 2*grace {
 			t.Errorf("reaper exited %v after COMMAND, want between %v and %v", elapsed, grace, 2*grace)
 		}
-		if rep := p.readReport(t); rep.Teardown == nil || rep.Teardown.TotalMS < 1000 || rep.Teardown.TotalMS >= 2000 {
+		if rep := p.ReadReport(t); rep.Teardown == nil || rep.Teardown.TotalMS < 1000 || rep.Teardown.TotalMS >= 2000 {
 			t.Errorf("report: teardown %+v, want total_ms in [1000, 2000)", rep.Teardown)
 		}
 		if !regexp.MustCompile(fmt.Sprintf(`reaper: warning: killed pid=%d command="sleep 300"`, stubbornPID)).MatchString(r.Stderr) {
@@ -233,10 +83,10 @@ while [ $i -lt 125 ]; do
   i=$((i+1))
 done`
 	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := plant(t, pid1, tree{flags: []string{cgroupFlag}, body: body, ups: 500, pidsMax: 1024})
-		p.release(t)
-		p.expectClean(t, p.wait(), 0)
-		if n := len(p.readReport(t).Teardown.Descendants); n != 500 {
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{cgroupFlag}, Body: body, Ups: 500, PidsMax: 1024})
+		p.Release(t)
+		p.ExpectClean(t, p.Wait(), 0)
+		if n := len(p.ReadReport(t).Teardown.Descendants); n != 500 {
 			t.Errorf("the report lists %d descendants, want 500", n)
 		}
 	})
@@ -249,21 +99,21 @@ func TestTeardownCatchesForksDuringTeardown(t *testing.T) {
 	// empty tree.
 	forker := `trap "" TERM; echo "stubborn $$" > "$F"; while :; do sleep 300 & done 2>/dev/null`
 	bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-		p := plant(t, pid1, tree{flags: []string{cgroupFlag, "--grace=1s"}, ups: 1, pidsMax: 128,
-			body: `bash -c '` + forker + `' &`})
-		p.release(t)
-		p.expectClean(t, p.wait(), 0)
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{cgroupFlag, "--grace=1s"}, Ups: 1, PidsMax: 128,
+			Body: `bash -c '` + forker + `' &`})
+		p.Release(t)
+		p.ExpectClean(t, p.Wait(), 0)
 	})
 }
 
 func TestTeardownWhenCommandIsKilled(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{ups: 2, body: `sh -c "$LEAF" &
+		p := itest.Plant(t, pid1, itest.Tree{Ups: 2, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &`})
-		if err := syscall.Kill(p.hostPIDAnywhere(t, p.command), syscall.SIGKILL); err != nil {
+		if err := syscall.Kill(p.HostPIDAnywhere(t, p.Command), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		p.expectClean(t, p.wait(), 128+9)
+		p.ExpectClean(t, p.Wait(), 128+9)
 	})
 }
 
@@ -278,13 +128,13 @@ func TestTeardownOnStopSignalToReaper(t *testing.T) {
 	}{{syscall.SIGTERM, "SIGTERM", nil}, {syscall.SIGHUP, "SIGHUP or SIGTERM", []string{"--stop-on=HUP"}}} {
 		t.Run(signals.Name(sc.sig), func(t *testing.T) {
 			bothWalks(t, func(t *testing.T, pid1 bool, cgroupFlag string) {
-				p := plant(t, pid1, tree{flags: append([]string{cgroupFlag}, sc.flags...), ups: 3, body: `sh -c "$LEAF" &
+				p := itest.Plant(t, pid1, itest.Tree{Flags: append([]string{cgroupFlag}, sc.flags...), Ups: 3, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &
 (sh -c "$LEAF" &)`})
-				p.signal(sc.sig)
-				r := p.wait()
-				p.expectClean(t, r, 128+int(sc.sig))
-				rep := p.readReport(t)
+				p.Signal(sc.sig)
+				r := p.Wait()
+				p.ExpectClean(t, r, 128+int(sc.sig))
+				rep := p.ReadReport(t)
 				if rep.Teardown == nil || rep.Teardown.Reason != "signal" || rep.Teardown.Received != signals.Name(sc.sig) {
 					t.Errorf("report: %+v, want a stop begun by %v", rep.Teardown, signals.Name(sc.sig))
 				}
@@ -304,11 +154,11 @@ func TestStopSignalReachesCommandFirst(t *testing.T) {
 	for _, target := range []string{"child", "group"} {
 		t.Run(target, func(t *testing.T) {
 			modes(t, func(t *testing.T, pid1 bool) {
-				p := plant(t, pid1, tree{flags: []string{"-vv", "--forward=" + target}, ups: 2, body: `sh -c "$LEAF" &
+				p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"-vv", "--forward=" + target}, Ups: 2, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &`})
-				p.signal(syscall.SIGTERM)
-				r := p.wait()
-				p.expectClean(t, r, 128+15)
+				p.Signal(syscall.SIGTERM)
+				r := p.Wait()
+				p.ExpectClean(t, r, 128+15)
 				forwarded := strings.Index(r.Stderr, "reaper: debug: forwarded received=SIGTERM")
 				signalled := strings.Index(r.Stderr, "reaper: debug: signalled")
 				if forwarded < 0 || signalled < 0 || signalled < forwarded {
@@ -321,11 +171,11 @@ setsid sh -c "$LEAF" &`})
 
 func TestTeardownOnTimeout(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{flags: []string{"--timeout=3s"}, ups: 2, body: `sh -c "$LEAF" &
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--timeout=3s"}, Ups: 2, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &`})
-		r := p.wait() // COMMAND waits at its gate for ever
-		p.expectClean(t, r, 124)
-		if rep := p.readReport(t); !rep.TimedOut || rep.ExitCode != 124 {
+		r := p.Wait() // COMMAND waits at its gate for ever
+		p.ExpectClean(t, r, 124)
+		if rep := p.ReadReport(t); !rep.TimedOut || rep.ExitCode != 124 {
 			t.Errorf("report: timed_out %v, exit_code %d; want true, 124", rep.TimedOut, rep.ExitCode)
 		}
 	})
@@ -335,23 +185,23 @@ func TestTeardownFreesTheListenersPort(t *testing.T) {
 	for _, flag := range []string{"", "-ignore-term"} {
 		t.Run("listener"+flag, func(t *testing.T) {
 			modes(t, func(t *testing.T, pid1 bool) {
-				addr := freeAddr(t)
+				addr := itest.FreeAddr(t)
 				// leave: a listener reaper left must still hold the port.
-				p := plant(t, pid1, tree{flags: []string{"--grace=500ms"}, ups: 1, leave: true,
-					body: fmt.Sprintf(`setsid "$HELPER" listen %s %s "$F" &`, flag, addr)})
+				p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=500ms"}, Ups: 1, Leave: true,
+					Body: fmt.Sprintf(`setsid "$HELPER" listen %s %s "$F" &`, flag, addr)})
 				if l, err := net.Listen("tcp", addr); err == nil {
 					l.Close()
 					t.Fatalf("%s is free while the listener runs: the test proves nothing", addr)
 				}
-				p.release(t)
-				r := p.wait()
+				p.Release(t)
+				r := p.Wait()
 				l, err := net.Listen("tcp", addr)
 				if err != nil {
 					t.Fatalf("right after reaper exited, %s cannot be bound: %v", addr, err)
 				}
 				l.Close()
-				if r.status() != 0 || r.leftovers() != "" {
-					t.Errorf("exit %d, left %s", r.status(), r.leftovers())
+				if r.Status() != 0 || r.Leftovers() != "" {
+					t.Errorf("exit %d, left %s", r.Status(), r.Leftovers())
 				}
 			})
 		})
@@ -360,45 +210,45 @@ func TestTeardownFreesTheListenersPort(t *testing.T) {
 
 func TestWaitLetsDescendantsFinish(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		finish := newFIFO(t, "finish")
+		finish := itest.NewFIFO(t, "finish")
 		// The descendant outlives COMMAND and reports any SIGTERM it gets.
-		body := `H=` + finish.path + ` sh -c 'trap "echo TERM > \"\$F\"" TERM; echo "up $$" > "$F"; read x < "$H"; echo bye > "$F"' &`
-		p := plant(t, pid1, tree{flags: []string{"--wait"}, ups: 1, exit: 3, body: body})
-		p.release(t)
-		p.stderr.waitFor(t, regexp.MustCompile(`reaper: info: command exited`))
+		body := `H=` + finish.Path + ` sh -c 'trap "echo TERM > \"\$F\"" TERM; echo "up $$" > "$F"; read x < "$H"; echo bye > "$F"' &`
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--wait"}, Ups: 1, Exit: 3, Body: body})
+		p.Release(t)
+		p.Stderr.WaitFor(t, regexp.MustCompile(`reaper: info: command exited`))
 		select {
-		case <-p.ended:
+		case <-p.Ended:
 			t.Fatal("reaper exited while a descendant still ran, with --wait")
 		default:
 		}
-		finish.f.Write([]byte("go\n"))
-		r := p.wait()
-		if got := append([]string{p.events.next(t)}, p.events.rest()...); fmt.Sprint(got) != "[bye]" {
+		finish.File.Write([]byte("go\n"))
+		r := p.Wait()
+		if got := append([]string{p.Events.Next(t)}, p.Events.Rest()...); fmt.Sprint(got) != "[bye]" {
 			t.Errorf("the descendant wrote %v, want [bye]: --wait must not signal it", got)
 		}
-		if r.status() != 3 || r.leftovers() != "" {
-			t.Errorf("exit %d (want 3), left %s", r.status(), r.leftovers())
+		if r.Status() != 3 || r.Leftovers() != "" {
+			t.Errorf("exit %d (want 3), left %s", r.Status(), r.Leftovers())
 		}
 	})
 }
 
 func TestWaitIsBoundedByTimeout(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{flags: []string{"--wait", "--timeout=2s"}, ups: 1, body: `setsid sh -c "$LEAF" &`})
-		p.release(t)
-		p.expectClean(t, p.wait(), 124)
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--wait", "--timeout=2s"}, Ups: 1, Body: `setsid sh -c "$LEAF" &`})
+		p.Release(t)
+		p.ExpectClean(t, p.Wait(), 124)
 	})
 }
 
 func TestReportMatchesWhatHappened(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{flags: []string{"--grace=500ms"}, ups: 3, exit: 7, body: `sh -c "$LEAF" &
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=500ms"}, Ups: 3, Exit: 7, Body: `sh -c "$LEAF" &
 setsid sh -c "$STUBBORN" &
 (sh -c "$LEAF" &)`})
-		p.release(t)
-		r := p.wait()
-		p.expectClean(t, r, 7)
-		rep := p.readReport(t)
+		p.Release(t)
+		r := p.Wait()
+		p.ExpectClean(t, r, 7)
+		rep := p.ReadReport(t)
 		if rep.ExitCode != 7 || rep.CommandStatus == nil || !rep.CommandStatus.Exited || rep.CommandStatus.Code != 7 {
 			t.Errorf("report: exit_code %d, command_status %+v; want 7 and exited 7", rep.ExitCode, rep.CommandStatus)
 		}
@@ -417,7 +267,7 @@ setsid sh -c "$STUBBORN" &
 			}
 		}
 		sort.Ints(pids)
-		want := append([]int(nil), p.ups...)
+		want := append([]int(nil), p.Ups...)
 		sort.Ints(want)
 		if fmt.Sprint(pids) != fmt.Sprint(want) || td.Exited != 2 || td.Killed != 1 ||
 			td.Reason != "command exited" || td.StopSignal != "SIGTERM" || td.GraceMS != 500 {
@@ -430,13 +280,13 @@ func TestStopSignalFlag(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
 		// The leaf ignores SIGTERM and leaves on SIGUSR1, writing it down.
 		body := `sh -c 'trap "" TERM; trap "echo usr1 \$\$ > \"\$F\"; exit 0" USR1; echo "up $$" > "$F"; while :; do sleep 1; done' &`
-		p := plant(t, pid1, tree{flags: []string{"--stop-signal=USR1", "--grace=30s"}, ups: 1, body: body})
-		p.release(t)
-		r := p.wait()
-		if got := p.events.next(t); got != fmt.Sprintf("usr1 %d", p.ups[0]) {
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--stop-signal=USR1", "--grace=30s"}, Ups: 1, Body: body})
+		p.Release(t)
+		r := p.Wait()
+		if got := p.Events.Next(t); got != fmt.Sprintf("usr1 %d", p.Ups[0]) {
 			t.Errorf("the leaf wrote %q, want it to have got SIGUSR1", got)
 		}
-		p.expectClean(t, r, 0)
+		p.ExpectClean(t, r, 0)
 	})
 }
 
@@ -447,26 +297,26 @@ func TestStoppedProcessesGetSIGCONT(t *testing.T) {
 				// One stopped process in COMMAND's group, one in a session of
 				// its own; without SIGCONT neither acts on SIGTERM and both
 				// would be killed at the deadline.
-				p := plant(t, pid1, tree{flags: []string{"--grace=30s"}, ups: 2, body: `sh -c "$LEAF" &
+				p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=30s"}, Ups: 2, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &`})
-				for _, pid := range p.ups {
-					host := p.hostPIDAnywhere(t, pid)
+				for _, pid := range p.Ups {
+					host := p.HostPIDAnywhere(t, pid)
 					if err := syscall.Kill(host, syscall.SIGSTOP); err != nil {
 						t.Fatal(err)
 					}
 					waitState(t, host, 'T')
 				}
 				if trigger == "command exits" {
-					p.release(t)
+					p.Release(t)
 				} else {
-					p.signal(syscall.SIGTERM)
+					p.Signal(syscall.SIGTERM)
 				}
-				r := p.wait()
+				r := p.Wait()
 				code := 0
 				if trigger != "command exits" {
 					code = 128 + 15
 				}
-				p.expectClean(t, r, code)
+				p.ExpectClean(t, r, code)
 			})
 		})
 	}
@@ -474,13 +324,13 @@ setsid sh -c "$LEAF" &`})
 
 func TestSecondStopSignalKillsAtOnce(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{flags: []string{"--grace=45s"}, ups: 1, body: `sh -c "$STUBBORN" &`})
-		p.signal(syscall.SIGTERM)
-		p.stderr.waitFor(t, regexp.MustCompile(`reaper: info: stopping reason=signal`))
-		p.signal(syscall.SIGTERM)
-		r := p.wait() // with the 45 s grace honoured, the test's deadline fails first
-		p.expectClean(t, r, 128+15)
-		for _, d := range p.readReport(t).Teardown.Descendants {
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=45s"}, Ups: 1, Body: `sh -c "$STUBBORN" &`})
+		p.Signal(syscall.SIGTERM)
+		p.Stderr.WaitFor(t, regexp.MustCompile(`reaper: info: stopping reason=signal`))
+		p.Signal(syscall.SIGTERM)
+		r := p.Wait() // with the 45 s grace honoured, the test's deadline fails first
+		p.ExpectClean(t, r, 128+15)
+		for _, d := range p.ReadReport(t).Teardown.Descendants {
 			if d.Outcome == "killed" && *d.GoneMS >= 45000 {
 				t.Errorf("%+v was killed at the deadline, not at the second stop signal", d)
 			}
@@ -494,11 +344,11 @@ func TestGraceZero(t *testing.T) {
 	// grace (5 s) could end, nothing is left, and each is named by its
 	// command line.
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{flags: []string{"--grace=0", "--cgroup=off"}, ups: 20, body: `i=0
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=0", "--cgroup=off"}, Ups: 20, Body: `i=0
 while [ $i -lt 20 ]; do sh -c "$STUBBORN" & i=$((i+1)); done`})
-		p.release(t)
-		r := p.wait()
-		p.expectClean(t, r, 0) // the stubborn ones' outcome: killed
+		p.Release(t)
+		r := p.Wait()
+		p.ExpectClean(t, r, 0) // the stubborn ones' outcome: killed
 		if n := strings.Count(r.Stderr, `warning: killed pid=`); n != 20 {
 			t.Errorf("%d processes killed, want 20:\n%s", n, r.Stderr)
 		}
@@ -508,7 +358,7 @@ while [ $i -lt 20 ]; do sh -c "$STUBBORN" & i=$((i+1)); done`})
 		if n := len(named.FindAllString(r.Stderr, -1)); n != 20 {
 			t.Errorf("%d killed processes named by their command line, want 20:\n%s", n, r.Stderr)
 		}
-		for _, d := range p.readReport(t).Teardown.Descendants {
+		for _, d := range p.ReadReport(t).Teardown.Descendants {
 			if d.Outcome == "killed" && *d.GoneMS >= 5000 {
 				t.Errorf("%+v was killed after a grace period", d)
 			}
@@ -520,13 +370,13 @@ func TestOneStopSignalDuringAStopKeepsTheGrace(t *testing.T) {
 	// COMMAND exits: the stop begins without a signal. A single SIGTERM from
 	// outside (docker stop) must not cut the grace period short.
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{flags: []string{"--grace=1s"}, ups: 1, body: `sh -c "$STUBBORN" &`})
-		p.release(t)
-		p.stderr.waitFor(t, regexp.MustCompile(`reaper: info: stopping reason="command exited"`))
-		p.signal(syscall.SIGTERM)
-		r := p.wait()
-		p.expectClean(t, r, 0)
-		for _, d := range p.readReport(t).Teardown.Descendants {
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--grace=1s"}, Ups: 1, Body: `sh -c "$STUBBORN" &`})
+		p.Release(t)
+		p.Stderr.WaitFor(t, regexp.MustCompile(`reaper: info: stopping reason="command exited"`))
+		p.Signal(syscall.SIGTERM)
+		r := p.Wait()
+		p.ExpectClean(t, r, 0)
+		for _, d := range p.ReadReport(t).Teardown.Descendants {
 			if d.Outcome == "killed" && *d.GoneMS < 1000 {
 				t.Errorf("%+v was killed before the grace period ended", d)
 			}
@@ -536,10 +386,10 @@ func TestOneStopSignalDuringAStopKeepsTheGrace(t *testing.T) {
 
 func TestTimeoutDuringAStopKeepsTheStatus(t *testing.T) {
 	modes(t, func(t *testing.T, pid1 bool) {
-		p := plant(t, pid1, tree{flags: []string{"--timeout=2s", "--grace=3s"}, ups: 1, exit: 3, body: `sh -c "$STUBBORN" &`})
-		p.release(t)
-		r := p.wait()
-		p.expectClean(t, r, 3) // COMMAND exited 3 before the timeout: not 124
+		p := itest.Plant(t, pid1, itest.Tree{Flags: []string{"--timeout=2s", "--grace=3s"}, Ups: 1, Exit: 3, Body: `sh -c "$STUBBORN" &`})
+		p.Release(t)
+		r := p.Wait()
+		p.ExpectClean(t, r, 3) // COMMAND exited 3 before the timeout: not 124
 	})
 }
 
@@ -555,24 +405,24 @@ func TestParentDeathSignal(t *testing.T) {
 			}
 			// leave: the harness must not kill what reaper left, or COMMAND
 			// would be dead whether the parent-death signal worked or not.
-			p := plant(t, false, tree{flags: flags, leave: true})
-			pidfd, err := unix.PidfdOpen(p.command, 0)
+			p := itest.Plant(t, false, itest.Tree{Flags: flags, Leave: true})
+			pidfd, err := unix.PidfdOpen(p.Command, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer unix.Close(pidfd)
-			p.signal(syscall.SIGKILL)
-			r := p.wait()
+			p.Signal(syscall.SIGKILL)
+			r := p.Wait()
 			commandSurvived := false
 			for _, sv := range r.Survivors {
-				if strings.HasPrefix(sv, strconv.Itoa(p.command)+" ") {
+				if strings.HasPrefix(sv, strconv.Itoa(p.Command)+" ") {
 					commandSurvived = true
 				}
 			}
 			if c.dies {
 				// Dead, or about to be: the signal is queued as reaper exits.
 				fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-				if n, _ := unix.Poll(fds, int(deadline.Milliseconds())); n != 1 {
+				if n, _ := unix.Poll(fds, int(itest.Deadline.Milliseconds())); n != 1 {
 					t.Errorf("COMMAND still runs after reaper was SIGKILLed")
 				}
 			} else if !commandSurvived {
@@ -583,64 +433,46 @@ func TestParentDeathSignal(t *testing.T) {
 }
 
 func TestProcOfAnotherNamespace(t *testing.T) {
-	requireRoot(t)
+	itest.RequireRoot(t)
 	// A PID namespace without a /proc of its own: reaper (PID 1) must not
 	// act on the parent namespace's processes; it warns and falls back to
 	// COMMAND's process group.
-	s := start(t, opts{pid1: true, noMountProc: true, args: []string{"-v", "--grace=1s", "sh", "-c", "sleep 300 & exec sleep 300"}})
-	s.stderr.waitFor(t, regexp.MustCompile(`/proc belongs to another PID namespace`), regexp.MustCompile(`info: started`))
-	s.signal(syscall.SIGTERM)
-	if r := s.wait(); r.status() != 128+15 || r.leftovers() != "" {
-		t.Errorf("exit %d (want 143), left %s\n%s", r.status(), r.leftovers(), r.Stderr)
+	s := itest.Start(t, itest.Opts{PID1: true, NoMountProc: true, Args: []string{"-v", "--grace=1s", "sh", "-c", "sleep 300 & exec sleep 300"}})
+	s.Stderr.WaitFor(t, regexp.MustCompile(`/proc belongs to another PID namespace`), regexp.MustCompile(`info: started`))
+	s.Signal(syscall.SIGTERM)
+	if r := s.Wait(); r.Status() != 128+15 || r.Leftovers() != "" {
+		t.Errorf("exit %d (want 143), left %s\n%s", r.Status(), r.Leftovers(), r.Stderr)
 	}
 }
 
 func TestProcOfAnotherNamespaceChildForward(t *testing.T) {
-	requireRoot(t)
+	itest.RequireRoot(t)
 	// Blind, with --forward=child: the forwarded SIGTERM reaches COMMAND
 	// only, so the rest of COMMAND's group gets the stop signal as well,
 	// not just the SIGKILL at the deadline.
-	events := newFIFO(t, "events")
+	events := itest.NewFIFO(t, "events")
 	body := `sh -c 'trap "echo term > \"$F\"; exit 0" TERM; echo up > "$F"; sleep 300 & wait' & exec sleep 300`
-	s := start(t, opts{pid1: true, noMountProc: true, env: []string{"F=" + events.path},
-		args: []string{"-v", "--grace=30s", "--forward=child", "sh", "-c", body}})
-	if got := events.next(t); got != "up" {
+	s := itest.Start(t, itest.Opts{PID1: true, NoMountProc: true, Env: []string{"F=" + events.Path},
+		Args: []string{"-v", "--grace=30s", "--forward=child", "sh", "-c", body}})
+	if got := events.Next(t); got != "up" {
 		t.Fatalf("payload wrote %q", got)
 	}
-	s.stderr.waitFor(t, regexp.MustCompile(`info: started`))
-	s.signal(syscall.SIGTERM)
-	if got := events.next(t); got != "term" {
+	s.Stderr.WaitFor(t, regexp.MustCompile(`info: started`))
+	s.Signal(syscall.SIGTERM)
+	if got := events.Next(t); got != "term" {
 		t.Errorf("the background shell in COMMAND's group wrote %q, want its SIGTERM", got)
 	}
-	if r := s.wait(); r.status() != 128+15 || r.leftovers() != "" {
-		t.Errorf("exit %d (want 143), left %s\n%s", r.status(), r.leftovers(), r.Stderr)
+	if r := s.Wait(); r.Status() != 128+15 || r.Leftovers() != "" {
+		t.Errorf("exit %d (want 143), left %s\n%s", r.Status(), r.Leftovers(), r.Stderr)
 	}
-}
-
-// hostPIDAnywhere finds the test's pid of a process seen inside reaper's
-// PID namespace, anywhere below reaper.
-func (s *session) hostPIDAnywhere(t testing.TB, nsPID int) int {
-	t.Helper()
-	if !s.pid1 {
-		return nsPID
-	}
-	host := firstBelow(s.reaperPID(), func(pid int) bool {
-		ns, _ := innermostPID(pid)
-		return ns == nsPID
-	})
-	if host != 0 {
-		return host
-	}
-	t.Fatalf("no process below reaper has pid %d in its namespace", nsPID)
-	return 0
 }
 
 // waitState waits until pid is in state (a letter of /proc/PID/stat). The
 // kernel gives no event for a stop of a process that is not one's child.
 func waitState(t testing.TB, pid int, state byte) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	for procState(pid) != state {
+	end := time.Now().Add(itest.Deadline)
+	for itest.ProcState(pid) != state {
 		if time.Now().After(end) {
 			t.Fatalf("pid %d never reached state %c", pid, state)
 		}

@@ -13,31 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
 // --instance that nobody else can block, fool or turn against its own
 // caller: each attack of the security review, as it ran it.
-
-// asNobodyRun runs argv as user nobody (65534), with no supplementary groups,
-// and returns its combined output; it fails the test on a start error.
-func asNobodyRun(t *testing.T, env []string, argv ...string) (int, string) {
-	t.Helper()
-	requireRoot(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		skip(t, "setpriv (util-linux) is not installed")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--"}, argv...)...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	code, ok := shellStatus(err)
-	if !ok {
-		t.Fatalf("%v: %v", argv, err)
-	}
-	return code, string(out)
-}
 
 // plantedDir makes a directory in /tmp owned by nobody, as any local user
 // could, removed when the test ends.
@@ -60,13 +41,13 @@ func plantedDir(t *testing.T, name string) string {
 // with or without --replace. (Root used to look at every
 // $TMPDIR/reaper-*/NAME.lock.)
 func TestPlantedLocksBlockNobody(t *testing.T) {
-	requireRoot(t)
-	name := instanceName(t)
+	itest.RequireRoot(t)
+	name := itest.InstanceName(t)
 	dir := plantedDir(t, fmt.Sprintf("reaper-planted-%d", os.Getpid()))
-	if code, out := asNobodyRun(t, nil, "mkfifo", filepath.Join(dir, name+".lock")); code != 0 {
+	if code, out := itest.AsNobodyRun(t, nil, "mkfifo", filepath.Join(dir, name+".lock")); code != 0 {
 		t.Fatalf("mkfifo as nobody: %d %s", code, out)
 	}
-	other := instanceName(t)
+	other := itest.InstanceName(t)
 	held := filepath.Join(dir, other+".lock")
 	startReady(t, "held", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
 		"flock", "-x", held, "-c", `echo held; exec sleep 300`)
@@ -75,7 +56,7 @@ func TestPlantedLocksBlockNobody(t *testing.T) {
 		{"--instance=" + other, "sh", "-c", "exit 5"},
 		{"--instance=" + other, "--replace", "sh", "-c", "exit 5"},
 	} {
-		if code, _, stderr := runReaper(t, []string{"TMPDIR=/tmp"}, args...); code != 5 {
+		if code, _, stderr := itest.RunReaper(t, []string{"TMPDIR=/tmp"}, args...); code != 5 {
 			t.Errorf("reaper %v as root, with nobody's files in %s: exit %d, want 5\n%s", args, dir, code, stderr)
 		}
 	}
@@ -86,7 +67,7 @@ func TestPlantedLocksBlockNobody(t *testing.T) {
 // link to another user's file is refused at once (125), never opened
 // blocking, never followed.
 func TestOwnLockFileMustBeAFile(t *testing.T) {
-	requireRoot(t)
+	itest.RequireRoot(t)
 	os.MkdirAll("/run/reaper", 0o700)
 	planted := map[string]func(path string) error{
 		"FIFO": func(path string) error { return syscall.Mkfifo(path, 0o600) },
@@ -111,12 +92,12 @@ func TestOwnLockFileMustBeAFile(t *testing.T) {
 		},
 	}
 	for what, plant := range planted {
-		name := instanceName(t)
+		name := itest.InstanceName(t)
 		path := "/run/reaper/" + name + ".lock"
 		if err := plant(path); err != nil {
 			t.Fatalf("%s at %s: %v", what, path, err)
 		}
-		code, _, stderr := runReaper(t, nil, "--instance="+name, "true")
+		code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "true")
 		if code != 125 || !strings.Contains(stderr, "instance lock") || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("--instance=%s over a planted %s: exit %d, %q; want 125 and one line", name, what, code, stderr)
 		}
@@ -127,16 +108,16 @@ func TestOwnLockFileMustBeAFile(t *testing.T) {
 // /tmp/reaper-UID, which another user could make first: --instance then
 // fails (125), naming it, and follows nothing in it.
 func TestForeignLockDirectory(t *testing.T) {
-	requireRoot(t)
+	itest.RequireRoot(t)
 	uid := 60000 + os.Getpid()%5000 // a user of the test's own, with no runtime directory
 	dir := plantedDir(t, fmt.Sprintf("reaper-%d", uid))
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups", "--",
-		bin().reaper, "--instance=x", "true")
+		itest.Bin().Reaper, "--instance=x", "true")
 	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR=")
 	outb, err := cmd.CombinedOutput()
-	code, _ := shellStatus(err)
+	code, _ := itest.ShellStatus(err)
 	if out := string(outb); code != 125 || !strings.Contains(out, dir) || strings.Count(out, "\n") != 1 {
 		t.Errorf("a run of user %d with %s made by nobody: exit %d, %q; want 125 naming it", uid, dir, code, out)
 	}
@@ -146,7 +127,7 @@ func TestForeignLockDirectory(t *testing.T) {
 // huge, names no process to signal and no token but hexadecimal ones: a
 // run reads what it can, sweeps nothing it names, and runs.
 func TestLockRecordIsNoOrder(t *testing.T) {
-	requireRoot(t)
+	itest.RequireRoot(t)
 	os.MkdirAll("/run/reaper", 0o700)
 	bystander := exec.Command("sleep", "300")
 	if err := bystander.Start(); err != nil {
@@ -158,15 +139,15 @@ func TestLockRecordIsNoOrder(t *testing.T) {
 		"garbage": {0, 1, 2, 0xff, '\n', 't', 'o', 'k', 'e', 'n', ' ', 0xfe, '\n'},
 		"huge":    append([]byte("pid 1\ntoken "), bytes.Repeat([]byte("ab"), 1<<20)...),
 	} {
-		name := instanceName(t)
+		name := itest.InstanceName(t)
 		if err := os.WriteFile("/run/reaper/"+name+".lock", record, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if code, _, stderr := runReaper(t, nil, "--instance="+name, "--grace=1s", "sh", "-c", "exit 5"); code != 5 || stderr != "" {
+		if code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "--grace=1s", "sh", "-c", "exit 5"); code != 5 || stderr != "" {
 			t.Errorf("a %s lock record: exit %d, %q; want COMMAND's 5 and nothing said", what, code, stderr)
 		}
 	}
-	if err := bystander.Process.Signal(syscall.Signal(0)); err != nil || procState(bystander.Process.Pid) == 'Z' {
+	if err := bystander.Process.Signal(syscall.Signal(0)); err != nil || itest.ProcState(bystander.Process.Pid) == 'Z' {
 		t.Error("the process a forged record named was signalled")
 	}
 }
@@ -177,51 +158,51 @@ func TestLockRecordIsNoOrder(t *testing.T) {
 // second root run of the instance then started beside the live one and
 // swept its COMMAND.
 func TestSymlinkedLockDirectoryCannotDropALock(t *testing.T) {
-	requireRoot(t)
-	name := instanceName(t)
+	itest.RequireRoot(t)
+	name := itest.InstanceName(t)
 	link := fmt.Sprintf("/tmp/reaper-link-%d", os.Getpid())
 	if err := os.Symlink("/run/reaper", link); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(link) })
 	os.Lchown(link, 65534, 65534)
-	cg := sharedCgroup(t, 128)
-	rec := newFIFO(t, "first")
-	first := start(t, opts{cg: cg, env: []string{"TMPDIR=/tmp"}, args: []string{"--instance=" + name, bin().helper, "record", rec.path}})
-	rec.ready(t)
+	cg := itest.SharedCgroup(t, 128)
+	rec := itest.NewFIFO(t, "first")
+	first := itest.Start(t, itest.Opts{Cgroup: cg, Env: []string{"TMPDIR=/tmp"}, Args: []string{"--instance=" + name, itest.Bin().Helper, "record", rec.Path}})
+	rec.Ready(t)
 	for i := 0; i < 2; i++ {
-		code, _, stderr := runReaper(t, []string{"TMPDIR=/tmp"}, "--instance="+name, "true")
+		code, _, stderr := itest.RunReaper(t, []string{"TMPDIR=/tmp"}, "--instance="+name, "true")
 		if code != 2 || !strings.Contains(stderr, "is running as pid") {
 			t.Fatalf("second run %d beside a live first: exit %d, %q; want 2, refused", i, code, stderr)
 		}
 	}
-	first.signal(syscall.SIGUSR1)
-	if got := rec.next(t); got != "SIGUSR1" {
+	first.Signal(syscall.SIGUSR1)
+	if got := rec.Next(t); got != "SIGUSR1" {
 		t.Fatalf("the first run's COMMAND recorded %q, want SIGUSR1: it was swept", got)
 	}
-	first.signal(syscall.SIGTERM)
-	first.wait()
+	first.Signal(syscall.SIGTERM)
+	first.Wait()
 }
 
 // TestUnprivilegedLockIgnoresTMPDIR: two runs of one instance by one user,
 // with different TMPDIR (Slurm jobs, CI runners, PrivateTmp=): the second
 // is refused.
 func TestUnprivilegedLockIgnoresTMPDIR(t *testing.T) {
-	requireRoot(t)
-	name := instanceName(t)
+	itest.RequireRoot(t)
+	name := itest.InstanceName(t)
 	t.Cleanup(func() { os.Remove(fmt.Sprintf("/tmp/reaper-65534/%s.lock", name)) })
-	events := newFIFO(t, "events")
-	first := start(t, opts{env: []string{"TMPDIR=" + t.TempDir(), "F=" + events.path}, command: []string{
+	events := itest.NewFIFO(t, "events")
+	first := itest.Start(t, itest.Opts{Env: []string{"TMPDIR=" + t.TempDir(), "F=" + events.Path}, Command: []string{
 		"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
-		bin().reaper, "--instance=" + name, "sh", "-c", `echo "command $$" > "$F"; exec sleep 300`}})
-	events.next(t)
-	code, out := asNobodyRun(t, []string{"TMPDIR=" + sharedDir(t)}, bin().reaper, "--instance="+name, "true")
+		itest.Bin().Reaper, "--instance=" + name, "sh", "-c", `echo "command $$" > "$F"; exec sleep 300`}})
+	events.Next(t)
+	code, out := itest.AsNobodyRun(t, []string{"TMPDIR=" + itest.SharedDir(t)}, itest.Bin().Reaper, "--instance="+name, "true")
 	if code != 2 || !strings.Contains(out, "is running as pid") {
 		t.Errorf("second run as the same user with another TMPDIR: exit %d, %q; want 2, refused", code, out)
 	}
-	first.signal(syscall.SIGTERM)
-	if r := first.wait(); r.status() != 143 {
-		t.Errorf("first run: exit %d\n%s", r.status(), r.Stderr)
+	first.Signal(syscall.SIGTERM)
+	if r := first.Wait(); r.Status() != 143 {
+		t.Errorf("first run: exit %d\n%s", r.Status(), r.Stderr)
 	}
 }
 
@@ -230,10 +211,10 @@ func TestUnprivilegedLockIgnoresTMPDIR(t *testing.T) {
 // process is no reason to signal it, even one with the previous run's
 // token; a leftover of the previous run, root's own, is swept.
 func TestSweepSparesAncestorsAndStrangers(t *testing.T) {
-	requireRoot(t)
-	name := instanceName(t)
+	itest.RequireRoot(t)
+	name := itest.InstanceName(t)
 	// A first run leaves its token in the lock file.
-	if code, _, stderr := runReaper(t, nil, "--instance="+name, "true"); code != 0 {
+	if code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "true"); code != 0 {
 		t.Fatalf("first run: %d %s", code, stderr)
 	}
 	marker := "REAPER_INSTANCE=" + name + ":" + lockToken(t, name)
@@ -258,9 +239,9 @@ func TestSweepSparesAncestorsAndStrangers(t *testing.T) {
 		if i > 0 {
 			env = "REAPER_INSTANCE=" + name + ":" + lockToken(t, name)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 		sh := exec.CommandContext(ctx, "sh", "-c", `"$REAPER" --instance="$NAME" --grace=1s true; echo survived`)
-		sh.Env = append(os.Environ(), env, "REAPER="+bin().reaper, "NAME="+name)
+		sh.Env = append(os.Environ(), env, "REAPER="+itest.Bin().Reaper, "NAME="+name)
 		out, err := sh.CombinedOutput()
 		cancel()
 		if err != nil || !strings.Contains(string(out), "survived") {
@@ -279,7 +260,7 @@ func TestSweepSparesAncestorsAndStrangers(t *testing.T) {
 // place).
 func waitExec(t *testing.T, pid int, comm string) {
 	t.Helper()
-	for end := time.Now().Add(deadline); readTrimmed(fmt.Sprintf("/proc/%d/comm", pid)) != comm; time.Sleep(time.Millisecond) {
+	for end := time.Now().Add(itest.Deadline); readTrimmed(fmt.Sprintf("/proc/%d/comm", pid)) != comm; time.Sleep(time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("pid %d never ran %s", pid, comm)
 		}
@@ -290,22 +271,22 @@ func waitExec(t *testing.T, pid int, comm string) {
 // value a live unnamed run exports, is refused (2): it would sweep that
 // run's COMMAND, and cgroup.kill its group.
 func TestNamedRunCannotTakeAnUnnamedRunsName(t *testing.T) {
-	events := newFIFO(t, "events")
-	s := start(t, opts{env: []string{"F=" + events.path}, args: []string{"sh", "-c", `echo "$REAPER_INSTANCE" > "$F"; exec sleep 300`}})
-	value := events.next(t)
+	events := itest.NewFIFO(t, "events")
+	s := itest.Start(t, itest.Opts{Env: []string{"F=" + events.Path}, Args: []string{"sh", "-c", `echo "$REAPER_INSTANCE" > "$F"; exec sleep 300`}})
+	value := events.Next(t)
 	if !strings.HasPrefix(value, "run-") {
 		t.Fatalf("an unnamed run exports %q", value)
 	}
-	code, _, stderr := runReaper(t, nil, "--instance="+value, "true")
+	code, _, stderr := itest.RunReaper(t, nil, "--instance="+value, "true")
 	if code != 2 || !strings.Contains(stderr, "runs without --instance") {
 		t.Errorf("--instance=%s: exit %d, %q; want 2", value, code, stderr)
 	}
-	if !s.running() {
+	if !s.Running() {
 		t.Fatal("the unnamed run ended")
 	}
-	s.signal(syscall.SIGTERM)
-	if r := s.wait(); r.status() != 143 {
-		t.Errorf("the unnamed run: exit %d, want 143 from its SIGTERM", r.status())
+	s.Signal(syscall.SIGTERM)
+	if r := s.Wait(); r.Status() != 143 {
+		t.Errorf("the unnamed run: exit %d, want 143 from its SIGTERM", r.Status())
 	}
 }
 
@@ -314,7 +295,7 @@ func TestNamedRunCannotTakeAnUnnamedRunsName(t *testing.T) {
 func TestConfigurationDoesNotReachCommand(t *testing.T) {
 	env := []string{"REAPER_REPORT=" + filepath.Join(t.TempDir(), "r.json"), "REAPER_TIMEOUT=60s", "REAPER_WAIT_PORT=1",
 		"REAPER_GRACE=2s", "REAPER_STOP_ON=TERM", "REAPER_VERBOSE=0", "OTHER=kept"}
-	code, stdout, stderr := runReaper(t, env, "sh", "-c", `env | grep -E '^(REAPER_(REPORT|TIMEOUT|WAIT_PORT|GRACE|STOP_ON|VERBOSE|INSTANCE)|OTHER)=' | sort`)
+	code, stdout, stderr := itest.RunReaper(t, env, "sh", "-c", `env | grep -E '^(REAPER_(REPORT|TIMEOUT|WAIT_PORT|GRACE|STOP_ON|VERBOSE|INSTANCE)|OTHER)=' | sort`)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -328,9 +309,9 @@ func TestConfigurationDoesNotReachCommand(t *testing.T) {
 // leftovers of the run before (a stop request would only cut the grace
 // period short) hands their token on, so the run after it sweeps them.
 func TestInterruptedSweepIsFinishedLater(t *testing.T) {
-	requireRoot(t)
-	name := instanceName(t)
-	if code, _, stderr := runReaper(t, nil, "--instance="+name, "--cgroup=off", "true"); code != 0 {
+	itest.RequireRoot(t)
+	name := itest.InstanceName(t)
+	if code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "--cgroup=off", "true"); code != 0 {
 		t.Fatalf("first run: %d %s", code, stderr)
 	}
 	// The first run's leftover, which ignores SIGTERM.
@@ -342,22 +323,22 @@ func TestInterruptedSweepIsFinishedLater(t *testing.T) {
 	t.Cleanup(func() { leftover.Process.Kill(); leftover.Wait() })
 	waitExec(t, leftover.Process.Pid, "sleep")
 	// The second run finds it, and is killed within the grace period.
-	second := start(t, opts{args: []string{"--instance=" + name, "--cgroup=off", "--grace=300s", "true"}, leave: true})
-	second.stderr.waitFor(t, regexp.MustCompile(fmt.Sprintf(`leftover of an earlier run .*pid=%d `, leftover.Process.Pid)))
-	second.signal(syscall.SIGKILL)
-	if r := second.wait(); r.Signal != int(syscall.SIGKILL) {
-		t.Fatalf("second run killed in its sweep: exit %d, want SIGKILL\n%s", r.status(), r.Stderr)
+	second := itest.Start(t, itest.Opts{Args: []string{"--instance=" + name, "--cgroup=off", "--grace=300s", "true"}, Leave: true})
+	second.Stderr.WaitFor(t, regexp.MustCompile(fmt.Sprintf(`leftover of an earlier run .*pid=%d `, leftover.Process.Pid)))
+	second.Signal(syscall.SIGKILL)
+	if r := second.Wait(); r.Signal != int(syscall.SIGKILL) {
+		t.Fatalf("second run killed in its sweep: exit %d, want SIGKILL\n%s", r.Status(), r.Stderr)
 	}
 	pids := []int{leftover.Process.Pid}
-	fds := pidfds(t, pids)
-	if len(running(fds, pids)) == 0 {
+	fds := itest.Pidfds(t, pids)
+	if len(itest.Running(fds, pids)) == 0 {
 		t.Fatal("the leftover is gone after the interrupted sweep: the test needs it")
 	}
 	// The third run sweeps it: SIGTERM is ignored, SIGKILL after 1 s.
-	if code, _, stderr := runReaper(t, nil, "--instance="+name, "--cgroup=off", "--grace=1s", "true"); code != 0 {
+	if code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "--cgroup=off", "--grace=1s", "true"); code != 0 {
 		t.Fatalf("third run: %d %s", code, stderr)
 	}
-	if len(running(fds, pids)) > 0 {
+	if len(itest.Running(fds, pids)) > 0 {
 		t.Fatal("the third run left the leftover of the first running: the interrupted sweep's token was lost")
 	}
 	if err := leftover.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,7 +35,7 @@ func startOnPTY(t *testing.T, env []string, argv ...string) *pty {
 	// poller, and reads honour deadlines.
 	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		skip(t, "no pseudo-terminals here: %v", err)
+		itest.Skip(t, "no pseudo-terminals here: %v", err)
 	}
 	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
 		t.Fatal(err)
@@ -77,7 +78,7 @@ func startOnPTY(t *testing.T, env []string, argv ...string) *pty {
 func (p *pty) expect(t *testing.T, pattern string) []string {
 	t.Helper()
 	re := regexp.MustCompile(pattern)
-	end := time.Now().Add(deadline)
+	end := time.Now().Add(itest.Deadline)
 	buf := make([]byte, 4096)
 	for {
 		if m := re.FindSubmatchIndex(p.out.Bytes()); m != nil {
@@ -127,7 +128,7 @@ func (p *pty) wait(t *testing.T) int {
 	go func() { // keep draining the terminal, or writers block
 		buf := make([]byte, 4096)
 		for {
-			p.master.SetReadDeadline(time.Now().Add(deadline))
+			p.master.SetReadDeadline(time.Now().Add(itest.Deadline))
 			if _, err := p.master.Read(buf); err != nil {
 				return
 			}
@@ -139,8 +140,8 @@ func (p *pty) wait(t *testing.T) int {
 			return 128 + int(ws.Signal())
 		}
 		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(deadline):
-		t.Fatalf("the session did not end within %v", deadline)
+	case <-time.After(itest.Deadline):
+		t.Fatalf("the session did not end within %v", itest.Deadline)
 		return -1
 	}
 }
@@ -153,11 +154,11 @@ const (
 // onTTY runs f with reaper as the pty session's leader and, as root, as PID
 // 1 of a PID namespace whose unshare leads the session.
 func onTTY(t *testing.T, f func(t *testing.T, prefix []string)) {
-	t.Run("subreaper", func(t *testing.T) { t.Parallel(); f(t, []string{bin().reaper}) })
+	t.Run("subreaper", func(t *testing.T) { t.Parallel(); f(t, []string{itest.Bin().Reaper}) })
 	t.Run("pid1", func(t *testing.T) {
 		t.Parallel()
-		requireRoot(t)
-		f(t, []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--", bin().reaper})
+		itest.RequireRoot(t)
+		f(t, []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--", itest.Bin().Reaper})
 	})
 }
 
@@ -208,7 +209,7 @@ func TestTerminalWindowSizeReachesCommand(t *testing.T) {
 func TestTerminalSettingsRestored(t *testing.T) {
 	// COMMAND leaves the terminal raw and without echo, as a killed editor
 	// would; reaper puts back the settings it found.
-	p := startOnPTY(t, nil, bin().reaper, "sh", "-c", "stty raw -echo; kill -KILL $$")
+	p := startOnPTY(t, nil, itest.Bin().Reaper, "sh", "-c", "stty raw -echo; kill -KILL $$")
 	if code := p.wait(t); code != 137 {
 		t.Errorf("exit %d, want 137", code)
 	}
@@ -253,7 +254,7 @@ func TestTerminalJobControl(t *testing.T) {
 // polls.
 func waitForeground(t *testing.T, p *pty, comm string) {
 	t.Helper()
-	end := time.Now().Add(deadline)
+	end := time.Now().Add(itest.Deadline)
 	for {
 		var pgrp int
 		err := p.control(t, func(fd int) (err error) {
@@ -274,11 +275,11 @@ func waitForeground(t *testing.T, p *pty, comm string) {
 
 func TestNoTerminalNoIoctl(t *testing.T) {
 	if _, err := exec.LookPath("strace"); err != nil {
-		skip(t, "strace is not installed (apt-get install strace)")
+		itest.Skip(t, "strace is not installed (apt-get install strace)")
 	}
 	for _, stdin := range []string{"/dev/null", "pipe"} {
 		trace := t.TempDir() + "/trace"
-		cmd := exec.Command("strace", "-f", "-qq", "-e", "trace=ioctl", "-o", trace, bin().reaper, "-v", "true")
+		cmd := exec.Command("strace", "-f", "-qq", "-e", "trace=ioctl", "-o", trace, itest.Bin().Reaper, "-v", "true")
 		if stdin == "/dev/null" {
 			null, _ := os.Open(os.DevNull)
 			defer null.Close()
@@ -330,9 +331,9 @@ func TestTerminalBackAfterExecFailure(t *testing.T) {
 func interactiveBash(t *testing.T) *pty {
 	t.Helper()
 	if _, err := exec.LookPath("bash"); err != nil {
-		skip(t, "bash is not installed")
+		itest.Skip(t, "bash is not installed")
 	}
-	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + bin().reaper}, "bash", "--norc", "--noprofile", "-i")
+	p := startOnPTY(t, []string{"PS1=rp$ ", "REAPER=" + itest.Bin().Reaper}, "bash", "--norc", "--noprofile", "-i")
 	p.expect(t, `rp\$ `)
 	return p
 }
@@ -343,12 +344,12 @@ func interactiveBash(t *testing.T) *pty {
 // reaper must not stop itself, and continues COMMAND, as a shell does
 // there: the terminal still answers.
 func TestTerminalCtrlZInAnOrphanedGroup(t *testing.T) {
-	p := startOnPTY(t, nil, bin().reaper, "-v", "sh", "-c", `echo ready; read line; echo "got $line"`)
+	p := startOnPTY(t, nil, itest.Bin().Reaper, "-v", "sh", "-c", `echo ready; read line; echo "got $line"`)
 	p.expect(t, "ready")
 	waitForeground(t, p, "sh")
 	p.send(t, ctrlZ)
 	p.expect(t, `info: nobody could continue reaper`)
-	if state := procState(p.cmd.Process.Pid); state == 'T' {
+	if state := itest.ProcState(p.cmd.Process.Pid); state == 'T' {
 		t.Fatal("reaper stopped itself")
 	}
 	p.send(t, "hello\r")

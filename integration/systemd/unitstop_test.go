@@ -1,4 +1,4 @@
-package integration
+package systemd
 
 // reaper in a systemd unit, in a real systemd 252 (issue 23): without
 // --grace a stop request gets the unit's stop timeout, COMMAND stops its
@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,7 +29,7 @@ type unitStopRow struct {
 	name  string // NAME.service; marks its processes
 	exec  string // ExecStart=
 	lines string // more [Service] lines
-	// the orderly service (testdata/orderly.py, draining 8 s): who must
+	// the orderly service (integration/testdata/orderly.py, draining 8 s): who must
 	// have sent the worker its SIGTERM, "command" or "reaper"
 	worker string
 	result string                                 // "$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS" of the stop
@@ -90,12 +91,12 @@ ExecStopPost=/bin/sh -c 'echo "$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS" >/run
 
 func TestSystemdUnitStop(t *testing.T) {
 	t.Parallel() // with TestOpenClawGateway: mostly waiting
-	requirePython(t)
-	spec := bootSpec{units: map[string]string{}, opt: map[string][]byte{"orderly.py": mustRead(t, "testdata/orderly.py")}}
+	itest.RequirePython(t)
+	spec := itest.BootSpec{Units: map[string]string{}, Opt: map[string][]byte{"orderly.py": itest.MustRead(t, itest.Testdata(t, "orderly.py"))}}
 	for _, row := range unitStopRows {
-		spec.units[row.name+".service"] = unitStopUnit(row)
+		spec.Units[row.name+".service"] = unitStopUnit(row)
 	}
-	n := &native{nspawn: bootSystemdWith(t, spec)}
+	n := &native{nspawn: boot(t, spec)}
 	// Every row at once, in goroutines of this test (one slot of
 	// -parallel): each waits on its own timers.
 	var wg sync.WaitGroup
@@ -103,7 +104,7 @@ func TestSystemdUnitStop(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 2*deadline)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*itest.Deadline)
 			defer cancel()
 			if err := n.unitStop(ctx, t, row); err != nil {
 				t.Errorf("%s: %v", row.name, err)
@@ -187,7 +188,7 @@ func (n *native) unitStop(ctx context.Context, t *testing.T, row unitStopRow) er
 // marked with name.
 func (n *native) waitPayload(ctx context.Context, unit, name string, want int) error {
 	run := n.prop(ctx, false, unit, "InvocationID")
-	end := time.Now().Add(deadline)
+	end := time.Now().Add(itest.Deadline)
 	for {
 		current, _ := split(n.payload(name), run)
 		if len(current) == want {
@@ -202,11 +203,11 @@ func (n *native) waitPayload(ctx context.Context, unit, name string, want int) e
 
 // readFile reads a file of the container; "" when it is missing.
 func (ct *nspawn) readFile(path string) string {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root%s", ct.init, path))
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root%s", ct.Init, path))
 	return string(data)
 }
 
-// orderlyEvents returns the lines testdata/orderly.py wrote to
+// orderlyEvents returns the lines integration/testdata/orderly.py wrote to
 // /run/NAME.events.
 func (ct *nspawn) orderlyEvents(name string) []string {
 	var lines []string
@@ -221,7 +222,7 @@ func (ct *nspawn) orderlyEvents(name string) []string {
 // waitEvents waits until the orderly service of name has announced each
 // of its processes, and returns their pids (as the container sees them).
 func (ct *nspawn) waitEvents(ctx context.Context, name string, who ...string) (map[string]int, error) {
-	end := time.Now().Add(deadline)
+	end := time.Now().Add(itest.Deadline)
 	for {
 		pids := map[string]int{}
 		for _, line := range ct.orderlyEvents(name) {
@@ -247,7 +248,7 @@ func (ct *nspawn) waitEvents(ctx context.Context, name string, who ...string) (m
 func (ct *nspawn) unitGroups(unit string) []string {
 	var dirs []string
 	for _, h := range []string{"unified", "systemd"} {
-		dirs = append(dirs, fmt.Sprintf("/proc/%d/root/sys/fs/cgroup/%s/system.slice/%s", ct.init, h, unit))
+		dirs = append(dirs, fmt.Sprintf("/proc/%d/root/sys/fs/cgroup/%s/system.slice/%s", ct.Init, h, unit))
 	}
 	return dirs
 }

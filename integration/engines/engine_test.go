@@ -1,4 +1,4 @@
-package integration
+package engines
 
 // Where the container engines of the tests (podman, dockerd) run: a mount
 // namespace and a cgroup namespace of their own, so that whatever they
@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // engineNS is a mount and cgroup namespace for one container engine.
@@ -79,14 +81,14 @@ func newEngineNS(t testing.TB, dir, kind string) *engineNS {
 // newEngineNSWith is newEngineNS with options.
 func newEngineNSWith(t testing.TB, dir, kind string, opts engineOptions) *engineNS {
 	t.Helper()
-	requireRoot(t)
+	itest.RequireRoot(t)
 	tools := []string{"unshare", "nsenter", "mount", "umount"}
 	if opts.net {
 		tools = append(tools, "ip")
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			skip(t, "%s not installed (apt-get install util-linux mount iproute2): %v", tool, err)
+			itest.Skip(t, "%s not installed (apt-get install util-linux mount iproute2): %v", tool, err)
 		}
 	}
 	if opts.pidsMax == 0 {
@@ -118,28 +120,28 @@ func (n *engineNS) privateDirs() []string {
 func (n *engineNS) makeGroups(t testing.TB) {
 	t.Helper()
 	bounded := false
-	for _, h := range cgroupHierarchies() {
-		if h.memory {
+	for _, h := range itest.CgroupHierarchies() {
+		if h.Memory {
 			continue
 		}
-		dir := h.mount + n.root
+		dir := h.Mount + n.root
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			n.removeGroups(t)
-			skip(t, "cannot make a cgroup for a container engine: %v", err)
+			itest.Skip(t, "cannot make a cgroup for a container engine: %v", err)
 		}
-		if h.v2 {
+		if h.V2 {
 			n.groups = append([]string{dir}, n.groups...)
 		} else {
 			n.groups = append(n.groups, dir)
 		}
-		if h.v2 || h.pids {
+		if h.V2 || h.Pids {
 			bounded = bounded || os.WriteFile(dir+"/pids.max", []byte(strconv.Itoa(n.opts.pidsMax)), 0) == nil
 		}
 		inheritCpuset(dir)
 	}
-	if v2, _ := cgroupMounts(); !bounded || v2 == "" || len(n.groups) == 0 || !strings.HasPrefix(n.groups[0], v2) {
+	if v2, _ := itest.CgroupMounts(); !bounded || v2 == "" || len(n.groups) == 0 || !strings.HasPrefix(n.groups[0], v2) {
 		n.removeGroups(t)
-		skip(t, "no cgroup2 group with a pids.max bound for a container engine")
+		itest.Skip(t, "no cgroup2 group with a pids.max bound for a container engine")
 	}
 	// In the namespace, in place of the v1 memory hierarchy: see mountScript.
 	if err := os.Mkdir(n.groups[0]+"/v1-memory", 0o755); err != nil {
@@ -189,7 +191,7 @@ func (n *engineNS) startHolder(t testing.TB) {
 	mounts, err := n.mountScript()
 	if err != nil {
 		n.removeGroups(t)
-		skip(t, "container engine namespace: %v", err)
+		itest.Skip(t, "container engine namespace: %v", err)
 	}
 	args := append(append([]string{"-c", joinGroups, "sh"}, n.groups...), "--", "unshare", "--mount", "--cgroup")
 	if n.opts.net {
@@ -216,9 +218,9 @@ func (n *engineNS) startHolder(t testing.TB) {
 		if line != "ready\n" {
 			n.holder.Wait()
 			n.removeGroups(t)
-			skip(t, "cannot set up the mount and cgroup namespaces of a container engine: %q", line)
+			itest.Skip(t, "cannot set up the mount and cgroup namespaces of a container engine: %q", line)
 		}
-	case <-time.After(deadline):
+	case <-time.After(itest.Deadline):
 		n.holder.Process.Kill()
 		n.holder.Wait()
 		n.removeGroups(t)
@@ -256,40 +258,40 @@ func (n *engineNS) mountScript() (string, error) {
 		}
 		lines = append(lines, fmt.Sprintf(format, quoted...))
 	}
-	hs := cgroupHierarchies()
+	hs := itest.CgroupHierarchies()
 	parent := ""
 	for _, h := range hs {
-		if h.memory {
-			parent = filepath.Dir(h.mount)
+		if h.Memory {
+			parent = filepath.Dir(h.Mount)
 		}
 	}
 	for i, h := range hs {
 		switch {
-		case h.memory:
+		case h.Memory:
 		case parent == "":
-			add("mount --bind %s %s", h.mount+n.root, h.mount)
-		case filepath.Dir(h.mount) != parent:
-			return "", fmt.Errorf("cgroup hierarchies in more than one directory (%s, %s)", parent, h.mount)
+			add("mount --bind %s %s", h.Mount+n.root, h.Mount)
+		case filepath.Dir(h.Mount) != parent:
+			return "", fmt.Errorf("cgroup hierarchies in more than one directory (%s, %s)", parent, h.Mount)
 		default:
 			stage := filepath.Join(n.dir, "stage", strconv.Itoa(i))
-			add("mkdir %s && mount --bind %s %s", stage, h.mount+n.root, stage)
+			add("mkdir %s && mount --bind %s %s", stage, h.Mount+n.root, stage)
 		}
 	}
 	if parent != "" {
 		for _, h := range hs {
-			add("umount %s", h.mount)
+			add("umount %s", h.Mount)
 		}
 		add("mount -t tmpfs -o mode=0755 reaper-test-cgroups %s", parent)
 		for i, h := range hs {
-			if !h.memory {
+			if !h.Memory {
 				stage := filepath.Join(n.dir, "stage", strconv.Itoa(i))
-				add("mkdir %s && mount --move %s %s", h.mount, stage, h.mount)
+				add("mkdir %s && mount --move %s %s", h.Mount, stage, h.Mount)
 			}
 		}
-		v2, _ := cgroupMounts()
+		v2, _ := itest.CgroupMounts()
 		for _, h := range hs {
-			if h.memory {
-				add("mkdir %s && mount --bind %s %s", h.mount, v2+"/v1-memory", h.mount)
+			if h.Memory {
+				add("mkdir %s && mount --bind %s %s", h.Mount, v2+"/v1-memory", h.Mount)
 			}
 		}
 		add("mount -o remount,ro %s", parent)
@@ -337,16 +339,16 @@ func (n *engineNS) close(t testing.TB) {
 		go func() { n.holder.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(deadline):
+		case <-time.After(itest.Deadline):
 			n.holder.Process.Kill()
 			<-done
 		}
 	}
 	if len(n.groups) > 0 {
-		if err := waitEmpty(n.groups[0]); err != nil {
+		if err := itest.WaitEmpty(n.groups[0]); err != nil {
 			t.Errorf("processes of the test's container engine are still in %s: %v", n.groups[0], err)
 			os.WriteFile(n.groups[0]+"/cgroup.kill", []byte("1"), 0)
-			waitEmpty(n.groups[0])
+			itest.WaitEmpty(n.groups[0])
 		}
 	}
 	n.removeGroups(t)
@@ -355,7 +357,7 @@ func (n *engineNS) close(t testing.TB) {
 // removeGroups removes root and every group below it, in each hierarchy.
 func (n *engineNS) removeGroups(t testing.TB) {
 	for _, dir := range n.groups {
-		removeCgroupTree(t, dir)
+		itest.RemoveCgroupTree(t, dir)
 	}
 	n.groups = nil
 }

@@ -1,4 +1,4 @@
-package integration
+package services
 
 // Real services, run as their users run them, under reaper as PID 1 and as
 // a child, with Debian's tini (tini -s) as the baseline in the same test
@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -60,7 +61,7 @@ var shimRunners = []runner{{"reaper", true}, {"reaper", false}, {"tini", true}, 
 // eachRunner runs f under each of shimRunners, in parallel subtests.
 func eachRunner(t *testing.T, f func(t *testing.T, r runner)) {
 	t.Helper()
-	requireRoot(t)
+	itest.RequireRoot(t)
 	requireTools(t, tiniPath)
 	for _, r := range shimRunners {
 		t.Run(r.String(), func(t *testing.T) { t.Parallel(); f(t, r) })
@@ -72,7 +73,7 @@ func eachRunner(t *testing.T, f func(t *testing.T, r runner)) {
 func (r runner) argv(flags []string, command ...string) []string {
 	switch r.shim {
 	case "reaper":
-		return append(append(append([]string{bin().reaper, "-v"}, flags...), "--"), command...)
+		return append(append(append([]string{itest.Bin().Reaper, "-v"}, flags...), "--"), command...)
 	case "tini":
 		return append([]string{tiniPath, "-s", "--"}, command...)
 	}
@@ -80,8 +81,8 @@ func (r runner) argv(flags []string, command ...string) []string {
 }
 
 // opts returns the harness's options that run command under r in dir.
-func (r runner) opts(dir string, flags []string, command ...string) opts {
-	return opts{pid1: r.pid1, dir: dir, command: r.argv(flags, command...)}
+func (r runner) opts(dir string, flags []string, command ...string) itest.Opts {
+	return itest.Opts{PID1: r.pid1, Dir: dir, Command: r.argv(flags, command...)}
 }
 
 // requireTools skips (fails in CI) when a program the test runs is missing.
@@ -89,7 +90,7 @@ func requireTools(t testing.TB, paths ...string) {
 	t.Helper()
 	for _, p := range paths {
 		if _, err := os.Stat(p); err != nil {
-			skip(t, "no %s (.ci/run installs it from Debian): %v", p, err)
+			itest.Skip(t, "no %s (.ci/run installs it from Debian): %v", p, err)
 		}
 	}
 }
@@ -102,76 +103,30 @@ func runAs(name string, argv ...string) []string {
 
 // expectStopped checks that a service's run ended with code, that nothing
 // was left, and that nothing needed reaper's SIGKILL.
-func expectStopped(t *testing.T, res *result, code int) {
+func expectStopped(t *testing.T, res *itest.Result, code int) {
 	t.Helper()
-	if res.status() != code || res.leftovers() != "" || strings.Contains(res.Stderr, "warning: killed") {
-		t.Errorf("exit %d, left %s; want %d, nothing left, nothing killed\n%s", res.status(), res.leftovers(), code, res.Stderr)
+	if res.Status() != code || res.Leftovers() != "" || strings.Contains(res.Stderr, "warning: killed") {
+		t.Errorf("exit %d, left %s; want %d, nothing left, nothing killed\n%s", res.Status(), res.Leftovers(), code, res.Stderr)
 	}
-}
-
-// mark returns how many lines l holds now.
-func (l *lines) mark() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.all)
-}
-
-// waitMatches blocks until n lines past the first from match re.
-func (l *lines) waitMatches(t testing.TB, from int, re *regexp.Regexp, n int) {
-	t.Helper()
-	timeout := time.After(deadline)
-	for {
-		l.mu.Lock()
-		seen, grew := l.all, l.grew
-		l.mu.Unlock()
-		found := 0
-		for i := from; i < len(seen); i++ {
-			if re.MatchString(seen[i]) {
-				if found++; found == n {
-					return
-				}
-			}
-		}
-		select {
-		case <-grew:
-		case <-l.closed:
-			t.Fatalf("stream ended with %d of %d lines matching %s:\n%s", found, n, re, strings.Join(seen, "\n"))
-		case <-timeout:
-			t.Fatalf("%d of %d lines matching %s after %v:\n%s", found, n, re, deadline, strings.Join(seen, "\n"))
-		}
-	}
-}
-
-// matching counts the lines of l that match re.
-func (l *lines) matching(re *regexp.Regexp) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, line := range l.all {
-		if re.MatchString(line) {
-			n++
-		}
-	}
-	return n
 }
 
 // stdoutLines gives what a service writes to its stdout to the test, line
 // by line: set opts.stdout to w, and close w once start has returned.
-func stdoutLines(t testing.TB) (l *lines, w *os.File) {
+func stdoutLines(t testing.TB) (l *itest.Lines, w *os.File) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	l = newLines()
-	go l.readFrom(r)
+	l = itest.NewLines()
+	go l.Collect(r)
 	return l, w
 }
 
 // httpClient opens a connection per request: no idle connection keeps a
 // worker that is shutting down busy.
-var httpClient = &http.Client{Timeout: deadline, Transport: &http.Transport{DisableKeepAlives: true}}
+var httpClient = &http.Client{Timeout: itest.Deadline, Transport: &http.Transport{DisableKeepAlives: true}}
 
 // httpGet returns the status and body of GET http://addr/path.
 func httpGet(addr, path string) (int, string, error) {
@@ -257,8 +212,8 @@ func (u *slowUpstream) waitArrived(t *testing.T) {
 	t.Helper()
 	select {
 	case <-u.arrived:
-	case <-time.After(deadline):
-		t.Fatalf("no request reached the upstream within %v", deadline)
+	case <-time.After(itest.Deadline):
+		t.Fatalf("no request reached the upstream within %v", itest.Deadline)
 	}
 }
 
@@ -272,14 +227,14 @@ var (
 // startNginx runs nginx under r with a configuration of generation 1,
 // and returns once its workers run, with its configuration file and
 // address.
-func startNginx(t testing.TB, r runner, upstream string) (s *session, conf, addr string) {
+func startNginx(t testing.TB, r runner, upstream string) (s *itest.Session, conf, addr string) {
 	t.Helper()
 	requireTools(t, nginxPath)
-	dir, addr := sharedDir(t), freeAddr(t)
+	dir, addr := itest.SharedDir(t), itest.FreeAddr(t)
 	conf = filepath.Join(dir, "nginx.conf")
 	writeFile(t, conf, nginxConf(dir, addr, upstream, 1))
-	s = start(t, r.opts(dir, nil, nginxPath, "-e", "stderr", "-p", dir, "-c", conf, "-g", "daemon off;"))
-	s.stderr.waitMatches(t, 0, nginxWorkerStarted, 2)
+	s = itest.Start(t, r.opts(dir, nil, nginxPath, "-e", "stderr", "-p", dir, "-c", conf, "-g", "daemon off;"))
+	s.Stderr.WaitMatches(t, 0, nginxWorkerStarted, 2)
 	return s, conf, addr
 }
 
@@ -296,33 +251,33 @@ func TestNginx(t *testing.T) {
 		// A reload: the new configuration answers, and every request on
 		// the way is answered.
 		writeFile(t, conf, nginxConf(filepath.Dir(conf), addr, up.addr, 2))
-		s.signal(syscall.SIGHUP)
-		for end := time.Now().Add(deadline); ; {
+		s.Signal(syscall.SIGHUP)
+		for end := time.Now().Add(itest.Deadline); ; {
 			code, body, err := httpGet(addr, "/")
 			if err != nil || code != 200 {
-				t.Fatalf("during the reload: %d %q %v\n%s", code, body, err, s.stderr)
+				t.Fatalf("during the reload: %d %q %v\n%s", code, body, err, s.Stderr)
 			}
 			if body == "generation 2\n" {
 				break
 			}
 			if time.Now().After(end) {
-				t.Fatalf("still %q %v after SIGHUP\n%s", body, deadline, s.stderr)
+				t.Fatalf("still %q %v after SIGHUP\n%s", body, itest.Deadline, s.Stderr)
 			}
 		}
 
 		// A graceful stop with a request in flight: answered, then exit 0.
-		mark := s.stderr.mark()
+		mark := s.Stderr.Mark()
 		slow := getLater(addr, "/slow")
 		up.waitArrived(t)
-		s.signal(syscall.SIGQUIT)
-		s.stderr.waitMatches(t, mark, nginxGraceful, 1)
+		s.Signal(syscall.SIGQUIT)
+		s.Stderr.WaitMatches(t, mark, nginxGraceful, 1)
 		close(up.release)
 		if got := <-slow; got.err != nil || got.code != 200 || got.body != "upstream done\n" {
 			t.Errorf("the request in flight at SIGQUIT: %d %q %v, want 200 \"upstream done\"", got.code, got.body, got.err)
 		}
-		res := s.wait()
+		res := s.Wait()
 		expectStopped(t, res, 0)
-		if quits, hups := s.stderr.matching(nginxGotQuit), s.stderr.matching(nginxGotHup); quits != 1 || hups != 1 {
+		if quits, hups := s.Stderr.Matching(nginxGotQuit), s.Stderr.Matching(nginxGotHup); quits != 1 || hups != 1 {
 			t.Errorf("nginx's processes received SIGQUIT %d times and SIGHUP %d times, want once each (the master)\n%s", quits, hups, res.Stderr)
 		}
 	})
@@ -350,12 +305,12 @@ func expectBody(t *testing.T, addr, path, body string) {
 // first answer line.
 func redisDo(t *testing.T, addr string, args ...string) string {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, deadline)
+	conn, err := net.DialTimeout("tcp", addr, itest.Deadline)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(deadline))
+	conn.SetDeadline(time.Now().Add(itest.Deadline))
 	req := fmt.Sprintf("*%d\r\n", len(args))
 	for _, a := range args {
 		req += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
@@ -385,16 +340,16 @@ var (
 
 // startRedis runs redis-server under r, and returns once it is ready,
 // with its log (its stdout), its directory and its address.
-func startRedis(t testing.TB, r runner) (s *session, out *lines, dir, addr string) {
+func startRedis(t testing.TB, r runner) (s *itest.Session, out *itest.Lines, dir, addr string) {
 	t.Helper()
 	requireTools(t, redisPath)
-	dir, addr = sharedDir(t), freeAddr(t)
+	dir, addr = itest.SharedDir(t), itest.FreeAddr(t)
 	out, w := stdoutLines(t)
 	o := r.opts(dir, nil, redisCommand(dir, addr)...)
-	o.stdout = w
-	s = start(t, o)
+	o.Stdout = w
+	s = itest.Start(t, o)
 	w.Close()
-	out.waitFor(t, redisReady)
+	out.WaitFor(t, redisReady)
 	return s, out, dir, addr
 }
 
@@ -405,15 +360,15 @@ func TestRedis(t *testing.T) {
 		if got := redisDo(t, addr, "SET", "key", "value"); got != "+OK" {
 			t.Fatalf("SET: %q", got)
 		}
-		s.signal(syscall.SIGTERM)
-		res := s.wait()
+		s.Signal(syscall.SIGTERM)
+		res := s.Wait()
 		expectStopped(t, res, 0)
 		select {
-		case <-out.closed: // redis's last lines are in
-		case <-time.After(deadline):
-			t.Fatalf("redis's stdout still open %v after its exit", deadline)
+		case <-out.Closed: // redis's last lines are in
+		case <-time.After(itest.Deadline):
+			t.Fatalf("redis's stdout still open %v after its exit", itest.Deadline)
 		}
-		if out.matching(redisSaved) != 1 || out.matching(redisBye) != 1 {
+		if out.Matching(redisSaved) != 1 || out.Matching(redisBye) != 1 {
 			t.Errorf("redis did not save and say goodbye:\n%s", out)
 		}
 		if _, err := os.Stat(filepath.Join(dir, "dump.rdb")); err != nil {
@@ -433,10 +388,10 @@ var (
 // gunicorn is a run of Debian's gunicorn (python3-gunicorn) serving
 // testdata/wsgiapp.py with two sync workers.
 type gunicorn struct {
-	*session
+	*itest.Session
 	addr    string
-	events  *fifo // "slow PID" when a slow request arrives
-	release *fifo // a line written here answers it
+	events  *itest.FIFO // "slow PID" when a slow request arrives
+	release *itest.FIFO // a line written here answers it
 }
 
 func startGunicorn(t testing.TB, r runner, flags ...string) *gunicorn {
@@ -447,24 +402,24 @@ func startGunicorn(t testing.TB, r runner, flags ...string) *gunicorn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gunicorn{addr: freeAddr(t), events: newFIFO(t, "events"), release: newFIFO(t, "release")}
-	o := r.opts(sharedDir(t), flags, python, "-m", "gunicorn", "--workers", "2", "--bind", g.addr,
+	g := &gunicorn{addr: itest.FreeAddr(t), events: itest.NewFIFO(t, "events"), release: itest.NewFIFO(t, "release")}
+	o := r.opts(itest.SharedDir(t), flags, python, "-m", "gunicorn", "--workers", "2", "--bind", g.addr,
 		"--graceful-timeout", "1", "--chdir", app, "wsgiapp:app")
-	o.env = []string{"F=" + g.events.path, "RELEASE=" + g.release.path}
-	g.session = start(t, o)
-	g.stderr.waitMatches(t, 0, gunicornBooting, 2)
+	o.Env = []string{"F=" + g.events.Path, "RELEASE=" + g.release.Path}
+	g.Session = itest.Start(t, o)
+	g.Stderr.WaitMatches(t, 0, gunicornBooting, 2)
 	return g
 }
 
 // master returns the pid of gunicorn's master, as the test sees it.
 func (g *gunicorn) master(t testing.TB) int {
 	t.Helper()
-	master := firstBelow(g.child, func(pid int) bool {
+	master := itest.FirstBelow(g.Child, func(pid int) bool {
 		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		return strings.HasPrefix(string(cmd), "/usr/bin/python3\x00-m\x00gunicorn\x00")
 	})
 	if master == 0 {
-		t.Fatalf("no gunicorn master below %d", g.child)
+		t.Fatalf("no gunicorn master below %d", g.Child)
 	}
 	return master
 }
@@ -474,9 +429,9 @@ func (g *gunicorn) master(t testing.TB) int {
 // deadline.
 func waitWorkers(t *testing.T, master, n int) {
 	t.Helper()
-	for end := time.Now().Add(deadline); len(childrenOf(master)) != n; {
+	for end := time.Now().Add(itest.Deadline); len(itest.ChildrenOf(master)) != n; {
 		if time.Now().After(end) {
-			t.Fatalf("gunicorn's master has %d workers, want %d", len(childrenOf(master)), n)
+			t.Fatalf("gunicorn's master has %d workers, want %d", len(itest.ChildrenOf(master)), n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -504,35 +459,35 @@ func TestGunicorn(t *testing.T) {
 			sig  syscall.Signal
 			want int
 		}{{syscall.SIGTTIN, 3}, {syscall.SIGTTOU, 2}} {
-			g.signal(step.sig)
+			g.Signal(step.sig)
 			if r.shim == "tini" {
 				// Measured, not judged: tini ignores SIGTTIN and SIGTTOU
 				// rather than forwarding them.
 				time.Sleep(time.Second)
-				t.Logf("tini: %d workers a second after %s", len(childrenOf(master)), signals.Name(step.sig))
+				t.Logf("tini: %d workers a second after %s", len(itest.ChildrenOf(master)), signals.Name(step.sig))
 				continue
 			}
 			waitWorkers(t, master, step.want)
 		}
 
-		mark := g.stderr.mark()
+		mark := g.Stderr.Mark()
 		slow := getLater(g.addr, "/slow")
-		g.events.next(t)
-		g.signal(syscall.SIGHUP)
-		g.stderr.waitMatches(t, mark, gunicornBooting, 2) // the new workers
-		g.stderr.waitMatches(t, mark, gunicornExiting, 1) // an old one, stopped with the slow one
-		if _, err := g.release.f.WriteString("go\n"); err != nil {
+		g.events.Next(t)
+		g.Signal(syscall.SIGHUP)
+		g.Stderr.WaitMatches(t, mark, gunicornBooting, 2) // the new workers
+		g.Stderr.WaitMatches(t, mark, gunicornExiting, 1) // an old one, stopped with the slow one
+		if _, err := g.release.File.WriteString("go\n"); err != nil {
 			t.Fatal(err)
 		}
 		if got := <-slow; got.err != nil || got.code != 200 || got.body != "slow done\n" {
-			t.Errorf("the request in flight at SIGHUP: %d %q %v, want 200 \"slow done\"\n%s", got.code, got.body, got.err, g.stderr)
+			t.Errorf("the request in flight at SIGHUP: %d %q %v, want 200 \"slow done\"\n%s", got.code, got.body, got.err, g.Stderr)
 		}
 
-		mark = g.stderr.mark()
-		g.signal(syscall.SIGHUP)
-		g.stderr.waitMatches(t, mark, gunicornHup, 1)
-		g.signal(syscall.SIGTERM)
-		expectStopped(t, g.wait(), 0)
+		mark = g.Stderr.Mark()
+		g.Signal(syscall.SIGHUP)
+		g.Stderr.WaitMatches(t, mark, gunicornHup, 1)
+		g.Signal(syscall.SIGTERM)
+		expectStopped(t, g.Wait(), 0)
 	})
 }
 
@@ -558,20 +513,20 @@ exit 3
 func TestCIJobStartingDaemons(t *testing.T) {
 	requireTools(t, redisPath, redisCLI)
 	eachRunner(t, func(t *testing.T, r runner) {
-		dir := sharedDir(t)
+		dir := itest.SharedDir(t)
 		data := pgCluster(t, dir)
 		o := r.opts(dir, nil, "sh", "-c", ciJob)
-		o.env = []string{"PGBIN=" + pgBin, "PGDATA=" + data, "DIR=" + dir,
-			"PGPORT=" + portOf(freeAddr(t)), "REDISPORT=" + portOf(freeAddr(t))}
-		res := start(t, o).wait()
+		o.Env = []string{"PGBIN=" + pgBin, "PGDATA=" + data, "DIR=" + dir,
+			"PGPORT=" + itest.PortOf(itest.FreeAddr(t)), "REDISPORT=" + itest.PortOf(itest.FreeAddr(t))}
+		res := itest.Start(t, o).Wait()
 		pgLog, redisLog := readLog(t, dir, "postgres.log"), readLog(t, dir, "redis.log")
 		pgClean := pgShutDown.MatchString(pgLog) && pgSmart.MatchString(pgLog)
 		redisClean := redisSaved.MatchString(redisLog) && redisBye.MatchString(redisLog)
 		if r.shim != "reaper" {
 			t.Logf("%v: job status %d; left running %q; postgres shut down cleanly: %v; redis saved and exited: %v",
-				r, res.status(), res.Survivors, pgClean, redisClean)
-			if res.status() != 3 {
-				t.Errorf("job status %d, want 3", res.status())
+				r, res.Status(), res.Survivors, pgClean, redisClean)
+			if res.Status() != 3 {
+				t.Errorf("job status %d, want 3", res.Status())
 			}
 			return
 		}
@@ -595,7 +550,7 @@ func readLog(t *testing.T, dir, name string) string {
 // withDeadline returns a context that ends with the test or after the
 // deadline.
 func withDeadline(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	t.Cleanup(cancel)
 	return ctx
 }

@@ -1,4 +1,4 @@
-package integration
+package hardening
 
 // Hostile input (issue 29): what other processes and other users control
 // must not steer reaper: the names in its log, the --report file, escapes
@@ -22,6 +22,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +49,7 @@ const forgedName = "\x1b[1C\u009b\r"
 func forgingHelper(t *testing.T) string {
 	t.Helper()
 	link := filepath.Join(t.TempDir(), forgedName)
-	if err := os.Symlink(bin().helper, link); err != nil {
+	if err := os.Symlink(itest.Bin().Helper, link); err != nil {
 		t.Fatal(err)
 	}
 	return link
@@ -98,20 +99,20 @@ func TestForgedNamesCannotForgeTheLog(t *testing.T) {
 // forged entry and which ignores SIGTERM: reaper names it as it signals it
 // (-vv: its comm) and as it kills it (its command line).
 func forgedDescendant(t *testing.T, evil, format string) {
-	rec, gate := newFIFO(t, "rec"), newFIFO(t, "gate")
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	rec, gate := itest.NewFIFO(t, "rec"), itest.NewFIFO(t, "gate")
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	script := `"$EVIL" record -stay "$R" "$@" & read x < "$G"`
 	args := append([]string{"-vv", "--log-format=" + format, "--grace=200ms", "--", "sh", "-c", script, "sh"}, forged...)
-	cmd := exec.CommandContext(ctx, bin().reaper, args...)
-	cmd.Env = append(os.Environ(), "EVIL="+evil, "R="+rec.path, "G="+gate.path)
+	cmd := exec.CommandContext(ctx, itest.Bin().Reaper, args...)
+	cmd.Env = append(os.Environ(), "EVIL="+evil, "R="+rec.Path, "G="+gate.Path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	var pid int
-	if _, err := fmt.Sscanf(rec.next(t), "ready %d", &pid); err != nil {
+	if _, err := fmt.Sscanf(rec.Next(t), "ready %d", &pid); err != nil {
 		t.Fatal(err)
 	}
 	fd, err := unix.PidfdOpen(pid, 0)
@@ -120,12 +121,12 @@ func forgedDescendant(t *testing.T, evil, format string) {
 	}
 	defer unix.Close(fd)
 	defer unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) // should reaper leave it
-	gate.f.Write([]byte("go\n"))
+	gate.File.Write([]byte("go\n"))
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("reaper: %v\n%q", err, stderr.Bytes())
 	}
 	lines := checkLog(t, stderr.Bytes(), format == "json")
-	cmdline := strings.Join(append([]string{evil, "record", "-stay", rec.path}, forged...), " ")
+	cmdline := strings.Join(append([]string{evil, "record", "-stay", rec.Path}, forged...), " ")
 	killed, signalled := false, false
 	for _, line := range lines {
 		if format == "console" {
@@ -139,7 +140,7 @@ func forgedDescendant(t *testing.T, evil, format string) {
 		}
 		// What is valid UTF-8 reads back unchanged (the rest as U+FFFD).
 		killed = killed || entry["msg"] == "killed" && entry["pid"] == float64(pid) &&
-			strings.HasPrefix(entry["command"].(string), strings.Join(append([]string{evil, "record", "-stay", rec.path}, forged[:4]...), " "))
+			strings.HasPrefix(entry["command"].(string), strings.Join(append([]string{evil, "record", "-stay", rec.Path}, forged[:4]...), " "))
 		signalled = signalled || entry["msg"] == "signalled" && entry["pid"] == float64(pid) && entry["comm"] == forgedName
 	}
 	if !killed || !signalled {
@@ -151,15 +152,15 @@ func forgedDescendant(t *testing.T, evil, format string) {
 // its argv, hold the port reaper waits for: reaper names it while it waits
 // and in the error when it gives up.
 func forgedPortHolder(t *testing.T, evil, format string) {
-	addr, ready := freeAddr(t), newFIFO(t, "listening")
-	holder := exec.Command(evil, append([]string{"listen", addr, ready.path}, forged...)...)
+	addr, ready := itest.FreeAddr(t), itest.NewFIFO(t, "listening")
+	holder := exec.Command(evil, append([]string{"listen", addr, ready.Path}, forged...)...)
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer holder.Wait()
 	defer holder.Process.Kill()
-	ready.next(t)
-	code, _, stderr := runReaper(t, nil, "--log-format="+format, "--wait-port="+portOf(addr), "--wait-port-timeout=100ms", "true")
+	ready.Next(t)
+	code, _, stderr := itest.RunReaper(t, nil, "--log-format="+format, "--wait-port="+itest.PortOf(addr), "--wait-port-timeout=100ms", "true")
 	if code != 2 {
 		t.Errorf("exit %d, want 2", code)
 	}
@@ -194,9 +195,9 @@ func protectedSysctls() string {
 // what was planted, and leaves its report, mode 0600, in its place (or,
 // for a directory, one error line).
 func TestPlantedReportPath(t *testing.T) {
-	requireRoot(t)
+	itest.RequireRoot(t)
 	t.Logf("%s (they apply to sticky directories only: this one is not)", protectedSysctls())
-	ws := filepath.Join(sharedDir(t), "workspace")
+	ws := filepath.Join(itest.SharedDir(t), "workspace")
 	if err := os.Mkdir(ws, 0o777); err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +222,7 @@ func TestPlantedReportPath(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Cleanup(func() { os.RemoveAll(report) })
-			if code, out := asNobodyRun(t, nil, c.plant...); code != 0 {
+			if code, out := itest.AsNobodyRun(t, nil, c.plant...); code != 0 {
 				t.Fatalf("planting %v: exit %d %s", c.plant, code, out)
 			}
 			var planted syscall.Stat_t
@@ -233,12 +234,12 @@ func TestPlantedReportPath(t *testing.T) {
 				hers, _ = os.Open(report) // root looks; what she sees stays hers
 				defer hers.Close()
 			}
-			name := instanceName(t)
-			code, _, stderr := runReaper(t, nil, "--instance="+name, "--report="+report, "sh", "-c", "exit 7")
+			name := itest.InstanceName(t)
+			code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "--report="+report, "sh", "-c", "exit 7")
 			if code != 7 {
 				t.Errorf("exit %d, want COMMAND's 7\n%s", code, stderr)
 			}
-			if code, _, stderr := runReaper(t, nil, "--instance="+name, "true"); code != 0 {
+			if code, _, stderr := itest.RunReaper(t, nil, "--instance="+name, "true"); code != 0 {
 				t.Errorf("the next run of the instance: exit %d, want 0 (the lock released)\n%s", code, stderr)
 			}
 			if data, _ := os.ReadFile(target); string(data) != "precious\n" {
@@ -317,28 +318,28 @@ Delegate=yes
 // takes such a datagram from a unit's main process.
 func TestNotifyRelayBypass(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		skip(t, "no /usr/bin/python3 for the payload (apt-get install python3): %v", err)
+		itest.Skip(t, "no /usr/bin/python3 for the payload (apt-get install python3): %v", err)
 	}
 	const dir = "/opt/reaper-test"
-	spec := bootSpec{
-		units: map[string]string{
+	spec := itest.BootSpec{
+		Units: map[string]string{
 			"reaper-bypass@.service": bypassUnit(dir+"/reaper -v --grace=1s -- ", "%i", dir+"/victim.pid"),
 			"bypass-base.service":    bypassUnit("", "cr-after", dir+"/victim-base.pid"),
 		},
-		opt: map[string][]byte{"bypass.py": mustRead(t, "testdata/bypass.py"), "helper": mustRead(t, bin().helper)},
+		Opt: map[string][]byte{"bypass.py": itest.MustRead(t, "testdata/bypass.py"), "helper": itest.MustRead(t, itest.Bin().Helper)},
 	}
-	ct := bootSystemdWith(t, spec)
+	ct := itest.BootSystemdWith(t, spec)
 	// victim starts a unit of its own whose process records every signal
 	// it gets in the container's /run/NAME.log, and returns its pid.
 	victim := func(name string) (pid int, signals func() []string) {
 		log := "/run/" + name + ".log"
-		host := fmt.Sprintf("/proc/%d/root%s", ct.init, log)
+		host := fmt.Sprintf("/proc/%d/root%s", ct.Init, log)
 		if err := os.WriteFile(host, nil, 0o666); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
+		ctx, cancel := context.WithTimeout(context.Background(), itest.BootDeadline)
 		defer cancel()
-		if out, err := ct.command(ctx, "systemd-run", "--unit="+name, dir+"/helper", "record", "-stay", log).CombinedOutput(); err != nil {
+		if out, err := ct.Command(ctx, "systemd-run", "--unit="+name, dir+"/helper", "record", "-stay", log).CombinedOutput(); err != nil {
 			t.Fatalf("systemd-run: %v %s", err, out)
 		}
 		signals = func() []string {
@@ -351,16 +352,16 @@ func TestNotifyRelayBypass(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		pid, _ = strconv.Atoi(ct.show(t, name+".service", "MainPID"))
+		pid, _ = strconv.Atoi(ct.Show(t, name+".service", "MainPID"))
 		if got := signals(); len(got) != 2 || got[1] != strconv.Itoa(pid) {
 			t.Fatalf("%s: MainPID %d, its log %q", name, pid, got)
 		}
 		return pid, signals
 	}
 	start := func(unit string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
+		ctx, cancel := context.WithTimeout(context.Background(), itest.BootDeadline)
 		defer cancel()
-		out, err := ct.command(ctx, "systemctl", "start", unit).CombinedOutput()
+		out, err := ct.Command(ctx, "systemctl", "start", unit).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}
@@ -369,38 +370,38 @@ func TestNotifyRelayBypass(t *testing.T) {
 
 	// The baseline: systemd moves the main pid to the victim.
 	basePID, baseSignals := victim("reaper-victim-base")
-	ct.install(t, "victim-base.pid", []byte(strconv.Itoa(basePID)), 0o644)
+	ct.Install(t, "victim-base.pid", []byte(strconv.Itoa(basePID)), 0o644)
 	if err := start("bypass-base.service"); err != nil {
 		t.Fatalf("baseline: %v", err)
 	}
-	if main := ct.show(t, "bypass-base.service", "MainPID"); main != strconv.Itoa(basePID) {
+	if main := ct.Show(t, "bypass-base.service", "MainPID"); main != strconv.Itoa(basePID) {
 		t.Errorf("baseline: MainPID %s after READY=1\\rMAINPID=%d from the main process: the test cannot tell a bypass", main, basePID)
 	}
-	ct.systemctl(t, "stop", "bypass-base.service")
+	ct.Systemctl(t, "stop", "bypass-base.service")
 	t.Logf("baseline, COMMAND alone: systemctl stop sent the other unit's process %q", baseSignals()[2:])
 
 	pid, signals := victim("reaper-victim")
-	ct.install(t, "victim.pid", []byte(strconv.Itoa(pid)), 0o644)
+	ct.Install(t, "victim.pid", []byte(strconv.Itoa(pid)), 0o644)
 	for _, f := range bypassForms {
 		unit := "reaper-bypass@" + f.form + ".service"
 		if err := start(unit); err != nil {
-			t.Errorf("%s: READY=1 did not arrive: %v\n%s", f.form, err, ct.journal(t, unit))
+			t.Errorf("%s: READY=1 did not arrive: %v\n%s", f.form, err, ct.Journal(t, unit))
 			continue
 		}
 		// (ExecMainPID would follow MainPID: the container's /proc tells.)
-		main := ct.show(t, unit, "MainPID")
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%s/cmdline", ct.init, main))
+		main := ct.Show(t, unit, "MainPID")
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%s/cmdline", ct.Init, main))
 		if main == strconv.Itoa(pid) || !strings.HasPrefix(string(cmdline), dir+"/reaper\x00") {
 			t.Errorf("%s: MainPID %s (%q), want reaper's (the victim is %d)", f.form, main, cmdline, pid)
 		}
-		ct.systemctl(t, "stop", unit)
-		journal := ct.journal(t, unit)
+		ct.Systemctl(t, "stop", unit)
+		journal := ct.Journal(t, unit)
 		if f.removed != "" && !strings.Contains(journal, "removed="+f.removed) {
 			t.Errorf("%s: reaper did not log that it removed %s:\n%s", f.form, f.removed, journal)
 		}
-		if got := signals(); len(got) != 2 || ct.show(t, "reaper-victim.service", "MainPID") != strconv.Itoa(pid) {
+		if got := signals(); len(got) != 2 || ct.Show(t, "reaper-victim.service", "MainPID") != strconv.Itoa(pid) {
 			t.Errorf("%s: the other unit's process got %q, its unit's MainPID is %s (was %d)", f.form, got[2:],
-				ct.show(t, "reaper-victim.service", "MainPID"), pid)
+				ct.Show(t, "reaper-victim.service", "MainPID"), pid)
 		}
 	}
 }
@@ -412,10 +413,10 @@ func TestNotifyRelayBypass(t *testing.T) {
 // run's marker, and reaper stops it at the end of the run (SIGTERM, which
 // it records and exits on), with a warning that says how it escaped.
 func TestNamespaceEscapeIsStopped(t *testing.T) {
-	nobody := asNobody(t)[:len(asNobody(t))-1] // setpriv ... --
-	held := newFIFO(t, "held")
+	nobody := itest.AsNobody(t)[:len(itest.AsNobody(t))-1] // setpriv ... --
+	held := itest.NewFIFO(t, "held")
 	holder := exec.Command(nobody[0], append(nobody[1:], "unshare", "-Urpf", "--mount-proc", "sh", "-c",
-		`echo "held $$" > "$0"; exec sleep 1000`, held.path)...)
+		`echo "held $$" > "$0"; exec sleep 1000`, held.Path)...)
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -427,21 +428,21 @@ func TestNamespaceEscapeIsStopped(t *testing.T) {
 		holder.Process.Kill()
 		holder.Wait()
 	})
-	if line := held.next(t); line != "held 1" {
+	if line := held.Next(t); line != "held 1" {
 		t.Fatalf("the holder wrote %q, want held 1", line)
 	}
-	if kids := childrenOf(holder.Process.Pid); len(kids) == 1 {
+	if kids := itest.ChildrenOf(holder.Process.Pid); len(kids) == 1 {
 		init = kids[0]
 	} else {
 		t.Fatalf("unshare has children %v", kids)
 	}
 
-	rec, gate := newFIFO(t, "escapee"), newFIFO(t, "gate")
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	rec, gate := itest.NewFIFO(t, "escapee"), itest.NewFIFO(t, "gate")
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	script := `nsenter --preserve-credentials -U -p -t "$HOLDER" sh -c '"$HELPER" record "$R" &'; read x < "$G"`
-	cmd := exec.CommandContext(ctx, nobody[0], append(nobody[1:], bin().reaper, "--cgroup=off", "--grace=5s", "sh", "-c", script)...)
-	cmd.Env = append(os.Environ(), "HOLDER="+strconv.Itoa(init), "HELPER="+bin().helper, "R="+rec.path, "G="+gate.path)
+	cmd := exec.CommandContext(ctx, nobody[0], append(nobody[1:], itest.Bin().Reaper, "--cgroup=off", "--grace=5s", "sh", "-c", script)...)
+	cmd.Env = append(os.Environ(), "HOLDER="+strconv.Itoa(init), "HELPER="+itest.Bin().Helper, "R="+rec.Path, "G="+gate.Path)
 	// A file, not a pipe: an escapee that outlives reaper would hold a
 	// pipe open, and Wait with it.
 	stderr, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
@@ -453,25 +454,25 @@ func TestNamespaceEscapeIsStopped(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	line := rec.next(t)
-	escapee := firstBelow(init, func(pid int) bool {
-		ns, _ := innermostPID(pid)
+	line := rec.Next(t)
+	escapee := itest.FirstBelow(init, func(pid int) bool {
+		ns, _ := itest.InnermostPID(pid)
 		return "ready "+strconv.Itoa(ns) == line
 	})
 	if escapee == 0 || slices.Contains(descendants(cmd.Process.Pid), escapee) {
 		t.Fatalf("no escapee below the namespace's init %d (%q), or it is still below reaper", init, line)
 	}
-	gate.f.Write([]byte("go\n"))
+	gate.File.Write([]byte("go\n"))
 	err = cmd.Wait()
 	log, _ := os.ReadFile(stderr.Name())
 	if err != nil {
 		t.Errorf("reaper: %v\n%s", err, log)
 	}
-	if got, err := rec.tryNext(time.Second); got != "SIGTERM" {
+	if got, err := rec.TryNext(time.Second); got != "SIGTERM" {
 		t.Errorf("the escapee got %q (%v), want SIGTERM (it exits on it)\n%s", got, err, log)
 	}
 	want := fmt.Sprintf(`reaper: warning: escapee of this run instance=run-%d-`, cmd.Process.Pid)
-	how := fmt.Sprintf(`pid=%d command="%s record %s" how="left reaper's tree: another PID namespace" signal=SIGTERM`, escapee, bin().helper, rec.path)
+	how := fmt.Sprintf(`pid=%d command="%s record %s" how="left reaper's tree: another PID namespace" signal=SIGTERM`, escapee, itest.Bin().Helper, rec.Path)
 	if !strings.Contains(string(log), want) || !strings.Contains(string(log), how) {
 		t.Errorf("no warning names escapee %d and how it escaped:\n%s", escapee, log)
 	}
@@ -480,7 +481,7 @@ func TestNamespaceEscapeIsStopped(t *testing.T) {
 // descendants lists the processes below pid.
 func descendants(pid int) []int {
 	var all []int
-	for _, child := range childrenOf(pid) {
+	for _, child := range itest.ChildrenOf(pid) {
 		all = append(append(all, child), descendants(child)...)
 	}
 	return all
@@ -492,27 +493,27 @@ func descendants(pid int) []int {
 // COMMAND), the next start of the outer instance still finds what the
 // inner run started and stops it.
 func TestNestedReaperKeepsTheOuterMarker(t *testing.T) {
-	cg := sharedCgroup(t, 128)
-	name := instanceName(t)
+	cg := itest.SharedCgroup(t, 128)
+	name := itest.InstanceName(t)
 	// --guardian=off, both: the next start's sweep is what this tests.
-	first := plant(t, false, tree{flags: []string{"--cgroup=off", "--guardian=off", "--instance=" + name, bin().reaper,
+	first := itest.Plant(t, false, itest.Tree{Flags: []string{"--cgroup=off", "--guardian=off", "--instance=" + name, itest.Bin().Reaper,
 		"--cgroup=off", "--guardian=off", "--"},
-		ups: 1, body: `setsid sh -c "$LEAF" &`, cgroup: cg, leave: true})
-	left := pidfds(t, first.ups)
-	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", first.ups[0]))
+		Ups: 1, Body: `setsid sh -c "$LEAF" &`, Cgroup: cg, Leave: true})
+	left := itest.Pidfds(t, first.Ups)
+	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", first.Ups[0]))
 	t.Logf("the inner run's leaf has %s", regexp.MustCompile(`REAPER_INSTANCE=[^\x00]*`).Find(env))
-	first.signal(syscall.SIGKILL)
-	first.wait()
-	if alive := running(left, first.ups); len(alive) != 1 {
+	first.Signal(syscall.SIGKILL)
+	first.Wait()
+	if alive := itest.Running(left, first.Ups); len(alive) != 1 {
 		t.Fatalf("the killed reapers left %v running; the test needs the inner run's leaf", alive)
 	}
-	second := start(t, opts{cg: cg, args: []string{"--instance=" + name, "--cgroup=off", "--grace=1s", "true"}})
-	r := second.wait()
-	if alive := running(left, first.ups); len(alive) > 0 {
+	second := itest.Start(t, itest.Opts{Cgroup: cg, Args: []string{"--instance=" + name, "--cgroup=off", "--grace=1s", "true"}})
+	r := second.Wait()
+	if alive := itest.Running(left, first.Ups); len(alive) > 0 {
 		t.Errorf("the inner run's leaf still runs: %v\n%s", alive, r.Stderr)
 	}
-	if !regexp.MustCompile(fmt.Sprintf(`warning: leftover of an earlier run instance=%s pid=%d `, regexp.QuoteMeta(name), first.ups[0])).
+	if !regexp.MustCompile(fmt.Sprintf(`warning: leftover of an earlier run instance=%s pid=%d `, regexp.QuoteMeta(name), first.Ups[0])).
 		MatchString(r.Stderr) {
-		t.Errorf("no warning names the inner run's leaf %d:\n%s", first.ups[0], r.Stderr)
+		t.Errorf("no warning names the inner run's leaf %d:\n%s", first.Ups[0], r.Stderr)
 	}
 }

@@ -1,4 +1,4 @@
-package integration
+package systemd
 
 // reaper as a systemd-native ExecStart= wrapper (issue 15): notifications,
 // the watchdog, socket activation, reload, a clean stop, and a user
@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // The lingering user whose manager runs the user units.
@@ -111,12 +113,12 @@ Delegate=yes
 
 func TestSystemdNative(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		skip(t, "no /usr/bin/python3 for the payloads (apt-get install python3): %v", err)
+		itest.Skip(t, "no /usr/bin/python3 for the payloads (apt-get install python3): %v", err)
 	}
-	spec := bootSpec{
-		units: map[string]string{},
-		opt:   map[string][]byte{"native.py": mustRead(t, "testdata/native.py")},
-		files: map[string]string{
+	spec := itest.BootSpec{
+		Units: map[string]string{},
+		Opt:   map[string][]byte{"native.py": itest.MustRead(t, "testdata/native.py")},
+		Files: map[string]string{
 			// What a user manager needs here: a PAM stack for
 			// systemd-user, and XDG_RUNTIME_DIR (logind would set it).
 			"/etc/pam.d/systemd-user":                              "account required pam_unix.so\nsession required pam_unix.so\n",
@@ -128,17 +130,17 @@ func TestSystemdNative(t *testing.T) {
 			name := nativeName(row.key, v)
 			unit := nativeUnit(name, row.mode, v, row.lines, row.user)
 			if row.user {
-				spec.files["/etc/systemd/user/"+name+".service"] = unit
+				spec.Files["/etc/systemd/user/"+name+".service"] = unit
 				continue
 			}
-			spec.units[name+".service"] = unit
+			spec.Units[name+".service"] = unit
 			if row.key == "socket" {
-				spec.units[name+".socket"] = fmt.Sprintf("[Socket]\nListenStream=%s\n", nativeSocket(v))
+				spec.Units[name+".socket"] = fmt.Sprintf("[Socket]\nListenStream=%s\n", nativeSocket(v))
 			}
 		}
 	}
 	began := time.Now()
-	n := &native{nspawn: bootSystemdWith(t, spec)}
+	n := &native{nspawn: boot(t, spec)}
 	booted := time.Now()
 
 	// Every row of both variants at once: each waits on its own timers
@@ -151,12 +153,12 @@ func TestSystemdNative(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), 2*deadline)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*itest.Deadline)
 				defer cancel()
 				results[i][j] = row.run(n, ctx, v)
 				if ctx.Err() != nil {
 					results[i][j].ok = false
-					results[i][j].why += fmt.Sprintf(" (the row's deadline of %v passed)", 2*deadline)
+					results[i][j].why += fmt.Sprintf(" (the row's deadline of %v passed)", 2*itest.Deadline)
 				}
 			}()
 		}
@@ -200,7 +202,7 @@ type native struct {
 // try runs a program in the container and returns its output, with the
 // error when it failed.
 func (n *native) try(ctx context.Context, argv ...string) (string, error) {
-	out, err := n.command(ctx, argv...).CombinedOutput()
+	out, err := n.Command(ctx, argv...).CombinedOutput()
 	if err != nil {
 		err = fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, bytesTail(out))
 	}
@@ -248,7 +250,7 @@ func (n *native) state(ctx context.Context, user bool, unit string) string {
 
 // events returns what the payload of name noted so far, one event a line.
 func (n *native) events(name string) []string {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root%s", n.init, nativeEvents(name)))
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root%s", n.Init, nativeEvents(name)))
 	if text := strings.TrimSpace(string(data)); text != "" {
 		return strings.Split(text, "\n")
 	}
@@ -302,7 +304,7 @@ func (n *native) stopResults(ctx context.Context, user bool, unit string, want i
 	q := regexp.QuoteMeta(unit)
 	line := regexp.MustCompile(`(?m)^(?:` + q + `: Main process exited, (code=\S+, status=\S+)|` +
 		q + `: Failed with result '([^']+)'\.|(Stopped) ` + q + `\.)$`)
-	end := time.Now().Add(deadline)
+	end := time.Now().Add(itest.Deadline)
 	for {
 		journal, err := n.try(ctx, append([]string{"journalctl", "--no-pager", "-o", "cat"}, match...)...)
 		var results []string
@@ -350,7 +352,7 @@ func (n *native) runs(name string) (map[string]int, []string) {
 // escapeeUp waits until the current run of a stop payload has its escapee.
 func (n *native) escapeeUp(ctx context.Context, user bool, unit, name string) error {
 	run := n.prop(ctx, user, unit, "InvocationID")
-	end := time.Now().Add(deadline)
+	end := time.Now().Add(itest.Deadline)
 	for {
 		for _, p := range n.payload(name) {
 			if p.run == run && strings.HasPrefix(p.cmdline, "sleep 1001") {
@@ -423,7 +425,7 @@ func (n *native) reload(ctx context.Context, v nativeVariant) outcome {
 	if _, err := n.ctl(ctx, false, "start", unit); err != nil {
 		return outcome{cell: "start failed", why: err.Error()}
 	}
-	if _, ok := n.waitEvent(ctx, name, "up", deadline); !ok {
+	if _, ok := n.waitEvent(ctx, name, "up", itest.Deadline); !ok {
 		return outcome{cell: "COMMAND never up", why: "no 'up' from the payload: " + n.eventLog(name)}
 	}
 	pid := n.prop(ctx, false, unit, "MainPID")

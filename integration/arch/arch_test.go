@@ -1,9 +1,9 @@
-package integration
+package arch
 
 // Proof on real kernels of other architectures: Debian's kernels for arm64
 // and mips64el (whose signal numbers are not x86's) boot under qemu-system
 // with an initramfs of busybox, the release binary of reaper for that
-// architecture, and testdata/arch/init, which runs the cases and reports
+// architecture, and testdata/init, which runs the cases and reports
 // on the console. qemu-user is no test bed: it emulates neither
 // PR_SET_CHILD_SUBREAPER nor clone3. Emulation is slow and its timings
 // mean nothing: the cases check behaviour alone.
@@ -23,6 +23,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // archMachine is an architecture whose kernel the test boots.
@@ -52,7 +54,7 @@ var archGoTests = []struct{ pkg, run string }{
 	{"reaper/internal/supervisor", "^TestFatalUncaughtMatchesTheRuntime$"},
 }
 
-// archCases are the cases testdata/arch/init runs, each of which must
+// archCases are the cases testdata/init runs, each of which must
 // report.
 var archCases = []string{"demo/cgroup=on", "demo/cgroup=off", "escapee/cgroup=on", "escapee/cgroup=off",
 	"pid1", "forward", "names", "exit-status", "stop-signal", "rewrite"}
@@ -74,11 +76,11 @@ func TestArchKernels(t *testing.T) {
 			busybox := filepath.Join(archCache(), m.debian, "busybox")
 			for _, f := range []string{kernel, busybox} {
 				if _, err := os.Stat(f); err != nil {
-					skip(t, "no %s: .ci/kernels fetches it (%v)", f, err)
+					itest.Skip(t, "no %s: .ci/kernels fetches it (%v)", f, err)
 				}
 			}
 			if _, err := exec.LookPath(m.qemu); err != nil {
-				skip(t, "no %s: .ci/kernels installs it", m.qemu)
+				itest.Skip(t, "no %s: .ci/kernels installs it", m.qemu)
 			}
 			console := bootArch(t, m, archInitramfs(t, m, busybox), kernel)
 			checkArchConsole(t, m, console)
@@ -103,8 +105,8 @@ func archInitramfs(t *testing.T, m archMachine, busybox string) string {
 	for _, d := range []string{"bin", "dev", "proc", "sys", "tmp"} {
 		files = append(files, cpioFile{name: d, mode: 0o40755})
 	}
-	add("init", "testdata/arch/init")
-	add("bin/trapper", "testdata/arch/trapper")
+	add("init", "testdata/init")
+	add("bin/trapper", "testdata/trapper")
 	add("bin/busybox", busybox)
 	files = append(files, cpioFile{name: "bin/sh", mode: 0o120777, data: []byte("busybox")})
 	add("bin/reaper", filepath.Join(releaseDir(t), "reaper-linux-"+m.target))
@@ -129,7 +131,7 @@ func crossTest(t *testing.T, goarch, pkg, out string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", out, "./"+pkg)
-	cmd.Dir = repoRoot(t)
+	cmd.Dir = itest.RepoRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go test -c %s for %s: %v\n%s", pkg, goarch, err, b)
@@ -154,12 +156,12 @@ func bootArch(t *testing.T, m archMachine, initrd, kernel string) string {
 	err := cmd.Run()
 	t.Logf("%s: booted, ran the cases, powered off in %v (emulated: no figure)", m.qemu, time.Since(began).Round(time.Second))
 	if err != nil {
-		t.Errorf("%s: %v (deadline: %v)\n%s", m.qemu, err, ctx.Err(), tail(console.String(), 60))
+		t.Errorf("%s: %v (deadline: %v)\n%s", m.qemu, err, ctx.Err(), itest.Tail(console.String(), 60))
 	}
 	return console.String()
 }
 
-// archLine is one report of testdata/arch/init.
+// archLine is one report of testdata/init.
 var archLine = regexp.MustCompile(`^ARCH (info|begin|FAIL|done|out|end)(?: (\S+))?(?: (.*))?$`)
 
 // checkArchConsole reads the console: each case must be done, with no
@@ -195,9 +197,9 @@ func checkArchConsole(t *testing.T, m archMachine, console string) {
 		t.Errorf("uname -m in the machine: %q, want %q", info["machine"], m.uname)
 	}
 	wantVersion := "reaper version "
-	if v := info["version"]; !strings.HasPrefix(v, wantVersion) || !strings.Contains(v, "(commit "+gitHead(t)) ||
+	if v := info["version"]; !strings.HasPrefix(v, wantVersion) || !strings.Contains(v, "(commit "+itest.GitHead(t)) ||
 		!strings.HasSuffix(v, ", linux/"+m.target+")") {
-		t.Errorf("reaper --version in the machine: %q, want its version, commit %s and linux/%s", v, gitHead(t), m.target)
+		t.Errorf("reaper --version in the machine: %q, want its version, commit %s and linux/%s", v, itest.GitHead(t), m.target)
 	}
 	t.Logf("kernel %s, SIGRTMAX %s", info["kernel"], info["rtmax"])
 	cases := append([]string{}, archCases...)
@@ -217,7 +219,7 @@ func checkArchConsole(t *testing.T, m archMachine, console string) {
 		})
 	}
 	if !ended {
-		t.Errorf("the init did not end its cases (the last begun: %s); the console's end:\n%s", last, tail(console, 40))
+		t.Errorf("the init did not end its cases (the last begun: %s); the console's end:\n%s", last, itest.Tail(console, 40))
 	}
 }
 

@@ -1,4 +1,4 @@
-package integration
+package services
 
 // reaper as the shell of GitHub Actions steps, run by act
 // (github.com/nektos/act) on this host (-P ubuntu-latest=-self-hosted):
@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // actVersion is the act these tests are written against (.ci/run
@@ -34,14 +36,14 @@ func actBinary(t *testing.T) string {
 	t.Helper()
 	path, err := exec.LookPath("act")
 	if err != nil {
-		path = filepath.Join(goEnv(t, "GOPATH"), "bin", "act")
+		path = filepath.Join(itest.GoEnv(t, "GOPATH"), "bin", "act")
 	}
 	out, err := exec.Command(path, "--version").Output()
 	if err != nil {
-		skip(t, "no act (go install github.com/nektos/act@v%s): %v", actVersion, err)
+		itest.Skip(t, "no act (go install github.com/nektos/act@v%s): %v", actVersion, err)
 	}
 	if got := strings.TrimSpace(string(out)); got != "act version "+actVersion {
-		skip(t, "%s says %q: these tests read the log of act %s (go install github.com/nektos/act@v%s)", path, got, actVersion, actVersion)
+		itest.Skip(t, "%s says %q: these tests read the log of act %s (go install github.com/nektos/act@v%s)", path, got, actVersion, actVersion)
 	}
 	return path
 }
@@ -49,10 +51,10 @@ func actBinary(t *testing.T) string {
 // actJob is one run of act.
 type actJob struct {
 	cmd    *exec.Cmd
-	out    *lines        // act's stdout and stderr: its log and the steps' output
+	out    *itest.Lines  // act's stdout and stderr: its log and the steps' output
 	events chan string   // the lines the step's processes announce on $F
-	gate   *fifo         // the step waits for a line here ($G)
-	cg     *testGroup    // act and everything it starts
+	gate   *itest.FIFO   // the step waits for a line here ($G)
+	cg     *itest.Cgroup // act and everything it starts
 	done   chan struct{} // closed once act has exited and its output is read
 }
 
@@ -63,12 +65,12 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 	t.Helper()
 	act := actBinary(t)
 	dir := t.TempDir()
-	j := &actJob{events: make(chan string, 16), gate: newFIFO(t, "gate"), done: make(chan struct{})}
-	j.cg = sharedCgroup(t, 256)
+	j := &actJob{events: make(chan string, 16), gate: itest.NewFIFO(t, "gate"), done: make(chan struct{})}
+	j.cg = itest.SharedCgroup(t, 256)
 
 	// The checkout: the workflow alone, committed.
 	repo, home := filepath.Join(dir, "repo"), filepath.Join(dir, "home")
-	text := string(mustRead(t, filepath.Join("testdata", "act", workflow)))
+	text := string(itest.MustRead(t, filepath.Join("testdata", "act", workflow)))
 	if shell != "" {
 		text = strings.ReplaceAll(text, withReaper, shell)
 	}
@@ -87,37 +89,37 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 		git := exec.Command("git", argv...)
 		git.Dir, git.Env = repo, env
 		if out, err := git.CombinedOutput(); err != nil {
-			skip(t, "git %v: %v (apt-get install git)\n%s", argv, err, out)
+			itest.Skip(t, "git %v: %v (apt-get install git)\n%s", argv, err, out)
 		}
 	}
 	if err := os.MkdirAll(dir+"/bin", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(bin().reaper, dir+"/bin/reaper"); err != nil {
+	if err := os.Symlink(itest.Bin().Reaper, dir+"/bin/reaper"); err != nil {
 		t.Fatal(err)
 	}
 
-	events := newFIFO(t, "events")
+	events := itest.NewFIFO(t, "events")
 	args := []string{act, "workflow_dispatch", "-W", ".github/workflows/" + workflow,
 		"-P", "ubuntu-latest=-self-hosted", // steps run on this host: no image
 		"--no-cache-server",   // no cache server started
 		"-s", "GITHUB_TOKEN=", // a token of its own: act does not run gh auth token
-		"--env", "F=" + events.path, "--env", "G=" + j.gate.path}
+		"--env", "F=" + events.Path, "--env", "G=" + j.gate.Path}
 	for _, v := range vars {
 		args = append(args, "--env", v)
 	}
-	argv := joinArgv(args...)
+	argv := itest.JoinArgv(args...)
 	j.cmd = exec.Command(argv[0], argv[1:]...)
-	j.cmd.Dir, j.cmd.Env = repo, append(env, j.cg.joinEnv()...)
-	d := startDaemon(t, "act", j.cmd)
-	j.out = d.log
+	j.cmd.Dir, j.cmd.Env = repo, append(env, j.cg.JoinEnv()...)
+	d := itest.StartDaemon(t, "act", j.cmd)
+	j.out = d.Log
 	go func() {
-		<-d.ended
-		<-j.out.closed // only act holds the pipe: the steps have a terminal of act's
+		<-d.Ended
+		<-j.out.Closed // only act holds the pipe: the steps have a terminal of act's
 		close(j.done)
 	}()
 	go func() { // until the FIFO is closed, when the test ends
-		in := bufio.NewReader(events.f)
+		in := bufio.NewReader(events.File)
 		for {
 			line, err := in.ReadString('\n')
 			if err != nil {
@@ -130,7 +132,7 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 		select {
 		case <-j.done:
 		default:
-			j.cg.kill()
+			j.cg.Kill()
 			<-j.done
 		}
 	})
@@ -142,13 +144,13 @@ func startAct(t *testing.T, workflow, shell string, vars ...string) *actJob {
 func (j *actJob) announced(t *testing.T, n int) map[string][]int {
 	t.Helper()
 	got := map[string][]int{}
-	timeout := time.After(deadline)
+	timeout := time.After(itest.Deadline)
 	for i := 0; i < n; i++ {
 		var line string
 		select {
 		case line = <-j.events:
 		case <-timeout:
-			t.Fatalf("%d of %d processes announced themselves within %v:\n%s", i, n, deadline, j.out)
+			t.Fatalf("%d of %d processes announced themselves within %v:\n%s", i, n, itest.Deadline, j.out)
 		case <-j.done:
 			select {
 			case line = <-j.events:
@@ -169,7 +171,7 @@ func (j *actJob) announced(t *testing.T, n int) map[string][]int {
 // release lets the step's command exit.
 func (j *actJob) release(t *testing.T) {
 	t.Helper()
-	if _, err := j.gate.f.Write([]byte("go\n")); err != nil {
+	if _, err := j.gate.File.Write([]byte("go\n")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -179,8 +181,8 @@ func (j *actJob) wait(t *testing.T) int {
 	t.Helper()
 	select {
 	case <-j.done:
-	case <-time.After(deadline):
-		t.Fatalf("act still runs after %v:\n%s", deadline, j.out)
+	case <-time.After(itest.Deadline):
+		t.Fatalf("act still runs after %v:\n%s", itest.Deadline, j.out)
 	}
 	ws := j.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if ws.Signaled() {
@@ -205,10 +207,10 @@ func (j *actJob) expect(t *testing.T, texts ...string) {
 // guardian included, is left).
 func (j *actJob) expectNothingLeft(t *testing.T, fds, pids []int) {
 	t.Helper()
-	if alive := running(fds, pids); len(alive) > 0 {
+	if alive := itest.Running(fds, pids); len(alive) > 0 {
 		t.Errorf("still running after act exited: %v of %v\n%s", alive, pids, j.out)
 	}
-	if err := waitEmpty(j.cg.v2); err != nil {
+	if err := itest.WaitEmpty(j.cg.V2); err != nil {
 		t.Errorf("the cgroup of act's run: %v", err)
 	}
 }
@@ -226,14 +228,14 @@ func summaryRow(pid int, ending string) *regexp.Regexp {
 // summary.
 func TestActLeakingStep(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
-	j := startAct(t, "leak.yml", "", "HELPER="+bin().helper, "ADDR="+addr)
+	addr := itest.FreeAddr(t)
+	j := startAct(t, "leak.yml", "", "HELPER="+itest.Bin().Helper, "ADDR="+addr)
 	got := j.announced(t, 3)
 	left := append(got["up"], got["listening"]...)
 	if len(left) != 2 || len(got["command"]) != 1 {
 		t.Fatalf("announced %v, want a command, an up and a listening", got)
 	}
-	fds := pidfds(t, left)
+	fds := itest.Pidfds(t, left)
 	j.release(t)
 	if code := j.wait(t); code != 0 {
 		t.Errorf("act exited %d, want 0:\n%s", code, j.out)
@@ -273,7 +275,7 @@ func (j *actJob) runLeaving(t *testing.T, kind string) (pid, code int) {
 	if len(left) != 1 {
 		t.Fatalf("announced %v, want one %s", left, kind)
 	}
-	fds := pidfds(t, left)
+	fds := itest.Pidfds(t, left)
 	j.release(t)
 	code = j.wait(t)
 	j.expectNothingLeft(t, fds, left)
@@ -333,7 +335,7 @@ func TestActCancelledJob(t *testing.T) {
 			if len(got["up"]) != 1 || len(got["stubborn"]) != 1 {
 				t.Fatalf("announced %v, want an up and a stubborn", got)
 			}
-			fds := pidfds(t, pids)
+			fds := itest.Pidfds(t, pids)
 			cancelled := time.Now()
 			if err := j.cmd.Process.Signal(syscall.SIGINT); err != nil {
 				t.Fatal(err)
@@ -344,20 +346,20 @@ func TestActCancelledJob(t *testing.T) {
 			// act SIGKILLed the step's process: reaper had no teardown.
 			j.expect(t, "this step has been cancelled: signal: killed", "🏁  Job failed")
 			if !c.guarded {
-				alive := running(fds, pids)
+				alive := itest.Running(fds, pids)
 				t.Logf("baseline, %s: act's cancel left running %v of %v (%v the setsid TERM-ignorer), run cgroups left: %v",
-					c.name, alive, pids, got["stubborn"], leafDirs(j.cg))
-				if len(running(fds[1:], pids[1:])) == 0 {
+					c.name, alive, pids, got["stubborn"], itest.LeafDirs(j.cg))
+				if len(itest.Running(fds[1:], pids[1:])) == 0 {
 					t.Errorf("%s: the setsid TERM-ignorer did not survive act's cancel: the baseline has changed, and so must docs/ci.md", c.name)
 				}
 				return
 			}
-			awaitGone(t, fds, pids)
+			itest.AwaitGone(t, fds, pids)
 			t.Logf("with reaper: every process of the step gone %v after act's SIGINT", time.Since(cancelled).Round(time.Millisecond))
-			if err := waitEmpty(j.cg.v2); err != nil {
+			if err := itest.WaitEmpty(j.cg.V2); err != nil {
 				t.Errorf("the cgroup of act's run: %v", err)
 			}
-			if dirs := leafDirs(j.cg); len(dirs) > 0 {
+			if dirs := itest.LeafDirs(j.cg); len(dirs) > 0 {
 				t.Errorf("the run's cgroup is left: %v", dirs)
 			}
 		})
@@ -369,7 +371,7 @@ func TestActCancelledJob(t *testing.T) {
 // run under act.
 func TestGitHubExampleUsesTheTestedShellLine(t *testing.T) {
 	for _, name := range []string{"examples/github-actions.yml", "README.md"} {
-		if !strings.Contains(string(mustRead(t, filepath.Join(repoRoot(t), name))), withReaper) {
+		if !strings.Contains(string(itest.MustRead(t, filepath.Join(itest.RepoRoot(t), name))), withReaper) {
 			t.Errorf("%s has no %q", name, withReaper)
 		}
 	}

@@ -1,4 +1,4 @@
-package integration
+package engines
 
 // Docker, for real: Debian's dockerd, isolated (its own directories,
 // socket and namespaces, no network of its own), with reaper as its init
@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +45,7 @@ var quickTeardown = regexp.MustCompile(`(?m)teardown: (\d+) descendants, (\d+) e
 // run in namespaces of its own (see engineNS) with no bridge, no iptables
 // rules and no IP forwarding.
 type dockerd struct {
-	*daemon
+	*itest.Daemon
 	dir string
 	ns  *engineNS
 	env []string // the client's: DOCKER_HOST and the like
@@ -55,10 +56,10 @@ type dockerd struct {
 // initPath, or skips the test when dockerd cannot run here.
 func newDockerd(t *testing.T, initPath string) *dockerd {
 	t.Helper()
-	requireRoot(t)
+	itest.RequireRoot(t)
 	for _, tool := range []string{"dockerd", dockerClient, "containerd", "containerd-shim-runc-v2", "runc"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skip(t, "%s not installed (apt-get install docker.io): %v", tool, err)
+			itest.Skip(t, "%s not installed (apt-get install docker.io): %v", tool, err)
 		}
 	}
 	d := &dockerd{dir: t.TempDir(), net: hostNetwork()}
@@ -77,7 +78,7 @@ func newDockerd(t *testing.T, initPath string) *dockerd {
 		"--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--ip-forward=false",
 		"--init-path="+initPath)
 	cmd.Env = os.Environ()
-	d.daemon = startDaemon(t, "dockerd", cmd)
+	d.Daemon = itest.StartDaemon(t, "dockerd", cmd)
 	d.waitReady(t)
 	return d
 }
@@ -86,38 +87,29 @@ func newDockerd(t *testing.T, initPath string) *dockerd {
 func (d *dockerd) waitReady(t *testing.T) {
 	t.Helper()
 	began := time.Now()
-	timeout := time.After(deadline)
+	timeout := time.After(itest.Deadline)
 	for {
-		d.log.mu.Lock()
-		all, grew := strings.Join(d.log.all, "\n"), d.log.grew
-		d.log.mu.Unlock()
+		seen, grew := d.Log.Snapshot()
+		all := strings.Join(seen, "\n")
 		if strings.Contains(all, "API listen on ") {
 			t.Logf("dockerd up in %v", time.Since(began).Round(time.Millisecond))
 			return
 		}
 		select {
 		case <-grew:
-		case <-d.ended:
-			skip(t, "dockerd cannot run here: it exited %v\n%s", d.cmd.ProcessState, tail(all, 4000))
+		case <-d.Ended:
+			itest.Skip(t, "dockerd cannot run here: it exited %v\n%s", d.Cmd.ProcessState, itest.Tail(all, 4000))
 		case <-timeout:
-			t.Fatalf("dockerd did not listen within %v:\n%s", deadline, tail(all, 4000))
+			t.Fatalf("dockerd did not listen within %v:\n%s", itest.Deadline, itest.Tail(all, 4000))
 		}
 	}
-}
-
-// tail is the end of s, for failures.
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }
 
 // close removes every container and image, stops the daemon (containerd,
 // which it started, stops with it), ends its namespaces, removes its
 // cgroups, and checks that the host's network settings did not change.
 func (d *dockerd) close(t *testing.T) {
-	if d.daemon != nil && !d.exited() {
+	if d.Daemon != nil && !d.Exited() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		if ids, err := d.run(ctx, "ps", "--all", "--quiet"); err == nil && strings.TrimSpace(ids) != "" {
 			d.run(ctx, append([]string{"rm", "--force"}, strings.Fields(ids)...)...)
@@ -127,7 +119,7 @@ func (d *dockerd) close(t *testing.T) {
 		}
 		d.run(ctx, "builder", "prune", "--all", "--force")
 		cancel()
-		d.stop(t)
+		d.Stop(t)
 	}
 	if d.ns != nil {
 		d.ns.close(t)
@@ -261,7 +253,7 @@ func TestDocker(t *testing.T) {
 	// spent waiting (image imports and builds, grace periods).
 	t.Parallel()
 	initLink := filepath.Join(t.TempDir(), "docker-init")
-	if err := os.Symlink(bin().reaper, initLink); err != nil {
+	if err := os.Symlink(itest.Bin().Reaper, initLink); err != nil {
 		t.Fatal(err)
 	}
 	d := newDockerd(t, initLink)
@@ -276,7 +268,7 @@ func TestDocker(t *testing.T) {
 		// dockerd mounts its init at /sbin/docker-init and runs
 		// `/sbin/docker-init -- COMMAND`.
 		checkDockerPID1(t, d, dockerPID1{name: "init", flags: []string{"--init"}, image: busybox,
-			is: sameFile(bin().reaper), reaper: true})
+			is: sameFile(itest.Bin().Reaper), reaper: true})
 	})
 	t.Run("tini", func(t *testing.T) {
 		t.Parallel()
@@ -284,7 +276,7 @@ func TestDocker(t *testing.T) {
 		// /sbin/docker-init, `/sbin/docker-init -- COMMAND`.
 		tini, err := filepath.EvalSymlinks("/usr/bin/docker-init")
 		if err != nil {
-			skip(t, "no tini as Docker's init (apt-get install docker.io tini): %v", err)
+			itest.Skip(t, "no tini as Docker's init (apt-get install docker.io tini): %v", err)
 		}
 		checkDockerPID1(t, d, dockerPID1{name: "tini", image: busybox, prefix: []string{"--"},
 			flags: []string{"--volume=" + tini + ":/sbin/docker-init:ro", "--entrypoint=/sbin/docker-init"},
@@ -309,10 +301,10 @@ func checkDockerPID1(t *testing.T, d *dockerd, m dockerPID1) {
 // dockerExitCode: `docker run` exits with COMMAND's status.
 func dockerExitCode(t *testing.T, d *dockerd, m dockerPID1) {
 	name := "reaper-" + m.name + "-exit"
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 		defer cancel()
 		d.run(ctx, "rm", "--force", name)
 	})
@@ -333,9 +325,9 @@ func dockerExitCode(t *testing.T, d *dockerd, m dockerPID1) {
 func dockerKillHUP(t *testing.T, d *dockerd, m dockerPID1) {
 	c := startDockerContainer(t, d, m, "hup", []string{"REAPER_GRACE=1s", "REAPER_VERBOSE=1"},
 		[]string{"sh", "-c", dockerHUPPayload}, "command")
-	fds := pidfds(t, []int{c.pid1, c.host["command"]})
+	fds := itest.Pidfds(t, []int{c.pid1, c.host["command"]})
 	d.mustRun(t, "kill", "--signal=HUP", c.name)
-	if line := c.events.next(t); line != "hup" {
+	if line := c.events.Next(t); line != "hup" {
 		t.Fatalf("COMMAND said %q, want hup", line)
 	}
 	const within = 2 * time.Second
@@ -371,7 +363,7 @@ func dockerStop(t *testing.T, d *dockerd, m dockerPID1) {
 	terms := strings.Fields(string(log))
 	var left []int
 	for _, p := range c.procs {
-		if startTime(p.pid) == p.start {
+		if itest.StartTime(p.pid) == p.start {
 			left = append(left, p.pid)
 		}
 	}
@@ -403,7 +395,7 @@ func dockerStop(t *testing.T, d *dockerd, m dockerPID1) {
 
 // logs is a container's output, for failures.
 func (d *dockerd) logs(t *testing.T, name string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	out, _ := d.run(ctx, "logs", name)
 	return out
@@ -436,7 +428,7 @@ func anyExits(fds []int, timeout time.Duration) bool {
 type dockerContainer struct {
 	name   string
 	dir    string // mounted at /w
-	events *fifo
+	events *itest.FIFO
 	pid1   int            // the init, as the host sees it
 	host   map[string]int // the announced processes, as the host sees them
 	procs  []procID       // every process of the container, as the host sees them
@@ -448,10 +440,10 @@ type dockerContainer struct {
 // container.
 func startDockerContainer(t *testing.T, d *dockerd, m dockerPID1, what string, env, command []string, announce ...string) *dockerContainer {
 	t.Helper()
-	c := &dockerContainer{name: "reaper-" + m.name + "-" + what, events: newFIFO(t, "events"), host: map[string]int{}}
-	c.dir = filepath.Dir(c.events.path)
+	c := &dockerContainer{name: "reaper-" + m.name + "-" + what, events: itest.NewFIFO(t, "events"), host: map[string]int{}}
+	c.dir = filepath.Dir(c.events.Path)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 		defer cancel()
 		d.run(ctx, "rm", "--force", c.name)
 	})
@@ -463,7 +455,7 @@ func startDockerContainer(t *testing.T, d *dockerd, m dockerPID1, what string, e
 	d.mustRun(t, append(args, command...)...)
 	ns := map[string]int{}
 	for len(ns) < len(announce) {
-		kind, pid, _ := strings.Cut(c.events.next(t), " ")
+		kind, pid, _ := strings.Cut(c.events.Next(t), " ")
 		ns[kind], _ = strconv.Atoi(pid)
 	}
 	var err error
@@ -473,7 +465,7 @@ func startDockerContainer(t *testing.T, d *dockerd, m dockerPID1, what string, e
 	if err := m.is(c.pid1); err != nil {
 		t.Fatalf("PID 1 of the container is not %s's init: %v", m.name, err)
 	}
-	if inner, _ := innermostPID(c.pid1); inner != 1 {
+	if inner, _ := itest.InnermostPID(c.pid1); inner != 1 {
 		t.Fatalf("the init (host pid %d) is pid %d in the container, want 1", c.pid1, inner)
 	}
 	for _, kind := range announce {
@@ -488,8 +480,8 @@ func startDockerContainer(t *testing.T, d *dockerd, m dockerPID1, what string, e
 // hostPID finds, among root and its descendants, the process whose pid in
 // its own namespace is inner, and returns its pid on the host (0: none).
 func hostPID(root, inner int) int {
-	return firstBelow(root, func(pid int) bool {
-		ns, _ := innermostPID(pid)
+	return itest.FirstBelow(root, func(pid int) bool {
+		ns, _ := itest.InnermostPID(pid)
 		return ns == inner
 	})
 }
@@ -501,9 +493,9 @@ func namespaceProcs(pid int) []procID {
 		return nil
 	}
 	var procs []procID
-	for _, p := range allPIDs() {
+	for _, p := range itest.AllPIDs() {
 		if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", p)); link == ns {
-			procs = append(procs, procID{p, startTime(p)})
+			procs = append(procs, procID{p, itest.StartTime(p)})
 		}
 	}
 	return procs
@@ -528,7 +520,7 @@ func buildDockerImages(t *testing.T, d *dockerd, busybox string) string {
 	t.Logf("%s imported in %v", golang, time.Since(began).Round(time.Millisecond))
 
 	began = time.Now()
-	d.mustRun(t, "build", "--network=none", "--tag=reaper", repoRoot(t))
+	d.mustRun(t, "build", "--network=none", "--tag=reaper", itest.RepoRoot(t))
 	t.Logf("docker build -t reaper .: %v", time.Since(began).Round(time.Millisecond))
 
 	dir := t.TempDir()
@@ -549,7 +541,7 @@ func buildDockerImages(t *testing.T, d *dockerd, busybox string) string {
 // which must start from debian:bookworm-slim.
 func docsDockerfile(t *testing.T) string {
 	t.Helper()
-	text := string(mustRead(t, filepath.Join(repoRoot(t), "docs/deployment.md")))
+	text := string(itest.MustRead(t, filepath.Join(itest.RepoRoot(t), "docs/deployment.md")))
 	for _, block := range regexp.MustCompile("(?s)```dockerfile\n(.*?)```").FindAllStringSubmatch(text, -1) {
 		if strings.Contains(block[1], "COPY --from=reaper /reaper /reaper") && strings.Contains(block[1], "FROM debian:bookworm-slim\n") {
 			return block[1]
@@ -573,11 +565,11 @@ func docsDockerfile(t *testing.T) string {
 func seedGoCaches(t *testing.T, root string) []string {
 	t.Helper()
 	began := time.Now()
-	modcache := goEnv(t, "GOMODCACHE")
+	modcache := itest.GoEnv(t, "GOMODCACHE")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	download := exec.CommandContext(ctx, "go", "mod", "download")
-	download.Dir = repoRoot(t)
+	download.Dir = itest.RepoRoot(t)
 	download.Env = append(os.Environ(), "GOMODCACHE="+filepath.Join(root, modcache), "GOFLAGS=-modcacherw",
 		"GOPROXY=file://"+filepath.Join(modcache, "cache/download"), "GOSUMDB=off")
 	if out, err := download.CombinedOutput(); err != nil {
@@ -603,7 +595,7 @@ func checkImagePlatforms(t *testing.T, d *dockerd) {
 	for _, p := range imagePlatforms {
 		tag := "reaper-" + strings.ReplaceAll(p.platform, "/", "-")
 		began := time.Now()
-		d.mustRun(t, "build", "--network=none", "--platform="+p.platform, "--build-arg=COMMIT="+gitHead(t), "--tag="+tag, repoRoot(t))
+		d.mustRun(t, "build", "--network=none", "--platform="+p.platform, "--build-arg=COMMIT="+itest.GitHead(t), "--tag="+tag, itest.RepoRoot(t))
 		t.Logf("docker build --platform=%s: %v", p.platform, time.Since(began).Round(time.Millisecond))
 		name := tag + "-extract"
 		d.mustRun(t, "create", "--name="+name, tag)
@@ -611,27 +603,27 @@ func checkImagePlatforms(t *testing.T, d *dockerd) {
 		d.mustRun(t, "cp", name+":/reaper", extracted)
 		d.mustRun(t, "rm", name)
 		d.mustRun(t, "rmi", tag)
-		for _, r := range releaseTargets {
-			if r.goarch == p.goarch && r.goarm == p.goarm {
-				if err := elfOf(extracted, r); err != nil {
+		for _, r := range itest.ReleaseTargets {
+			if r.GOARCH == p.goarch && r.GOARM == p.goarm {
+				if err := itest.ELFOf(extracted, r); err != nil {
 					t.Errorf("/reaper in the %s image: %v", p.platform, err)
 				}
 			}
 		}
-		if err := staticELF(extracted); err != nil {
+		if err := itest.StaticELF(extracted); err != nil {
 			t.Errorf("/reaper in the %s image: %v", p.platform, err)
 		}
-		if err := documentedBuild(extracted); err != nil {
+		if err := itest.DocumentedBuild(extracted); err != nil {
 			t.Errorf("/reaper in the %s image: %v", p.platform, err)
 		}
 		info, err := buildinfo.ReadFile(extracted)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := settingOf(info, "GOARCH") + "/" + settingOf(info, "GOARM"); got != p.goarch+"/"+p.goarm {
+		if got := itest.SettingOf(info, "GOARCH") + "/" + itest.SettingOf(info, "GOARM"); got != p.goarch+"/"+p.goarm {
 			t.Errorf("/reaper in the %s image: GOARCH/GOARM %s, want %s/%s", p.platform, got, p.goarch, p.goarm)
 		}
-		if ld := settingOf(info, "-ldflags"); !strings.Contains(ld, "-X=main.commit="+gitHead(t)) {
+		if ld := itest.SettingOf(info, "-ldflags"); !strings.Contains(ld, "-X=main.commit="+itest.GitHead(t)) {
 			t.Errorf("/reaper in the %s image: -ldflags %q, no commit", p.platform, ld)
 		}
 	}
@@ -642,7 +634,7 @@ func checkImagePlatforms(t *testing.T, d *dockerd) {
 // and imagePlatforms', watched with inotify, and returns how many.
 func seedBuildCache(t *testing.T, dst string) int {
 	t.Helper()
-	cache := goEnv(t, "GOCACHE")
+	cache := itest.GoEnv(t, "GOCACHE")
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		t.Fatalf("inotify: %v", err)
@@ -662,8 +654,8 @@ func seedBuildCache(t *testing.T, dst string) int {
 		builds = append(builds, []string{"GOARCH=" + p.goarch, "GOARM=" + p.goarm})
 	}
 	for _, env := range builds {
-		build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(t.TempDir(), "reaper"), preemptOff, "./cmd/reaper")
-		build.Dir = repoRoot(t)
+		build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(t.TempDir(), "reaper"), itest.PreemptOff, "./cmd/reaper")
+		build.Dir = itest.RepoRoot(t)
 		build.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOMIPS=softfloat"), env...)
 		if out, err := build.CombinedOutput(); err != nil {
 			t.Fatalf("go build %v: %v\n%s", env, err, out)

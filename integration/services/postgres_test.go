@@ -1,4 +1,4 @@
-package integration
+package services
 
 // PostgreSQL 15, Debian's, as its users run it in a container or a unit:
 // `postgres -D DIR` in the foreground as user postgres. Its children (the
@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // pgBin holds Debian's PostgreSQL 15 programs.
@@ -45,11 +47,11 @@ var pgTemplate struct {
 // pgCluster returns a fresh cluster in dir/data, owned by postgres.
 func pgCluster(t testing.TB, dir string) string {
 	t.Helper()
-	requireRoot(t)
+	itest.RequireRoot(t)
 	requireTools(t, pgBin+"/initdb", pgBin+"/postgres", pgBin+"/pg_ctl", pgBin+"/psql")
 	pgTemplate.once.Do(func() {
 		// Beside the binaries: TestMain removes it with them.
-		base := filepath.Join(filepath.Dir(bin().reaper), "postgres")
+		base := filepath.Join(filepath.Dir(itest.Bin().Reaper), "postgres")
 		pgTemplate.dir = filepath.Join(base, "data")
 		pgTemplate.err = initdb(base)
 	})
@@ -100,7 +102,7 @@ func pgCommand(dir, data, port string, settings ...string) []string {
 
 // postgres is a run of postgres under a runner.
 type postgres struct {
-	s               *session
+	s               *itest.Session
 	dir, data, port string
 }
 
@@ -109,12 +111,12 @@ type postgres struct {
 // accepts connections.
 func startPostgres(t testing.TB, r runner, wrap, flags []string, settings ...string) *postgres {
 	t.Helper()
-	pg := &postgres{dir: sharedDir(t), port: portOf(freeAddr(t))}
+	pg := &postgres{dir: itest.SharedDir(t), port: itest.PortOf(itest.FreeAddr(t))}
 	pg.data = pgCluster(t, pg.dir)
 	o := r.opts(pg.dir, flags, pgCommand(pg.dir, pg.data, pg.port, settings...)...)
-	o.command = append(wrap, o.command...)
-	pg.s = start(t, o)
-	pg.s.stderr.waitFor(t, pgReady)
+	o.Command = append(wrap, o.Command...)
+	pg.s = itest.Start(t, o)
+	pg.s.Stderr.WaitFor(t, pgReady)
 	return pg
 }
 
@@ -130,17 +132,17 @@ type pgClient struct {
 // ends.
 func pgSession(t *testing.T, dir, port, query string) *pgClient {
 	t.Helper()
-	connected := newFIFO(t, "connected")
+	connected := itest.NewFIFO(t, "connected")
 	c := &pgClient{done: make(chan error, 1)}
 	c.cmd = commandAs(t, "postgres", pgBin+"/psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", dir, "-p", port, "-U", "postgres", "-d", "postgres")
 	c.cmd.Dir = dir
-	c.cmd.Stdin = strings.NewReader(fmt.Sprintf("\\! echo connected > %s\n%s\n", connected.path, query))
+	c.cmd.Stdin = strings.NewReader(fmt.Sprintf("\\! echo connected > %s\n%s\n", connected.Path, query))
 	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { c.done <- c.cmd.Wait() }()
-	if line := connected.next(t); line != "connected" {
+	if line := connected.Next(t); line != "connected" {
 		t.Fatalf("psql: %q", line)
 	}
 	return c
@@ -149,7 +151,7 @@ func pgSession(t *testing.T, dir, port, query string) *pgClient {
 // wait returns psql's exit code and what it wrote.
 func (c *pgClient) wait() (int, string) {
 	err := <-c.done
-	code, _ := shellStatus(err)
+	code, _ := itest.ShellStatus(err)
 	return code, c.out.String()
 }
 
@@ -191,18 +193,18 @@ func (c pgStop) run(t *testing.T, r runner) {
 	pg := startPostgres(t, r, wrap, nil)
 	s, dir, data, port := pg.s, pg.dir, pg.data, pg.port
 	session := pgSession(t, dir, port, "select pg_sleep(1.5);")
-	target := s.reaperPID()
+	target := s.ReaperPID()
 	if c.background {
-		kids := childrenOf(s.child)
+		kids := itest.ChildrenOf(s.Child)
 		if len(kids) != 1 {
-			t.Fatalf("the script (pid %d) has children %v, want the shim alone", s.child, kids)
+			t.Fatalf("the script (pid %d) has children %v, want the shim alone", s.Child, kids)
 		}
 		target = kids[0]
 	}
 	if err := syscall.Kill(target, c.sig); err != nil {
 		t.Fatal(err)
 	}
-	res := s.wait()
+	res := s.Wait()
 	code, out := session.wait()
 	expectStopped(t, res, 0)
 	if !regexp.MustCompile(`received `+c.kind+` shutdown request`).MatchString(res.Stderr) || !pgShutDown.MatchString(res.Stderr) {
@@ -220,13 +222,13 @@ func (c pgStop) run(t *testing.T, r runner) {
 // it does no crash recovery: it was shut down cleanly.
 func pgStartsClean(t *testing.T, dir, data, port string) {
 	t.Helper()
-	s := start(t, runner{}.opts(dir, nil, pgCommand(dir, data, port)...))
-	seen := strings.Join(s.stderr.waitFor(t, pgReady), "\n")
+	s := itest.Start(t, runner{}.opts(dir, nil, pgCommand(dir, data, port)...))
+	seen := strings.Join(s.Stderr.WaitFor(t, pgReady), "\n")
 	if pgRecovery.MatchString(seen) || !pgCleanOpen.MatchString(seen) {
 		t.Errorf("the next start recovered from a crash:\n%s", seen)
 	}
-	s.signal(syscall.SIGINT)
-	expectStopped(t, s.wait(), 0)
+	s.Signal(syscall.SIGINT)
+	expectStopped(t, s.Wait(), 0)
 }
 
 // TestPostgresStops: SIGTERM, SIGINT and SIGQUIT give PostgreSQL's smart
@@ -265,7 +267,7 @@ func TestPostgresStops(t *testing.T) {
 // about 16 s, mostly waiting.
 func TestPostgresArchivesTheLastSegment(t *testing.T) {
 	t.Parallel()
-	requireRoot(t)
+	itest.RequireRoot(t)
 	requireTools(t, tiniPath)
 	var runs []*pgArchiving
 	for _, r := range shimRunners {
@@ -280,7 +282,7 @@ func TestPostgresArchivesTheLastSegment(t *testing.T) {
 // while the command runs.
 type pgArchiving struct {
 	r                      runner
-	s                      *session
+	s                      *itest.Session
 	data, archive, segment string
 }
 
@@ -289,20 +291,20 @@ type pgArchiving struct {
 // switched.
 func startArchiving(t *testing.T, r runner) *pgArchiving {
 	t.Helper()
-	a := &pgArchiving{r: r, archive: sharedDir(t)}
-	archiving := newFIFO(t, "archiving")
+	a := &pgArchiving{r: r, archive: itest.SharedDir(t)}
+	archiving := itest.NewFIFO(t, "archiving")
 	var flags []string
 	if r.shim == "reaper" && !r.pid1 {
 		flags = []string{"--grace=30s"}
 	}
 	pg := startPostgres(t, r, nil, flags, "archive_mode=on",
-		fmt.Sprintf("archive_command=echo %%f > %s && sleep 8 && cp %%p %s/%%f", archiving.path, a.archive))
+		fmt.Sprintf("archive_command=echo %%f > %s && sleep 8 && cp %%p %s/%%f", archiving.Path, a.archive))
 	a.s, a.data = pg.s, pg.data
 	a.segment = pgQuery(t, pg.dir, pg.port, "create table t (i int); insert into t values (1); select pg_walfile_name(pg_switch_wal())")
-	if got := archiving.next(t); got != a.segment {
+	if got := archiving.Next(t); got != a.segment {
 		t.Fatalf("%v: archiving %q, want the segment switched, %q", r, got, a.segment)
 	}
-	a.s.signal(syscall.SIGTERM)
+	a.s.Signal(syscall.SIGTERM)
 	return a
 }
 
@@ -310,9 +312,9 @@ func startArchiving(t *testing.T, r runner) *pgArchiving {
 // switched is archived, and no segment is left waiting to be.
 func (a *pgArchiving) check(t *testing.T) {
 	t.Helper()
-	res := a.s.wait()
-	if res.status() != 0 || res.leftovers() != "" || strings.Contains(res.Stderr, "warning: killed") || !pgShutDown.MatchString(res.Stderr) {
-		t.Errorf("%v: exit %d, left %s; want 0, nothing left, nothing killed, postgres shut down\n%s", a.r, res.status(), res.leftovers(), res.Stderr)
+	res := a.s.Wait()
+	if res.Status() != 0 || res.Leftovers() != "" || strings.Contains(res.Stderr, "warning: killed") || !pgShutDown.MatchString(res.Stderr) {
+		t.Errorf("%v: exit %d, left %s; want 0, nothing left, nothing killed, postgres shut down\n%s", a.r, res.Status(), res.Leftovers(), res.Stderr)
 	}
 	if _, err := os.Stat(filepath.Join(a.archive, a.segment)); err != nil {
 		t.Errorf("%v: the segment switched was not archived: %v", a.r, err)

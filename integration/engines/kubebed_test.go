@@ -1,4 +1,4 @@
-package integration
+package engines
 
 // The Kubernetes test bed: a standalone kubelet (static pods from a
 // directory, no API server) on containerd's CRI plugin, with runc and
@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,7 +42,7 @@ var kubeTools = []string{"kubelet", "containerd", "containerd-shim-runc-v2", "ct
 func kubeBinDir(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("REAPER_KUBE_BIN")
-	script := filepath.Join(repoRoot(t), ".ci/kube-testbed")
+	script := filepath.Join(itest.RepoRoot(t), ".ci/kube-testbed")
 	if dir == "" {
 		out, err := exec.Command(script, "dir").Output()
 		if err != nil {
@@ -51,7 +52,7 @@ func kubeBinDir(t testing.TB) string {
 	}
 	for _, tool := range kubeTools {
 		if _, err := os.Stat(filepath.Join(dir, tool)); err != nil {
-			skip(t, "no Kubernetes test bed in %s (%v): build it once per machine with `%s build` "+
+			itest.Skip(t, "no Kubernetes test bed in %s (%v): build it once per machine with `%s build` "+
 				"(about 12 minutes on 2 cores; .ci/run does), or set REAPER_KUBE_BIN to a directory with %s",
 				dir, err, script, strings.Join(kubeTools, ", "))
 		}
@@ -73,11 +74,11 @@ var kubeHostTools = map[string]string{
 func requireKubeHostTools(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("runc"); err != nil {
-		skip(t, "runc not installed (apt-get install runc): %v", err)
+		itest.Skip(t, "runc not installed (apt-get install runc): %v", err)
 	}
 	for path, pkg := range kubeHostTools {
 		if _, err := os.Stat(path); err != nil {
-			skip(t, "%s not installed (apt-get install %s): %v", path, pkg, err)
+			itest.Skip(t, "%s not installed (apt-get install %s): %v", path, pkg, err)
 		}
 	}
 }
@@ -90,9 +91,9 @@ type kubeBed struct {
 	cli        []string // the groups of ctr and crictl
 	sock       string   // containerd's
 	manifests  string   // the kubelet's staticPodPath
-	containerd *daemon
-	kubelet    *daemon
-	events     *lines // the runtime's events (`ctr events`)
+	containerd *itest.Daemon
+	kubelet    *itest.Daemon
+	events     *itest.Lines // the runtime's events (`ctr events`)
 	host       hostState
 }
 
@@ -120,7 +121,7 @@ const kubePause = "localhost/reaper-test-pause:1"
 // It ends with the test.
 func newKubeBed(t testing.TB) *kubeBed {
 	t.Helper()
-	requireRoot(t)
+	itest.RequireRoot(t)
 	b := &kubeBed{bin: kubeBinDir(t), dir: t.TempDir()}
 	requireKubeHostTools(t)
 	lockKubeBed(t, b.bin)
@@ -289,11 +290,11 @@ func (b *kubeBed) startContainerd(t testing.TB) {
 	config := b.writeFile(t, "containerd.toml", b.expand(containerdConfig))
 	cmd := b.ns.command(context.Background(), b.ns.group(t, "containerd"), filepath.Join(b.bin, "containerd"), "--config", config)
 	cmd.Env = b.env()
-	b.containerd = startDaemon(t, "containerd", cmd)
-	b.containerd.waitLog(t, regexp.MustCompile(`containerd successfully booted`))
+	b.containerd = itest.StartDaemon(t, "containerd", cmd)
+	b.containerd.WaitLog(t, regexp.MustCompile(`containerd successfully booted`))
 	ctx, cancel := context.WithCancel(context.Background())
 	events := b.ctrCommand(ctx, "events")
-	b.events = newLines()
+	b.events = itest.NewLines()
 	out, err := events.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +302,7 @@ func (b *kubeBed) startContainerd(t testing.TB) {
 	if err := events.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go b.events.readFrom(out)
+	go b.events.Collect(out)
 	t.Cleanup(func() {
 		cancel()
 		events.Wait()
@@ -366,15 +367,15 @@ func (b *kubeBed) startKubelet(t testing.TB) {
 	config := b.writeFile(t, "kubelet.yaml", b.expand(kubeletConfig))
 	argv := []string{filepath.Join(b.bin, "kubelet"), "--config=" + config, "--root-dir=" + filepath.Join(b.dir, "kubelet"),
 		"--cert-dir=" + filepath.Join(b.dir, "certs"), "--hostname-override=" + kubeNode, "--v=2"}
-	for _, h := range cgroupHierarchies() {
-		if h.memory {
+	for _, h := range itest.CgroupHierarchies() {
+		if h.Memory {
 			argv = append([]string{"unshare", "--mount", "--", "sh", "-c", kubeletMounts, "sh"}, argv...)
 			break
 		}
 	}
 	cmd := b.ns.command(context.Background(), b.ns.group(t, "kubelet"), argv...)
 	cmd.Env = b.env()
-	b.kubelet = startDaemon(t, "kubelet", cmd)
+	b.kubelet = itest.StartDaemon(t, "kubelet", cmd)
 }
 
 // close stops the kubelet first (it would start the static pods again),
@@ -383,7 +384,7 @@ func (b *kubeBed) startKubelet(t testing.TB) {
 // groups, then restores what the kubelet changed on the host.
 func (b *kubeBed) close(t testing.TB) {
 	if b.kubelet != nil {
-		b.kubelet.stop(t)
+		b.kubelet.Stop(t)
 	}
 	if b.containerd != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -391,7 +392,7 @@ func (b *kubeBed) close(t testing.TB) {
 			t.Errorf("crictl rmp --force --all: %v\n%s", err, out)
 		}
 		cancel()
-		b.containerd.stop(t)
+		b.containerd.Stop(t)
 	}
 	if b.ns != nil {
 		b.killShims(t)
@@ -399,9 +400,9 @@ func (b *kubeBed) close(t testing.TB) {
 	}
 	b.host.restore(t)
 	if t.Failed() {
-		for _, d := range []*daemon{b.kubelet, b.containerd} {
+		for _, d := range []*itest.Daemon{b.kubelet, b.containerd} {
 			if d != nil {
-				t.Logf("%s's output, the end:\n%s", d.name, tail(d.log.String(), 6000))
+				t.Logf("%s's output, the end:\n%s", d.Name, itest.Tail(d.Log.String(), 6000))
 			}
 		}
 	}
@@ -510,74 +511,11 @@ func (b *kubeBed) addPod(t testing.TB, name, manifest string) string {
 	return path
 }
 
-// ---- daemons -------------------------------------------------------------------
-
-// daemon is a process a test bed runs as long as it lasts, with its output.
-type daemon struct {
-	name  string
-	cmd   *exec.Cmd
-	log   *lines
-	ended chan struct{}
-}
-
-// startDaemon starts cmd, its output collected.
-func startDaemon(t testing.TB, name string, cmd *exec.Cmd) *daemon {
-	t.Helper()
-	d := &daemon{name: name, cmd: cmd, log: newLines(), ended: make(chan struct{})}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	pw.Close()
-	go d.log.readFrom(pr)
-	go func() { cmd.Wait(); close(d.ended) }()
-	return d
-}
-
-// waitLog waits until the daemon writes a line matching re, and fails the
-// test when it exits first, or after the deadline.
-func (d *daemon) waitLog(t testing.TB, re *regexp.Regexp) {
-	t.Helper()
-	began := time.Now()
-	d.log.waitFor(t, re)
-	t.Logf("%s up in %v", d.name, time.Since(began).Round(time.Millisecond))
-}
-
-// exited tells whether the daemon has exited.
-func (d *daemon) exited() bool {
-	select {
-	case <-d.ended:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends the daemon SIGTERM and waits for it, SIGKILLing it after the
-// deadline.
-func (d *daemon) stop(t testing.TB) {
-	if d.exited() {
-		return
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.ended:
-	case <-time.After(deadline):
-		t.Errorf("%s did not stop within %v of SIGTERM", d.name, deadline)
-		d.cmd.Process.Kill()
-		<-d.ended
-	}
-}
-
 // ---- following a log file ----------------------------------------------------------
 
 // followFile follows the file at path, which another process appends to,
 // line by line, until owner ends.
-func followFile(t testing.TB, owner cleaner, path string) *lines {
+func followFile(t testing.TB, owner itest.Cleaner, path string) *itest.Lines {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -594,11 +532,11 @@ func followFile(t testing.TB, owner cleaner, path string) *lines {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newLines()
-	go l.readFrom(&tailReader{f: f, ino: ino, stop: int(stop.Fd())})
+	l := itest.NewLines()
+	go l.Collect(&tailReader{f: f, ino: ino, stop: int(stop.Fd())})
 	owner.Cleanup(func() {
 		stopped.Close()
-		<-l.closed
+		<-l.Closed
 		f.Close()
 		stop.Close()
 		unix.Close(ino)
@@ -645,7 +583,7 @@ type taskExit struct {
 func (b *kubeBed) exitOf(t testing.TB, id string) int {
 	t.Helper()
 	re := regexp.MustCompile(`/tasks/exit (\{"container_id":"` + id + `","id":"` + id + `".*)$`)
-	for _, line := range b.events.waitFor(t, re) {
+	for _, line := range b.events.WaitFor(t, re) {
 		if m := re.FindStringSubmatch(line); m != nil {
 			var e taskExit
 			if err := json.Unmarshal([]byte(m[1]), &e); err != nil {

@@ -1,4 +1,4 @@
-package integration
+package systemd
 
 // The real OpenClaw gateway (npm openclaw@2026.9.6 on node 24, installed by
 // .ci/run) under OpenClaw's own systemd unit, in a real systemd 252 (issue
@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,7 +82,7 @@ func requireOpenClaw(t testing.TB) {
 	t.Helper()
 	for _, path := range []string{clawNode, clawEntry, "/usr/bin/tini", "/usr/bin/python3"} {
 		if _, err := os.Stat(path); err != nil {
-			skip(t, "%s: %v (.ci/run installs node 24 and OpenClaw from npm, tini and python3 from apt)", path, err)
+			itest.Skip(t, "%s: %v (.ci/run installs node 24 and OpenClaw from npm, tini and python3 from apt)", path, err)
 		}
 	}
 }
@@ -137,22 +138,22 @@ const clawDeadline = 30 * time.Minute
 // bound read-only, and the escape's files.
 func bootClaw(t testing.TB, variants []clawVariant) *nspawn {
 	t.Helper()
-	spec := bootSpec{units: map[string]string{}, opt: map[string][]byte{
-		"escape.cjs": mustRead(t, "testdata/openclaw/escape.cjs"),
-		"escapee.py": mustRead(t, "testdata/openclaw/escapee.py"),
-	}, dirs: []string{"/opt/node24", "/opt/openclaw"}, files: map[string]string{
+	spec := itest.BootSpec{Units: map[string]string{}, Opt: map[string][]byte{
+		"escape.cjs": itest.MustRead(t, "testdata/openclaw/escape.cjs"),
+		"escapee.py": itest.MustRead(t, "testdata/openclaw/escapee.py"),
+	}, Dirs: []string{"/opt/node24", "/opt/openclaw"}, Files: map[string]string{
 		// OpenClaw's unit wants network-online.target: without this, its
 		// first start waits the 2 minutes systemd-networkd-wait-online
 		// gives a network the container does not have.
 		"/etc/systemd/system/systemd-networkd-wait-online.service.d/reaper-test.conf": "[Service]\nExecStart=\nExecStart=/bin/true\n",
 	}}
 	for _, v := range variants {
-		spec.units[v.unit()] = clawUnit(t, v)
+		spec.Units[v.unit()] = clawUnit(t, v)
 	}
-	ct := bootSystemdWith(t, spec)
+	ct := boot(t, spec)
 	for _, v := range variants {
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
-		out, err := ct.command(ctx, "mkdir", "-p", v.home()).CombinedOutput()
+		ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
+		out, err := ct.Command(ctx, "mkdir", "-p", v.home()).CombinedOutput()
 		cancel()
 		if err != nil {
 			t.Fatalf("mkdir %s: %v\n%s", v.home(), err, out)
@@ -179,7 +180,7 @@ func clawUnit(t testing.TB, v clawVariant) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, clawNode, script, string(arg)).Output()
 	var exit *exec.ExitError
@@ -446,8 +447,8 @@ func (p clawProc) String() string {
 // census lists the processes of the container's PID namespace.
 func (ct *nspawn) census() []clawProc {
 	var procs []clawProc
-	for _, pid := range allPIDs() {
-		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); ns != ct.pidNS {
+	for _, pid := range itest.AllPIDs() {
+		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); ns != ct.PidNS {
 			continue
 		}
 		if p, ok := describeProc(pid); ok {
@@ -545,7 +546,7 @@ func childOfRun(p clawProc, v clawVariant, run string) bool {
 // (cgroup2, below the container's system.slice), its sub-groups included.
 func (ct *nspawn) cgroupMembers(unit string) []int {
 	var pids []int
-	root := fmt.Sprintf("/proc/%d/root/sys/fs/cgroup/unified/system.slice/%s", ct.init, unit)
+	root := fmt.Sprintf("/proc/%d/root/sys/fs/cgroup/unified/system.slice/%s", ct.Init, unit)
 	filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
 			return nil
@@ -566,7 +567,7 @@ func (ct *nspawn) cgroupMembers(unit string) []int {
 func (ct *nspawn) listeners(port int) []clawProc {
 	sockets := map[string]bool{}
 	for _, file := range []string{"tcp", "tcp6"} {
-		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", ct.init, file))
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", ct.Init, file))
 		for _, line := range strings.Split(string(data), "\n") {
 			f := strings.Fields(line)
 			if len(f) < 10 || f[3] != "0A" { // TCP_LISTEN
@@ -601,7 +602,7 @@ func (ct *nspawn) listeners(port int) []clawProc {
 // baselines' escapees) is SIGKILLed after it, and counted.
 func BenchmarkOpenClawStop(b *testing.B) {
 	requireOpenClaw(b)
-	rounds := envInt("REAPER_BENCH_OPENCLAW", 3)
+	rounds := itest.EnvInt("REAPER_BENCH_OPENCLAW", 3)
 	tini := []string{"/usr/bin/tini", "-s", "-g", "--"}
 	variants := []clawVariant{
 		{name: "bench-direct"}, {name: "bench-tini", wrap: tini}, {name: "bench-reaper", wrap: reaperInContainer},
@@ -632,10 +633,10 @@ func BenchmarkOpenClawStop(b *testing.B) {
 		if len(v.wrap) > 0 {
 			wrapper = strings.Join(v.wrap[:len(v.wrap)-1], " ")
 		}
-		rows = append(rows, []string{kill, wrapper, secs(percentile(d, 50)), secs(d[0]), secs(d[len(d)-1]), strconv.Itoa(left[v.name])})
-		b.ReportMetric(percentile(d, 50).Seconds(), strings.TrimPrefix(v.name, "bench-")+"-s/stop")
+		rows = append(rows, []string{kill, wrapper, secs(itest.Percentile(d, 50)), secs(d[0]), secs(d[len(d)-1]), strconv.Itoa(left[v.name])})
+		b.ReportMetric(itest.Percentile(d, 50).Seconds(), strings.TrimPrefix(v.name, "bench-")+"-s/stop")
 	}
-	table(fmt.Sprintf("systemctl stop of the OpenClaw gateway under its own unit (%d rounds, interleaved)", rounds),
+	itest.Table(fmt.Sprintf("systemctl stop of the OpenClaw gateway under its own unit (%d rounds, interleaved)", rounds),
 		[]string{"KillMode", "ExecStart= runs the gateway", "median", "min", "max", "processes left, all rounds"}, rows)
 }
 
@@ -674,7 +675,7 @@ func (c *claw) timeStop(v clawVariant) (time.Duration, int, error) {
 			fds = append(fds, fd)
 		}
 	}
-	if !allExit(fds, deadline) {
+	if !itest.AllExit(fds, itest.Deadline) {
 		return took, len(left), fmt.Errorf("%v outlived SIGKILL", left)
 	}
 	return took, len(left), nil
@@ -685,7 +686,7 @@ func (c *claw) timeStop(v clawVariant) (time.Duration, int, error) {
 func waitIdle(pid int, within time.Duration) error {
 	end := time.Now().Add(within)
 	cpu := func() int {
-		f := statFields(pid)
+		f := itest.StatFields(pid)
 		if len(f) < 13 {
 			return -1
 		}

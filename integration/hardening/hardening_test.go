@@ -1,4 +1,4 @@
-package integration
+package hardening
 
 import (
 	"bufio"
@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -28,14 +29,14 @@ func TestSignalStorm(t *testing.T) {
 	kinds := []syscall.Signal{syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGURG, syscall.SIGCONT,
 		syscall.SIGALRM, syscall.SIGPIPE, syscall.SIGVTALRM, syscall.SIGIO, syscall.SIGPWR, syscall.SIGXFSZ,
 		signals.RTMin + 1, signals.RTMin + 7, signals.RTMax}
-	rec := newFIFO(t, "storm")
-	s := start(t, opts{args: []string{bin().helper, "record", rec.path}})
-	rec.ready(t)
+	rec := itest.NewFIFO(t, "storm")
+	s := itest.Start(t, itest.Opts{Args: []string{itest.Bin().Helper, "record", rec.Path}})
+	rec.Ready(t)
 	seen := make(chan string, 1024)
 	go func() {
 		for {
-			rec.f.SetReadDeadline(time.Now().Add(deadline))
-			line, err := rec.r.ReadString('\n')
+			rec.File.SetReadDeadline(time.Now().Add(itest.Deadline))
+			line, err := rec.Reader.ReadString('\n')
 			if err != nil {
 				close(seen)
 				return
@@ -43,7 +44,7 @@ func TestSignalStorm(t *testing.T) {
 			seen <- strings.TrimSpace(line)
 		}
 	}()
-	target := s.reaperPID()
+	target := s.ReaperPID()
 	for i := 0; i < 100000; i++ {
 		if err := syscall.Kill(target, kinds[i%len(kinds)]); err != nil {
 			t.Fatalf("signal %d: %v", i, err)
@@ -64,16 +65,16 @@ func TestSignalStorm(t *testing.T) {
 		for range seen {
 		}
 	}()
-	s.signal(syscall.SIGTERM)
-	if r := s.wait(); r.status() != 0 || r.leftovers() != "" {
-		t.Errorf("after the storm: exit %d (want 0), left %s\n%s", r.status(), r.leftovers(), r.Stderr)
+	s.Signal(syscall.SIGTERM)
+	if r := s.Wait(); r.Status() != 0 || r.Leftovers() != "" {
+		t.Errorf("after the storm: exit %d (want 0), left %s\n%s", r.Status(), r.Leftovers(), r.Stderr)
 	}
 }
 
 // rssKiB is the resident memory of pid, in KiB.
 func rssKiB(t *testing.T, pid int) int {
 	t.Helper()
-	rss, ok := procStatus(pid, false, "VmRSS")["VmRSS"]
+	rss, ok := itest.ProcStatus(pid, false, "VmRSS")["VmRSS"]
 	if !ok {
 		t.Fatalf("no VmRSS for pid %d", pid)
 	}
@@ -83,10 +84,10 @@ func rssKiB(t *testing.T, pid int) int {
 func TestOrphanStormKeepsMemoryFlat(t *testing.T) {
 	// 50,000 short-lived orphans, each a subshell's background job: the
 	// zombie backlog stays bounded, and reaper keeps no state per pid.
-	p := plant(t, false, tree{ups: 0, pidsMax: 512, body: `read x < "$G"
+	p := itest.Plant(t, false, itest.Tree{Ups: 0, PidsMax: 512, Body: `read x < "$G"
 i=0; while [ $i -lt 50000 ]; do (true &); i=$((i+1)); done
 echo "up $$" > "$F"`})
-	reaper := p.reaperPID()
+	reaper := p.ReaperPID()
 	before := rssKiB(t, reaper)
 	var peak int
 	stop := make(chan struct{})
@@ -100,12 +101,12 @@ echo "up $$" > "$F"`})
 				return
 			default:
 			}
-			peak = max(peak, zombiesOf(reaper))
+			peak = max(peak, itest.ZombiesOf(reaper))
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	p.release(t) // the storm starts: 20 s here, over a minute on busy cores
-	if line := p.events.nextWithin(t, 5*time.Minute); !strings.HasPrefix(line, "up ") {
+	p.Release(t) // the storm starts: 20 s here, over a minute on busy cores
+	if line := p.Events.NextWithin(t, 5*time.Minute); !strings.HasPrefix(line, "up ") {
 		t.Fatalf("payload wrote %q", line)
 	}
 	close(stop)
@@ -118,15 +119,15 @@ echo "up $$" > "$F"`})
 	if peak > 256 { // pids.max is 512: a backlog near it would stop the storm
 		t.Errorf("peak zombie backlog %d: reaping does not keep up", peak)
 	}
-	p.signal(syscall.SIGTERM) // COMMAND waits at its gate for ever
-	if r := p.wait(); r.leftovers() != "" {
-		t.Errorf("left %s", r.leftovers())
+	p.Signal(syscall.SIGTERM) // COMMAND waits at its gate for ever
+	if r := p.Wait(); r.Leftovers() != "" {
+		t.Errorf("left %s", r.Leftovers())
 	}
 }
 
 // startInCgroup starts argv outside reaper's tree, in cg, and kills it when
 // the test ends.
-func startInCgroup(t *testing.T, cg *testGroup, env []string, argv ...string) *exec.Cmd {
+func startInCgroup(t *testing.T, cg *itest.Cgroup, env []string, argv ...string) *exec.Cmd {
 	t.Helper()
 	cmd := inCgroup(cg, env, argv...)
 	if err := cmd.Start(); err != nil {
@@ -137,10 +138,10 @@ func startInCgroup(t *testing.T, cg *testGroup, env []string, argv ...string) *e
 }
 
 // inCgroup is a command that joins cg, then executes argv.
-func inCgroup(cg *testGroup, env []string, argv ...string) *exec.Cmd {
-	join := joinArgv(argv...)
+func inCgroup(cg *itest.Cgroup, env []string, argv ...string) *exec.Cmd {
+	join := itest.JoinArgv(argv...)
 	cmd := exec.Command(join[0], join[1:]...)
-	cmd.Env = append(append(os.Environ(), cg.joinEnv()...), env...)
+	cmd.Env = append(append(os.Environ(), cg.JoinEnv()...), env...)
 	return cmd
 }
 
@@ -154,7 +155,7 @@ type bystanders struct {
 // startBystanders starts, every 250 ms until stop is closed, a helper in cg
 // (under the command line prefix) that records each signal it gets to log;
 // the returned channel then yields them all.
-func startBystanders(cg *testGroup, prefix []string, log string, stop <-chan struct{}) <-chan bystanders {
+func startBystanders(cg *itest.Cgroup, prefix []string, log string, stop <-chan struct{}) <-chan bystanders {
 	started := make(chan bystanders, 1)
 	go func() {
 		var all bystanders
@@ -167,7 +168,7 @@ func startBystanders(cg *testGroup, prefix []string, log string, stop <-chan str
 				return
 			case <-tick.C:
 			}
-			cmd := inCgroup(cg, nil, append(append([]string{}, prefix...), bin().helper, "record", "-pid", log)...)
+			cmd := inCgroup(cg, nil, append(append([]string{}, prefix...), itest.Bin().Helper, "record", "-pid", log)...)
 			if err := cmd.Start(); err != nil {
 				all.err = cmp.Or(all.err, err)
 				continue
@@ -182,10 +183,10 @@ func startBystanders(cg *testGroup, prefix []string, log string, stop <-chan str
 // kernel.pid_max is pidMax, and returns the command line that runs a
 // program in it (and in its mount namespace, whose /proc is its own). It
 // returns nil where pid_max is not kept per namespace (before Linux 6.14).
-func pidNamespace(t *testing.T, cg *testGroup, pidMax int) []string {
+func pidNamespace(t *testing.T, cg *itest.Cgroup, pidMax int) []string {
 	t.Helper()
 	init := inCgroup(cg, nil, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
-		bin().harness, "-init", "-pid-max", strconv.Itoa(pidMax))
+		itest.Bin().Harness, "-init", "-pid-max", strconv.Itoa(pidMax))
 	out, err := init.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -210,11 +211,11 @@ func pidNamespace(t *testing.T, cg *testGroup, pidMax int) []string {
 			t.Logf("no PID namespace with a pid_max of its own: %s", stderr.String())
 			return nil
 		}
-	case <-time.After(deadline):
+	case <-time.After(itest.Deadline):
 		t.Fatalf("the PID namespace's init did not start: %s", stderr.String())
 	}
-	holder := firstBelow(init.Process.Pid, func(pid int) bool {
-		ns, nested := innermostPID(pid)
+	holder := itest.FirstBelow(init.Process.Pid, func(pid int) bool {
+		ns, nested := itest.InnermostPID(pid)
 		return nested && ns == 1
 	})
 	if holder == 0 {
@@ -224,7 +225,7 @@ func pidNamespace(t *testing.T, cg *testGroup, pidMax int) []string {
 }
 
 func TestPidReuseNeverSignalsBystanders(t *testing.T) {
-	requireRoot(t)
+	itest.RequireRoot(t)
 	// Pids wrap quickly in a PID namespace whose pid_max is 1000: two
 	// shells fork without pause while reaper tears down tree after tree,
 	// and bystanders, started all along outside reaper's tree (during the
@@ -234,9 +235,9 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 	// the host's pids must wrap within the test, as they do where it is
 	// 32768 and the machine is busy; if they do not, the test proved
 	// nothing, and says so.)
-	cg := sharedCgroup(t, 4096)
+	cg := itest.SharedCgroup(t, 4096)
 	ns := pidNamespace(t, cg, 1000)
-	log := sharedDir(t) + "/bystanders"
+	log := itest.SharedDir(t) + "/bystanders"
 	if err := os.WriteFile(log, nil, 0o666); err != nil {
 		t.Fatal(err)
 	}
@@ -264,8 +265,8 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 		}
 		// (The shared cgroup holds the bystanders and forkers: only what
 		// reaper left below the harness counts.)
-		if r := start(t, opts{cg: cg, prefix: ns, args: args}).wait(); r.status() != 0 || len(r.Survivors)+len(r.Zombies) > 0 {
-			t.Fatalf("cycle %d: exit %d, left %v %v\n%s", cycles, r.status(), r.Survivors, r.Zombies, r.Stderr)
+		if r := itest.Start(t, itest.Opts{Cgroup: cg, Prefix: ns, Args: args}).Wait(); r.Status() != 0 || len(r.Survivors)+len(r.Zombies) > 0 {
+			t.Fatalf("cycle %d: exit %d, left %v %v\n%s", cycles, r.Status(), r.Survivors, r.Zombies, r.Stderr)
 		}
 	}
 	halt()
@@ -276,7 +277,7 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 		// A SIGKILL has no handler to record it: a bystander that got one
 		// is dead by now, and so is nsenter, its parent, a zombie of the
 		// test's. (The bystanders themselves die with the namespace.)
-		if procState(b.Process.Pid) == 'Z' {
+		if itest.ProcState(b.Process.Pid) == 'Z' {
 			t.Errorf("bystander %d died during the teardowns", b.Process.Pid)
 		}
 		b.Process.Signal(syscall.SIGKILL)
@@ -307,31 +308,21 @@ func TestPidReuseNeverSignalsBystanders(t *testing.T) {
 	}
 	if wraps == 0 {
 		pidMax, _ := os.ReadFile("/proc/sys/kernel/pid_max")
-		skip(t, "pids never wrapped (kernel.pid_max %s, kept per namespace only from Linux 6.14): no bystander reused a pid, so this run proved nothing",
+		itest.Skip(t, "pids never wrapped (kernel.pid_max %s, kept per namespace only from Linux 6.14): no bystander reused a pid, so this run proved nothing",
 			strings.TrimSpace(string(pidMax)))
 	}
 }
 
-// asNobody runs reaper as user nobody (65534), without supplementary groups.
-func asNobody(t *testing.T) []string {
-	t.Helper()
-	requireRoot(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		skip(t, "setpriv (util-linux) is not installed")
-	}
-	return []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", bin().reaper}
-}
-
 func TestUnprivileged(t *testing.T) {
-	nobody := asNobody(t)
+	nobody := itest.AsNobody(t)
 	t.Run("teardown", func(t *testing.T) {
-		p := plant(t, false, tree{shim: append(nobody, "-v", "--grace=1s"), ups: 3, body: `sh -c "$LEAF" &
+		p := itest.Plant(t, false, itest.Tree{Shim: append(nobody, "-v", "--grace=1s"), Ups: 3, Body: `sh -c "$LEAF" &
 setsid sh -c "$LEAF" &
 (sh -c "$STUBBORN" &)`})
-		p.release(t)
-		r := p.wait()
-		if r.status() != 0 || r.leftovers() != "" {
-			t.Errorf("exit %d, left %s\n%s", r.status(), r.leftovers(), r.Stderr)
+		p.Release(t)
+		r := p.Wait()
+		if r.Status() != 0 || r.Leftovers() != "" {
+			t.Errorf("exit %d, left %s\n%s", r.Status(), r.Leftovers(), r.Stderr)
 		}
 		if !strings.Contains(r.Stderr, "info: cgroup containment off") || !strings.Contains(r.Stderr, "permission denied") {
 			t.Errorf("no fallback line naming the missing permission:\n%s", r.Stderr)
@@ -341,22 +332,22 @@ setsid sh -c "$LEAF" &
 		}
 	})
 	t.Run("forwarding", func(t *testing.T) {
-		rec := newFIFO(t, "child")
-		s := start(t, opts{command: append(nobody, bin().helper, "record", rec.path)})
-		rec.ready(t)
-		s.signal(syscall.SIGUSR1)
-		if got := rec.next(t); got != "SIGUSR1" {
+		rec := itest.NewFIFO(t, "child")
+		s := itest.Start(t, itest.Opts{Command: append(nobody, itest.Bin().Helper, "record", rec.Path)})
+		rec.Ready(t)
+		s.Signal(syscall.SIGUSR1)
+		if got := rec.Next(t); got != "SIGUSR1" {
 			t.Errorf("recorded %s, want SIGUSR1", got)
 		}
-		s.signal(syscall.SIGTERM)
-		if r := s.wait(); r.status() != 0 {
-			t.Errorf("exit %d", r.status())
+		s.Signal(syscall.SIGTERM)
+		if r := s.Wait(); r.Status() != 0 {
+			t.Errorf("exit %d", r.Status())
 		}
 	})
 	t.Run("cgroup=on", func(t *testing.T) {
-		r := start(t, opts{command: append(nobody, "--cgroup=on", "true")}).wait()
-		if r.status() != 125 || !strings.Contains(r.Stderr, "cannot contain COMMAND in a cgroup") || !strings.Contains(r.Stderr, "permission denied") {
-			t.Errorf("--cgroup=on as nobody: exit %d (want 125), stderr:\n%s", r.status(), r.Stderr)
+		r := itest.Start(t, itest.Opts{Command: append(nobody, "--cgroup=on", "true")}).Wait()
+		if r.Status() != 125 || !strings.Contains(r.Stderr, "cannot contain COMMAND in a cgroup") || !strings.Contains(r.Stderr, "permission denied") {
+			t.Errorf("--cgroup=on as nobody: exit %d (want 125), stderr:\n%s", r.Status(), r.Stderr)
 		}
 	})
 }
@@ -365,9 +356,9 @@ func TestProcessesProcHides(t *testing.T) {
 	// /proc with hidepid=2 and reaper unprivileged: a setuid program below
 	// it is invisible. A child of reaper's own is signalled all the same
 	// (its pid is reserved); reaper names what it cannot see.
-	nobody := asNobody(t)
-	setuid := filepath.Join(sharedDir(t), "setuid-helper")
-	data, err := os.ReadFile(bin().helper)
+	nobody := itest.AsNobody(t)
+	setuid := filepath.Join(itest.SharedDir(t), "setuid-helper")
+	data, err := os.ReadFile(itest.Bin().Helper)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,29 +374,29 @@ func TestProcessesProcHides(t *testing.T) {
 	// cannot see the grandchild: a walk while the shell lives must see the
 	// grandchild listed and unreadable. Then the grandchild becomes
 	// reaper's child and gets the SIGTERM.
-	child, grandchild := newFIFO(t, "hidden-child"), newFIFO(t, "hidden-grandchild")
-	letGo := newFIFO(t, "let-go")
+	child, grandchild := itest.NewFIFO(t, "hidden-child"), itest.NewFIFO(t, "hidden-grandchild")
+	letGo := itest.NewFIFO(t, "let-go")
 	mount := `mount -t proc -o hidepid=2 proc /proc && exec "$@"`
 	shim := append([]string{"unshare", "--mount", "sh", "-c", mount, "sh"}, nobody...)
 	shim = append(shim, "-vv", "--grace=30s")
 	body := fmt.Sprintf(`%[1]q record %[2]q &
-sh -c '%[1]q record %[3]q & trap "read x < %[4]s; exit 0" TERM; wait' &`, setuid, child.path, grandchild.path, letGo.path)
-	p := plant(t, false, tree{shim: shim, body: body})
-	child.ready(t)
-	grandchild.ready(t)
-	p.release(t)
-	p.stderr.waitFor(t, regexp.MustCompile(`warning: cannot see a descendant`))
-	if _, err := letGo.f.Write([]byte("go\n")); err != nil {
+sh -c '%[1]q record %[3]q & trap "read x < %[4]s; exit 0" TERM; wait' &`, setuid, child.Path, grandchild.Path, letGo.Path)
+	p := itest.Plant(t, false, itest.Tree{Shim: shim, Body: body})
+	child.Ready(t)
+	grandchild.Ready(t)
+	p.Release(t)
+	p.Stderr.WaitFor(t, regexp.MustCompile(`warning: cannot see a descendant`))
+	if _, err := letGo.File.Write([]byte("go\n")); err != nil {
 		t.Fatal(err)
 	}
-	r := p.wait()
-	for _, rec := range []*fifo{child, grandchild} {
-		if got := rec.rest(); fmt.Sprint(got) != "[SIGTERM]" {
+	r := p.Wait()
+	for _, rec := range []*itest.FIFO{child, grandchild} {
+		if got := rec.Rest(); fmt.Sprint(got) != "[SIGTERM]" {
 			t.Errorf("a hidden process recorded %v, want [SIGTERM]\n%s", got, r.Stderr)
 		}
 	}
-	if r.status() != 0 || r.leftovers() != "" {
-		t.Errorf("exit %d, left %s\n%s", r.status(), r.leftovers(), r.Stderr)
+	if r.Status() != 0 || r.Leftovers() != "" {
+		t.Errorf("exit %d, left %s\n%s", r.Status(), r.Leftovers(), r.Stderr)
 	}
 	// It said what it could not see, and signalled its hidden child by pid.
 	if !strings.Contains(r.Stderr, "warning: cannot see a descendant") || !strings.Contains(r.Stderr, "comm=? signal=SIGTERM") {
@@ -417,17 +408,17 @@ func TestForkFailureAtStart(t *testing.T) {
 	// reaper waits for a port (its threads all exist by then); meanwhile
 	// its cgroup's pids.max drops to what is running: the fork of COMMAND
 	// fails, which must give a clear error and exit 125, not a crash.
-	requireRoot(t)
-	cg := sharedCgroup(t, 512)
-	limit := filepath.Join(cg.v2, "pids.max")
-	current := filepath.Join(cg.v2, "pids.current")
-	if cg.pids != "" {
-		limit, current = filepath.Join(cg.pids, "pids.max"), filepath.Join(cg.pids, "pids.current")
+	itest.RequireRoot(t)
+	cg := itest.SharedCgroup(t, 512)
+	limit := filepath.Join(cg.V2, "pids.max")
+	current := filepath.Join(cg.V2, "pids.current")
+	if cg.Pids != "" {
+		limit, current = filepath.Join(cg.Pids, "pids.max"), filepath.Join(cg.Pids, "pids.current")
 	}
-	port, release := heldPort(t)
-	s := start(t, opts{cg: cg, args: []string{"-v", "--cgroup=off", "--wait-port=" + port,
+	port, release := itest.HeldPort(t)
+	s := itest.Start(t, itest.Opts{Cgroup: cg, Args: []string{"-v", "--cgroup=off", "--wait-port=" + port,
 		"--wait-port-timeout=60s", "sh", "-c", "exit 0"}})
-	s.stderr.waitFor(t, regexp.MustCompile(`port is held`))
+	s.Stderr.WaitFor(t, regexp.MustCompile(`port is held`))
 	now, err := os.ReadFile(current)
 	if err != nil {
 		t.Fatal(err)
@@ -436,10 +427,10 @@ func TestForkFailureAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
-	r := s.wait()
+	r := s.Wait()
 	os.WriteFile(limit, []byte("512"), 0)
-	if r.status() != 125 || !regexp.MustCompile(`reaper: sh: cannot fork: resource temporarily unavailable`).MatchString(r.Stderr) {
-		t.Errorf("fork refused: exit %d (want 125), stderr:\n%s", r.status(), r.Stderr)
+	if r.Status() != 125 || !regexp.MustCompile(`reaper: sh: cannot fork: resource temporarily unavailable`).MatchString(r.Stderr) {
+		t.Errorf("fork refused: exit %d (want 125), stderr:\n%s", r.Status(), r.Stderr)
 	}
 }
 
@@ -447,16 +438,16 @@ func TestTightPidsMax(t *testing.T) {
 	// Under a pids.max with little room reaper starts fewer spare threads
 	// (it says so) instead of dying while it starts them. reaper is alone
 	// in the group: the harness's own threads would eat the room.
-	requireRoot(t)
+	itest.RequireRoot(t)
 	for _, limit := range []int{12, 16} {
-		s := start(t, opts{pidsMax: limit, alone: true, args: []string{"--cgroup=off", "sh", "-c", "exit 5"}})
-		r := s.wait()
+		s := itest.Start(t, itest.Opts{PidsMax: limit, Alone: true, Args: []string{"--cgroup=off", "sh", "-c", "exit 5"}})
+		r := s.Wait()
 		if strings.Contains(r.Stderr, "fatal error") || !strings.Contains(r.Stderr, "fewer spare threads") {
 			t.Errorf("pids.max %d: stderr:\n%s", limit, r.Stderr)
 		}
 		// At 12 the fork of COMMAND may find no room left: 125, cleanly.
-		if r.status() != 5 && !(limit == 12 && r.status() == 125) {
-			t.Errorf("pids.max %d: exit %d, want 5\n%s", limit, r.status(), r.Stderr)
+		if r.Status() != 5 && !(limit == 12 && r.Status() == 125) {
+			t.Errorf("pids.max %d: exit %d, want 5\n%s", limit, r.Status(), r.Stderr)
 		}
 	}
 }
@@ -470,10 +461,10 @@ func TestSpareThreadsBeforeCommand(t *testing.T) {
 	// main thread, sysmon and the one that ran the others: 11 (14 here).
 	// (Whether a tree that fills pids.max leaves reaper standing is what
 	// TestTeardownCatchesForksDuringTeardown checks.)
-	p := plant(t, false, tree{env: []string{"GOMAXPROCS=1"}})
-	if n := procStatus(p.child, false, "Threads")["Threads"]; n < 11 {
+	p := itest.Plant(t, false, itest.Tree{Env: []string{"GOMAXPROCS=1"}})
+	if n := itest.ProcStatus(p.Child, false, "Threads")["Threads"]; n < 11 {
 		t.Errorf("reaper runs %d threads once COMMAND runs, want at least 11", n)
 	}
-	p.release(t)
-	p.expectClean(t, p.wait(), 0)
+	p.Release(t)
+	p.ExpectClean(t, p.Wait(), 0)
 }

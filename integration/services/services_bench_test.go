@@ -1,4 +1,4 @@
-package integration
+package services
 
 // How long each real service of services_test.go and postgres_test.go
 // takes to stop, run directly, under tini and under reaper, in one run:
@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaper-init/reaper/integration/itest"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,48 +26,48 @@ import (
 type stopCase struct {
 	name string
 	// start runs the service under r and returns once it serves.
-	start func(b *testing.B, r runner) *session
+	start func(b *testing.B, r runner) *itest.Session
 	// before, if set, runs just before the stop signal.
-	before func(b *testing.B, s *session)
+	before func(b *testing.B, s *itest.Session)
 	sig    syscall.Signal // 0: the service exits on its own (the CI job)
 }
 
 var stopCases = []stopCase{
 	{name: "postgres, SIGTERM (smart, no session)", sig: syscall.SIGTERM,
-		start: func(b *testing.B, r runner) *session { return startPostgres(b, r, nil, nil).s }},
+		start: func(b *testing.B, r runner) *itest.Session { return startPostgres(b, r, nil, nil).s }},
 	{name: "postgres, SIGINT (fast)", sig: syscall.SIGINT,
-		start: func(b *testing.B, r runner) *session { return startPostgres(b, r, nil, nil).s }},
+		start: func(b *testing.B, r runner) *itest.Session { return startPostgres(b, r, nil, nil).s }},
 	{name: "nginx, SIGQUIT (graceful)", sig: syscall.SIGQUIT,
-		start: func(b *testing.B, r runner) *session {
+		start: func(b *testing.B, r runner) *itest.Session {
 			s, _, _ := startNginx(b, r, "127.0.0.1:9")
 			return s
 		}},
 	{name: "redis, SIGTERM (saves)", sig: syscall.SIGTERM,
-		start: func(b *testing.B, r runner) *session {
+		start: func(b *testing.B, r runner) *itest.Session {
 			s, _, _, _ := startRedis(b, r)
 			return s
 		}},
 	{name: "gunicorn, SIGTERM", sig: syscall.SIGTERM,
-		start: func(b *testing.B, r runner) *session { return startGunicorn(b, r).session }},
+		start: func(b *testing.B, r runner) *itest.Session { return startGunicorn(b, r).Session }},
 	{name: "gunicorn, SIGTERM right after SIGHUP", sig: syscall.SIGTERM,
-		start: func(b *testing.B, r runner) *session { return startGunicorn(b, r, "--grace=30s").session },
-		before: func(b *testing.B, s *session) {
-			mark := s.stderr.mark()
-			s.signal(syscall.SIGHUP)
-			s.stderr.waitMatches(b, mark, gunicornHup, 1)
+		start: func(b *testing.B, r runner) *itest.Session { return startGunicorn(b, r, "--grace=30s").Session },
+		before: func(b *testing.B, s *itest.Session) {
+			mark := s.Stderr.Mark()
+			s.Signal(syscall.SIGHUP)
+			s.Stderr.WaitMatches(b, mark, gunicornHup, 1)
 		}},
 	{name: "CI job: pg_ctl and a redis daemon, from the job's exit", start: startCIJob},
 }
 
 // startCIJob runs the CI job of TestCIJobStartingDaemons under r.
-func startCIJob(b *testing.B, r runner) *session {
+func startCIJob(b *testing.B, r runner) *itest.Session {
 	requireTools(b, redisPath, redisCLI)
-	dir := sharedDir(b)
+	dir := itest.SharedDir(b)
 	data := pgCluster(b, dir)
 	o := r.opts(dir, nil, "sh", "-c", ciJob)
-	o.env = []string{"PGBIN=" + pgBin, "PGDATA=" + data, "DIR=" + dir,
-		"PGPORT=" + portOf(freeAddr(b)), "REDISPORT=" + portOf(freeAddr(b))}
-	return start(b, o)
+	o.Env = []string{"PGBIN=" + pgBin, "PGDATA=" + data, "DIR=" + dir,
+		"PGPORT=" + itest.PortOf(itest.FreeAddr(b)), "REDISPORT=" + itest.PortOf(itest.FreeAddr(b))}
+	return itest.Start(b, o)
 }
 
 // stopRunners are the columns: the service alone, then each shim as a
@@ -80,9 +81,9 @@ type stopTimes struct {
 }
 
 func BenchmarkServiceStop(b *testing.B) {
-	requireRoot(b)
+	itest.RequireRoot(b)
 	requireTools(b, tiniPath)
-	runs := envInt("REAPER_BENCH_STOPS", 5)
+	runs := itest.EnvInt("REAPER_BENCH_STOPS", 5)
 	var rows, shares, services [][]string
 	for _, c := range stopCases {
 		took := make([][]time.Duration, len(stopRunners)) // the stop: signal (or job's exit) to the runner's exit
@@ -107,13 +108,13 @@ func BenchmarkServiceStop(b *testing.B) {
 			slices.Sort(took[i])
 			slices.Sort(own[i])
 			slices.Sort(svc[i])
-			cell := fmt.Sprintf("%s (%s)", ms(percentile(took[i], 50)), ms(took[i][len(took[i])-1]))
+			cell := fmt.Sprintf("%s (%s)", itest.Millis(itest.Percentile(took[i], 50)), itest.Millis(took[i][len(took[i])-1]))
 			if left[i] > 0 {
 				cell += fmt.Sprintf(", %d left", left[i])
 			}
 			row = append(row, cell)
-			share = append(share, ms(percentile(own[i], 50)))
-			service = append(service, ms(percentile(svc[i], 50)))
+			share = append(share, itest.Millis(itest.Percentile(own[i], 50)))
+			service = append(service, itest.Millis(itest.Percentile(svc[i], 50)))
 		}
 		rows, shares, services = append(rows, row), append(shares, share), append(services, service)
 	}
@@ -121,9 +122,9 @@ func BenchmarkServiceStop(b *testing.B) {
 	for _, r := range stopRunners {
 		header = append(header, r.String())
 	}
-	table(fmt.Sprintf("Stop time: the stop signal to the runner's exit, median (max) of %d runs each, interleaved", runs), header, rows)
-	table("The service's share: the stop signal (the CI job: its exit) to the service's exit, median", header, services)
-	table("The runner's own share: the service's exit to the runner's exit, median", header, shares)
+	itest.Table(fmt.Sprintf("Stop time: the stop signal to the runner's exit, median (max) of %d runs each, interleaved", runs), header, rows)
+	itest.Table("The service's share: the stop signal (the CI job: its exit) to the service's exit, median", header, services)
+	itest.Table("The runner's own share: the service's exit to the runner's exit, median", header, shares)
 }
 
 // measureStop starts the service under r, stops it as c says, and times
@@ -141,26 +142,26 @@ func measureStop(b *testing.B, c stopCase, r runner) stopTimes {
 		// serverCron, ten times a second) would otherwise be caught at
 		// the same phase of it each run, a phase each runner shifts.
 		time.Sleep(time.Duration(rand.Int64N(int64(100 * time.Millisecond))))
-		m.signalled = monotonicNS()
-		s.signal(c.sig)
+		m.signalled = itest.MonotonicNS()
+		s.Signal(c.sig)
 	}
-	res := s.wait()
+	res := s.Wait()
 	m.runnerGone, m.serviceGone, m.survivors = res.ExitNS, <-gone, len(res.Survivors)
 	if want := 0; c.sig == 0 {
 		want = 3
-		if res.status() != want {
-			b.Fatalf("%s under %v: exit %d, want %d\n%s", c.name, r, res.status(), want, res.Stderr)
+		if res.Status() != want {
+			b.Fatalf("%s under %v: exit %d, want %d\n%s", c.name, r, res.Status(), want, res.Stderr)
 		}
-	} else if res.status() != want || strings.Contains(res.Stderr, "warning: killed") {
-		b.Fatalf("%s under %v: exit %d, want %d, nothing killed\n%s", c.name, r, res.status(), want, res.Stderr)
+	} else if res.Status() != want || strings.Contains(res.Stderr, "warning: killed") {
+		b.Fatalf("%s under %v: exit %d, want %d, nothing killed\n%s", c.name, r, res.Status(), want, res.Stderr)
 	}
 	return m
 }
 
 // servicePID returns the pid (as the test sees it) of the service's main
 // process: the runner's child, or the shim's.
-func servicePID(b *testing.B, s *session, r runner) int {
-	pid := s.child
+func servicePID(b *testing.B, s *itest.Session, r runner) int {
+	pid := s.Child
 	if r.pid1 {
 		pid = firstChild(b, pid) // the shim, below unshare
 	}
@@ -172,12 +173,12 @@ func servicePID(b *testing.B, s *session, r runner) int {
 
 // firstChild waits until pid has a child, and returns it.
 func firstChild(b *testing.B, pid int) int {
-	for end := time.Now().Add(deadline); ; time.Sleep(time.Millisecond) {
-		if kids := childrenOf(pid); len(kids) > 0 {
+	for end := time.Now().Add(itest.Deadline); ; time.Sleep(time.Millisecond) {
+		if kids := itest.ChildrenOf(pid); len(kids) > 0 {
 			return kids[0]
 		}
 		if time.Now().After(end) {
-			b.Fatalf("%d started nothing within %v", pid, deadline)
+			b.Fatalf("%d started nothing within %v", pid, itest.Deadline)
 		}
 	}
 }
@@ -194,9 +195,9 @@ func exitTime(b *testing.B, pid int) <-chan int64 {
 		runtime.LockOSThread() // a thread of its own, woken by the exit alone
 		defer unix.Close(fd)
 		for {
-			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(deadline.Milliseconds()))
+			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(itest.Deadline.Milliseconds()))
 			if n > 0 || (err != nil && !errors.Is(err, unix.EINTR)) || (n == 0 && err == nil) {
-				done <- monotonicNS()
+				done <- itest.MonotonicNS()
 				return
 			}
 		}

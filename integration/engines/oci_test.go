@@ -1,4 +1,4 @@
-package integration
+package engines
 
 // Images for a container runtime with no registry to pull from: an OCI
 // image layout, written to a tar that `ctr images import` reads.

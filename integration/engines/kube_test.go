@@ -1,4 +1,4 @@
-package integration
+package engines
 
 // Kubernetes pods, for real: the example manifests, as they are but for
 // their images, run by a standalone kubelet on containerd's CRI (see
@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reaper-init/reaper/integration/itest"
 )
 
 // exampleWeb is /usr/local/bin/example-web in the test's image, the
@@ -129,7 +131,7 @@ func TestKubePods(t *testing.T) {
 func startKubeCase(t testing.TB, b *kubeBed, c kubeCase, run string) *kubePod {
 	t.Helper()
 	if _, err := os.Stat(kubeTini); err != nil && !c.reaper {
-		skip(t, "no static tini for the baseline (apt-get install tini): %v", err)
+		itest.Skip(t, "no static tini for the baseline (apt-get install tini): %v", err)
 	}
 	slug := strings.ReplaceAll(c.name, "/", "-") + run
 	image := "localhost/reaper-kube-" + slug + ":1.0"
@@ -151,7 +153,7 @@ func kubeTestImage(t testing.TB, name, marker string) ociImage {
 	t.Helper()
 	root := t.TempDir()
 	busyboxInto(t, filepath.Join(root, "bin"), "sh", "setsid", "sleep", "cat", "cut", "seq", "rm", "touch", "pidof", "ps")
-	files := map[string]string{"reaper": bin().reaper, "usr/local/bin/helper": bin().helper}
+	files := map[string]string{"reaper": itest.Bin().Reaper, "usr/local/bin/helper": itest.Bin().Helper}
 	if _, err := os.Stat(kubeTini); err == nil {
 		files["tini"] = kubeTini
 	}
@@ -175,7 +177,7 @@ func kubeTestImage(t testing.TB, name, marker string) ociImage {
 // all the tests change in an example.
 func exampleManifest(t testing.TB, file, image string) string {
 	t.Helper()
-	manifest := string(mustRead(t, filepath.Join(repoRoot(t), "examples", file)))
+	manifest := string(itest.MustRead(t, filepath.Join(itest.RepoRoot(t), "examples", file)))
 	return regexp.MustCompile(`(?m)^(\s+image: )\S+$`).ReplaceAllString(manifest, "${1}"+image)
 }
 
@@ -216,7 +218,7 @@ func manifestMatch(t testing.TB, manifest, pattern string) string {
 
 // kubePod is a static pod of the test bed.
 type kubePod struct {
-	owner  cleaner // the case's test: the pod lasts as long
+	owner  itest.Cleaner // the case's test: the pod lasts as long
 	b      *kubeBed
 	c      kubeCase
 	marker string
@@ -251,7 +253,7 @@ func runKubePod(t testing.TB, b *kubeBed, c kubeCase, marker string) *kubePod {
 // is.
 func (p *kubePod) checkInit(t testing.TB) {
 	t.Helper()
-	inner, _ := innermostPID(p.web.init)
+	inner, _ := itest.InnermostPID(p.web.init)
 	if !p.c.shared {
 		if inner != 1 {
 			t.Fatalf("the init (host pid %d) is pid %d of its container, want 1", p.web.init, inner)
@@ -261,7 +263,7 @@ func (p *kubePod) checkInit(t testing.TB) {
 	if inner == 1 {
 		t.Fatalf("the init (host pid %d) is PID 1 of a shared PID namespace, want the pause process", p.web.init)
 	}
-	if n, _ := innermostPID(p.pause); n != 1 || !sameNamespace(p.pause, p.web.init) {
+	if n, _ := itest.InnermostPID(p.pause); n != 1 || !sameNamespace(p.pause, p.web.init) {
 		t.Fatalf("the pause process (host pid %d, pid %d) is not PID 1 of the web container's namespace", p.pause, n)
 	}
 }
@@ -278,7 +280,7 @@ type kubeRun struct {
 	id      string // the container's
 	attempt int
 	init    int            // its main process, on the host
-	log     *lines         // its log, as the CRI writes it
+	log     *itest.Lines   // its log, as the CRI writes it
 	ns      map[string]int // the processes that announced themselves, in the container's PID namespace
 	pids    map[string]int // the same on the host, "init" included
 	fds     map[string]int // their pidfds
@@ -293,7 +295,7 @@ func (p *kubePod) waitRun(t testing.TB, name string, attempt int, announce ...st
 	r.id, st = p.waitContainer(t, name, attempt)
 	r.init, r.log = st.Info.Pid, followFile(t, p.owner, st.Status.LogPath)
 	for _, kind := range announce {
-		line := r.log.waitFor(t, criLine(kind+` [0-9]+`))
+		line := r.log.WaitFor(t, criLine(kind+` [0-9]+`))
 		for _, l := range line {
 			if m := criLine(kind + ` ([0-9]+)`).FindStringSubmatch(l); m != nil {
 				r.ns[kind], _ = strconv.Atoi(m[1])
@@ -307,7 +309,7 @@ func (p *kubePod) waitRun(t testing.TB, name string, attempt int, announce ...st
 		}
 	}
 	for kind, pid := range r.pids {
-		r.fds[kind] = pidfdsUntil(t, p.owner, []int{pid})[0]
+		r.fds[kind] = itest.PidfdsUntil(t, p.owner, []int{pid})[0]
 	}
 	return r
 }
@@ -323,7 +325,7 @@ func (r *kubeRun) gotTerm(log, who string) bool {
 func (r *kubeRun) running() []string {
 	var names []string
 	for kind, fd := range r.fds {
-		if len(running([]int{fd}, []int{r.pids[kind]})) > 0 {
+		if len(itest.Running([]int{fd}, []int{r.pids[kind]})) > 0 {
 			names = append(names, kind)
 		}
 	}
@@ -393,12 +395,12 @@ func (p *kubePod) waitContainer(t testing.TB, name string, attempt int) (string,
 				}
 			}
 		}
-		if p.b.kubelet.exited() {
-			t.Fatalf("the kubelet exited: %v\n%s", p.b.kubelet.cmd.ProcessState, tail(p.b.kubelet.log.String(), 4000))
+		if p.b.kubelet.Exited() {
+			t.Fatalf("the kubelet exited: %v\n%s", p.b.kubelet.Cmd.ProcessState, itest.Tail(p.b.kubelet.Log.String(), 4000))
 		}
 		if time.Now().After(end) {
 			t.Fatalf("%s: container %s, attempt %d, not running after 2 minutes\n%s", p.c.pod, name, attempt,
-				tail(p.b.kubelet.log.String(), 4000))
+				itest.Tail(p.b.kubelet.Log.String(), 4000))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -430,8 +432,8 @@ func checkOrphansReaped(t testing.TB, p *kubePod) {
 	if out := p.b.mustCrictl(t, "exec", r.id, "/usr/local/bin/example-web", "--check", "exec"); out != "" {
 		t.Logf("crictl exec: %s", out)
 	}
-	orphans := r.log.waitCount(t, criLine(`orphan exec [0-9]+ of [0-9]+`), 1)
-	orphans = append(orphans, r.log.waitCount(t, criLine(`orphan probe [0-9]+ of [0-9]+`), 1)...)
+	orphans := r.log.WaitCount(t, criLine(`orphan exec [0-9]+ of [0-9]+`), 1)
+	orphans = append(orphans, r.log.WaitCount(t, criLine(`orphan probe [0-9]+ of [0-9]+`), 1)...)
 	for _, line := range orphans {
 		m := criLine(`orphan (\S+) ([0-9]+) of ([0-9]+)`).FindStringSubmatch(line)
 		pid, _ := strconv.Atoi(m[2])
@@ -457,7 +459,7 @@ func waitReaped(root, inner int, within time.Duration) string {
 			return "reaped"
 		}
 		if time.Now().After(end) {
-			return fmt.Sprintf("still there after %v, state %c", within, procState(pid))
+			return fmt.Sprintf("still there after %v, state %c", within, itest.ProcState(pid))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -543,11 +545,11 @@ type deletion struct {
 // waits until its sandbox is gone.
 func (p *kubePod) delete(t testing.TB) *deletion {
 	t.Helper()
-	initExit := watchExit(p.web.fds["init"], p.period+deadline)
-	pauseExit := watchExit(pidfdsUntil(t, p.owner, []int{p.pause})[0], p.period+2*deadline)
+	initExit := watchExit(p.web.fds["init"], p.period+itest.Deadline)
+	pauseExit := watchExit(itest.PidfdsUntil(t, p.owner, []int{p.pause})[0], p.period+2*itest.Deadline)
 	var sideExit <-chan time.Time
 	if p.side != nil {
-		sideExit = watchExit(p.side.fds["init"], p.period+deadline)
+		sideExit = watchExit(p.side.fds["init"], p.period+itest.Deadline)
 	}
 	d := &deletion{began: time.Now()}
 	if err := os.Remove(p.file); err != nil {
@@ -556,7 +558,7 @@ func (p *kubePod) delete(t testing.TB) *deletion {
 	d.initAt, d.pauseAt = <-initExit, <-pauseExit
 	if d.initAt.IsZero() || d.pauseAt.IsZero() {
 		t.Fatalf("the init (host pid %d) or the pause process (host pid %d) still runs %v after the manifest's removal",
-			p.web.init, p.pause, p.period+deadline)
+			p.web.init, p.pause, p.period+itest.Deadline)
 	}
 	if p.side != nil {
 		d.sideAt = <-sideExit
@@ -612,7 +614,7 @@ func checkDeletion(t testing.TB, p *kubePod) {
 func watchExit(fd int, within time.Duration) <-chan time.Time {
 	at := make(chan time.Time, 1)
 	go func() {
-		if allExit([]int{fd}, within) {
+		if itest.AllExit([]int{fd}, within) {
 			at <- time.Now()
 			return
 		}
@@ -659,7 +661,7 @@ func lineTime(log, text string) time.Time {
 // REAPER_TEST_PAYLOAD=marker, each as "PID COMMAND LINE".
 func markedProcesses(marker string) []string {
 	var found []string
-	for _, pid := range allPIDs() {
+	for _, pid := range itest.AllPIDs() {
 		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 		for _, kv := range strings.Split(string(env), "\x00") {
 			if kv == "REAPER_TEST_PAYLOAD="+marker {
@@ -680,7 +682,7 @@ func markedProcesses(marker string) []string {
 //	go test -run '^$' -bench KubePodDeletion -benchtime 1x ./integration/
 func BenchmarkKubePodDeletion(b *testing.B) {
 	bed := newKubeBed(b)
-	runs := envInt("REAPER_BENCH_PODS", 3)
+	runs := itest.EnvInt("REAPER_BENCH_PODS", 3)
 	var rows [][]string
 	for _, c := range kubeCases {
 		var ds []*deletion
@@ -690,7 +692,7 @@ func BenchmarkKubePodDeletion(b *testing.B) {
 		}
 		rows = append(rows, deletionRow(c, ds))
 	}
-	table(fmt.Sprintf("Pod deletion (%d deletions each; median, then the slowest): from the manifest's removal", runs),
+	itest.Table(fmt.Sprintf("Pod deletion (%d deletions each; median, then the slowest): from the manifest's removal", runs),
 		[]string{"pod", "preStop hook's drain", "SIGTERM", "the init's exit", "the sandbox gone", "exit codes"}, rows)
 }
 
@@ -706,7 +708,7 @@ func deletionRow(c kubeCase, ds []*deletion) []string {
 			took = append(took, d.since(at(d)))
 		}
 		slices.Sort(took)
-		row = append(row, fmt.Sprintf("%.2f s (%.2f s)", percentile(took, 50).Seconds(), took[len(took)-1].Seconds()))
+		row = append(row, fmt.Sprintf("%.2f s (%.2f s)", itest.Percentile(took, 50).Seconds(), took[len(took)-1].Seconds()))
 	}
 	codes := map[int]bool{}
 	for _, d := range ds {
