@@ -182,6 +182,13 @@ func (h *Handle) Stat() (procfs.Process, error) {
 	return p, err
 }
 
+// Stopped reports whether the process is stopped now (SIGSTOP, Ctrl-Z:
+// state T), as /proc reads it at the call, never from a remembered stat.
+func (h *Handle) Stopped() bool {
+	p, err := procfs.Stat(h.PID)
+	return err == nil && !h.Exited() && p.State == 'T'
+}
+
 // Close releases the pidfd.
 func (h *Handle) Close() {
 	if h.fd >= 0 {

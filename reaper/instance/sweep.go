@@ -104,7 +104,7 @@ func (s *Sweep) Run() bool {
 		var hs []*handle.Handle // those signalled: the ones to wait for
 		for _, l := range found {
 			if s.signal(l, signal, s.noun()) {
-				if signal != syscall.SIGKILL {
+				if signal != syscall.SIGKILL && l.Stopped() {
 					l.Signal(syscall.SIGCONT) // a stopped process acts on nothing until continued
 				}
 				hs = append(hs, l.Handle)

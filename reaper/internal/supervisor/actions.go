@@ -223,8 +223,7 @@ func (s *supervisor) isStopped(h *handle.Handle) bool {
 	if h.IsChild() {
 		return s.children.stopped[h.PID]
 	}
-	p, err := h.Stat()
-	return err == nil && p.State == 'T'
+	return h.Stopped()
 }
 
 // send signals p, and notes it in the record.
