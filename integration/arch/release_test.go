@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -80,15 +81,29 @@ func TestReleaseBinaries(t *testing.T) {
 			if got := itest.SettingOf(info, "GOARM"); r.GOARM != "" && got != r.GOARM {
 				t.Errorf("GOARM=%s, want %s", got, r.GOARM)
 			}
+			if got := itest.SettingOf(info, "GOMIPS"); (r.GOARCH == "mips" || r.GOARCH == "mipsle") && got != "softfloat" {
+				t.Errorf("GOMIPS=%s, want softfloat (routers without an FPU)", got)
+			}
 			if ld := itest.SettingOf(info, "-ldflags"); !strings.Contains(ld, "-X=main.commit="+head) {
 				t.Errorf("-ldflags %q: no -X=main.commit=%s", ld, head)
+			}
+			if itest.SettingOf(info, "-trimpath") != "true" {
+				t.Error("built without -trimpath: this machine's paths in it, not rebuildable byte for byte")
 			}
 		})
 	}
 	for name := range sums {
 		t.Errorf("SHA256SUMS lists %s, which no target is", name)
 	}
-	native := filepath.Join(dir, "reaper-linux-amd64")
+	var native string
+	for _, r := range itest.ReleaseTargets {
+		if r.GOARCH == runtime.GOARCH && (r.GOARM == "" || r.GOARM == "7") {
+			native = filepath.Join(dir, r.File()) // this machine's own
+		}
+	}
+	if native == "" {
+		t.Fatalf("no release target for this machine's %s", runtime.GOARCH)
+	}
 	out, err := exec.Command(native, "--version").Output()
 	if want := "reaper version "; err != nil || !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), "(commit "+head) {
 		t.Errorf("%s --version: %q, %v; want its version and commit %s", native, out, err, head)
