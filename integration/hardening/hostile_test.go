@@ -413,6 +413,42 @@ func TestNotifyRelayBypass(t *testing.T) {
 // run's marker, and reaper stops it at the end of the run (SIGTERM, which
 // it records and exits on), with a warning that says how it escaped.
 func TestNamespaceEscapeIsStopped(t *testing.T) {
+	init := namespaceHolder(t)
+	rec := itest.NewFIFO(t, "escapee")
+	escapee, log := runNamespaceEscape(t, init, rec, `"$HELPER" record "$R"`, "--grace=5s")
+	if got, err := rec.TryNext(time.Second); got != "SIGTERM" {
+		t.Errorf("the escapee got %q (%v), want SIGTERM (it exits on it)\n%s", got, err, log)
+	}
+	how := fmt.Sprintf(`pid=%d command="%s record %s" how="left reaper's tree: another PID namespace" signal=SIGTERM`, escapee, itest.Bin().Helper, rec.Path)
+	if !strings.Contains(log, how) {
+		t.Errorf("no warning names escapee %d and how it escaped:\n%s", escapee, log)
+	}
+}
+
+// TestNamespaceEscapeGetsTheGrace: an escapee found at the end of the run
+// gets the run's grace period (its default, 5 s, here) to act on the stop
+// signal before SIGKILL: one that takes a second to shut down finishes.
+func TestNamespaceEscapeGetsTheGrace(t *testing.T) {
+	init := namespaceHolder(t)
+	rec := itest.NewFIFO(t, "escapee")
+	// The trap interrupts wait; the shutdown takes a second.
+	escapee := `trap 'echo SIGTERM > "$R"; sleep 1; echo done > "$R"; exit 0' TERM; echo "ready $$" > "$R"; sleep 1000 & wait`
+	_, log := runNamespaceEscape(t, init, rec, `sh -c '`+strings.ReplaceAll(escapee, `'`, `'\''`)+`'`)
+	for _, want := range []string{"SIGTERM", "done"} {
+		if got, err := rec.TryNext(time.Second); got != want {
+			t.Errorf("the escapee wrote %q (%v), want %q: killed before the end of the grace period\n%s", got, err, want, log)
+		}
+	}
+	if strings.Contains(log, "warning: killed") {
+		t.Errorf("reaper SIGKILLed an escapee within the grace period:\n%s", log)
+	}
+}
+
+// namespaceHolder starts a user and PID namespace held by nobody (unshare
+// as nobody, its init a sleep), and returns its init's pid; the test's end
+// SIGKILLs that init, and with it the namespace.
+func namespaceHolder(t *testing.T) int {
+	t.Helper()
 	nobody := itest.AsNobody(t)[:len(itest.AsNobody(t))-1] // setpriv ... --
 	held := itest.NewFIFO(t, "held")
 	holder := exec.Command(nobody[0], append(nobody[1:], "unshare", "-Urpf", "--mount-proc", "sh", "-c",
@@ -436,13 +472,25 @@ func TestNamespaceEscapeIsStopped(t *testing.T) {
 	} else {
 		t.Fatalf("unshare has children %v", kids)
 	}
+	return init
+}
 
-	rec, gate := itest.NewFIFO(t, "escapee"), itest.NewFIFO(t, "gate")
+// runNamespaceEscape runs reaper as nobody, without a cgroup, with a
+// COMMAND that enters the namespace of init and starts escapee there in
+// the background (escapee writes "ready PID", PID as its namespace sees
+// it, to $R, rec); once the escapee is up, out of reaper's tree, COMMAND
+// exits. It returns the escapee's pid and reaper's stderr, once reaper
+// has exited 0 with a warning about an escapee of the run.
+func runNamespaceEscape(t *testing.T, init int, rec *itest.FIFO, escapee string, flags ...string) (int, string) {
+	t.Helper()
+	nobody := itest.AsNobody(t)[:len(itest.AsNobody(t))-1]
+	gate := itest.NewFIFO(t, "gate")
 	ctx, cancel := context.WithTimeout(context.Background(), itest.Deadline)
 	defer cancel()
-	script := `nsenter --preserve-credentials -U -p -t "$HOLDER" sh -c '"$HELPER" record "$R" &'; read x < "$G"`
-	cmd := exec.CommandContext(ctx, nobody[0], append(nobody[1:], itest.Bin().Reaper, "--cgroup=off", "--grace=5s", "sh", "-c", script)...)
-	cmd.Env = append(os.Environ(), "HOLDER="+strconv.Itoa(init), "HELPER="+itest.Bin().Helper, "R="+rec.Path, "G="+gate.Path)
+	script := `nsenter --preserve-credentials -U -p -t "$HOLDER" sh -c "$ESCAPEE &"; read x < "$G"`
+	args := append(append(append(nobody[1:], itest.Bin().Reaper, "--cgroup=off"), flags...), "sh", "-c", script)
+	cmd := exec.CommandContext(ctx, nobody[0], args...)
+	cmd.Env = append(os.Environ(), "HOLDER="+strconv.Itoa(init), "HELPER="+itest.Bin().Helper, "R="+rec.Path, "G="+gate.Path, "ESCAPEE="+escapee)
 	// A file, not a pipe: an escapee that outlives reaper would hold a
 	// pipe open, and Wait with it.
 	stderr, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
@@ -455,11 +503,11 @@ func TestNamespaceEscapeIsStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := rec.Next(t)
-	escapee := itest.FirstBelow(init, func(pid int) bool {
+	pid := itest.FirstBelow(init, func(pid int) bool {
 		ns, _ := itest.InnermostPID(pid)
 		return "ready "+strconv.Itoa(ns) == line
 	})
-	if escapee == 0 || slices.Contains(descendants(cmd.Process.Pid), escapee) {
+	if pid == 0 || slices.Contains(descendants(cmd.Process.Pid), pid) {
 		t.Fatalf("no escapee below the namespace's init %d (%q), or it is still below reaper", init, line)
 	}
 	gate.File.Write([]byte("go\n"))
@@ -468,14 +516,10 @@ func TestNamespaceEscapeIsStopped(t *testing.T) {
 	if err != nil {
 		t.Errorf("reaper: %v\n%s", err, log)
 	}
-	if got, err := rec.TryNext(time.Second); got != "SIGTERM" {
-		t.Errorf("the escapee got %q (%v), want SIGTERM (it exits on it)\n%s", got, err, log)
+	if want := fmt.Sprintf(`reaper: warning: escapee of this run instance=run-%d-`, cmd.Process.Pid); !strings.Contains(string(log), want) {
+		t.Errorf("no warning about an escapee of this run:\n%s", log)
 	}
-	want := fmt.Sprintf(`reaper: warning: escapee of this run instance=run-%d-`, cmd.Process.Pid)
-	how := fmt.Sprintf(`pid=%d command="%s record %s" how="left reaper's tree: another PID namespace" signal=SIGTERM`, escapee, itest.Bin().Helper, rec.Path)
-	if !strings.Contains(string(log), want) || !strings.Contains(string(log), how) {
-		t.Errorf("no warning names escapee %d and how it escaped:\n%s", escapee, log)
-	}
+	return pid, string(log)
 }
 
 // descendants lists the processes below pid.

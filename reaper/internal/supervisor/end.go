@@ -74,7 +74,7 @@ func (s *supervisor) stopEscapees() {
 		return // the cgroup holds whatever escaped the tree; or /proc is not ours to search
 	}
 	escapees := &instance.Sweep{Name: s.held.instance, Escaped: s.held.marker, Self: s.self.pid,
-		StopSignal: s.cfg.StopSignal, Grace: s.cfg.Grace, KillWait: killWait, Log: s.log}
+		StopSignal: s.cfg.StopSignal, Grace: s.stop.budget.Grace, KillWait: killWait, Log: s.log}
 	escapees.Run()
 }
 
