@@ -106,7 +106,7 @@ func options(cfg *reaper.Config, act *action) []option {
 				}
 				return fmt.Errorf("%q is neither mixed nor control-group", s)
 			})},
-		{name: "timeout", arg: "DURATION", usage: "stop everything this long after COMMAND starts, then exit 124 (default none)",
+		{name: "timeout", arg: "DURATION", usage: "stop everything this long after COMMAND starts, then exit 124 (default none; 0: none)",
 			value: durationValue(&cfg.Timeout)},
 		{name: "wait", usage: "when COMMAND exits, wait for the other descendants to exit on their own instead of stopping them",
 			value: boolValue(&cfg.Wait)},

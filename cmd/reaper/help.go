@@ -19,9 +19,10 @@ COMMAND's status, stops every descendant still running.
 
 A stop request (SIGTERM: docker stop, systemctl stop; the --stop-signal; or
 what --stop-on names) goes to COMMAND first; the other descendants get the
-stop signal once COMMAND has exited, and SIGKILL 5s later (--grace), or at
-the deadline if that comes first: the systemd unit's stop timeout, none as
-PID 1 (the engine's SIGKILL), else 5s, or --grace. When COMMAND exits on
+stop signal once COMMAND has exited (or three quarters into the deadline),
+and SIGKILL 5s later (--grace), or at the deadline if that comes first:
+the systemd unit's stop timeout less a margin, none as PID 1 (the engine's
+SIGKILL), else 5s, or --grace. When COMMAND exits on
 its own, what is left gets the stop signal at once and SIGKILL 5s later
 (--grace).
 

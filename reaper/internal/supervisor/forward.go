@@ -10,6 +10,7 @@ import (
 	"github.com/reaper-init/reaper/reaper/procfs"
 	"github.com/reaper-init/reaper/reaper/tree"
 	"github.com/reaper-init/reaper/signals"
+	"go.uber.org/zap/zapcore"
 )
 
 // forwarder passes the signals reaper receives on to COMMAND's process
@@ -120,8 +121,12 @@ func (f *forwarder) forward(sig syscall.Signal) syscall.Signal {
 		return 0
 	}
 	if f.log.DebugEnabled() {
-		f.log.Debug("forwarded", logs.Signal("received", sig), logs.Signal("signal", out),
-			logs.String("to", target.String()), logs.Int("pgid", f.cmd.pid), logs.Int("processes", reached))
+		fields := []zapcore.Field{logs.Signal("received", sig), logs.Signal("signal", out),
+			logs.String("to", target.String()), logs.Int("pgid", f.cmd.pid)}
+		if f.cmd.reaped || target != signals.Group {
+			fields = append(fields, logs.Int("processes", reached)) // kill(-pgid) says not how many
+		}
+		f.log.Debug("forwarded", fields...)
 	}
 	return out
 }
