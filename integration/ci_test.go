@@ -39,7 +39,7 @@ func runnerCancel(p *itest.Planted) (*itest.Result, []syscall.Signal) {
 }
 
 // TestGitHubCancelSequence: in GitHub Actions (GITHUB_ACTIONS=true) the
-// runner's SIGINT is a stop request: COMMAND's group gets the SIGINT, the
+// runner's SIGINT is a stop request: COMMAND gets the SIGINT, the
 // other processes SIGTERM once COMMAND has exited, a TERM-ignorer SIGKILL,
 // and reaper ends before the runner's SIGKILL would come. With the default
 // grace (5 s) that is before the runner's SIGTERM; with a longer one (given,
