@@ -20,13 +20,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/reaper-init/reaper/integration/itest"
+	"github.com/reaper-init/reaper/reaper/cgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -412,30 +412,13 @@ func (b *kubeBed) close(t testing.TB) {
 // the test started them, through containerd.
 func (b *kubeBed) killShims(t testing.TB) {
 	shim := filepath.Join(b.bin, "containerd-shim-runc-v2")
-	for _, pid := range cgroupTreeProcs(b.ns.groups[0]) {
+	pids, _ := cgroup.TreeProcs(b.ns.groups[0])
+	for _, pid := range pids {
 		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe == shim {
 			t.Logf("a shim outlived containerd: pid %d, killed", pid)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-}
-
-// cgroupTreeProcs lists the processes in a cgroup2 group and below it.
-func cgroupTreeProcs(dir string) []int {
-	var pids []int
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		data, _ := os.ReadFile(filepath.Join(path, "cgroup.procs"))
-		for _, f := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-		return nil
-	})
-	return pids
 }
 
 // ctrCommand is a ctr command line in the test bed's namespace k8s.io, the

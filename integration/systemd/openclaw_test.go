@@ -9,7 +9,6 @@ package systemd
 // time (docs/benchmarks.md).
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +25,8 @@ import (
 	"time"
 
 	"github.com/reaper-init/reaper/integration/itest"
+	"github.com/reaper-init/reaper/reaper/cgroup"
+	"github.com/reaper-init/reaper/reaper/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -525,40 +526,18 @@ func (ct *nspawn) clawLeft(v clawVariant, run string) []clawProc {
 // (reaper's guardian starts with an empty one). What an earlier run left
 // has been reparented since its reaper exited.
 func childOfRun(p clawProc, v clawVariant, run string) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	stat, err := procfs.Stat(p.pid)
 	if err != nil {
 		return false
 	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	if len(fields) < 2 {
-		return false
-	}
-	ppid, err := strconv.Atoi(fields[1])
-	if err != nil {
-		return false
-	}
-	parent, ok := describeProc(ppid)
+	parent, ok := describeProc(stat.PPID)
 	return ok && parent.run == run && parent.marker == v.name
 }
 
 // cgroupMembers lists the host pids of the processes in a unit's cgroup
 // (cgroup2, below the container's system.slice), its sub-groups included.
 func (ct *nspawn) cgroupMembers(unit string) []int {
-	var pids []int
-	root := fmt.Sprintf("/proc/%d/root/sys/fs/cgroup/unified/system.slice/%s", ct.Init, unit)
-	filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
-			return nil
-		}
-		data, _ := os.ReadFile(path)
-		for _, f := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-		return nil
-	})
+	pids, _ := cgroup.TreeProcs(fmt.Sprintf("/proc/%d/root/sys/fs/cgroup/unified/system.slice/%s", ct.Init, unit))
 	return pids
 }
 

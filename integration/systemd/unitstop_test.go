@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/reaper-init/reaper/integration/itest"
+	"github.com/reaper-init/reaper/reaper/cgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -295,7 +296,7 @@ func leafHoldsAll(t *testing.T, ct *nspawn, row unitStopRow) {
 		return
 	}
 	data, _ := os.ReadFile(filepath.Join(found[0], "cgroup.procs"))
-	members := strings.Fields(string(data))
+	members := cgroup.ParseProcs(data)
 	if len(members) != 3 { // the script, its worker, its escapee
 		t.Errorf("%s: leaf %s holds %v, want COMMAND's three processes", row.name, found[0], members)
 	}

@@ -221,11 +221,15 @@ func Create(parentDir, parentPath, name string) (*Leaf, error) {
 func (c *Leaf) FD() int { return c.fd }
 
 // Procs lists the processes in the group and in any group below it.
-func (c *Leaf) Procs() ([]int, error) {
+func (c *Leaf) Procs() ([]int, error) { return TreeProcs(c.Dir) }
+
+// TreeProcs lists the processes in the cgroup2 group dir and in any group
+// below it; an error only when dir itself cannot be read.
+func TreeProcs(dir string) ([]int, error) {
 	var pids []int
-	err := filepath.WalkDir(c.Dir, func(path string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
-			if path == c.Dir {
+			if path == dir {
 				return err
 			}
 			return nil // a sub-group removed meanwhile

@@ -42,6 +42,7 @@ import (
 	"github.com/reaper-init/reaper/reaper/cgroup"
 	"github.com/reaper-init/reaper/reaper/instance"
 	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/procfs"
 )
 
 // stageVar tells a copy of reaper that it is a guardian: "guard:PID:DEV:INO",
@@ -72,7 +73,7 @@ type Guardian struct {
 // starts, and Release at the end, from the goroutine that launched it
 // (the guardian is that thread's child). PID 1 needs no guardian.
 func Launch() (*Guardian, error) {
-	own := ownFile()
+	own := procfs.ExeID()
 	if own == "" {
 		return nil, errors.New("guardian: cannot stat /proc/self/exe")
 	}
@@ -178,7 +179,7 @@ func verify(value string) (reaper int, ok bool) {
 		return 0, false
 	}
 	reaper, err := strconv.Atoi(fields[1])
-	own := ownFile()
+	own := procfs.ExeID()
 	if err != nil || reaper <= 1 || own == "" || fields[2]+":"+fields[3] != own {
 		return 0, false
 	}
@@ -247,14 +248,4 @@ func nameThreads(name string) {
 	for _, task := range tasks {
 		os.WriteFile("/proc/self/task/"+task.Name()+"/comm", []byte(name), 0)
 	}
-}
-
-// ownFile is "DEV:INO" of the running executable, "" when it cannot be
-// told.
-func ownFile() string {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/exe", &st); err != nil {
-		return ""
-	}
-	return strconv.FormatUint(uint64(st.Dev), 10) + ":" + strconv.FormatUint(st.Ino, 10)
 }

@@ -347,3 +347,14 @@ func BootTicks() uint64 {
 	}
 	return uint64(ts.Nano()) / (uint64(time.Second) / clockTicks)
 }
+
+// ExeID is "DEV:INO" of the running executable (/proc/self/exe), which
+// tells a process started from reaper's very file; "" when it cannot be
+// told.
+func ExeID() string {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &st); err != nil {
+		return ""
+	}
+	return strconv.FormatUint(uint64(st.Dev), 10) + ":" + strconv.FormatUint(st.Ino, 10)
+}

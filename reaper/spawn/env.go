@@ -9,9 +9,8 @@ import (
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/reaper-init/reaper/reaper/logs"
+	"github.com/reaper-init/reaper/reaper/procfs"
 	"github.com/reaper-init/reaper/signals"
 )
 
@@ -81,7 +80,7 @@ func (t trampoline) needed() bool { return len(t.pidVars) > 0 || len(t.ignore) >
 // env is the environment of the trampoline that starts COMMAND at path,
 // for reaper (self).
 func (t trampoline) env(env []string, self int, path string) []string {
-	value := strings.Join([]string{strconv.Itoa(self), ownFile(), strings.Join(t.pidVars, ","),
+	value := strings.Join([]string{strconv.Itoa(self), procfs.ExeID(), strings.Join(t.pidVars, ","),
 		formatSignals(t.ignore), formatSignals(t.mask), path}, ":")
 	return append(env, execVar+"="+value)
 }
@@ -111,7 +110,7 @@ func parseSignals(s string) []syscall.Signal {
 // for this process: by its parent, from this very file.
 func parseTrampoline(value string) (t trampoline, path string, ok bool) {
 	fields := strings.SplitN(value, ":", 7)
-	own := ownFile()
+	own := procfs.ExeID()
 	if len(fields) != 7 || fields[0] != strconv.Itoa(os.Getppid()) || own == "" || fields[1]+":"+fields[2] != own {
 		return t, "", false
 	}
@@ -122,16 +121,6 @@ func parseTrampoline(value string) (t trampoline, path string, ok bool) {
 	}
 	t.ignore, t.mask = parseSignals(fields[4]), parseSignals(fields[5])
 	return t, fields[6], true
-}
-
-// ownFile is "DEV:INO" of the running executable, "" when it cannot be
-// told.
-func ownFile() string {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/exe", &st); err != nil {
-		return ""
-	}
-	return strconv.FormatUint(uint64(st.Dev), 10) + ":" + strconv.FormatUint(st.Ino, 10)
 }
 
 // Trampoline runs the trampoline when this process is one (see execVar):

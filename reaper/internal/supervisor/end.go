@@ -73,9 +73,16 @@ func (s *supervisor) stopEscapees() {
 	if s.held.leaf != nil || !s.self.ownProc {
 		return // the cgroup holds whatever escaped the tree; or /proc is not ours to search
 	}
-	escapees := &instance.Sweep{Name: s.held.instance, Escaped: s.held.marker, Self: s.self.pid,
-		StopSignal: s.cfg.StopSignal, Grace: s.stop.budget.Grace, KillWait: killWait, Log: s.log}
+	escapees := s.newSweep()
+	escapees.Escaped = s.held.marker
 	escapees.Run()
+}
+
+// newSweep is a sweep of the run's instance that stops what it finds as
+// the run's own stop does: the stop signal, the run's grace, SIGKILL.
+func (s *supervisor) newSweep() *instance.Sweep {
+	return &instance.Sweep{Name: s.held.instance, Self: s.self.pid, StopSignal: s.cfg.StopSignal,
+		Grace: s.stop.budget.Grace, KillWait: killWait, Log: s.log}
 }
 
 // cleanUp releases what prepare took, when COMMAND does not start.

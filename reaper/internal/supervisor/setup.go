@@ -117,8 +117,8 @@ func (s *supervisor) prepare() (int, bool) {
 	}
 	var previous [][]byte // the earlier runs' markers: their leftovers carry them
 	if named {
-		sweep := &instance.Sweep{Name: s.held.instance, Previous: s.held.lock.Previous, Self: s.self.pid, StopSignal: s.cfg.StopSignal,
-			Grace: s.stop.budget.Grace, KillWait: killWait, Log: s.log, Stop: s.caught.stopRequested}
+		sweep := s.newSweep()
+		sweep.Previous, sweep.Stop = s.held.lock.Previous, s.caught.stopRequested
 		if cgErr == nil {
 			sweep.Stale = s.held.lock.StaleLeaves(parentDir, parentPath)
 		}
