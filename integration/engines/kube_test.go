@@ -625,8 +625,12 @@ func watchExit(fd int, within time.Duration) <-chan time.Time {
 
 // checkSidecar checks that the sidecar was not touched by the web
 // container's init: its shipper's one SIGTERM came from the sidecar, once
-// the web container's init (which exited at initAt) and server were gone;
-// the sidecar exited after the init (at sideAt), with 0.
+// the web container's init (which exited at initAt) and server were gone
+// (an init that swept the shipper would have signalled it while it still
+// ran), and the sidecar exited (at sideAt) with 0. The two exit times are
+// only reported: each is when a goroutine watching a pidfd woke, and the
+// sidecar can end within a millisecond of the init (a loaded run saw it
+// 0.8 ms "before"), so their order says nothing.
 func checkSidecar(t testing.TB, p *kubePod, initAt, sideAt time.Time) {
 	t.Helper()
 	log := p.side.log.String()
@@ -635,8 +639,8 @@ func checkSidecar(t testing.TB, p *kubePod, initAt, sideAt time.Time) {
 	order := regexp.MustCompile(`(?m)^\S+ \S+ F web-gone\n(?:.*\n)*\S+ \S+ F shipper-term$`).MatchString(log)
 	t.Logf("measured: %s: sidecar: exited %v after the web container's init, with %d; its shipper got %d SIGTERM, after the web server was gone: %v",
 		p.c.name, sideAt.Sub(initAt).Round(time.Millisecond), code, terms, order)
-	if sideAt.IsZero() || !sideAt.After(initAt) {
-		t.Errorf("the sidecar exited before the web container's init (at %v, the init at %v)", sideAt, initAt)
+	if sideAt.IsZero() {
+		t.Errorf("the sidecar did not exit (waited %v)", p.period+itest.Deadline)
 	}
 	if terms != 1 || !order {
 		t.Errorf("want one SIGTERM for the shipper, from the sidecar, after the web server was gone\n%s", log)

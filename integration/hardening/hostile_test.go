@@ -433,14 +433,19 @@ func TestNamespaceEscapeGetsTheGrace(t *testing.T) {
 	rec := itest.NewFIFO(t, "escapee")
 	// The trap interrupts wait; the shutdown takes a second.
 	escapee := `trap 'echo SIGTERM > "$R"; sleep 1; echo done > "$R"; exit 0' TERM; echo "ready $$" > "$R"; sleep 1000 & wait`
-	_, log := runNamespaceEscape(t, init, rec, `sh -c '`+strings.ReplaceAll(escapee, `'`, `'\''`)+`'`)
+	pid, log := runNamespaceEscape(t, init, rec, `sh -c '`+strings.ReplaceAll(escapee, `'`, `'\''`)+`'`)
 	for _, want := range []string{"SIGTERM", "done"} {
 		if got, err := rec.TryNext(time.Second); got != want {
 			t.Errorf("the escapee wrote %q (%v), want %q: killed before the end of the grace period\n%s", got, err, want, log)
 		}
 	}
-	if strings.Contains(log, "warning: killed") {
-		t.Errorf("reaper SIGKILLed an escapee within the grace period:\n%s", log)
+	// The escapee's own pid only: a child of its shell (the background
+	// sleep, the trap's sleep) that the SIGTERM catches between its fork
+	// and its exec loses it to the shell's handler, which it still has,
+	// and is rightly SIGKILLed at the end of the grace period (seen on a
+	// loaded machine).
+	if regexp.MustCompile(fmt.Sprintf(`warning: killed escapee of this run [^\n]*pid=%d `, pid)).MatchString(log) {
+		t.Errorf("reaper SIGKILLed the escapee (pid %d) within the grace period:\n%s", pid, log)
 	}
 }
 
