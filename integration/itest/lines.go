@@ -26,10 +26,21 @@ func NewLines() *Lines {
 
 // Collect reads r line by line into l until r ends, then closes l.Closed.
 func (l *Lines) Collect(r io.Reader) {
+	l.collect(r, "", nil)
+}
+
+// collect reads r line by line into l until r ends, then closes l.Closed;
+// a line that is mark is not kept: it closes marked, once.
+func (l *Lines) collect(r io.Reader, mark string, marked chan struct{}) {
 	defer close(l.Closed)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
+		if marked != nil && sc.Text() == mark {
+			close(marked)
+			marked = nil
+			continue
+		}
 		l.mu.Lock()
 		l.all = append(l.all, sc.Text())
 		close(l.grew)

@@ -76,13 +76,22 @@ type Session struct {
 	t      testing.TB
 	cmd    *exec.Cmd
 	report *bufio.Reader
+	// Stderr is reaper's stderr, line by line. It goes on after reaper
+	// and the harness have exited, for as long as something reaper left
+	// (its guardian) writes there: the stream ends once every holder of
+	// the pipe but the test has closed it and the test has ended.
 	Stderr *Lines
-	Cgroup *Cgroup
-	Child  int // the harness's child: reaper, or unshare with pid1
-	pid1   bool
-	result *Result
-	Ended  chan struct{}
-	argv   []string // what the harness runs
+	// stderrW is the test's own write end of the stderr pipe: Wait writes
+	// stderrMark there once the harness has exited, and whatever reaper
+	// wrote before is read when the mark is (stderrSynced).
+	stderrW      *os.File
+	stderrSynced chan struct{}
+	Cgroup       *Cgroup
+	Child        int // the harness's child: reaper, or unshare with pid1
+	pid1         bool
+	result       *Result
+	Ended        chan struct{}
+	argv         []string // what the harness runs
 }
 
 // Start runs reaper with o under the harness and waits until it runs.
@@ -146,19 +155,26 @@ func Start(t testing.TB, o Opts) *Session {
 		t.Fatal(err)
 	}
 	s.cmd.ExtraFiles = []*os.File{pw}
-	stderr, err := s.cmd.StderrPipe()
+	// Not StderrPipe: Wait would close its read end once the harness
+	// exits, and lose what reaper's guardian writes after.
+	stderr, stderrW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.cmd.Stderr, s.stderrW, s.stderrSynced = stderrW, stderrW, make(chan struct{})
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	pw.Close()
-	go s.Stderr.Collect(stderr)
+	go func() {
+		defer stderr.Close()
+		s.Stderr.collect(stderr, stderrMark, s.stderrSynced)
+	}()
 	s.report = bufio.NewReader(pr)
 	line, err := s.report.ReadString('\n')
 	if _, scanErr := fmt.Sscanf(line, "pid %d", &s.Child); err != nil || scanErr != nil {
 		s.cmd.Wait()
+		s.stderrW.Close()
 		t.Fatalf("harness did not start reaper: %q %v\nstderr:\n%s", line, err, s.Stderr)
 	}
 	go s.collect(pr)
@@ -172,7 +188,10 @@ func (s *Session) collect(pr *os.File) {
 	defer pr.Close()
 	line, _ := s.report.ReadString('\n')
 	s.cmd.Wait()
-	<-s.Stderr.Closed
+	// The mark comes after every line reaper wrote (the pipe keeps the
+	// order of writes): once it is read, they are all in.
+	s.stderrW.WriteString(stderrMark + "\n")
+	<-s.stderrSynced
 	var r Result
 	if err := json.Unmarshal([]byte(line), &r); err != nil {
 		r.Code = -1
@@ -181,6 +200,10 @@ func (s *Session) collect(pr *os.File) {
 	r.Stderr += s.Stderr.String()
 	s.result = &r
 }
+
+// stderrMark is the line the test writes into reaper's stderr pipe after
+// the harness's exit.
+const stderrMark = "\x00itest: the harness has exited\x00"
 
 // Wait returns how reaper ended; the test fails after the deadline.
 func (s *Session) Wait() *Result {
@@ -194,7 +217,8 @@ func (s *Session) Wait() *Result {
 	}
 }
 
-// cleanup kills what is left if the test ended early.
+// cleanup kills what is left if the test ended early, and closes the
+// test's end of the stderr pipe.
 func (s *Session) cleanup() {
 	select {
 	case <-s.Ended:
@@ -207,6 +231,7 @@ func (s *Session) cleanup() {
 		s.cmd.Process.Kill()
 		<-s.Ended
 	}
+	s.stderrW.Close()
 	if s.Cgroup != nil {
 		s.Cgroup.Remove(s.t)
 	}
