@@ -236,6 +236,24 @@ func TestDescendantMovedOutOfTheCgroupIsStillStopped(t *testing.T) {
 	p.ExpectClean(t, r, 0)
 }
 
+func TestStubbornDescendantOutsideTheCgroupIsKilled(t *testing.T) {
+	// A TERM-ignoring descendant moves itself into a sibling group of
+	// reaper's leaf, while another keeps the leaf populated: cgroup.kill
+	// reaches the leaf alone, so the one outside needs a SIGKILL of its
+	// own at the end of the grace period.
+	cg := itest.SharedCgroup(t, 128)
+	other := filepath.Join(cg.V2, "elsewhere")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := itest.Plant(t, false, itest.Tree{Flags: []string{"--cgroup=on", "--grace=1s"}, Ups: 2, Cgroup: cg,
+		Body: fmt.Sprintf(`sh -c "$STUBBORN" &
+sh -c 'echo $$ > %s/cgroup.procs && exec sh -c "$STUBBORN"' &`, other)})
+	p.Release(t)
+	r := p.Wait()
+	p.ExpectClean(t, r, 0) // both "killed", nothing left
+}
+
 func TestDescendantThatLeftTheCgroupGetsTheStopSignal(t *testing.T) {
 	// A descendant moves itself into a sibling group of reaper's leaf and
 	// stays below reaper; a TERM-ignoring one keeps the leaf populated for

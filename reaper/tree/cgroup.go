@@ -12,9 +12,10 @@ import (
 // rest, not only the final SIGKILL; once the group is empty, only /proc is
 // walked, for what wait4 still shows.
 type Cgroup struct {
-	Leaf  *cgroup.Leaf
-	proc  *Proc
-	empty <-chan struct{} // closed once the leaf holds no process
+	Leaf    *cgroup.Leaf
+	proc    *Proc
+	empty   <-chan struct{} // closed once the leaf holds no process
+	outside bool            // the last walk found descendants outside the leaf
 }
 
 // NewCgroup returns the tree of leaf, and of proc once leaf is empty. It
@@ -66,13 +67,19 @@ func (c *Cgroup) Walk(visit func(*handle.Handle)) {
 			visit(h)
 		}
 	}
-	c.proc.walk(members, visit)
+	c.outside = false
+	c.proc.walk(members, func(h *handle.Handle) {
+		c.outside = true
+		visit(h)
+	})
 }
 
 // KillAll writes cgroup.kill (Linux 5.14 and later) while the leaf holds
-// processes.
+// processes, unless the last walk found descendants outside the leaf:
+// cgroup.kill reaches the leaf alone, so those need a SIGKILL of their
+// own, and the caller then kills each one.
 func (c *Cgroup) KillAll() bool {
-	return !c.drained() && c.Leaf.Kill() == nil
+	return !c.outside && !c.drained() && c.Leaf.Kill() == nil
 }
 
 // Done reports whether the leaf is empty and wait4 said ECHILD.
