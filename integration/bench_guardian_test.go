@@ -175,7 +175,7 @@ func killOnce(b *testing.B, cg *itest.Cgroup, mode string, n int) (gone, leaf ti
 
 // guardianOf finds the guardian of the reaper whose pid is given: the
 // process named reaper-guard whose command line names that pid.
-func guardianOf(b *testing.B, reaper int) int {
+func guardianOf(t testing.TB, reaper int) int {
 	want := []byte("--guardian-of=" + strconv.Itoa(reaper) + "\x00")
 	for end := time.Now().Add(itest.Deadline); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		dirs, _ := filepath.Glob("/proc/[0-9]*")
@@ -188,7 +188,7 @@ func guardianOf(b *testing.B, reaper int) int {
 			}
 		}
 	}
-	b.Fatalf("no guardian of reaper %d within %v", reaper, itest.Deadline)
+	t.Fatalf("no guardian of reaper %d within %v", reaper, itest.Deadline)
 	return 0
 }
 

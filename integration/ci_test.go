@@ -74,6 +74,9 @@ setsid sh -c "$STUBBORN" &`})
 			}
 			if rep := p.ReadReport(t); rep.Teardown == nil || rep.Teardown.Received != "SIGINT" || rep.Teardown.Killed != 1 {
 				t.Errorf("report: %+v, want a stop begun by SIGINT that killed the TERM-ignorer alone", rep.Teardown)
+			} else if c.flags == nil && rep.Teardown.GraceMS != 5000 {
+				// What ends the run before the runner's SIGTERM at 7.5 s.
+				t.Errorf("report: grace %v ms, want the default 5000", rep.Teardown.GraceMS)
 			}
 		})
 	}

@@ -80,9 +80,14 @@ func TestGuardianSignalsOnlyTheRun(t *testing.T) {
 	fds := itest.Pidfds(t, p.Ups)
 	bystanders := []int{stranger.Process.Pid, forger.Process.Pid}
 	bystanderFDs := itest.Pidfds(t, bystanders)
+	guardian := []int{guardianOf(t, p.ReaperPID())}
+	guardianFD := itest.Pidfds(t, guardian)
 	p.Signal(syscall.SIGKILL)
 	p.Wait()
 	itest.AwaitGone(t, fds, p.Ups)
+	// The bystanders are judged once the guardian has ended: its sweep
+	// goes on after the run's last process is gone.
+	itest.AwaitGone(t, guardianFD, guardian)
 	if alive := itest.Running(bystanderFDs, bystanders); len(alive) != 2 {
 		t.Errorf("of the bystanders %v, only %v still run", bystanders, alive)
 	}

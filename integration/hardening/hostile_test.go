@@ -317,9 +317,7 @@ Delegate=yes
 // baseline, the same payload as ExecStart= itself, shows that systemd
 // takes such a datagram from a unit's main process.
 func TestNotifyRelayBypass(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		itest.Skip(t, "no /usr/bin/python3 for the payload (apt-get install python3): %v", err)
-	}
+	itest.RequirePython(t) // the payloads' interpreter
 	const dir = "/opt/reaper-test"
 	spec := itest.BootSpec{
 		Units: map[string]string{

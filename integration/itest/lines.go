@@ -29,20 +29,24 @@ func (l *Lines) Collect(r io.Reader) {
 	l.collect(r, "", nil)
 }
 
-// collect reads r line by line into l until r ends, then closes l.Closed;
-// a line that is mark is not kept: it closes marked, once.
+// collect reads r line by line into l until r ends, then closes l.Closed.
+// A line that ends with mark closes marked, once, and is kept without the
+// mark (a writer killed mid-line leaves its part before the mark).
 func (l *Lines) collect(r io.Reader, mark string, marked chan struct{}) {
 	defer close(l.Closed)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
-		if marked != nil && sc.Text() == mark {
+		line := sc.Text()
+		if marked != nil && strings.HasSuffix(line, mark) {
 			close(marked)
 			marked = nil
-			continue
+			if line = strings.TrimSuffix(line, mark); line == "" {
+				continue
+			}
 		}
 		l.mu.Lock()
-		l.all = append(l.all, sc.Text())
+		l.all = append(l.all, line)
 		close(l.grew)
 		l.grew = make(chan struct{})
 		l.mu.Unlock()

@@ -112,9 +112,7 @@ Delegate=yes
 }
 
 func TestSystemdNative(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		itest.Skip(t, "no /usr/bin/python3 for the payloads (apt-get install python3): %v", err)
-	}
+	itest.RequirePython(t) // the payloads' interpreter
 	spec := itest.BootSpec{
 		Units: map[string]string{},
 		Opt:   map[string][]byte{"native.py": itest.MustRead(t, "testdata/native.py")},
