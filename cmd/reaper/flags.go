@@ -73,7 +73,7 @@ func options(cfg *reaper.Config, act *action) []option {
 				cfg.SuccessExit = append(cfg.SuccessExit, n)
 				return nil
 			})},
-		{name: "stop-on", arg: "SIG", list: true, usage: "a signal that, received, begins a stop (repeatable; default TERM and the --stop-signal); any other is only forwarded",
+		{name: "stop-on", arg: "SIG", list: true, usage: "a signal that, received, begins a stop (repeatable; default TERM and the --stop-signal, and INT when GITHUB_ACTIONS=true); any other is only forwarded",
 			value: funcValue(func(s string) error {
 				sig, err := signals.ParseStopOn(s)
 				cfg.Policy.StopOn = append(cfg.Policy.StopOn, sig)

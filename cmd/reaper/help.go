@@ -28,7 +28,8 @@ its own, what is left gets the stop signal at once and SIGKILL 5s later
 
 Signals: every signal reaper receives is forwarded to COMMAND alone (after
 --rewrite; --forward=group: to its process group), and that is all: SIGHUP
-(a reload), SIGINT, SIGQUIT (a thread dump), SIGUSR1 and the others never
+(a reload), SIGINT (but under GitHub Actions, GITHUB_ACTIONS=true, unless
+--stop-on is given), SIGQUIT (a thread dump), SIGUSR1 and the others never
 stop anything. It is the signal received that counts: with
 --rewrite=TERM:QUIT, SIGTERM still stops, and COMMAND gets SIGQUIT. A
 second stop request during a stop SIGKILLs at once.

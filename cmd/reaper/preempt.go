@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reaper-init/reaper/reaper/procfs"
 )
 
 // Async preemption makes the Go runtime send SIGURG to its own threads, and
@@ -134,10 +136,7 @@ func setOwnName(name string) {
 	if name == "" || ownName() == name {
 		return
 	}
-	tasks, _ := os.ReadDir("/proc/self/task")
-	for _, task := range tasks {
-		os.WriteFile("/proc/self/task/"+task.Name()+"/comm", []byte(name), 0)
-	}
+	procfs.NameThreads(name)
 }
 
 // selfPath is the path to execute reaper again: the path of its own file,

@@ -193,7 +193,7 @@ func verify(value string) (reaper int, ok bool) {
 // guard waits for reaper's end, and stops what its run left if it died. It
 // returns the guardian's exit code.
 func guard(reaper int) int {
-	nameThreads("reaper-guard") // not "exe", nor reaper's own name: ps tells them apart
+	procfs.NameThreads("reaper-guard") // not "exe", nor reaper's own name: ps tells them apart
 	// Nothing aimed at a terminal, a reload or a stop is for the guardian:
 	// it ends when reaper's run does (systemd's KillMode=control-group
 	// sends SIGTERM to every process of the unit, reaper's guardian too,
@@ -239,13 +239,4 @@ func (spec Spec) stop(reaper int, leaf *cgroup.Leaf) int {
 		return 1
 	}
 	return 0
-}
-
-// nameThreads names every thread of the process name (/proc/PID/comm, what
-// ps and pgrep show).
-func nameThreads(name string) {
-	tasks, _ := os.ReadDir("/proc/self/task")
-	for _, task := range tasks {
-		os.WriteFile("/proc/self/task/"+task.Name()+"/comm", []byte(name), 0)
-	}
 }

@@ -358,3 +358,12 @@ func ExeID() string {
 	}
 	return strconv.FormatUint(uint64(st.Dev), 10) + ":" + strconv.FormatUint(st.Ino, 10)
 }
+
+// NameThreads names every thread of this process name (/proc/PID/comm for
+// each task: what ps, pgrep and top show).
+func NameThreads(name string) {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		os.WriteFile("/proc/self/task/"+task.Name()+"/comm", []byte(name), 0)
+	}
+}
